@@ -1,0 +1,104 @@
+"""The one module that imports OpenFHE: context construction, (de)serialization and
+translation of its exceptions into the phe-fl tree.
+
+OpenFHE keeps evaluation keys in process-wide maps keyed by key tag and caches contexts
+with equal parameters, so every :class:`Context` built from one parameter set in a process
+shares one OpenFHE context.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import openfhe as ofhe
+
+from phe_fl.errors import CryptoError, ParameterError, SerializationError
+from phe_fl.mhe.params import ParameterSet
+
+__all__ = ["ofhe", "build_context", "openfhe_errors", "dump", "load", "LOADERS"]
+
+_FEATURES = ("PKE", "KEYSWITCH", "LEVELEDSHE", "ADVANCEDSHE", "MULTIPARTY")
+_contexts: dict[bytes, Any] = {}
+
+
+def _clean(message: str) -> str:
+    """Keep OpenFHE's reason, drop its build paths."""
+    return re.sub(r"^.*?:l\.\d+:\s*", "", str(message)).strip() or "unknown OpenFHE error"
+
+
+@contextmanager
+def openfhe_errors(action: str) -> Iterator[None]:
+    """Translate OpenFHE's exceptions raised inside the block into :class:`CryptoError`."""
+    try:
+        yield
+    except (RuntimeError, TypeError) as exc:  # OpenFHE raises RuntimeError; pybind TypeError
+        raise CryptoError(f"{action} failed: {_clean(str(exc))}") from None
+
+
+def build_context(params: ParameterSet) -> Any:
+    """The OpenFHE crypto context for ``params`` (one per parameter set per process)."""
+    cached = _contexts.get(params.fingerprint)
+    if cached is not None:
+        return cached
+    p = ofhe.CCParamsCKKSRNS()
+    p.SetMultiplicativeDepth(params.mult_depth)
+    p.SetScalingModSize(params.scale_bits)
+    p.SetFirstModSize(params.first_mod_bits)
+    p.SetRingDim(params.ring_dim)
+    p.SetBatchSize(params.slots)
+    p.SetScalingTechnique(ofhe.ScalingTechnique.FIXEDMANUAL)
+    p.SetKeySwitchTechnique(ofhe.KeySwitchTechnique.HYBRID)
+    p.SetSecretKeyDist(ofhe.SecretKeyDist.UNIFORM_TERNARY)
+    # COMPLEX keeps imaginary slot parts, so decryption flooding can cover the whole ring.
+    p.SetCKKSDataType(ofhe.CKKSDataType.COMPLEX)
+    p.SetInteractiveBootCompressionLevel(
+        ofhe.CompressionLevel.SLACK if params.compression == "slack" else ofhe.CompressionLevel.COMPACT
+    )
+    p.SetSecurityLevel(
+        ofhe.SecurityLevel.HEStd_128_classic if params.secure else ofhe.SecurityLevel.HEStd_NotSet
+    )
+    try:
+        cc = ofhe.GenCryptoContext(p)
+        for feature in _FEATURES:
+            cc.Enable(getattr(ofhe.PKESchemeFeature, feature))
+    except RuntimeError as exc:
+        raise ParameterError(
+            f"OpenFHE rejects parameter set {params.name!r}: {_clean(str(exc))}"
+        ) from None
+    if cc.GetRingDimension() != params.ring_dim:
+        raise ParameterError(
+            f"parameter set {params.name!r}: OpenFHE chose ring 2^{cc.GetRingDimension().bit_length() - 1}"
+            f" instead of 2^{params.log_ring_dim}"
+        )
+    _contexts[params.fingerprint] = cc
+    return cc
+
+
+def dump(obj: Any) -> bytes:
+    """OpenFHE's binary serialization of a key, key map or ciphertext."""
+    with openfhe_errors("serialization"):
+        out = ofhe.Serialize(obj, ofhe.BINARY)
+    return bytes(out)
+
+
+LOADERS = {
+    "ciphertext": ofhe.DeserializeCiphertextString,
+    "public_key": ofhe.DeserializePublicKeyString,
+    "private_key": ofhe.DeserializePrivateKeyString,
+    "eval_key": ofhe.DeserializeEvalKeyString,
+    "eval_key_map": ofhe.DeserializeEvalKeyMapString,
+}
+
+
+def load(kind: str, data: bytes) -> Any:
+    """Deserialize OpenFHE bytes that already passed the envelope's checksum."""
+    try:
+        obj = LOADERS[kind](data, ofhe.BINARY)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise SerializationError(f"invalid {kind.replace('_', ' ')} payload: {_clean(str(exc))}") from None
+    if obj is None:
+        raise SerializationError(f"invalid {kind.replace('_', ' ')} payload")
+    return obj

@@ -1,0 +1,92 @@
+"""A data provider's side of every protocol: it holds one secret share and answers share
+requests, caching each answer so that a retried request gets the same bytes back.
+
+Regenerating a share for the same ciphertext with fresh noise would let a receiver
+average the noise away; the cache is what enforces "cache and resend".
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from phe_fl.mhe.context import Ciphertext, Context
+from phe_fl.mhe.keys import QuerierPublicKey, SecretShare
+from phe_fl.mhe.protocols._share import Share
+from phe_fl.mhe.protocols.decryption import DecryptionShare, ThresholdDecrypt
+from phe_fl.mhe.protocols.key_switch import KeySwitchShare, QueryKeySwitch, key_switch_subject
+from phe_fl.mhe.protocols.refresh import Refresh, RefreshCRP, RefreshShare, refresh_subject
+from phe_fl.mhe.protocols.relin_key import RelinKeyGen, RelinRound1Share, RelinRound2Share
+from phe_fl.mhe.protocols.rotation_keys import RotationKeyGen, RotationKeysShare
+
+__all__ = ["Party"]
+
+
+class Party:
+    """One data provider's protocol endpoint. Holds exactly one :class:`SecretShare`."""
+
+    def __init__(self, secret: SecretShare, *, cache_size: int = 4096) -> None:
+        self.ctx: Context = secret.ctx
+        self._secret = secret
+        self._cache: OrderedDict[tuple[str, bytes], Share] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def index(self) -> int:
+        return self._secret.index
+
+    @property
+    def n_parties(self) -> int:
+        return self._secret.n_parties
+
+    def _cached(self, key: tuple[str, bytes], make: Callable[[], Share]) -> Share:
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        share = make()
+        self._cache[key] = share
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return share
+
+    # key generation ----------------------------------------------------------------------
+    def relin_round1(self, gen: RelinKeyGen, crp: RelinRound1Share) -> RelinRound1Share:
+        return self._cached(("relin1", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[return-value]
+
+    def relin_round2(self, gen: RelinKeyGen, round1: RelinRound1Share) -> RelinRound2Share:
+        return self._cached(  # type: ignore[return-value]
+            ("relin2", round1.subject), lambda: gen.gen_round2_share(self._secret, round1)
+        )
+
+    def relin_crp(self, gen: RelinKeyGen) -> RelinRound1Share:
+        return self._cached(("relin-crp", gen.tag.encode()), lambda: gen.gen_crp(self._secret))  # type: ignore[return-value]
+
+    def rotation_crp(self, gen: RotationKeyGen) -> RotationKeysShare:
+        key = ("rot-crp", repr((gen.tag, gen.indices)).encode())
+        return self._cached(key, lambda: gen.gen_crp(self._secret))  # type: ignore[return-value]
+
+    def rotation_keys(self, gen: RotationKeyGen, crp: RotationKeysShare) -> RotationKeysShare:
+        return self._cached(("rot", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[return-value]
+
+    # per-ciphertext protocols ------------------------------------------------------------
+    def decryption_share(self, ct: Ciphertext) -> DecryptionShare:
+        proto = ThresholdDecrypt(self.ctx)
+        return self._cached(("dec", ct.digest), lambda: proto.gen_share(self._secret, ct))  # type: ignore[return-value]
+
+    def refresh_share(self, prepared: Ciphertext, crp: RefreshCRP) -> RefreshShare:
+        proto = Refresh(self.ctx)
+        return self._cached(  # type: ignore[return-value]
+            ("refresh", refresh_subject(prepared, crp)),
+            lambda: proto.gen_share(self._secret, prepared, crp),
+        )
+
+    def key_switch_share(self, ct: Ciphertext, querier: QuerierPublicKey) -> KeySwitchShare:
+        proto = QueryKeySwitch(self.ctx, querier)
+        return self._cached(  # type: ignore[return-value]
+            ("keyswitch", key_switch_subject(ct, querier)),
+            lambda: proto.gen_share(self._secret, ct),
+        )
+
+    def __repr__(self) -> str:
+        return f"Party(index={self.index}/{self.n_parties}, params={self.ctx.params.name!r})"

@@ -1,0 +1,77 @@
+"""Threshold decryption: every party sends a flooded partial decryption to the chosen
+receiver, which fuses them. Missing any one party's share leaves the result masked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from phe_fl.errors import KeyMismatchError
+from phe_fl.mhe._backend import openfhe_errors
+from phe_fl.mhe._wire import Kind
+from phe_fl.mhe.context import Ciphertext
+from phe_fl.mhe.keys import SecretShare, release
+from phe_fl.mhe.protocols._flooding import flood
+from phe_fl.mhe.protocols._share import Protocol, Share
+
+__all__ = ["DecryptionShare", "ThresholdDecrypt"]
+
+
+class DecryptionShare(Share):
+    KIND = Kind.DECRYPTION_SHARE
+    LOADERS = ("ciphertext",)
+
+
+def partial_decryption(secret: SecretShare, ct: Ciphertext) -> Any:
+    """``c0 + c1*s_0 + e`` for the lead, ``c1*s_i + e`` for the others (not yet flooded)."""
+    cc = secret.ctx.cc
+    op = cc.MultipartyDecryptLead if secret.is_lead else cc.MultipartyDecryptMain
+    with openfhe_errors("partial decryption"):
+        return op([ct._ct], secret.raw)[0]
+
+
+class ThresholdDecrypt(Protocol[DecryptionShare]):
+    SHARE = DecryptionShare
+
+    def gen_share(self, secret: SecretShare, ct: Ciphertext) -> DecryptionShare:
+        """Party ``secret.index``'s flooded share. Cache it: never regenerate for one ct."""
+        self.ctx.own(ct)
+        secret.check_context(self.ctx)
+        if ct.size != 2:
+            raise KeyMismatchError("decryption needs a relinearized (two-element) ciphertext")
+        partial = flood(
+            self.ctx,
+            partial_decryption(secret, ct),
+            level=ct.level,
+            scale_degree=ct.scale_degree,
+            scaling_factor=ct.scaling_factor,
+        )
+        return DecryptionShare(self.ctx, (partial,), secret.n_parties, frozenset({secret.index}), ct.digest)
+
+    def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        with openfhe_errors("decryption-share aggregation"):
+            return (self.cc.EvalAdd(a[0], b[0]),)
+
+    def finalize(
+        self,
+        share: DecryptionShare,
+        ct: Ciphertext | None = None,
+        *,
+        length: int | None = None,
+        decimals: int | None = None,
+    ) -> np.ndarray:
+        """Fuse a complete share into values rounded to the release precision."""
+        self._require_complete(share, ct.digest if ct is not None else None)
+        values = fuse(self, share.raw[0])
+        if length is not None:
+            values = values[:length]
+        return release(values, self.ctx.params.release_decimals if decimals is None else decimals)
+
+
+def fuse(protocol: ThresholdDecrypt, partial: Any) -> np.ndarray:
+    """OpenFHE's fusion of an aggregated partial decryption, without any party check."""
+    with openfhe_errors("fusing decryption shares"):
+        pt = protocol.cc.MultipartyDecryptFusion([partial])
+    return np.asarray(pt.GetRealPackedValue(), dtype=np.float64)
