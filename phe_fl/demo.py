@@ -100,7 +100,9 @@ def _provider_main(conn: Connection, params_name: str, index: int, shard: np.nda
 
     def refresh(prepared: bytes, crp: bytes) -> bytes:
         assert party is not None
-        return party.refresh_share(ctx.ciphertext_from_bytes(prepared), RefreshCRP.from_bytes(ctx, crp)).to_bytes()
+        return party.refresh_share(
+            ctx.ciphertext_from_bytes(prepared), RefreshCRP.from_bytes(ctx, crp)
+        ).to_bytes()
 
     def key_switch(ct: bytes, querier: bytes) -> bytes:
         from phe_fl.mhe import QuerierPublicKey
@@ -110,8 +112,14 @@ def _provider_main(conn: Connection, params_name: str, index: int, shard: np.nda
         return party.key_switch_share(ctx.ciphertext_from_bytes(ct), qpk).to_bytes()
 
     handlers.update(
-        keygen=keygen, set_joint=set_joint, relin=relin, rotations=rotations,
-        local_stats=local_stats, decrypt=decrypt, refresh=refresh, key_switch=key_switch,
+        keygen=keygen,
+        set_joint=set_joint,
+        relin=relin,
+        rotations=rotations,
+        local_stats=local_stats,
+        decrypt=decrypt,
+        refresh=refresh,
+        key_switch=key_switch,
     )
     while True:
         try:
@@ -184,7 +192,9 @@ def run_demo(
     try:
         for i, shard in enumerate(shards):
             parent, child = ctx_mp.Pipe()
-            proc = ctx_mp.Process(target=_provider_main, args=(child, params.name, i, shard), daemon=True)
+            proc = ctx_mp.Process(
+                target=_provider_main, args=(child, params.name, i, shard), daemon=True
+            )
             proc.start()
             providers.append(_Provider(i, proc, parent))
         ctx = Context(params)
@@ -200,8 +210,13 @@ def run_demo(
             p.call("set_joint", joint.to_bytes())
         relin = RelinKeyGen(joint)
         r_crp = providers[0].call("relin", "crp", None)
-        round1 = tree_aggregate(relin, [relin.share_from_bytes(p.call("relin", "1", r_crp)) for p in providers])
-        round2 = [relin.round2_share_from_bytes(p.call("relin", "2", round1.to_bytes())) for p in providers]
+        round1 = tree_aggregate(
+            relin, [relin.share_from_bytes(p.call("relin", "1", r_crp)) for p in providers]
+        )
+        round2 = [
+            relin.round2_share_from_bytes(p.call("relin", "2", round1.to_bytes()))
+            for p in providers
+        ]
         relin_key: RelinKey = relin.finalize(tree_aggregate(relin.round2, round2))
         relin_key.install()
         steps = [d, 2 * d]
@@ -211,8 +226,10 @@ def run_demo(
         rotation_keys: RotationKeys = rot.finalize(tree_aggregate(rot, rot_shares))
         rotation_keys.install()
         phases["key generation"] = time.perf_counter() - t
-        log(f"  collective keys ready (public, relinearization, rotations {steps}) "
-            f"in {phases['key generation']:.1f} s; no process holds more than one secret share")
+        log(
+            f"  collective keys ready (public, relinearization, rotations {steps}) "
+            f"in {phases['key generation']:.1f} s; no process holds more than one secret share"
+        )
 
         t = time.perf_counter()
         local = [ctx.ciphertext_from_bytes(p.call("local_stats")) for p in providers]
@@ -226,33 +243,52 @@ def run_demo(
         ex2 = ctx.rotate(mean, d)
         var = ctx.sub(ex2, sq)
         phases["encrypted statistics"] = time.perf_counter() - t
-        log(f"  encrypted global mean and variance of {d} features in {phases['encrypted statistics']:.2f} s "
-            f"(levels left {var.levels_left})")
+        log(
+            f"  encrypted global mean and variance of {d} features in "
+            f"{phases['encrypted statistics']:.2f} s (levels left {var.levels_left})"
+        )
 
         t = time.perf_counter()
         proto = Refresh(ctx)
         prepared = proto.prepare(var)
         r_crp2 = proto.gen_crp(joint)
-        r_shares = [proto.share_from_bytes(p.call("refresh", prepared.to_bytes(), r_crp2.to_bytes())) for p in providers]
+        r_shares = [
+            proto.share_from_bytes(p.call("refresh", prepared.to_bytes(), r_crp2.to_bytes()))
+            for p in providers
+        ]
         var = proto.finalize(tree_aggregate(proto, r_shares), prepared, r_crp2, joint)
         phases["collective refresh"] = time.perf_counter() - t
-        log(f"  collective refresh: levels left {var.levels_left} in {phases['collective refresh']:.2f} s")
+        log(
+            f"  collective refresh: levels left {var.levels_left} "
+            f"in {phases['collective refresh']:.2f} s"
+        )
 
         t = time.perf_counter()
         querier = QuerierKeyPair.generate(ctx)
         results = {}
         for label, ct in (("mean", mean), ("variance", var), ("count", count)):
             ks = QueryKeySwitch(ctx, querier.public_key)
-            ks_shares = [ks.share_from_bytes(p.call("key_switch", ct.to_bytes(), querier.public_key.to_bytes())) for p in providers]
-            results[label] = querier.decrypt(ks.finalize(tree_aggregate(ks, ks_shares), ct), length=d)
+            ks_shares = [
+                ks.share_from_bytes(
+                    p.call("key_switch", ct.to_bytes(), querier.public_key.to_bytes())
+                )
+                for p in providers
+            ]
+            results[label] = querier.decrypt(
+                ks.finalize(tree_aggregate(ks, ks_shares), ct), length=d
+            )
         phases["key switch to querier"] = time.perf_counter() - t
         err_mean = float(np.abs(results["mean"] - X.mean(axis=0)).max())
         err_var = float(np.abs(results["variance"] - X.var(axis=0)).max())
-        log(f"  querier decrypted: pooled count {results['count'][0]:.0f} (true {len(X)}), "
-            f"max |mean error| {err_mean:.1e}, max |variance error| {err_var:.1e}")
+        log(
+            f"  querier decrypted: pooled count {results['count'][0]:.0f} (true {len(X)}), "
+            f"max |mean error| {err_mean:.1e}, max |variance error| {err_var:.1e}"
+        )
 
         dec = ThresholdDecrypt(ctx)
-        partial = tree_aggregate(dec, [dec.share_from_bytes(p.call("decrypt", mean.to_bytes())) for p in providers[:-1]])
+        partial = tree_aggregate(
+            dec, [dec.share_from_bytes(p.call("decrypt", mean.to_bytes())) for p in providers[:-1]]
+        )
         try:
             dec.finalize(partial, mean)
             refused = False

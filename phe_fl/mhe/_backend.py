@@ -55,7 +55,9 @@ def build_context(params: ParameterSet) -> Any:
     # COMPLEX keeps imaginary slot parts, so decryption flooding can cover the whole ring.
     p.SetCKKSDataType(ofhe.CKKSDataType.COMPLEX)
     p.SetInteractiveBootCompressionLevel(
-        ofhe.CompressionLevel.SLACK if params.compression == "slack" else ofhe.CompressionLevel.COMPACT
+        ofhe.CompressionLevel.SLACK
+        if params.compression == "slack"
+        else ofhe.CompressionLevel.COMPACT
     )
     p.SetSecurityLevel(
         ofhe.SecurityLevel.HEStd_128_classic if params.secure else ofhe.SecurityLevel.HEStd_NotSet
@@ -70,7 +72,7 @@ def build_context(params: ParameterSet) -> Any:
         ) from None
     if cc.GetRingDimension() != params.ring_dim:
         raise ParameterError(
-            f"parameter set {params.name!r}: OpenFHE chose ring 2^{cc.GetRingDimension().bit_length() - 1}"
+            f"parameter set {params.name!r}: OpenFHE chose ring {cc.GetRingDimension()}"
             f" instead of 2^{params.log_ring_dim}"
         )
     _contexts[params.fingerprint] = cc
@@ -98,7 +100,9 @@ def load(kind: str, data: bytes) -> Any:
     try:
         obj = LOADERS[kind](data, ofhe.BINARY)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise SerializationError(f"invalid {kind.replace('_', ' ')} payload: {_clean(str(exc))}") from None
+        raise SerializationError(
+            f"invalid {kind.replace('_', ' ')} payload: {_clean(str(exc))}"
+        ) from None
     if obj is None:
         raise SerializationError(f"invalid {kind.replace('_', ' ')} payload")
     return obj

@@ -85,7 +85,9 @@ class Envelope:
             raise SerializationError(f"{what}: expected bytes, got {type(data).__name__}")
         data = bytes(data)
         if len(data) < _HEAD.size + SUBJECT_LEN + 1 + _CHECKSUM_LEN:
-            raise SerializationError(f"{what}: {len(data)} bytes is too short to be a phe-fl object")
+            raise SerializationError(
+                f"{what}: {len(data)} bytes is too short to be a phe-fl object"
+            )
         body, checksum = data[:-_CHECKSUM_LEN], data[-_CHECKSUM_LEN:]
         magic, version, kind, fp, n_parties = _HEAD.unpack_from(body)
         if magic != MAGIC:
@@ -99,7 +101,9 @@ class Envelope:
         except ValueError:
             raise SerializationError(f"{what}: unknown object kind {kind}") from None
         if got != expect:
-            raise SerializationError(f"expected a {what}, got a {got.name.lower().replace('_', ' ')}")
+            raise SerializationError(
+                f"expected a {what}, got a {got.name.lower().replace('_', ' ')}"
+            )
         if fingerprint is not None and fp != fingerprint:
             raise KeyMismatchError(f"{what}: made with another parameter set")
         off = _HEAD.size

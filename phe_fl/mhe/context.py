@@ -8,7 +8,7 @@ compute on ciphertexts; it never needs a secret share.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "Ciphertext"]
 
-Values = Union[Sequence[float], np.ndarray]
+Values = Sequence[float] | np.ndarray
 
 
 class Ciphertext:

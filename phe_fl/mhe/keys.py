@@ -58,7 +58,9 @@ class _KeyObject:
 
     def _envelope(self) -> Envelope:
         return Envelope(
-            self.KIND, self.ctx.params.fingerprint, blobs=(_backend.dump(self.raw), *self._extra_blobs())
+            self.KIND,
+            self.ctx.params.fingerprint,
+            blobs=(_backend.dump(self.raw), *self._extra_blobs()),
         )
 
     def to_bytes(self) -> bytes:
@@ -70,7 +72,9 @@ class _KeyObject:
     def _unpack(cls, ctx: Context, data: bytes, n_blobs: int = 1) -> tuple[Envelope, Any]:
         env = Envelope.unpack(data, cls.KIND, ctx.params.fingerprint)
         if len(env.blobs) != n_blobs:
-            raise SerializationError(f"{cls.__name__}: expected {n_blobs} payloads, got {len(env.blobs)}")
+            raise SerializationError(
+                f"{cls.__name__}: expected {n_blobs} payloads, got {len(env.blobs)}"
+            )
         return env, _backend.load(cls.LOADER, env.blobs[0])
 
 
@@ -111,7 +115,10 @@ class SecretShare(_KeyObject):
         return cls(ctx, raw, index, env.n_parties, data=bytes(data))
 
     def __repr__(self) -> str:
-        return f"SecretShare(party={self.index}/{self.n_parties}, params={self.ctx.params.name!r}, <redacted>)"
+        return (
+            f"SecretShare(party={self.index}/{self.n_parties}, "
+            f"params={self.ctx.params.name!r}, <redacted>)"
+        )
 
     __str__ = __repr__
 
@@ -166,7 +173,13 @@ class RotationKeys(_KeyObject):
     LOADER = "eval_key_map"
 
     def __init__(
-        self, ctx: Context, raw: Any, indices: tuple[int, ...], key_tag: str, *, data: bytes | None = None
+        self,
+        ctx: Context,
+        raw: Any,
+        indices: tuple[int, ...],
+        key_tag: str,
+        *,
+        data: bytes | None = None,
     ) -> None:
         super().__init__(ctx, raw, data=data)
         self.indices = indices
@@ -222,7 +235,9 @@ class QuerierKeyPair:
             kp = ctx.cc.KeyGen()
         return cls(ctx, QuerierPublicKey(ctx, kp.publicKey), kp.secretKey)
 
-    def decrypt(self, ct: Ciphertext, *, length: int | None = None, decimals: int | None = None) -> np.ndarray:
+    def decrypt(
+        self, ct: Ciphertext, *, length: int | None = None, decimals: int | None = None
+    ) -> np.ndarray:
         """Decrypt a result switched to this querier's key, rounded to the release precision."""
         self.ctx.own(ct)
         if ct.key_tag != self.public_key.key_tag:

@@ -100,7 +100,9 @@ class ParameterSet:
         """Refuse combinations that OpenFHE or the security standard would reject."""
         where = f"parameter set {self.name!r}"
         if not 10 <= self.log_ring_dim <= 17:
-            raise ParameterError(f"{where}: log_ring_dim must be in 10..17, got {self.log_ring_dim}")
+            raise ParameterError(
+                f"{where}: log_ring_dim must be in 10..17, got {self.log_ring_dim}"
+            )
         if not 20 <= self.scale_bits <= 59:
             raise ParameterError(f"{where}: scale_bits must be in 20..59, got {self.scale_bits}")
         if not self.scale_bits < self.first_mod_bits <= 60:
@@ -127,8 +129,11 @@ class ParameterSet:
             limit = _MAX_DEPTH_128_AT_50_BITS.get(self.log_ring_dim, 0)
             if self.mult_depth > limit:
                 bigger = next(
-                    (f"2^{k}" for k, d in sorted(_MAX_DEPTH_128_AT_50_BITS.items())
-                     if d >= self.mult_depth),
+                    (
+                        f"2^{k}"
+                        for k, d in sorted(_MAX_DEPTH_128_AT_50_BITS.items())
+                        if d >= self.mult_depth
+                    ),
                     "none available",
                 )
                 raise ParameterError(

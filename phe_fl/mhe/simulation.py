@@ -34,7 +34,11 @@ S = TypeVar("S", bound=Share)
 
 
 def tree_aggregate(
-    protocol: Protocol[S], shares: Sequence[S], *, rng: random.Random | None = None, wire: bool = True
+    protocol: Protocol[S],
+    shares: Sequence[S],
+    *,
+    rng: random.Random | None = None,
+    wire: bool = True,
 ) -> S:
     """Aggregate ``shares`` along a random binary tree (or left to right without ``rng``),
     round-tripping every intermediate share through bytes when ``wire`` is set."""
@@ -104,7 +108,9 @@ class LocalFederation:
 
         relin = RelinKeyGen(joint)
         r_crp = parties[0].relin_crp(relin)
-        round1 = tree_aggregate(relin, [p.relin_round1(relin, r_crp) for p in parties], rng=rng, wire=wire)
+        round1 = tree_aggregate(
+            relin, [p.relin_round1(relin, r_crp) for p in parties], rng=rng, wire=wire
+        )
         round2 = [p.relin_round2(relin, round1) for p in parties]
         relin_key = relin.finalize(tree_aggregate(relin.round2, round2, rng=rng, wire=wire))
         relin_key.install()
@@ -114,7 +120,9 @@ class LocalFederation:
         if steps:
             rot = RotationKeyGen(joint, steps)
             rot_crp = parties[0].rotation_crp(rot)
-            agg = tree_aggregate(rot, [p.rotation_keys(rot, rot_crp) for p in parties], rng=rng, wire=wire)
+            agg = tree_aggregate(
+                rot, [p.rotation_keys(rot, rot_crp) for p in parties], rng=rng, wire=wire
+            )
             rotation_keys = rot.finalize(agg)
             rotation_keys.install()
         return cls(ctx, parties, joint, relin_key, rotation_keys, wire=wire)
@@ -124,11 +132,17 @@ class LocalFederation:
         return self.ctx.encrypt(values, self.joint_key)
 
     def decrypt(
-        self, ct: Ciphertext, *, length: int | None = None, decimals: int | None = None,
+        self,
+        ct: Ciphertext,
+        *,
+        length: int | None = None,
+        decimals: int | None = None,
         rng: random.Random | None = None,
     ) -> np.ndarray:
         proto = ThresholdDecrypt(self.ctx)
-        agg = tree_aggregate(proto, [p.decryption_share(ct) for p in self.parties], rng=rng, wire=self.wire)
+        agg = tree_aggregate(
+            proto, [p.decryption_share(ct) for p in self.parties], rng=rng, wire=self.wire
+        )
         return proto.finalize(agg, ct, length=length, decimals=decimals)
 
     def refresh(self, ct: Ciphertext, *, rng: random.Random | None = None) -> Ciphertext:

@@ -19,7 +19,9 @@ from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe.context import Context
 
 
-def flood(ctx: Context, partial: Any, *, level: int, scale_degree: int, scaling_factor: float) -> Any:
+def flood(
+    ctx: Context, partial: Any, *, level: int, scale_degree: int, scaling_factor: float
+) -> Any:
     """Return ``partial`` plus fresh flooding noise at the ciphertext's level and scale."""
     params = ctx.params
     std = 2.0**params.flooding_log2_sigma * math.sqrt(params.slots) / scaling_factor

@@ -54,7 +54,12 @@ class Share:
         if self._bytes is None:
             blobs = tuple(_backend.dump(obj) for obj in self.raw)
             self._bytes = Envelope(
-                self.KIND, self.ctx.params.fingerprint, self.n_parties, self.parties, self.subject, blobs
+                self.KIND,
+                self.ctx.params.fingerprint,
+                self.n_parties,
+                self.parties,
+                self.subject,
+                blobs,
             ).pack()
         return self._bytes
 
@@ -67,7 +72,8 @@ class Share:
             )
         if not env.parties:
             raise SerializationError(f"{cls.__name__}: names no contributing party")
-        raw = tuple(_backend.load(kind, blob) for kind, blob in zip(cls.LOADERS, env.blobs))
+        pairs = zip(cls.LOADERS, env.blobs, strict=True)
+        raw = tuple(_backend.load(kind, blob) for kind, blob in pairs)
         return cls(ctx, raw, env.n_parties, env.parties, env.subject, data=bytes(data))
 
     def __repr__(self) -> str:

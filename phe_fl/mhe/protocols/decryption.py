@@ -48,7 +48,9 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
             scale_degree=ct.scale_degree,
             scaling_factor=ct.scaling_factor,
         )
-        return DecryptionShare(self.ctx, (partial,), secret.n_parties, frozenset({secret.index}), ct.digest)
+        return DecryptionShare(
+            self.ctx, (partial,), secret.n_parties, frozenset({secret.index}), ct.digest
+        )
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         with openfhe_errors("decryption-share aggregation"):

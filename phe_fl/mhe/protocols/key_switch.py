@@ -59,7 +59,11 @@ class QueryKeySwitch(Protocol[KeySwitchShare]):
             zero = self.cc.MakeCKKSPackedPlaintext(np.zeros(1), ct.scale_degree, ct.level)
             share = self.cc.EvalAdd(partial, self.cc.Encrypt(self.querier.raw, zero))
         return KeySwitchShare(
-            self.ctx, (share,), secret.n_parties, frozenset({secret.index}), key_switch_subject(ct, self.querier)
+            self.ctx,
+            (share,),
+            secret.n_parties,
+            frozenset({secret.index}),
+            key_switch_subject(ct, self.querier),
         )
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -8,13 +8,12 @@ common random element: every other party reuses its ``a``.
 from __future__ import annotations
 
 import secrets
-
 from typing import Any
 
 from phe_fl.errors import ParameterError
+from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Kind
-from phe_fl.mhe import _backend
 from phe_fl.mhe.keys import JointPublicKey, SecretShare
 from phe_fl.mhe.protocols._share import Protocol, Share
 
@@ -53,7 +52,9 @@ class PublicKeyGen(Protocol[PublicKeyShare]):
         with openfhe_errors("public-key share generation"):
             kp = self.cc.MultipartyKeyGen(crp.raw[0], False, True)
         secret = SecretShare(self.ctx, kp.secretKey, party, crp.n_parties)
-        share = PublicKeyShare(self.ctx, (kp.publicKey,), crp.n_parties, frozenset({party}), crp.subject)
+        share = PublicKeyShare(
+            self.ctx, (kp.publicKey,), crp.n_parties, frozenset({party}), crp.subject
+        )
         return secret, share
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:

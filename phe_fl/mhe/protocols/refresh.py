@@ -87,7 +87,11 @@ class Refresh(Protocol[RefreshShare]):
             c1.RemoveElement(0)
             pair = self.cc.IntMPBootDecrypt(secret.raw, c1, crp.raw)
         return RefreshShare(
-            self.ctx, tuple(pair), secret.n_parties, frozenset({secret.index}), refresh_subject(prepared, crp)
+            self.ctx,
+            tuple(pair),
+            secret.n_parties,
+            frozenset({secret.index}),
+            refresh_subject(prepared, crp),
         )
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:

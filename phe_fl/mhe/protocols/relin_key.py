@@ -6,11 +6,9 @@ lead's round-1 share); round 2 multiplies it by each party's share and sums.
 from __future__ import annotations
 
 import secrets
-
 from typing import Any
 
 from phe_fl.errors import KeyMismatchError
-from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Kind, digest
 from phe_fl.mhe.keys import JointPublicKey, RelinKey, SecretShare
@@ -75,7 +73,9 @@ class RelinKeyGen(Protocol[RelinRound1Share]):
             return crp
         with openfhe_errors("relinearization round-1 share"):
             key = self.cc.MultiKeySwitchGen(secret.raw, secret.raw, crp.raw[0])
-        return RelinRound1Share(self.ctx, (key,), crp.n_parties, frozenset({secret.index}), crp.subject)
+        return RelinRound1Share(
+            self.ctx, (key,), crp.n_parties, frozenset({secret.index}), crp.subject
+        )
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         with openfhe_errors("relinearization round-1 aggregation"):
@@ -89,7 +89,9 @@ class RelinKeyGen(Protocol[RelinRound1Share]):
         with openfhe_errors("relinearization round-2 share"):
             key = self.cc.MultiMultEvalKey(secret.raw, round1.raw[0], self.tag)
         subject = digest(round1.to_bytes())
-        return RelinRound2Share(self.ctx, (key,), round1.n_parties, frozenset({secret.index}), subject)
+        return RelinRound2Share(
+            self.ctx, (key,), round1.n_parties, frozenset({secret.index}), subject
+        )
 
     def round2_share_from_bytes(self, data: bytes) -> RelinRound2Share:
         return self.round2.share_from_bytes(data)

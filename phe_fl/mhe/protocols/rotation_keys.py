@@ -4,16 +4,15 @@ EvalSum key maps unless a computation asks for every power of two).
 
 from __future__ import annotations
 
-
-from collections.abc import Iterable
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from phe_fl.errors import KeyMismatchError, ParameterError
 from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Kind
-from phe_fl.mhe.keys import JointPublicKey, RotationKeys, SecretShare, encode_indices
+from phe_fl.mhe.keys import JointPublicKey, RotationKeys, SecretShare
 from phe_fl.mhe.protocols._share import Protocol, Share
 
 __all__ = ["RotationKeysShare", "RotationKeyGen"]
@@ -60,8 +59,12 @@ class RotationKeyGen(Protocol[RotationKeysShare]):
         if secret.is_lead:
             return crp
         with openfhe_errors("rotation-key share"):
-            key_map = self.cc.MultiEvalAtIndexKeyGen(secret.raw, crp.raw[0], list(self.indices), self.tag)
-        return RotationKeysShare(self.ctx, (key_map,), crp.n_parties, frozenset({secret.index}), crp.subject)
+            key_map = self.cc.MultiEvalAtIndexKeyGen(
+                secret.raw, crp.raw[0], list(self.indices), self.tag
+            )
+        return RotationKeysShare(
+            self.ctx, (key_map,), crp.n_parties, frozenset({secret.index}), crp.subject
+        )
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         with openfhe_errors("rotation-key aggregation"):
