@@ -41,13 +41,14 @@ from phe_fl.mhe import (
     ThresholdDecrypt,
     get_parameter_set,
 )
+from phe_fl.mhe.context import FloatArray
 from phe_fl.mhe.simulation import tree_aggregate
 
 __all__ = ["run_demo", "DemoResult"]
 
 
 # -- the data-provider process -----------------------------------------------------------
-def _provider_main(conn: Connection, params_name: str, index: int, shard: np.ndarray) -> None:
+def _provider_main(conn: Connection, params_name: str, index: int, shard: FloatArray) -> None:
     """One institution: owns one secret share and its data; answers share requests."""
     ctx = Context(get_parameter_set(params_name))
     party: Party | None = None
@@ -163,7 +164,7 @@ class DemoResult:
     refused_without_all: bool
 
 
-def _load_dataset() -> tuple[np.ndarray, str]:
+def _load_dataset() -> tuple[FloatArray, str]:
     try:
         from sklearn.datasets import load_breast_cancer
     except ImportError as exc:  # pragma: no cover - dev extra installs it

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phe_fl.errors import KeyMismatchError, LevelError, ParameterError, SerializationError
 from phe_fl.mhe import _backend
@@ -21,9 +22,11 @@ from phe_fl.mhe.params import ParameterSet
 if TYPE_CHECKING:
     from phe_fl.mhe.keys import JointPublicKey, QuerierPublicKey
 
-__all__ = ["Context", "Ciphertext"]
+__all__ = ["Context", "Ciphertext", "FloatArray"]
 
-Values = Sequence[float] | np.ndarray
+FloatArray = npt.NDArray[np.float64]
+
+Values = Sequence[float] | FloatArray
 
 
 class Ciphertext:
@@ -107,7 +110,7 @@ class Context:
         return self.params.slots
 
     # -- encoding ------------------------------------------------------------------------
-    def _vector(self, values: Values) -> np.ndarray:
+    def _vector(self, values: Values) -> FloatArray:
         arr = np.asarray(values, dtype=np.float64).ravel()
         if arr.size > self.slots:
             raise ParameterError(

@@ -15,7 +15,7 @@ from phe_fl.errors import KeyMismatchError, ParameterError, SerializationError
 from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Envelope, Kind, digest
-from phe_fl.mhe.context import Ciphertext, Context
+from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 
 __all__ = [
     "SecretShare",
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-def release(values: np.ndarray, decimals: int) -> np.ndarray:
+def release(values: FloatArray, decimals: int) -> FloatArray:
     """Round decrypted values to the declared precision before anyone sees them."""
     if not 0 <= decimals <= 12:
         raise ParameterError(f"decimals must be in 0..12, got {decimals}")
@@ -237,7 +237,7 @@ class QuerierKeyPair:
 
     def decrypt(
         self, ct: Ciphertext, *, length: int | None = None, decimals: int | None = None
-    ) -> np.ndarray:
+    ) -> FloatArray:
         """Decrypt a result switched to this querier's key, rounded to the release precision."""
         self.ctx.own(ct)
         if ct.key_tag != self.public_key.key_tag:

@@ -93,7 +93,7 @@ class ParameterSet:
     def expected_flooding_error(self, n_parties: int) -> float:
         """Standard deviation of the slot error that flooding adds to a fused decryption."""
         sigma = 2.0**self.flooding_log2_sigma * math.sqrt(n_parties)
-        return sigma * math.sqrt(self.slots) / 2.0**self.scale_bits
+        return float(sigma * math.sqrt(self.slots) / 2.0**self.scale_bits)
 
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> None:

@@ -12,9 +12,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
-import numpy as np
-
-from phe_fl.mhe.context import Ciphertext, Context
+from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.keys import JointPublicKey, QuerierPublicKey, RelinKey, RotationKeys, SecretShare
 from phe_fl.mhe.params import ParameterSet
 from phe_fl.mhe.party import Party
@@ -128,7 +126,7 @@ class LocalFederation:
         return cls(ctx, parties, joint, relin_key, rotation_keys, wire=wire)
 
     # convenience wrappers around the per-ciphertext protocols ----------------------------
-    def encrypt(self, values: Sequence[float] | np.ndarray) -> Ciphertext:
+    def encrypt(self, values: Sequence[float] | FloatArray) -> Ciphertext:
         return self.ctx.encrypt(values, self.joint_key)
 
     def decrypt(
@@ -138,7 +136,7 @@ class LocalFederation:
         length: int | None = None,
         decimals: int | None = None,
         rng: random.Random | None = None,
-    ) -> np.ndarray:
+    ) -> FloatArray:
         proto = ThresholdDecrypt(self.ctx)
         agg = tree_aggregate(
             proto, [p.decryption_share(ct) for p in self.parties], rng=rng, wire=self.wire

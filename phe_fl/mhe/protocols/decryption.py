@@ -11,7 +11,7 @@ import numpy as np
 from phe_fl.errors import KeyMismatchError
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Kind
-from phe_fl.mhe.context import Ciphertext
+from phe_fl.mhe.context import Ciphertext, FloatArray
 from phe_fl.mhe.keys import SecretShare, release
 from phe_fl.mhe.protocols._flooding import flood
 from phe_fl.mhe.protocols._share import Protocol, Share
@@ -63,7 +63,7 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
         *,
         length: int | None = None,
         decimals: int | None = None,
-    ) -> np.ndarray:
+    ) -> FloatArray:
         """Fuse a complete share into values rounded to the release precision."""
         self._require_complete(share, ct.digest if ct is not None else None)
         values = fuse(self, share.raw[0])
@@ -72,7 +72,7 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
         return release(values, self.ctx.params.release_decimals if decimals is None else decimals)
 
 
-def fuse(protocol: ThresholdDecrypt, partial: Any) -> np.ndarray:
+def fuse(protocol: ThresholdDecrypt, partial: Any) -> FloatArray:
     """OpenFHE's fusion of an aggregated partial decryption, without any party check."""
     with openfhe_errors("fusing decryption shares"):
         pt = protocol.cc.MultipartyDecryptFusion([partial])
