@@ -3,17 +3,19 @@
 Layout (big-endian)::
 
     b"PHFL" | version u8 | kind u8 | fingerprint 8B | n_parties u16 | parties bitmask
-    | subject 32B | blob count u8 | (blob length u32 | blob)* | blake2b-128 checksum
+    | subject 32B | blob count u8 | (blob length u32 | blob)* | CRC-32 of all before it
 
-The checksum catches truncation and corruption before OpenFHE ever parses the payload
-(OpenFHE's deserializers can crash the process on garbage). Authenticity is the transport's
-job (mutual TLS), not the envelope's.
+The checksum catches truncation and accidental corruption before OpenFHE ever parses the
+payload (OpenFHE's deserializers can crash the process on garbage); CRC-32 because
+payloads reach hundreds of MB and it runs at several GB/s. Authenticity is the
+transport's job (mutual TLS), not the envelope's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -22,7 +24,7 @@ from phe_fl.errors import KeyMismatchError, SerializationError
 MAGIC = b"PHFL"
 VERSION = 1
 SUBJECT_LEN = 32
-_CHECKSUM_LEN = 16
+_CHECKSUM = struct.Struct(">I")
 _HEAD = struct.Struct(">4sBB8sH")
 
 
@@ -74,8 +76,11 @@ class Envelope:
         for blob in self.blobs:
             parts.append(struct.pack(">I", len(blob)))
             parts.append(blob)
-        body = b"".join(parts)
-        return body + hashlib.blake2b(body, digest_size=_CHECKSUM_LEN).digest()
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        parts.append(_CHECKSUM.pack(crc))
+        return b"".join(parts)
 
     @classmethod
     def unpack(cls, data: bytes, expect: Kind, fingerprint: bytes | None = None) -> Envelope:
@@ -83,18 +88,18 @@ class Envelope:
         what = expect.name.lower().replace("_", " ")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise SerializationError(f"{what}: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _HEAD.size + SUBJECT_LEN + 1 + _CHECKSUM_LEN:
+        if len(data) < _HEAD.size + SUBJECT_LEN + 1 + _CHECKSUM.size:
             raise SerializationError(
                 f"{what}: {len(data)} bytes is too short to be a phe-fl object"
             )
-        body, checksum = data[:-_CHECKSUM_LEN], data[-_CHECKSUM_LEN:]
+        body = memoryview(data)[: -_CHECKSUM.size]  # a view: payloads reach hundreds of MB
+        (checksum,) = _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)
         magic, version, kind, fp, n_parties = _HEAD.unpack_from(body)
         if magic != MAGIC:
             raise SerializationError(f"{what}: not a phe-fl object (bad magic)")
         if version != VERSION:
             raise SerializationError(f"{what}: envelope version {version}, expected {VERSION}")
-        if hashlib.blake2b(body, digest_size=_CHECKSUM_LEN).digest() != checksum:
+        if zlib.crc32(body) != checksum:
             raise SerializationError(f"{what}: checksum mismatch (truncated or corrupted bytes)")
         try:
             got = Kind(kind)
@@ -108,12 +113,12 @@ class Envelope:
             raise KeyMismatchError(f"{what}: made with another parameter set")
         off = _HEAD.size
         mask_len = (n_parties + 7) // 8
-        mask = int.from_bytes(body[off : off + mask_len], "little")
+        mask = int.from_bytes(body[off : off + mask_len].tobytes(), "little")
         off += mask_len
         if mask >> n_parties:
             raise SerializationError(f"{what}: party bitmask names parties beyond {n_parties}")
         parties = frozenset(i for i in range(n_parties) if mask >> i & 1)
-        subject = body[off : off + SUBJECT_LEN]
+        subject = body[off : off + SUBJECT_LEN].tobytes()
         off += SUBJECT_LEN
         (count,) = struct.unpack_from(">B", body, off)
         off += 1
@@ -125,8 +130,8 @@ class Envelope:
             off += 4
             if off + size > len(body):
                 raise SerializationError(f"{what}: truncated blob")
-            blobs.append(body[off : off + size])
+            blobs.append(body[off : off + size].tobytes())
             off += size
         if off != len(body):
             raise SerializationError(f"{what}: {len(body) - off} trailing bytes")
-        return cls(got, fp, n_parties, parties, subject, tuple(blobs))
+        return cls(got, bytes(fp), n_parties, parties, subject, tuple(blobs))
