@@ -2,12 +2,16 @@
 CKKS secret key, so the model and the querier's data stay encrypted end to end."""
 
 from phe_fl.errors import (
+    ConfigError,
     CryptoError,
+    JobStateError,
     KeyMismatchError,
     LevelError,
     ParameterError,
     PartySetError,
+    PeerError,
     PheFlError,
+    PolicyError,
     ProtocolError,
     SerializationError,
 )
@@ -24,4 +28,8 @@ __all__ = [
     "PartySetError",
     "LevelError",
     "CryptoError",
+    "ConfigError",
+    "JobStateError",
+    "PolicyError",
+    "PeerError",
 ]

@@ -18,6 +18,10 @@ __all__ = [
     "PartySetError",
     "LevelError",
     "CryptoError",
+    "ConfigError",
+    "JobStateError",
+    "PolicyError",
+    "PeerError",
 ]
 
 
@@ -51,3 +55,23 @@ class LevelError(PheFlError, ValueError):
 
 class CryptoError(PheFlError, RuntimeError):
     """The homomorphic-encryption library refused or failed an operation."""
+
+
+class ConfigError(PheFlError, ValueError):
+    """A node or job configuration is invalid; the message names the file and field."""
+
+
+class JobStateError(PheFlError, RuntimeError):
+    """A protocol step arrived out of order, or before the state it needs exists."""
+
+
+class PolicyError(PheFlError, PermissionError):
+    """A node's policy refuses to contribute (for example to an unknown querier)."""
+
+
+class PeerError(PheFlError, ConnectionError):
+    """Another node failed, refused or did not answer in time; names the node."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(f"node {node}: {message}")
+        self.node = node

@@ -1,0 +1,1 @@
+"""Federation layer: tree topology, jobs, serde (domain <-> protobuf), servicers and mTLS."""

@@ -1,0 +1,191 @@
+"""Node configuration: one TOML file per institution.
+
+Example (``nodes/example/node-1.toml``)::
+
+    [node]
+    id = "node-1"            # certificate common name is "node:node-1"
+    party = 1                # party index; 0 is the root, which leads every protocol
+    n_parties = 5
+    listen = "127.0.0.1:50052"
+    params = "n14-depth5-128"
+
+    [tree]
+    parent = "node-0"
+    children = [{ id = "node-3", address = "127.0.0.1:50054" }]
+
+    [data]
+    dataset = "breast_cancer"  # a shipped dataset, split into `shards`, or
+    shard = 1                  # `path = "data.csv"` (features..., label)
+    shards = 5
+
+    [tls]
+    cert = "certs/nodes/node-1.pem"
+    key = "certs/nodes/node-1.key"
+    ca = "certs/ca.pem"
+
+    [policy]
+    queriers = ["querier"]     # who may receive results from this node's contributions
+    allow_decryption = false   # threshold decryption to the root (e.g. the final model)
+
+Relative paths are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phe_fl.errors import ConfigError, PheFlError
+from phe_fl.mhe import get_parameter_set
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10
+    import tomli as tomllib
+
+__all__ = ["ChildLink", "TlsPaths", "DataSource", "Policy", "NodeConfig", "load_node_config"]
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+@dataclass(frozen=True)
+class ChildLink:
+    id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class TlsPaths:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class DataSource:
+    dataset: str | None = None
+    path: Path | None = None
+    shard: int = 0
+    shards: int = 1
+
+
+@dataclass(frozen=True)
+class Policy:
+    queriers: tuple[str, ...] = ()
+    allow_decryption: bool = False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    party: int
+    n_parties: int
+    listen: str
+    params: str
+    tls: TlsPaths
+    parent: str | None = None
+    children: tuple[ChildLink, ...] = ()
+    data: DataSource = field(default_factory=DataSource)
+    policy: Policy = field(default_factory=Policy)
+    source: Path | None = None
+
+    @property
+    def is_root(self) -> bool:
+        return self.party == 0
+
+
+def _get(table: dict[str, Any], key: str, typ: type, where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing required field {key!r}")
+        return default
+    value = table[key]
+    if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+        raise ConfigError(f"{where}: field {key!r} must be {typ.__name__}, got {value!r}")
+    return value
+
+
+def load_node_config(path: Path | str) -> NodeConfig:
+    """Read and validate a node's TOML file; every error names the file and the field."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"node config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = path.parent
+    node = raw.get("node", {})
+    where = f"{path} [node]"
+    node_id = _get(node, "id", str, where)
+    if not _ID.match(node_id):
+        raise ConfigError(f"{where}: id {node_id!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    party = _get(node, "party", int, where)
+    n_parties = _get(node, "n_parties", int, where)
+    if not 0 <= party < n_parties:
+        raise ConfigError(f"{where}: party {party} must be in 0..n_parties-1 ({n_parties - 1})")
+    listen = _get(node, "listen", str, where)
+    if not _ADDRESS.match(listen):
+        raise ConfigError(f"{where}: listen {listen!r} must be host:port")
+    params = _get(node, "params", str, where)
+    try:
+        get_parameter_set(params)
+    except PheFlError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+    tree = raw.get("tree", {})
+    where = f"{path} [tree]"
+    parent = _get(tree, "parent", str, where, "") or None
+    if (parent is None) != (party == 0):
+        raise ConfigError(f"{where}: party 0 is the root and has no parent; others need one")
+    children = []
+    for i, child in enumerate(_get(tree, "children", list, where, [])):
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: children[{i}] must be a table with id and address")
+        cid = _get(child, "id", str, f"{where} children[{i}]")
+        addr = _get(child, "address", str, f"{where} children[{i}]")
+        if not _ADDRESS.match(addr):
+            raise ConfigError(f"{where} children[{i}]: address {addr!r} must be host:port")
+        children.append(ChildLink(cid, addr))
+    if len({c.id for c in children}) != len(children):
+        raise ConfigError(f"{where}: duplicate child ids")
+
+    tls = raw.get("tls", {})
+    where = f"{path} [tls]"
+    tls_paths = TlsPaths(*(base / _get(tls, k, str, where) for k in ("cert", "key", "ca")))
+
+    data = raw.get("data", {})
+    where = f"{path} [data]"
+    dataset = _get(data, "dataset", str, where, None)
+    data_path = _get(data, "path", str, where, None)
+    if dataset is not None and data_path is not None:
+        raise ConfigError(f"{where}: give either dataset or path, not both")
+    shards = _get(data, "shards", int, where, 1)
+    shard = _get(data, "shard", int, where, 0)
+    if not 0 <= shard < shards:
+        raise ConfigError(f"{where}: shard {shard} must be in 0..shards-1 ({shards - 1})")
+    source = DataSource(dataset, base / data_path if data_path else None, shard, shards)
+
+    policy = raw.get("policy", {})
+    where = f"{path} [policy]"
+    queriers = _get(policy, "queriers", list, where, [])
+    if not all(isinstance(q, str) for q in queriers):
+        raise ConfigError(f"{where}: queriers must be a list of names")
+    pol = Policy(tuple(queriers), _get(policy, "allow_decryption", bool, where, False))
+    return NodeConfig(
+        node_id,
+        party,
+        n_parties,
+        listen,
+        params,
+        tls_paths,
+        parent,
+        tuple(children),
+        source,
+        pol,
+        path,
+    )

@@ -1,0 +1,343 @@
+"""A data provider node's domain logic, free of gRPC: it answers protocol steps for its
+subtree (its own share aggregated with its children's) and installs public material.
+
+The servicer translates frames to :class:`Step` and errors to status codes; the
+transport reaches the children. Every answer is cached per (job, step, payload digest),
+so a parent's retry gets the same bytes and no share is ever regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from phe_fl.errors import JobStateError, PolicyError, ProtocolError
+from phe_fl.federation.config import NodeConfig
+from phe_fl.federation.data import load_local_data
+from phe_fl.federation.serde import NodeStats, Received, Step
+from phe_fl.mhe import (
+    Ciphertext,
+    Context,
+    JointPublicKey,
+    Party,
+    PublicKeyGen,
+    QuerierPublicKey,
+    QueryKeySwitch,
+    Refresh,
+    RefreshCRP,
+    RelinKey,
+    RelinKeyGen,
+    RotationKeyGen,
+    RotationKeys,
+    ThresholdDecrypt,
+    get_parameter_set,
+)
+from phe_fl.mhe.protocols._share import Share
+
+__all__ = ["Node", "ChildLinkClient", "SETUP_ORDER"]
+
+log = logging.getLogger("phe_fl.node")
+
+SETUP_ORDER = ("pk", "relin1", "relin2")
+
+
+class ChildLinkClient(Protocol):
+    """What a node needs from a child connection (the gRPC transport implements it)."""
+
+    id: str
+
+    def contribute(self, step: Step) -> Received: ...
+
+    def broadcast(self, step: Step) -> list[str]: ...
+
+
+@dataclass
+class _StepSpec:
+    """How one step makes this node's contribution and folds in the children's."""
+
+    own: Callable[[Node, Step], Any]
+    load: Callable[[Node, Step, bytes], Any]
+    combine: Callable[[Node, Step, Any, Any], Any]
+    requires: str | None  # setup step that must be complete first
+
+
+def _digest(step: Step) -> bytes:
+    h = hashlib.sha256(f"{step.job_id}/{step.step}/{sorted(step.labels.items())}".encode())
+    for name, data in step.payloads.items():
+        h.update(name.encode())
+        h.update(hashlib.sha256(data).digest())
+    return h.digest()
+
+
+class Node:
+    """One institution: one secret share, its plaintext data, links to its children."""
+
+    def __init__(self, config: NodeConfig, children: Sequence[ChildLinkClient] = ()) -> None:
+        self.config = config
+        self.params = get_parameter_set(config.params)
+        self.ctx = Context(self.params)
+        self.children = list(children)
+        self.X, self.y = load_local_data(config.data)
+        self.party: Party | None = None
+        self.joint_key: JointPublicKey | None = None
+        self.relin_key: RelinKey | None = None
+        self.rotation_keys: RotationKeys | None = None
+        self.lead_crp: dict[str, Share] = {}  # root only: its own share doubles as the CRP
+        self._done: list[str] = []
+        self._setup_job: str | None = None
+        self._cache: dict[bytes, Received] = {}
+        self._locks: dict[bytes, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.children)))
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    # -- state -----------------------------------------------------------------------------
+    def _require(self, step: Step, spec: _StepSpec) -> None:
+        if step.params != self.params.name:
+            raise ProtocolError(
+                f"step for parameter set {step.params!r}, this node uses {self.params.name!r}"
+            )
+        if step.n_parties != self.config.n_parties:
+            raise ProtocolError(
+                f"step for {step.n_parties} parties, this federation has {self.config.n_parties}"
+            )
+        if step.step == "pk":
+            if "pk" in self._done:
+                raise JobStateError(
+                    f"collective key already generated (job {self._setup_job}); "
+                    "a node takes part in one key generation"
+                )
+            return
+        if spec.requires is not None and spec.requires not in self._done:
+            raise JobStateError(
+                f"step {step.step!r} before {spec.requires!r}: out-of-order protocol step"
+            )
+        if step.step in SETUP_ORDER and step.job_id != self._setup_job:
+            raise JobStateError(
+                f"step {step.step!r} of job {step.job_id!r}, but key generation is job "
+                f"{self._setup_job!r}"
+            )
+
+    def _party(self) -> Party:
+        if self.party is None:
+            raise JobStateError("this node has no secret share yet: run key generation first")
+        return self.party
+
+    def _joint(self) -> JointPublicKey:
+        if self.joint_key is None:
+            raise JobStateError("no collective public key yet: run key generation first")
+        return self.joint_key
+
+    # -- contribution over the subtree ---------------------------------------------------------
+    def contribute(self, step: Step) -> Received:
+        """This subtree's aggregated contribution to ``step`` (cached for retries)."""
+        spec = STEPS.get(step.step)
+        if spec is None:
+            raise ProtocolError(f"unknown protocol step {step.step!r}")
+        key = _digest(step)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # a retry racing the original waits for it instead of recomputing
+            hit = self._cache.get(key)
+            if hit is not None:
+                log.info("%s: resending cached %s for job %s", self.id, step.step, step.job_id)
+                return hit
+            with self._lock:
+                self._require(step, spec)
+            result = self._compute(step, spec)
+            self._cache[key] = result
+            if step.step in SETUP_ORDER:
+                with self._lock:
+                    self._done.append(step.step)
+                    self._setup_job = step.job_id
+            return result
+
+    def _compute(self, step: Step, spec: _StepSpec) -> Received:
+        futures = [self._pool.submit(child.contribute, step) for child in self.children]
+        t0 = time.perf_counter()
+        try:
+            acc = spec.own(self, step)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        own_seconds = time.perf_counter() - t0
+        stats: list[NodeStats] = []
+        for future in futures:
+            received = future.result()  # PeerError names the child
+            stats.extend(received.stats)
+            acc = spec.combine(
+                self, step, acc, spec.load(self, step, received.step.payload("share"))
+            )
+        data = acc.to_bytes()
+        stats.insert(0, NodeStats(self.id, own_seconds, len(data)))
+        out = Step(step.job_id, step.step, step.params, step.n_parties, {"share": data})
+        return Received(out, tuple(stats))
+
+    def fan_out(self, step: Step) -> Received:
+        """Root: run ``step`` over the whole tree (its own contribution included)."""
+        return self.contribute(step)
+
+    # -- public material pushed down the tree --------------------------------------------------
+    def broadcast(self, step: Step) -> list[str]:
+        """Install joint keys sent by the parent, then pass them to the children."""
+        data = step.payload("key")
+        if step.step == "joint_key":
+            self.joint_key = JointPublicKey.from_bytes(self.ctx, data)
+        elif step.step == "relin_key":
+            key = RelinKey.from_bytes(self.ctx, data)
+            key.install()
+            self.relin_key = key
+        elif step.step == "rotation_keys":
+            rot = RotationKeys.from_bytes(self.ctx, data)
+            rot.install()
+            self.rotation_keys = rot
+        else:
+            raise ProtocolError(f"unknown broadcast {step.step!r}")
+        installed = [self.id]
+        futures = [self._pool.submit(child.broadcast, step) for child in self.children]
+        for future in futures:
+            installed.extend(future.result())
+        log.info("%s: installed %s", self.id, step.step)
+        return installed
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- the steps ---------------------------------------------------------------------------------
+def _pk_own(node: Node, step: Step) -> Share:
+    if "pk" in node.lead_crp:
+        return node.lead_crp["pk"]
+    pkg = PublicKeyGen(node.ctx)
+    secret, share = pkg.gen_share(node.config.party, pkg.share_from_bytes(step.payload("crp")))
+    node.party = Party(secret)
+    return share
+
+
+def _relin(node: Node) -> RelinKeyGen:
+    return RelinKeyGen(node._joint())
+
+
+def _rotation_gen(node: Node, step: Step) -> RotationKeyGen:
+    try:
+        steps = [int(s) for s in step.labels.get("rotations", "").split(",") if s]
+    except ValueError:
+        raise ProtocolError(f"bad rotation list {step.labels.get('rotations')!r}") from None
+    return RotationKeyGen(node._joint(), steps)
+
+
+def _check_querier(node: Node, step: Step) -> QuerierPublicKey:
+    name = step.labels.get("querier", "")
+    if name not in node.config.policy.queriers:
+        raise PolicyError(f"node {node.id} does not release results to querier {name!r}")
+    return QuerierPublicKey.from_bytes(node.ctx, step.payload("querier_key"))
+
+
+def _keyswitch_own(node: Node, step: Step) -> Share:
+    qpk = _check_querier(node, step)
+    ct = node.ctx.ciphertext_from_bytes(step.payload("ct"))
+    share = node._party().key_switch_share(ct, qpk)
+    log.info(
+        "%s: contributed key-switch share to querier %r for ciphertext %s (job %s)",
+        node.id,
+        step.labels.get("querier"),
+        ct.digest[:6].hex(),
+        step.job_id,
+    )
+    return share
+
+
+def _decrypt_own(node: Node, step: Step) -> Share:
+    if not node.config.policy.allow_decryption:
+        raise PolicyError(f"node {node.id}'s policy does not allow threshold decryption")
+    ct = node.ctx.ciphertext_from_bytes(step.payload("ct"))
+    log.info("%s: contributed decryption share for %s", node.id, ct.digest[:6].hex())
+    return node._party().decryption_share(ct)
+
+
+def _stats_own(node: Node, step: Step) -> Ciphertext:
+    """[sum x | sum x^2 | count] of the local data, encrypted under the joint key."""
+    d = node.X.shape[1]
+    if 3 * d > node.params.slots:
+        raise ProtocolError(f"{d} features do not fit the statistics layout")
+    vec = np.concatenate([node.X.sum(axis=0), (node.X**2).sum(axis=0), np.full(d, len(node.X))])
+    return node.ctx.encrypt(vec, node._joint())
+
+
+def _share_step(proto: Callable[[Node, Step], Any]) -> tuple[Any, Any]:
+    def load(node: Node, step: Step, data: bytes) -> Share:
+        return proto(node, step).share_from_bytes(data)  # type: ignore[no-any-return]
+
+    def combine(node: Node, step: Step, a: Share, b: Share) -> Share:
+        return proto(node, step).aggregate(a, b)  # type: ignore[no-any-return]
+
+    return load, combine
+
+
+def _ct_load(node: Node, step: Step, data: bytes) -> Ciphertext:
+    return node.ctx.ciphertext_from_bytes(data)
+
+
+def _ct_add(node: Node, step: Step, a: Ciphertext, b: Ciphertext) -> Ciphertext:
+    return node.ctx.add(a, b)
+
+
+def _relin2_load(node: Node, step: Step, data: bytes) -> Share:
+    return _relin(node).round2_share_from_bytes(data)
+
+
+def _relin2_combine(node: Node, step: Step, a: Any, b: Any) -> Share:
+    return _relin(node).aggregate_round2(a, b)
+
+
+def _relin1_own(node: Node, step: Step) -> Share:
+    gen = _relin(node)
+    return node._party().relin_round1(gen, gen.share_from_bytes(step.payload("crp")))
+
+
+def _relin2_own(node: Node, step: Step) -> Share:
+    gen = _relin(node)
+    return node._party().relin_round2(gen, gen.share_from_bytes(step.payload("round1")))
+
+
+def _rotations_own(node: Node, step: Step) -> Share:
+    gen = _rotation_gen(node, step)
+    return node._party().rotation_keys(gen, gen.share_from_bytes(step.payload("crp")))
+
+
+def _refresh_own(node: Node, step: Step) -> Share:
+    prepared = node.ctx.ciphertext_from_bytes(step.payload("ct"))
+    crp = RefreshCRP.from_bytes(node.ctx, step.payload("crp"))
+    return node._party().refresh_share(prepared, crp)
+
+
+STEPS: dict[str, _StepSpec] = {
+    "pk": _StepSpec(_pk_own, *_share_step(lambda n, s: PublicKeyGen(n.ctx)), requires=None),
+    "relin1": _StepSpec(_relin1_own, *_share_step(lambda n, s: _relin(n)), requires="pk"),
+    "relin2": _StepSpec(_relin2_own, _relin2_load, _relin2_combine, requires="relin1"),
+    "rotations": _StepSpec(_rotations_own, *_share_step(_rotation_gen), requires="pk"),
+    "decrypt": _StepSpec(
+        _decrypt_own, *_share_step(lambda n, s: ThresholdDecrypt(n.ctx)), requires="relin2"
+    ),
+    "refresh": _StepSpec(
+        _refresh_own, *_share_step(lambda n, s: Refresh(n.ctx)), requires="relin2"
+    ),
+    "keyswitch": _StepSpec(
+        _keyswitch_own,
+        *_share_step(lambda n, s: QueryKeySwitch(n.ctx, _check_querier(n, s))),
+        requires="relin2",
+    ),
+    "stats": _StepSpec(_stats_own, _ct_load, _ct_add, requires="pk"),
+}

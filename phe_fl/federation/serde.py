@@ -1,0 +1,168 @@
+"""Domain messages <-> protobuf frames. The only module (with the thin servicers) that
+touches generated protobuf classes.
+
+Large payloads are cut into frames of at most ``CHUNK`` bytes; readers check every size
+and refuse malformed streams with :class:`~phe_fl.errors.ProtocolError` before any
+cryptographic code sees the bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from phe_fl.errors import ProtocolError
+from phe_fl.v1 import federation_pb2 as pb
+
+__all__ = ["CHUNK", "Step", "NodeStats", "Event", "Received", "to_frames", "from_frames"]
+
+CHUNK = 1 << 20
+MAX_PAYLOADS = 16
+MAX_PAYLOAD_BYTES = 4 << 30
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One protocol step of one job, with its named payloads (phe-fl envelope bytes)."""
+
+    job_id: str
+    step: str
+    params: str
+    n_parties: int = 0
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def payload(self, name: str) -> bytes:
+        try:
+            return self.payloads[name]
+        except KeyError:
+            raise ProtocolError(
+                f"step {self.step!r} of job {self.job_id!r} lacks payload {name!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class NodeStats:
+    node_id: str
+    seconds: float
+    bytes_sent: int
+
+
+@dataclass(frozen=True)
+class Event:
+    phase: str
+    message: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Received:
+    step: Step
+    stats: tuple[NodeStats, ...] = ()
+
+
+def _check_name(what: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise ProtocolError(f"invalid {what} {value!r} (1-128 of A-Z a-z 0-9 _ . : -)")
+    return value
+
+
+def to_frames(
+    step: Step, stats: Iterable[NodeStats] = (), events: Iterable[Event] = ()
+) -> Iterator[pb.Frame]:
+    """Events first, then the header, the payload chunks in order, and the trailer."""
+    for ev in events:
+        yield pb.Frame(event=pb.JobEvent(phase=ev.phase, message=ev.message, seconds=ev.seconds))
+    header = pb.StepHeader(
+        job_id=_check_name("job id", step.job_id),
+        step=_check_name("step", step.step),
+        params=step.params,
+        n_parties=step.n_parties,
+        payloads=[pb.PayloadInfo(name=n, size=len(b)) for n, b in step.payloads.items()],
+        labels=step.labels,
+    )
+    yield pb.Frame(header=header)
+    for data in step.payloads.values():
+        view = memoryview(data)
+        for off in range(0, len(data), CHUNK):
+            yield pb.Frame(chunk=bytes(view[off : off + CHUNK]))
+    stats = list(stats)
+    if stats:
+        yield pb.Frame(
+            trailer=pb.Trailer(
+                stats=[
+                    pb.NodeStats(node_id=s.node_id, seconds=s.seconds, bytes_sent=s.bytes_sent)
+                    for s in stats
+                ]
+            )
+        )
+
+
+def from_frames(
+    frames: Iterable[pb.Frame], on_event: Callable[[Event], None] | None = None
+) -> Received:
+    """Read one step from a frame stream, checking its shape; raise ProtocolError if not."""
+    it = iter(frames)
+    header = None
+    for frame in it:
+        kind = frame.WhichOneof("body")
+        if kind == "event":
+            if on_event is not None:
+                on_event(Event(frame.event.phase, frame.event.message, frame.event.seconds))
+            continue
+        if kind != "header":
+            raise ProtocolError(f"stream must start with a header frame, got {kind or 'empty'}")
+        header = frame.header
+        break
+    if header is None:
+        raise ProtocolError("stream ended before its header")
+    _check_name("job id", header.job_id)
+    _check_name("step", header.step)
+    if len(header.payloads) > MAX_PAYLOADS:
+        raise ProtocolError(f"{len(header.payloads)} payloads exceed the limit of {MAX_PAYLOADS}")
+    names = [p.name for p in header.payloads]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"duplicate payload names in {names}")
+    for info in header.payloads:
+        _check_name("payload name", info.name)
+        if info.size > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(f"payload {info.name!r} of {info.size} bytes exceeds the limit")
+
+    payloads: dict[str, bytes] = {}
+    stats: tuple[NodeStats, ...] = ()
+    pending = list(header.payloads)
+    buf = bytearray()
+    for frame in it:
+        kind = frame.WhichOneof("body")
+        if kind == "chunk":
+            if not pending:
+                raise ProtocolError("payload chunk after all declared payloads")
+            buf += frame.chunk
+            while pending and len(buf) >= pending[0].size:
+                info = pending.pop(0)
+                payloads[info.name] = bytes(buf[: info.size])
+                del buf[: info.size]
+        elif kind == "trailer":
+            stats = tuple(
+                NodeStats(s.node_id, s.seconds, s.bytes_sent) for s in frame.trailer.stats
+            )
+            break
+        else:
+            raise ProtocolError(f"unexpected {kind or 'empty'} frame inside a payload stream")
+    # Zero-size payloads complete without any chunk.
+    while pending and pending[0].size == 0 and not buf:
+        payloads[pending.pop(0).name] = b""
+    if pending or buf:
+        missing = ", ".join(p.name for p in pending) or "?"
+        raise ProtocolError(f"stream ended inside payloads ({missing}); truncated message")
+    step = Step(
+        job_id=header.job_id,
+        step=header.step,
+        params=header.params,
+        n_parties=header.n_parties,
+        payloads=payloads,
+        labels=dict(header.labels),
+    )
+    return Received(step, stats)
