@@ -85,6 +85,50 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_node(args: argparse.Namespace) -> int:
+    import logging
+
+    from phe_fl.federation.config import load_node_config
+    from phe_fl.federation.server import serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve_forever(load_node_config(args.config), deadline_s=args.deadline)
+    return 0
+
+
+def _print_event(event: object) -> None:
+    phase = getattr(event, "phase", "")
+    if phase.endswith("/node"):
+        print(f"    {getattr(event, 'message', '')}")
+    else:
+        print(f"  [{phase}] {getattr(event, 'message', '')} ({getattr(event, 'seconds', 0):.2f} s)")
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phe_fl.federation.config import TlsPaths
+    from phe_fl.federation.querier import Querier
+    from phe_fl.federation.server import new_job_id
+
+    tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
+    querier = Querier(args.root, tls, args.params, name=args.name, on_event=_print_event)
+    try:
+        job = args.job_id or new_job_id()
+        if args.job == "setup":
+            rotations = [int(r) for r in args.rotations.split(",") if r]
+            querier.setup(job, rotations)
+            print(f"job {job}: collective keys ready")
+        else:
+            stats = querier.stats(job, args.features)
+            print(f"job {job}: pooled over {stats.count} samples")
+            for j, (m, v) in enumerate(zip(stats.mean, stats.variance, strict=True)):
+                print(f"  feature {j:3d}: mean {m: .6f}  variance {v: .6f}")
+    finally:
+        querier.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="phe-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +163,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     certs.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     certs.add_argument("--overwrite", action="store_true", help="replace existing files")
     certs.set_defaults(func=_cmd_certs)
+    node = sub.add_parser("node", help="run one data-provider node from its TOML config")
+    node.add_argument("--config", required=True, help="the node's TOML file (see nodes/)")
+    node.add_argument(
+        "--deadline", type=float, default=600.0, help="seconds a child may take per step"
+    )
+    node.set_defaults(func=_cmd_node)
+    query = sub.add_parser("query", help="as a querier, run a job on the federation's root")
+    query.add_argument(
+        "job",
+        choices=["setup", "stats"],
+        help="setup: collective keys; stats: "
+        "pooled feature statistics readable by this querier only",
+    )
+    query.add_argument("--root", required=True, help="root node address host:port")
+    query.add_argument("--cert", required=True)
+    query.add_argument("--key", required=True)
+    query.add_argument("--ca", required=True)
+    query.add_argument("--name", default="querier", help="querier id in its certificate")
+    query.add_argument("--params", default="n14-depth5-128")
+    query.add_argument("--rotations", default="", help="setup: rotation steps, e.g. 1,2,4")
+    query.add_argument("--features", type=int, default=30, help="stats: number of features")
+    query.add_argument("--job-id", default="", help="job id (default: random)")
+    query.set_defaults(func=_cmd_query)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

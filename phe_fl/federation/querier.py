@@ -1,0 +1,63 @@
+"""The querier's side: submit jobs to the root over mutual TLS and read results that
+only its own secret key can decrypt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from phe_fl.federation.config import ChildLink, TlsPaths
+from phe_fl.federation.serde import Event, Step
+from phe_fl.federation.transport import NodeClient
+from phe_fl.mhe import Context, QuerierKeyPair, get_parameter_set
+from phe_fl.mhe.context import FloatArray
+
+__all__ = ["Querier", "PooledStats"]
+
+
+@dataclass(frozen=True)
+class PooledStats:
+    """What the stats job releases: per-feature pooled mean and variance, and the count."""
+
+    mean: FloatArray
+    variance: FloatArray
+    count: int
+
+
+class Querier:
+    def __init__(
+        self,
+        root_address: str,
+        tls: TlsPaths,
+        params: str,
+        *,
+        name: str = "querier",
+        deadline_s: float = 600.0,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.ctx = Context(get_parameter_set(params))
+        self.keys = QuerierKeyPair.generate(self.ctx)
+        self.name = name
+        self.on_event = on_event
+        self._root = NodeClient(ChildLink("root", root_address), tls, deadline_s)
+
+    def _query(self, job_id: str, kind: str, payloads: dict[str, bytes], **labels: str) -> Step:
+        step = Step(job_id, kind, self.ctx.params.name, 0, payloads, dict(labels))
+        return self._root.query(step, self.on_event).step
+
+    def setup(self, job_id: str, rotations: Sequence[int] = ()) -> None:
+        """Ask the root to run collective key generation across the federation."""
+        self._query(job_id, "setup", {}, rotations=",".join(str(r) for r in rotations))
+
+    def stats(self, job_id: str, n_features: int) -> PooledStats:
+        """Pooled statistics of every node's data; only this querier can read them."""
+        result = self._query(job_id, "stats", {"querier_key": self.keys.public_key.to_bytes()})
+        ct = self.ctx.ciphertext_from_bytes(result.payload("result"))
+        values = self.keys.decrypt(ct, length=3 * n_features, decimals=6)
+        d = n_features
+        count = float(values[2 * d])
+        mean = values[:d] / count
+        return PooledStats(mean, values[d : 2 * d] / count - mean**2, round(count))
+
+    def close(self) -> None:
+        self._root.close()

@@ -1,0 +1,76 @@
+"""Encrypted training: models, packing, polynomial activations and plaintext twins.
+
+The model stays encrypted under the collective key; each party computes encrypted
+gradients from its plaintext shard (MAP), the gradients are added (COMBINE) and the root
+updates the encrypted weights (REDUCE). Everything here uses :mod:`phe_fl.mhe` only
+through its public evaluation API and a transport-agnostic :class:`Federation`.
+
+In one process (tests, benchmarks)::
+
+    job = TrainingJob(n_features=8, iterations=10, allow_model_decryption=True)
+    fed = setup_local(job, shards)          # validates job and shards, then key generation
+    model = GLMTrainer(job, fed).train()    # encrypted weights, refreshes per iteration
+    weights = model.decrypt(fed)            # refused unless every party consented
+    twin = train_plaintext(job, shards)     # the same approximated math in numpy
+
+Choosing the activation: a polynomial is a sigmoid only on its interval. Fits whose
+leading coefficient is negative (least-squares degrees 3 and 7) push margins that left
+the interval further out and training diverges; degrees 1, 5, 9 turn back towards it.
+``PlaintextResult.max_abs_margin`` shows how far the margins went.
+"""
+
+from phe_fl.ml.activations import (
+    PolyActivation,
+    fit_activation,
+    fit_sigmoid,
+    identity_activation,
+    sigmoid,
+)
+from phe_fl.ml.federation import (
+    Federation,
+    LocalTrainingFederation,
+    MapRequest,
+    MapWorker,
+    ModelDecryptionRefused,
+)
+from phe_fl.ml.glm import (
+    EncryptedModel,
+    GLMParty,
+    GLMTrainer,
+    IterationReport,
+    PlaintextResult,
+    batch_rows,
+    predict,
+    predict_proba,
+    setup_local,
+    train_plaintext,
+)
+from phe_fl.ml.job import TrainingJob, validate_shard, validate_shards
+from phe_fl.ml.packing import GLMLayout
+
+__all__ = [
+    "PolyActivation",
+    "fit_activation",
+    "fit_sigmoid",
+    "identity_activation",
+    "sigmoid",
+    "Federation",
+    "LocalTrainingFederation",
+    "MapRequest",
+    "MapWorker",
+    "ModelDecryptionRefused",
+    "EncryptedModel",
+    "GLMParty",
+    "GLMTrainer",
+    "IterationReport",
+    "PlaintextResult",
+    "batch_rows",
+    "predict",
+    "predict_proba",
+    "setup_local",
+    "train_plaintext",
+    "TrainingJob",
+    "validate_shards",
+    "validate_shard",
+    "GLMLayout",
+]

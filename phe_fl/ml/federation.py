@@ -1,0 +1,152 @@
+"""The boundary between the training loop and whatever carries its messages.
+
+The loop (the root's REDUCE side) only ever talks to a :class:`Federation`: it encrypts
+the initial model, broadcasts the encrypted weights with a :class:`MapRequest` and gets
+one encrypted gradient per party back (MAP), adds them (COMBINE), asks for collective
+refreshes and, at the end, for a decryption that every party must have agreed to. Each
+message is a ciphertext plus a few public numbers, so a gRPC federation can carry the
+same messages; :class:`LocalTrainingFederation` runs all parties in one process (tests
+and benchmarks only) and round-trips every ciphertext through bytes like the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from phe_fl.errors import ProtocolError
+from phe_fl.mhe.context import Ciphertext, Context, FloatArray
+from phe_fl.mhe.simulation import LocalFederation
+
+__all__ = [
+    "MapRequest",
+    "Federation",
+    "MapWorker",
+    "LocalTrainingFederation",
+    "ModelDecryptionRefused",
+]
+
+
+class ModelDecryptionRefused(ProtocolError, PermissionError):
+    """Decryption of the trained model was requested without every party's consent."""
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """What the root broadcasts at each iteration: the encrypted weights and the public
+    step data every party needs to compute its share of the gradient."""
+
+    iteration: int
+    weights: Ciphertext
+    global_batch: int
+    """Samples in this iteration over all parties (the gradient is their mean)."""
+
+
+@runtime_checkable
+class MapWorker(Protocol):
+    """A party's side of training: its plaintext shard never leaves it."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def allows_model_decryption(self) -> bool: ...
+
+    def batch_size_at(self, iteration: int) -> int:
+        """Samples this party contributes at ``iteration`` (public count)."""
+        ...
+
+    def gradient(self, request: MapRequest) -> Ciphertext:
+        """MAP: this party's encrypted gradient contribution for ``request``."""
+        ...
+
+
+@runtime_checkable
+class Federation(Protocol):
+    """What the root needs from a federation, independent of the transport."""
+
+    @property
+    def ctx(self) -> Context: ...
+
+    @property
+    def n_parties(self) -> int: ...
+
+    def encrypt(self, values: FloatArray) -> Ciphertext:
+        """Encrypt under the collective public key."""
+        ...
+
+    def global_batch(self, iteration: int) -> int:
+        """Total samples over all parties at ``iteration``."""
+        ...
+
+    def map(self, request: MapRequest) -> list[Ciphertext]:
+        """Broadcast ``request``; one encrypted gradient per party comes back."""
+        ...
+
+    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
+        """COMBINE: the homomorphic sum (up the tree in a deployment)."""
+        ...
+
+    def refresh(self, ct: Ciphertext) -> Ciphertext:
+        """Collective bootstrap: ``ct`` back at full depth, still under the joint key."""
+        ...
+
+    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray:
+        """Collective decryption, refused with :class:`ModelDecryptionRefused` unless every
+        party's job config allows it."""
+        ...
+
+
+class LocalTrainingFederation:
+    """All parties in one process over a :class:`LocalFederation` (tests, benchmarks)."""
+
+    def __init__(self, fed: LocalFederation, workers: Sequence[MapWorker]) -> None:
+        if len(workers) != fed.n_parties:
+            raise ProtocolError(
+                f"{len(workers)} training workers for a federation of {fed.n_parties} parties"
+            )
+        self.fed = fed
+        self.workers = list(workers)
+
+    @property
+    def ctx(self) -> Context:
+        return self.fed.ctx
+
+    @property
+    def n_parties(self) -> int:
+        return self.fed.n_parties
+
+    def _wire(self, ct: Ciphertext) -> Ciphertext:
+        return self.ctx.ciphertext_from_bytes(ct.to_bytes()) if self.fed.wire else ct
+
+    def encrypt(self, values: FloatArray) -> Ciphertext:
+        return self.fed.encrypt(values)
+
+    def global_batch(self, iteration: int) -> int:
+        return sum(w.batch_size_at(iteration) for w in self.workers)
+
+    def map(self, request: MapRequest) -> list[Ciphertext]:
+        sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
+        return [self._wire(w.gradient(sent)) for w in self.workers]
+
+    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
+        if not cts:
+            raise ProtocolError("nothing to aggregate")
+        total = cts[0]
+        for ct in cts[1:]:
+            total = self.ctx.add(total, ct)
+        return total
+
+    def refresh(self, ct: Ciphertext) -> Ciphertext:
+        return self.fed.refresh(ct)
+
+    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray:
+        refusing = [w.index for w in self.workers if not w.allows_model_decryption]
+        if refusing:
+            raise ModelDecryptionRefused(
+                f"decrypting the trained model needs every party's consent; part"
+                f"{'ies' if len(refusing) > 1 else 'y'} {refusing} did not set "
+                f"allow_model_decryption=True in their job config"
+            )
+        return self.fed.decrypt(ct, length=length)

@@ -1,0 +1,300 @@
+"""Logistic and linear regression trained with the model kept encrypted
+(MAP-COMBINE-REDUCE), and the plaintext twin that computes exactly the same math.
+
+One iteration, with ``eta = learning_rate / global_batch`` and ``p`` the activation
+polynomial (the fitted sigmoid, or the identity for linear regression):
+
+* MAP (each party, on its plaintext batch and the encrypted weights ``w``):
+  ``z_i = x_i . w`` (one ct x pt product and a rotate-and-add over the features), then
+  ``u_ij = eta * x_ij * (p(z_i) - y_i)`` with ``eta * x_ij`` folded into the activation's
+  coefficient multiplications: ``1 + depth(p)`` levels in all, no masking;
+* COMBINE: the parties' ``u`` are added;
+* REDUCE (root): sum over samples (rotations), align onto the weights, ``w <- w - G``.
+
+With the sigmoid, ``p(z) - y`` is the gradient of the cross-entropy, so no derivative
+polynomial is needed; with the identity it is the gradient of half the squared error.
+
+Levels are tracked on the weights: before an iteration that would leave them with too
+few levels to be refreshed afterwards, the root asks for a collective refresh. The count
+per iteration is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from phe_fl.errors import LevelError, ParameterError, ProtocolError
+from phe_fl.mhe.context import Ciphertext, Context, FloatArray
+from phe_fl.mhe.simulation import LocalFederation
+from phe_fl.ml.activations import sigmoid
+from phe_fl.ml.federation import Federation, LocalTrainingFederation, MapRequest
+from phe_fl.ml.job import Shard, TrainingJob, validate_shard, validate_shards
+
+__all__ = [
+    "batch_rows",
+    "design_matrix",
+    "GLMParty",
+    "IterationReport",
+    "EncryptedModel",
+    "GLMTrainer",
+    "PlaintextResult",
+    "train_plaintext",
+    "setup_local",
+    "predict_proba",
+    "predict",
+]
+
+
+# -- shared by the encrypted run and the twin ---------------------------------------------
+def batch_rows(n_samples: int, batch_size: int, iteration: int) -> npt.NDArray[np.intp]:
+    """Rows of a shard used at ``iteration``: consecutive windows that wrap around, so
+    every party and the twin agree on the batches without exchanging anything."""
+    b = min(batch_size, n_samples)
+    start = (iteration * b) % n_samples
+    return (start + np.arange(b)) % n_samples
+
+
+def design_matrix(job: TrainingJob, x: FloatArray) -> FloatArray:
+    """Features plus, when fitting an intercept, a trailing column of ones."""
+    x = np.asarray(x, dtype=np.float64)
+    if job.fit_intercept:
+        return np.hstack([x, np.ones((x.shape[0], 1))])
+    return x
+
+
+# -- MAP: a party ------------------------------------------------------------------------
+class GLMParty:
+    """One party's training endpoint: its shard stays here as plaintext."""
+
+    def __init__(self, index: int, job: TrainingJob, shard: Shard) -> None:
+        x, y = validate_shard(job, shard, party=index)
+        self._index = index
+        self.job = job
+        self._x = design_matrix(job, x)
+        self._y = y
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def allows_model_decryption(self) -> bool:
+        return self.job.allow_model_decryption
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._x.shape[0])
+
+    def batch_size_at(self, iteration: int) -> int:
+        return min(self.job.batch_size, self.n_samples)
+
+    def gradient(self, request: MapRequest) -> Ciphertext:
+        """Encrypted ``sum_i eta * x_ij * (p(x_i . w) - y_i)``, unreduced over samples
+        (the root's all-reduce does that once for every party)."""
+        if request.global_batch < 1:
+            raise ProtocolError(f"party {self.index}: global batch must be positive")
+        w = request.weights
+        ctx: Context = w.context
+        layout = self.job.layout
+        if ctx.params.name != self.job.params:
+            raise ProtocolError(
+                f"party {self.index}: weights use parameter set {ctx.params.name!r}, the job "
+                f"declares {self.job.params!r}"
+            )
+        if w.levels_left < self.job.depth_per_iteration:
+            raise LevelError(
+                f"party {self.index}: weights have {w.levels_left} levels left, an iteration "
+                f"needs {self.job.depth_per_iteration}; the root must refresh them first"
+            )
+        act = self.job.activation
+        eta = self.job.learning_rate / request.global_batch
+        rows = batch_rows(self.n_samples, self.job.batch_size, request.iteration)
+        x, y = self._x[rows], self._y[rows]
+        out: Ciphertext | None = None
+        for start in range(0, len(rows), layout.samples_per_ct):
+            xc, yc = (
+                x[start : start + layout.samples_per_ct],
+                y[start : start + layout.samples_per_ct],
+            )
+            z = ctx.rescale(ctx.mul_plain(w, layout.forward_vector(xc)))
+            for step in layout.feature_sum_steps:
+                z = ctx.add(z, ctx.rotate(z, step))
+            back = layout.backward_vector(xc)
+            u = act.encrypted(
+                ctx, z, scale=eta * back, shift=-eta * layout.per_sample_vector(yc) * back
+            )
+            out = u if out is None else ctx.add(out, u)
+        assert out is not None  # a validated shard has at least one sample
+        return out
+
+
+# -- REDUCE: the root --------------------------------------------------------------------
+@dataclass(frozen=True)
+class IterationReport:
+    iteration: int
+    refreshes: int
+    levels_left_before: int
+    levels_left_after: int
+    seconds: float
+
+
+@dataclass
+class EncryptedModel:
+    """The trained model: still encrypted, with what the run cost."""
+
+    job: TrainingJob
+    weights: Ciphertext
+    reports: list[IterationReport] = field(default_factory=list)
+
+    @property
+    def refreshes_per_iteration(self) -> list[int]:
+        return [r.refreshes for r in self.reports]
+
+    @property
+    def total_refreshes(self) -> int:
+        return sum(self.refreshes_per_iteration)
+
+    def decrypt(self, federation: Federation) -> FloatArray:
+        """The plaintext weights (intercept last), only if every party agreed."""
+        layout = self.job.layout
+        slots = federation.decrypt_if_agreed(self.weights, length=layout.block)
+        return layout.weights_from_slots(slots)
+
+
+class GLMTrainer:
+    """The root's side of training: owns the encrypted model, never a secret share."""
+
+    def __init__(self, job: TrainingJob, federation: Federation) -> None:
+        if federation.ctx.params.name != job.params:
+            raise ParameterError(
+                f"federation runs parameter set {federation.ctx.params.name!r}, the job "
+                f"declares {job.params!r}"
+            )
+        self.job = job
+        self.federation = federation
+        self.layout = job.layout
+
+    def encrypt_initial(self, initial_weights: FloatArray | None = None) -> Ciphertext:
+        w0 = np.zeros(self.job.n_weights) if initial_weights is None else initial_weights
+        return self.federation.encrypt(self.layout.weights_vector(w0))
+
+    def ensure_levels(self, w: Ciphertext) -> tuple[Ciphertext, int]:
+        """Refresh ``w`` if the next iteration would leave it unrefreshable."""
+        params = self.federation.ctx.params
+        if w.levels_left - self.job.depth_per_iteration >= params.refresh_min_levels:
+            return w, 0
+        return self.federation.refresh(w), 1
+
+    def reduce(self, w: Ciphertext, combined: Ciphertext) -> Ciphertext:
+        """Sum the combined gradient over samples, align it on the weights, step."""
+        ctx = self.federation.ctx
+        g = combined
+        for step in self.layout.sample_sum_steps:
+            g = ctx.add(g, ctx.rotate(g, step))
+        if self.layout.align_step:
+            g = ctx.rotate(g, self.layout.align_step)
+        return ctx.sub(w, g)
+
+    def step(self, w: Ciphertext, iteration: int) -> tuple[Ciphertext, IterationReport]:
+        t0 = time.perf_counter()
+        w, refreshes = self.ensure_levels(w)
+        before = w.levels_left
+        request = MapRequest(iteration, w, self.federation.global_batch(iteration))
+        combined = self.federation.aggregate(self.federation.map(request))
+        w = self.reduce(w, combined)
+        report = IterationReport(
+            iteration, refreshes, before, w.levels_left, time.perf_counter() - t0
+        )
+        return w, report
+
+    def train(
+        self, initial_weights: FloatArray | None = None, *, iterations: int | None = None
+    ) -> EncryptedModel:
+        n_iter = self.job.iterations if iterations is None else iterations
+        w = self.encrypt_initial(initial_weights)
+        model = EncryptedModel(self.job, w)
+        for it in range(n_iter):
+            w, report = self.step(w, it)
+            model.reports.append(report)
+        model.weights = w
+        return model
+
+
+# -- the plaintext twin ------------------------------------------------------------------
+@dataclass
+class PlaintextResult:
+    """The twin's weights after each iteration, and the largest margin |x . w| each
+    iteration fed to the activation: margins beyond the activation's interval are where
+    the polynomial stops looking like a sigmoid (lower the learning rate or widen it)."""
+
+    weights: FloatArray
+    history: list[FloatArray]
+    max_abs_margin: list[float]
+
+
+def train_plaintext(
+    job: TrainingJob, shards: Sequence[Shard], initial_weights: FloatArray | None = None
+) -> PlaintextResult:
+    """Exactly the encrypted run's math in numpy: same polynomial, batches and update."""
+    data = [(design_matrix(job, x), y) for x, y in validate_shards(job, shards)]
+    act = job.activation
+    w = np.zeros(job.n_weights) if initial_weights is None else np.array(initial_weights, float)
+    history, margins = [w.copy()], []
+    for it in range(job.iterations):
+        batches = [batch_rows(len(y), job.batch_size, it) for _, y in data]
+        eta = job.learning_rate / sum(len(r) for r in batches)
+        g = np.zeros_like(w)
+        worst = 0.0
+        for (x, y), rows in zip(data, batches, strict=True):
+            xb, yb = x[rows], y[rows]
+            z = xb @ w
+            worst = max(worst, float(np.abs(z).max()))
+            g += xb.T @ (eta * (act(z) - yb))
+        w = w - g
+        history.append(w.copy())
+        margins.append(worst)
+    return PlaintextResult(w, history, margins)
+
+
+def predict_proba(job: TrainingJob, weights: FloatArray, x: FloatArray) -> FloatArray:
+    """Plaintext prediction with the exact sigmoid (logistic) or the identity (linear)."""
+    z = design_matrix(job, x) @ np.asarray(weights, dtype=np.float64)
+    return sigmoid(z) if job.model == "logistic" else z
+
+
+def predict(job: TrainingJob, weights: FloatArray, x: FloatArray) -> FloatArray:
+    p = predict_proba(job, weights, x)
+    return (p >= 0.5).astype(np.float64) if job.model == "logistic" else p
+
+
+# -- in-process setup --------------------------------------------------------------------
+def setup_local(
+    job: TrainingJob,
+    shards: Sequence[Shard],
+    *,
+    consents: Sequence[bool] | None = None,
+    rng: random.Random | None = None,
+    wire: bool = True,
+) -> LocalTrainingFederation:
+    """Validate the job and every shard, then (only then) run key generation with exactly
+    the job's rotation keys. ``consents`` overrides each party's ``allow_model_decryption``
+    (as if each party had its own copy of the config)."""
+    checked = validate_shards(job, shards)
+    if consents is not None and len(consents) != len(checked):
+        raise ParameterError(f"{len(consents)} consents for {len(checked)} parties")
+    jobs = [
+        job if consents is None else dataclasses.replace(job, allow_model_decryption=bool(c))
+        for c in (consents if consents is not None else [job.allow_model_decryption] * len(checked))
+    ]
+    workers = [GLMParty(i, j, s) for i, (j, s) in enumerate(zip(jobs, checked, strict=True))]
+    fed = LocalFederation.setup(
+        job.parameter_set, len(checked), rotations=job.rotation_indices(), rng=rng, wire=wire
+    )
+    return LocalTrainingFederation(fed, workers)

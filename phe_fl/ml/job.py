@@ -1,0 +1,217 @@
+"""A training job, declared once and checked before any key work starts.
+
+Key generation is the expensive and collective part of a job; a typo in the config or a
+shard with the wrong shape must be refused before every party has spent minutes on
+keys. Every check raises :class:`~phe_fl.errors.ParameterError` with a message that says
+which party or field is wrong and what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from phe_fl.errors import ParameterError
+from phe_fl.mhe.context import FloatArray
+from phe_fl.mhe.params import PARAMETER_SETS, ParameterSet, get_parameter_set
+from phe_fl.ml.activations import FitMethod, PolyActivation, fit_sigmoid, identity_activation
+from phe_fl.ml.packing import GLMLayout
+
+__all__ = ["Model", "TrainingJob", "Shard", "validate_shards", "validate_shard"]
+
+Model = Literal["logistic", "linear"]
+
+Shard = tuple[FloatArray, FloatArray]
+"""One party's local data: features (n x f) and targets (n,)."""
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything the parties agree on before training.
+
+    ``batch_size`` is per party and per iteration (a party with fewer samples uses them
+    all); the update is ``w <- w - learning_rate * mean gradient`` over the global batch.
+    ``activation_bound`` is the half-width ``a`` of the interval ``[-a, a]`` on which the
+    sigmoid is approximated; standardized data with small weights keeps margins in it.
+    ``allow_model_decryption`` is each party's explicit consent to reveal the trained
+    model: the model is decrypted only if every party's config says so.
+    """
+
+    n_features: int
+    model: Model = "logistic"
+    learning_rate: float = 1.0
+    batch_size: int = 16
+    iterations: int = 10
+    activation_degree: int = 3
+    activation_bound: float = 3.0
+    activation_method: FitMethod = "lstsq"
+    params: str = "insecure-test-n12"
+    fit_intercept: bool = True
+    allow_model_decryption: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> ParameterError:
+            return ParameterError(f"training job: {field} {why}")
+
+        if not _is_int(self.n_features) or self.n_features < 1:
+            raise bad("n_features", f"must be a positive integer, got {self.n_features!r}")
+        if self.model not in ("logistic", "linear"):
+            raise bad("model", f"must be 'logistic' or 'linear', got {self.model!r}")
+        if not _is_real(self.learning_rate) or not self.learning_rate > 0:
+            raise bad("learning_rate", f"must be a finite number > 0, got {self.learning_rate!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
+        if not _is_int(self.iterations) or self.iterations < 0:
+            raise bad("iterations", f"must be an integer >= 0, got {self.iterations!r}")
+        if self.model == "logistic":
+            if not _is_int(self.activation_degree) or not 1 <= self.activation_degree <= 31:
+                raise bad(
+                    "activation_degree",
+                    f"must be an integer in 1..31 (3 is typical), got {self.activation_degree!r}",
+                )
+            if not _is_real(self.activation_bound) or not self.activation_bound > 0:
+                raise bad(
+                    "activation_bound",
+                    f"must be a finite number > 0, got {self.activation_bound!r}",
+                )
+            if self.activation_method not in ("lstsq", "chebyshev"):
+                raise bad(
+                    "activation_method",
+                    f"must be 'lstsq' or 'chebyshev', got {self.activation_method!r}",
+                )
+        if self.params not in PARAMETER_SETS:
+            known = ", ".join(sorted(PARAMETER_SETS))
+            raise bad("params", f"{self.params!r} is not a known parameter set ({known})")
+        if not isinstance(self.allow_model_decryption, bool):
+            raise bad("allow_model_decryption", "must be True or False")
+        self.check_fits()
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def parameter_set(self) -> ParameterSet:
+        return get_parameter_set(self.params)
+
+    @property
+    def n_weights(self) -> int:
+        return self.n_features + int(self.fit_intercept)
+
+    @property
+    def activation(self) -> PolyActivation:
+        if self.model == "linear":
+            return identity_activation()
+        return fit_sigmoid(
+            int(self.activation_degree), float(self.activation_bound), self.activation_method
+        )
+
+    @property
+    def depth_per_iteration(self) -> int:
+        """Levels one iteration takes off the weights: 1 for ``X * w``, then the activation
+        (the learning rate and the data ride on its coefficient multiplications)."""
+        return 1 + self.activation.depth
+
+    @property
+    def layout(self) -> GLMLayout:
+        return GLMLayout(self.parameter_set.slots, self.n_weights)
+
+    def rotation_indices(self) -> tuple[int, ...]:
+        """The rotation keys this job needs (pass to ``LocalFederation.setup``)."""
+        return self.layout.rotation_indices()
+
+    def check_fits(self) -> None:
+        """Refuse a job whose iteration does not fit between two refreshes, or whose model
+        does not fit the slots, saying what to change."""
+        ps = self.parameter_set
+        need, have = self.depth_per_iteration, ps.usable_levels
+        if need > have:
+            advice = []
+            if self.model == "logistic":
+                max_deg = (1 << (have - 1)) - 1 if have >= 2 else 0
+                if max_deg >= 1:
+                    advice.append(f"lower activation_degree to at most {max_deg}")
+            fitting = [
+                p.name
+                for p in PARAMETER_SETS.values()
+                if p.usable_levels >= need and self.n_weights <= (p.slots + 1) // 2
+            ]
+            advice.append(
+                f"use a parameter set with at least {need} usable levels (mult_depth >= "
+                f"{need + ps.refresh_min_levels}"
+                + (f", e.g. {', '.join(fitting)})" if fitting else ")")
+            )
+            raise ParameterError(
+                f"training job: one iteration needs {need} levels (1 for X*w + "
+                f"{self.activation.depth} for the degree-{self.activation.degree} activation) "
+                f"but parameter set {ps.name!r} has only {have} usable levels between "
+                f"refreshes (mult_depth {ps.mult_depth} minus {ps.refresh_min_levels} kept for "
+                f"the refresh); " + " or ".join(advice)
+            )
+        self.layout  # noqa: B018 - raises if the model does not fit the slots
+
+
+def validate_shards(job: TrainingJob, shards: Sequence[Shard]) -> list[Shard]:
+    """Check every party's data against the job; return float64 copies.
+
+    Errors name the party (0-based index) and the problem: shape, feature count, NaN or
+    infinite values, empty shard, labels outside {0, 1} for logistic regression.
+    """
+    if len(shards) < 1:
+        raise ParameterError("training job: no party shards given")
+    return [validate_shard(job, shard, party=i) for i, shard in enumerate(shards)]
+
+
+def validate_shard(job: TrainingJob, shard: Shard, *, party: int) -> Shard:
+    """Check one party's data (what each party runs on its own before key work)."""
+    where = f"party {party}"
+    try:
+        x_raw, y_raw = shard
+    except (TypeError, ValueError):
+        raise ParameterError(f"{where}: shard must be a pair (features, labels)") from None
+    try:
+        x = np.array(x_raw, dtype=np.float64)
+        y = np.array(y_raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{where}: data is not numeric ({exc})") from None
+    if x.ndim != 2:
+        raise ParameterError(f"{where}: features must be a 2-D array, got {x.ndim}-D")
+    if x.shape[0] == 0:
+        raise ParameterError(f"{where}: shard is empty (0 samples)")
+    if x.shape[1] != job.n_features:
+        raise ParameterError(
+            f"{where}: shard has {x.shape[1]} features, the job declares {job.n_features}"
+        )
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ParameterError(
+            f"{where}: labels must be a 1-D array of {x.shape[0]} values, got shape {y.shape}"
+        )
+    for name, arr in (("features", x), ("labels", y)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            idx = np.argwhere(bad)[0].tolist()
+            raise ParameterError(
+                f"{where}: {name} contain {int(bad.sum())} NaN or infinite value(s), first "
+                f"at index {tuple(idx)}"
+            )
+    if job.model == "logistic":
+        wrong = ~np.isin(y, (0.0, 1.0))
+        if wrong.any():
+            raise ParameterError(
+                f"{where}: logistic regression needs labels in {{0, 1}}, found "
+                f"{sorted(set(y[wrong].tolist()))[:5]} ({int(wrong.sum())} sample(s))"
+            )
+    return x, y
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return (
+        isinstance(v, int | float | np.integer | np.floating)
+        and not isinstance(v, bool)
+        and math.isfinite(float(v))
+    )
