@@ -54,7 +54,7 @@ class ChildLinkClient(Protocol):
 
     id: str
 
-    def contribute(self, step: Step) -> Received: ...
+    def contribute(self, step: Step, timeout: float | None = None) -> Received: ...
 
     def broadcast(self, step: Step) -> list[str]: ...
 
@@ -140,8 +140,12 @@ class Node:
         return self.joint_key
 
     # -- contribution over the subtree ---------------------------------------------------------
-    def contribute(self, step: Step) -> Received:
-        """This subtree's aggregated contribution to ``step`` (cached for retries)."""
+    def contribute(self, step: Step, timeout: float | None = None) -> Received:
+        """This subtree's aggregated contribution to ``step`` (cached for retries).
+
+        ``timeout`` is what is left of the parent's deadline: children get a shorter one,
+        so the node that stalls is the one named in the error, not its ancestors.
+        """
         spec = STEPS.get(step.step)
         if spec is None:
             raise ProtocolError(f"unknown protocol step {step.step!r}")
@@ -155,7 +159,7 @@ class Node:
                 return hit
             with self._lock:
                 self._require(step, spec)
-            result = self._compute(step, spec)
+            result = self._compute(step, spec, timeout)
             self._cache[key] = result
             if step.step in SETUP_ORDER:
                 with self._lock:
@@ -163,8 +167,11 @@ class Node:
                     self._setup_job = step.job_id
             return result
 
-    def _compute(self, step: Step, spec: _StepSpec) -> Received:
-        futures = [self._pool.submit(child.contribute, step) for child in self.children]
+    def _compute(self, step: Step, spec: _StepSpec, timeout: float | None) -> Received:
+        child_timeout = None if timeout is None else max(0.5, timeout * 0.8 - 0.5)
+        futures = [
+            self._pool.submit(child.contribute, step, child_timeout) for child in self.children
+        ]
         t0 = time.perf_counter()
         try:
             acc = spec.own(self, step)

@@ -86,7 +86,7 @@ class NodeServicer(pb_grpc.NodeServicer):
         self._from_parent(context, "Contribute")
         try:
             step = from_frames(request_iterator).step
-            received = self.node.contribute(step)
+            received = self.node.contribute(step, context.time_remaining())
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             _abort(context, exc)
         yield from to_frames(received.step, received.stats)

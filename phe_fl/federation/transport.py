@@ -60,9 +60,11 @@ class NodeClient:
         self._channel = open_channel(link.address, tls)
         self._stub = pb_grpc.NodeStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def contribute(self, step: Step) -> Received:
+    def contribute(self, step: Step, timeout: float | None = None) -> Received:
+        deadline = self.deadline_s if timeout is None else min(timeout, self.deadline_s)
+
         def call() -> Received:
-            frames = self._stub.Contribute(to_frames(step), timeout=self.deadline_s)
+            frames = self._stub.Contribute(to_frames(step), timeout=deadline)
             return from_frames(frames)
 
         return rpc_errors(self.id, call)
