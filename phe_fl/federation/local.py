@@ -43,11 +43,15 @@ def write_configs(
     params: str = "n14-depth5-128",
     dataset: str = "breast_cancer",
     queriers: tuple[str, ...] = ("querier",),
+    ports: list[int] | None = None,
+    certificates: bool = True,
 ) -> tuple[list[Path], list[str]]:
-    """Certificates and node configs for a tree where node i's parent is (i-1)//fanout."""
+    """Node configs (and, unless told otherwise, certificates) for a tree where node i's
+    parent is (i-1)//fanout."""
     ids = [f"node-{i}" for i in range(n_nodes)]
-    create_federation(workdir / "certs", ids, queriers)
-    ports = _free_ports(n_nodes)
+    if certificates:
+        create_federation(workdir / "certs", ids, queriers)
+    ports = ports or _free_ports(n_nodes)
     addresses = [f"127.0.0.1:{p}" for p in ports]
     paths = []
     for i, node_id in enumerate(ids):
