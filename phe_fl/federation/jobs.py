@@ -54,14 +54,22 @@ def run_setup(node: Node, job_id: str, rotations: Sequence[int], emit: Emit) -> 
     """Collective public, relinearization and rotation keys, installed on every node."""
     if not node.config.is_root:
         raise JobStateError("only the root (party 0) leads key generation")
-    if node.party is not None:
-        raise JobStateError("this federation already has a collective key")
+    if node.setup_complete:
+        raise JobStateError("this federation already has its collective keys")
     ctx = node.ctx
     pkg = PublicKeyGen(ctx)
-    secret, crp = pkg.gen_crp(node.config.n_parties)
-    node.party = Party(secret)
-    node.lead_crp["pk"] = crp
-    agg = _timed(node, _step(node, job_id, "pk", {"crp": crp.to_bytes()}), emit, "public key")
+    if node.party is None:
+        secret, crp = pkg.gen_crp(node.config.n_parties)
+        node.party = Party(secret)
+        node.lead_crp["pk"] = crp
+        node.setup_job = job_id
+    else:
+        # An interrupted key generation resumes under its own job id: every node answers
+        # the steps it already did from its cache, and no CRP is ever sampled twice.
+        job_id = node.setup_job or job_id
+        emit(Event("setup", f"resuming interrupted key generation {job_id}"))
+    crp_bytes = node.lead_crp["pk"].to_bytes()
+    agg = _timed(node, _step(node, job_id, "pk", {"crp": crp_bytes}), emit, "public key")
     joint = pkg.finalize(pkg.share_from_bytes(agg))
     node.broadcast(_step(node, job_id, "joint_key", {"key": joint.to_bytes()}))
 
@@ -81,6 +89,7 @@ def run_setup(node: Node, job_id: str, rotations: Sequence[int], emit: Emit) -> 
         step = _step(node, job_id, "rotations", {"crp": rot_crp.to_bytes()}, **labels)
         keys = gen.finalize(gen.share_from_bytes(_timed(node, step, emit, "rotation keys")))
         node.broadcast(_step(node, job_id, "rotation_keys", {"key": keys.to_bytes()}))
+    node.setup_complete = True
     emit(Event("setup", "collective keys installed on every node"))
 
 

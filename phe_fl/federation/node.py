@@ -90,7 +90,10 @@ class Node:
         self.joint_key: JointPublicKey | None = None
         self.relin_key: RelinKey | None = None
         self.rotation_keys: RotationKeys | None = None
-        self.lead_crp: dict[str, Share] = {}  # root only: its own share doubles as the CRP
+        # Own public-key share (at the root it doubles as the CRP), kept for retries.
+        self.lead_crp: dict[str, Share] = {}
+        self.setup_job: str | None = None  # root only: the key generation in progress
+        self.setup_complete = False  # root only
         self._done: list[str] = []
         self._setup_job: str | None = None
         self._cache: dict[bytes, Received] = {}
@@ -225,12 +228,13 @@ class Node:
 
 # -- the steps ---------------------------------------------------------------------------------
 def _pk_own(node: Node, step: Step) -> Share:
-    if "pk" in node.lead_crp:
-        return node.lead_crp["pk"]
-    pkg = PublicKeyGen(node.ctx)
-    secret, share = pkg.gen_share(node.config.party, pkg.share_from_bytes(step.payload("crp")))
-    node.party = Party(secret)
-    return share
+    """The secret share is drawn once: a retried key generation resends the same share."""
+    if "pk" not in node.lead_crp:
+        pkg = PublicKeyGen(node.ctx)
+        secret, share = pkg.gen_share(node.config.party, pkg.share_from_bytes(step.payload("crp")))
+        node.party = Party(secret)
+        node.lead_crp["pk"] = share
+    return node.lead_crp["pk"]
 
 
 def _relin(node: Node) -> RelinKeyGen:

@@ -151,3 +151,23 @@ def test_unresponsive_child_fails_the_round_naming_the_node(cluster: LocalCluste
         querier.close()
     finally:
         os.kill(stalled.pid, signal.SIGCONT)
+
+
+def test_key_generation_interrupted_by_a_stalled_node_resumes(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, n_nodes=4, fanout=2, params=PARAMS, deadline_s=6) as c:
+        os.kill(c.processes[3].pid, signal.SIGSTOP)
+        querier = Querier(c.root_address, c.querier_tls(), PARAMS, deadline_s=60)
+        try:
+            with pytest.raises(PeerError, match="node node-3: did not answer"):
+                querier.setup("keys", [])
+        finally:
+            os.kill(c.processes[3].pid, signal.SIGCONT)
+        events = []
+        querier.on_event = events.append
+        querier.setup("keys-retry", [])
+        assert any("resuming interrupted key generation keys" in e.message for e in events)
+        stats = querier.stats("after-resume", 30)
+        querier.close()
+        X = _pooled()
+        assert stats.count == len(X)
+        assert np.abs(stats.mean - X.mean(axis=0)).max() < 1e-5
