@@ -25,8 +25,10 @@ _contexts: dict[bytes, Any] = {}
 
 
 def _clean(message: str) -> str:
-    """Keep OpenFHE's reason, drop its build paths."""
-    return re.sub(r"^.*?:l\.\d+:\s*", "", str(message)).strip() or "unknown OpenFHE error"
+    """Keep OpenFHE's reason, drop its build paths and call-site trailers."""
+    text = re.sub(r"\[called from:[^\]]*\]", "", str(message))
+    text = re.sub(r"^.*?:l\.\d+:\s*", "", text)
+    return text.strip() or "unknown OpenFHE error"
 
 
 @contextmanager
@@ -99,10 +101,10 @@ def load(kind: str, data: bytes) -> Any:
     """Deserialize OpenFHE bytes that already passed the envelope's checksum."""
     try:
         obj = LOADERS[kind](data, ofhe.BINARY)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"invalid {kind.replace('_', ' ')} payload: {_clean(str(exc))}"
-        ) from None
+    except (RuntimeError, TypeError, ValueError, MemoryError, IndexError, OverflowError) as exc:
+        # OpenFHE's std::bad_alloc on an absurd length arrives as MemoryError.
+        reason = "impossible length" if isinstance(exc, MemoryError) else _clean(str(exc))
+        raise SerializationError(f"invalid {kind.replace('_', ' ')} payload: {reason}") from None
     if obj is None:
         raise SerializationError(f"invalid {kind.replace('_', ' ')} payload")
     return obj

@@ -113,6 +113,8 @@ class Envelope:
             raise KeyMismatchError(f"{what}: made with another parameter set")
         off = _HEAD.size
         mask_len = (n_parties + 7) // 8
+        if off + mask_len + SUBJECT_LEN + 1 > len(body):
+            raise SerializationError(f"{what}: truncated header ({n_parties} parties declared)")
         mask = int.from_bytes(body[off : off + mask_len].tobytes(), "little")
         off += mask_len
         if mask >> n_parties:

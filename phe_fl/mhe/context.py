@@ -87,6 +87,23 @@ class Ciphertext:
             self._digest = digest(self.to_bytes())
         return self._digest
 
+    @property
+    def content_digest(self) -> bytes:
+        """Digest of the ring elements alone, blind to metadata (key tag, level, scale).
+
+        A party's partial decryption depends only on the elements: this is what its
+        flooding cache is keyed by, so re-labelling a ciphertext buys no fresh noise.
+        """
+        with openfhe_errors("canonicalizing a ciphertext"):
+            canon = self._ct.Clone()
+            canon.SetKeyTag("")
+            canon.SetScalingFactor(1.0)
+            canon.SetNoiseScaleDeg(1)
+            canon.SetLevel(0)
+            canon.SetSlots(1)
+            canon.SetHopLevel(0)
+        return digest(_backend.dump(canon))
+
     def __repr__(self) -> str:
         return (
             f"Ciphertext(params={self._ctx.params.name!r}, level={self.level}, "

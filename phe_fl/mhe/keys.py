@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+# OpenFHE keeps relinearization keys in a process-wide map and refuses to replace one.
+_installed_relin: dict[str, bytes] = {}
+
+
 def release(values: FloatArray, decimals: int) -> FloatArray:
     """Round decrypted values to the declared precision before anyone sees them."""
     if not 0 <= decimals <= 12:
@@ -153,8 +157,19 @@ class RelinKey(_KeyObject):
         return str(self.raw.GetKeyTag())
 
     def install(self) -> None:
+        """Register the key for ``Context.mul``; installing the same key again is a no-op
+        (a retried delivery), a different key under the same joint tag is refused."""
+        fingerprint = digest(self.to_bytes())
+        known = _installed_relin.get(self.key_tag)
+        if known == fingerprint:
+            return
+        if known is not None:
+            raise KeyMismatchError(
+                "another relinearization key is already installed for this joint key"
+            )
         with openfhe_errors("installing the relinearization key"):
             self.ctx.cc.InsertEvalMultKey([self.raw], self.key_tag)
+        _installed_relin[self.key_tag] = fingerprint
 
     @classmethod
     def from_bytes(cls, ctx: Context, data: bytes) -> RelinKey:
@@ -195,7 +210,11 @@ class RotationKeys(_KeyObject):
     @classmethod
     def from_bytes(cls, ctx: Context, data: bytes) -> RotationKeys:
         env, raw = cls._unpack(ctx, data, n_blobs=3)
-        return cls(ctx, raw, decode_indices(env.blobs[1]), env.blobs[2].decode(), data=bytes(data))
+        try:
+            tag = env.blobs[2].decode("ascii")
+        except UnicodeDecodeError:
+            raise SerializationError("rotation keys: key tag is not ASCII") from None
+        return cls(ctx, raw, decode_indices(env.blobs[1]), tag, data=bytes(data))
 
 
 class QuerierPublicKey(_KeyObject):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
+from phe_fl.mhe._wire import digest
 from phe_fl.mhe.context import Ciphertext, Context
 from phe_fl.mhe.keys import QuerierPublicKey, SecretShare
-from phe_fl.mhe.protocols._share import Share
-from phe_fl.mhe.protocols.decryption import DecryptionShare, ThresholdDecrypt
-from phe_fl.mhe.protocols.key_switch import KeySwitchShare, QueryKeySwitch, key_switch_subject
+from phe_fl.mhe.protocols.decryption import DecryptionShare, ThresholdDecrypt, flooded_partial
+from phe_fl.mhe.protocols.key_switch import KeySwitchShare, QueryKeySwitch
 from phe_fl.mhe.protocols.refresh import Refresh, RefreshCRP, RefreshShare, refresh_subject
 from phe_fl.mhe.protocols.relin_key import RelinKeyGen, RelinRound1Share, RelinRound2Share
 from phe_fl.mhe.protocols.rotation_keys import RotationKeyGen, RotationKeysShare
@@ -28,7 +29,7 @@ class Party:
     def __init__(self, secret: SecretShare, *, cache_size: int = 4096) -> None:
         self.ctx: Context = secret.ctx
         self._secret = secret
-        self._cache: OrderedDict[tuple[str, bytes], Share] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
         self._cache_size = cache_size
 
     @property
@@ -39,7 +40,7 @@ class Party:
     def n_parties(self) -> int:
         return self._secret.n_parties
 
-    def _cached(self, key: tuple[str, bytes], make: Callable[[], Share]) -> Share:
+    def _cached(self, key: tuple[str, bytes], make: Callable[[], Any]) -> Any:
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -52,40 +53,48 @@ class Party:
 
     # key generation ----------------------------------------------------------------------
     def relin_round1(self, gen: RelinKeyGen, crp: RelinRound1Share) -> RelinRound1Share:
-        return self._cached(("relin1", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[return-value]
+        return self._cached(("relin1", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[no-any-return]
 
     def relin_round2(self, gen: RelinKeyGen, round1: RelinRound1Share) -> RelinRound2Share:
-        return self._cached(  # type: ignore[return-value]
+        return self._cached(  # type: ignore[no-any-return]
             ("relin2", round1.subject), lambda: gen.gen_round2_share(self._secret, round1)
         )
 
     def relin_crp(self, gen: RelinKeyGen) -> RelinRound1Share:
-        return self._cached(("relin-crp", gen.tag.encode()), lambda: gen.gen_crp(self._secret))  # type: ignore[return-value]
+        return self._cached(("relin-crp", gen.tag.encode()), lambda: gen.gen_crp(self._secret))  # type: ignore[no-any-return]
 
     def rotation_crp(self, gen: RotationKeyGen) -> RotationKeysShare:
         key = ("rot-crp", repr((gen.tag, gen.indices)).encode())
-        return self._cached(key, lambda: gen.gen_crp(self._secret))  # type: ignore[return-value]
+        return self._cached(key, lambda: gen.gen_crp(self._secret))  # type: ignore[no-any-return]
 
     def rotation_keys(self, gen: RotationKeyGen, crp: RotationKeysShare) -> RotationKeysShare:
-        return self._cached(("rot", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[return-value]
+        return self._cached(("rot", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[no-any-return]
 
     # per-ciphertext protocols ------------------------------------------------------------
+    def _partial(self, ct: Ciphertext) -> Any:
+        """This party's one flooded partial decryption of ``ct``'s content."""
+        return self._cached(
+            ("partial", ct.content_digest), lambda: flooded_partial(self._secret, ct)
+        )
+
     def decryption_share(self, ct: Ciphertext) -> DecryptionShare:
         proto = ThresholdDecrypt(self.ctx)
-        return self._cached(("dec", ct.digest), lambda: proto.gen_share(self._secret, ct))  # type: ignore[return-value]
+        return self._cached(  # type: ignore[no-any-return]
+            ("dec", ct.digest), lambda: proto.gen_share(self._secret, ct, self._partial(ct))
+        )
 
     def refresh_share(self, prepared: Ciphertext, crp: RefreshCRP) -> RefreshShare:
         proto = Refresh(self.ctx)
-        return self._cached(  # type: ignore[return-value]
+        return self._cached(  # type: ignore[no-any-return]
             ("refresh", refresh_subject(prepared, crp)),
             lambda: proto.gen_share(self._secret, prepared, crp),
         )
 
     def key_switch_share(self, ct: Ciphertext, querier: QuerierPublicKey) -> KeySwitchShare:
         proto = QueryKeySwitch(self.ctx, querier)
-        return self._cached(  # type: ignore[return-value]
-            ("keyswitch", key_switch_subject(ct, querier)),
-            lambda: proto.gen_share(self._secret, ct),
+        return self._cached(  # type: ignore[no-any-return]
+            ("keyswitch", digest(ct.digest + querier.key_tag.encode())),
+            lambda: proto.gen_share(self._secret, ct, self._partial(ct)),
         )
 
     def __repr__(self) -> str:

@@ -32,22 +32,36 @@ def partial_decryption(secret: SecretShare, ct: Ciphertext) -> Any:
         return op([ct._ct], secret.raw)[0]
 
 
+def flooded_partial(secret: SecretShare, ct: Ciphertext) -> Any:
+    """A partial decryption with fresh flooding noise.
+
+    Draw it once per ciphertext content and reuse it for every decryption and key-switch
+    share about that ciphertext (``Party`` does): two independently flooded partials of
+    the same ciphertext would let their receiver average the flooding away.
+    """
+    secret.ctx.own(ct)
+    if ct.size != 2:
+        raise KeyMismatchError("decryption needs a relinearized (two-element) ciphertext")
+    return flood(
+        secret.ctx,
+        partial_decryption(secret, ct),
+        level=ct.level,
+        scale_degree=ct.scale_degree,
+        scaling_factor=ct.scaling_factor,
+    )
+
+
 class ThresholdDecrypt(Protocol[DecryptionShare]):
     SHARE = DecryptionShare
 
-    def gen_share(self, secret: SecretShare, ct: Ciphertext) -> DecryptionShare:
-        """Party ``secret.index``'s flooded share. Cache it: never regenerate for one ct."""
+    def gen_share(
+        self, secret: SecretShare, ct: Ciphertext, partial: Any | None = None
+    ) -> DecryptionShare:
+        """Party ``secret.index``'s flooded share (from ``partial`` when already drawn)."""
         self.ctx.own(ct)
         secret.check_context(self.ctx)
-        if ct.size != 2:
-            raise KeyMismatchError("decryption needs a relinearized (two-element) ciphertext")
-        partial = flood(
-            self.ctx,
-            partial_decryption(secret, ct),
-            level=ct.level,
-            scale_degree=ct.scale_degree,
-            scaling_factor=ct.scaling_factor,
-        )
+        if partial is None:
+            partial = flooded_partial(secret, ct)
         return DecryptionShare(
             self.ctx, (partial,), secret.n_parties, frozenset({secret.index}), ct.digest
         )

@@ -12,14 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from phe_fl.errors import KeyMismatchError
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Kind, digest
 from phe_fl.mhe.context import Ciphertext, Context
 from phe_fl.mhe.keys import QuerierPublicKey, SecretShare
-from phe_fl.mhe.protocols._flooding import flood
 from phe_fl.mhe.protocols._share import Protocol, Share
-from phe_fl.mhe.protocols.decryption import partial_decryption
+from phe_fl.mhe.protocols.decryption import flooded_partial
 
 __all__ = ["KeySwitchShare", "QueryKeySwitch"]
 
@@ -41,20 +39,17 @@ class QueryKeySwitch(Protocol[KeySwitchShare]):
 
     SHARE = KeySwitchShare
 
-    def gen_share(self, secret: SecretShare, ct: Ciphertext) -> KeySwitchShare:
-        """A party's share for ``ct``. Cache it per (ciphertext, querier key)."""
+    def gen_share(
+        self, secret: SecretShare, ct: Ciphertext, partial: Any | None = None
+    ) -> KeySwitchShare:
+        """A party's share for ``ct``: its flooded partial decryption (``partial`` when
+        already drawn for this ciphertext) plus a fresh encryption of zero to the querier."""
         self.ctx.own(ct)
         secret.check_context(self.ctx)
-        if ct.size != 2:
-            raise KeyMismatchError("key switch needs a relinearized (two-element) ciphertext")
-        partial = flood(
-            self.ctx,
-            partial_decryption(secret, ct),
-            level=ct.level,
-            scale_degree=ct.scale_degree,
-            scaling_factor=ct.scaling_factor,
-        )
+        if partial is None:
+            partial = flooded_partial(secret, ct)
         with openfhe_errors("key-switch share"):
+            partial = partial.Clone()
             partial.SetKeyTag(self.querier.key_tag)
             zero = self.cc.MakeCKKSPackedPlaintext(np.zeros(1), ct.scale_degree, ct.level)
             share = self.cc.EvalAdd(partial, self.cc.Encrypt(self.querier.raw, zero))

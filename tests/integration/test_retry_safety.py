@@ -1,0 +1,197 @@
+"""Retry safety: a party never answers the same request twice with fresh noise, and a
+refresh can be aggregated and finalized again from the same cached shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phe_fl.errors import PheFlError
+from phe_fl.mhe import (
+    LocalFederation,
+    Party,
+    QuerierKeyPair,
+    QuerierPublicKey,
+    Refresh,
+    RefreshCRP,
+    ThresholdDecrypt,
+    _backend,
+)
+from tests.helpers import ROTATIONS, error_bound, max_abs_error
+
+N = 3
+
+
+@pytest.fixture(scope="module")
+def fed(params):
+    return LocalFederation.setup(params, N, rotations=ROTATIONS)
+
+
+@pytest.fixture(scope="module")
+def plaintext(fed):
+    return np.random.default_rng(12).uniform(-1, 1, fed.ctx.slots)
+
+
+@pytest.fixture(scope="module")
+def ct(fed, plaintext):
+    return fed.encrypt(plaintext)
+
+
+@pytest.fixture(scope="module")
+def low(fed, plaintext):
+    """A ciphertext multiplied down to the refresh threshold, and its plaintext."""
+    ctx = fed.ctx
+    c = fed.encrypt(plaintext)
+    want = plaintext.copy()
+    rng = np.random.default_rng(13)
+    while c.levels_left > ctx.params.refresh_min_levels:
+        f = rng.uniform(0.5, 1.5, ctx.slots)
+        c = ctx.rescale(ctx.mul(c, ctx.encrypt(f, fed.joint_key, level=c.level)))
+        want = want * f
+    return c, want
+
+
+@pytest.fixture(scope="module")
+def querier(fed):
+    return QuerierKeyPair.generate(fed.ctx)
+
+
+@pytest.mark.parametrize("index", range(N), ids=lambda i: f"party={i}")
+def test_repeated_decryption_share_request_gets_identical_bytes(fed, ct, index):
+    party = fed.parties[index]
+    first = party.decryption_share(ct).to_bytes()
+    assert party.decryption_share(ct).to_bytes() == first
+    # the retry arrives over the network: a new Ciphertext object from the same bytes
+    again = fed.ctx.ciphertext_from_bytes(ct.to_bytes())
+    assert again is not ct
+    assert party.decryption_share(again).to_bytes() == first
+
+
+def test_without_the_cache_a_share_would_carry_fresh_noise(fed, ct):
+    """Control: what the cache prevents. A party object with an empty cache (same secret)
+    floods afresh, so a receiver of both could average the flooding away."""
+    first = fed.parties[1].decryption_share(ct).to_bytes()
+    fresh = Party(fed.parties[1]._secret).decryption_share(ct).to_bytes()
+    assert fresh != first
+
+
+def test_repeated_refresh_share_request_gets_identical_bytes(fed, low):
+    c, _ = low
+    proto = Refresh(fed.ctx)
+    prepared = proto.prepare(c)
+    crp = proto.gen_crp(fed.joint_key)
+    for party in fed.parties:
+        first = party.refresh_share(prepared, crp).to_bytes()
+        assert party.refresh_share(prepared, crp).to_bytes() == first
+        again_ct = fed.ctx.ciphertext_from_bytes(prepared.to_bytes())
+        again_crp = RefreshCRP.from_bytes(fed.ctx, crp.to_bytes())
+        assert party.refresh_share(again_ct, again_crp).to_bytes() == first
+    # a new CRP is a new protocol instance: a new share
+    other = fed.parties[0].refresh_share(prepared, proto.gen_crp(fed.joint_key))
+    assert other.to_bytes() != fed.parties[0].refresh_share(prepared, crp).to_bytes()
+
+
+def test_repeated_key_switch_share_request_gets_identical_bytes(fed, ct, querier):
+    for party in fed.parties:
+        first = party.key_switch_share(ct, querier.public_key).to_bytes()
+        assert party.key_switch_share(ct, querier.public_key).to_bytes() == first
+        again_ct = fed.ctx.ciphertext_from_bytes(ct.to_bytes())
+        again_q = QuerierPublicKey.from_bytes(fed.ctx, querier.public_key.to_bytes())
+        assert party.key_switch_share(again_ct, again_q).to_bytes() == first
+
+
+def test_refresh_twice_from_the_same_cached_shares(fed, low):
+    """OpenFHE's IntMPBootAdd mutates its first input; the protocol must aggregate clones.
+    Shares are aggregated in memory (no bytes in between), twice, and finalized twice."""
+    c, want = low
+    ctx = fed.ctx
+    proto = Refresh(ctx)
+    prepared = proto.prepare(c)
+    crp = proto.gen_crp(fed.joint_key)
+    shares = [p.refresh_share(prepared, crp) for p in fed.parties]
+    before = [[_backend.dump(r) for r in s.raw] for s in shares]
+    crp_before = _backend.dump(crp.raw)
+
+    agg1 = proto.aggregate(proto.aggregate(shares[0], shares[1]), shares[2])
+    agg2 = proto.aggregate(shares[0], proto.aggregate(shares[1], shares[2]))
+    assert [[_backend.dump(r) for r in s.raw] for s in shares] == before, "shares were mutated"
+    agg1_before = [_backend.dump(r) for r in agg1.raw]
+
+    outs = [
+        proto.finalize(agg1, prepared, crp, fed.joint_key),
+        proto.finalize(agg1, prepared, crp, fed.joint_key),
+        proto.finalize(agg2, prepared, crp, fed.joint_key),
+    ]
+    assert [_backend.dump(r) for r in agg1.raw] == agg1_before, "aggregate mutated by finalize"
+    assert _backend.dump(crp.raw) == crp_before, "CRP mutated"
+    bound = error_bound(ctx.params, N)
+    for out in outs:
+        assert out.levels_left == ctx.params.mult_depth
+        assert out.key_tag == fed.joint_key.key_tag
+        assert max_abs_error(fed.decrypt(out, decimals=10), want) <= bound
+
+
+def test_refreshed_ciphertext_keeps_the_joint_key_and_multiplies(fed, low):
+    c, want = low
+    ctx = fed.ctx
+    out = fed.refresh(c)
+    assert out.key_tag == fed.joint_key.key_tag
+    assert out.levels_left == ctx.params.mult_depth
+    g = np.random.default_rng(14).uniform(-1, 1, ctx.slots)
+    prod = ctx.rescale(ctx.mul(out, fed.encrypt(g)))
+    prod = ctx.rescale(ctx.mul(prod, prod))
+    got = fed.decrypt(prod, decimals=10)
+    assert max_abs_error(got, (want * g) ** 2) <= 10 * error_bound(ctx.params, N)
+    # and it can be refreshed again
+    again = fed.refresh(ctx.rescale(ctx.mul_plain(out, 1.0)))
+    assert max_abs_error(fed.decrypt(again, decimals=10), want) <= error_bound(ctx.params, N)
+
+
+def test_repeated_threshold_decryption_releases_identical_values(fed, ct):
+    proto = ThresholdDecrypt(fed.ctx)
+    runs = [fed.decrypt(ct, decimals=12) for _ in range(2)]
+    assert np.array_equal(runs[0], runs[1])
+    full = proto.aggregate_all([p.decryption_share(ct) for p in fed.parties])
+    assert np.array_equal(proto.finalize(full, ct, decimals=12), runs[0])
+
+
+# -- the same ciphertext answered twice with fresh noise ------------------------------------
+def _flood_difference(fed, ct, q1: QuerierKeyPair, q2: QuerierKeyPair) -> float:
+    """Std of the difference between what two querier keys receive for one ciphertext."""
+    v1 = q1.decrypt(fed.key_switch(ct, q1.public_key), decimals=12)
+    v2 = q2.decrypt(fed.key_switch(ct, q2.public_key), decimals=12)
+    return float(np.std(v1 - v2))
+
+
+def test_fresh_noise_is_visible_to_the_measurement_below(fed, ct):
+    """Control: two separate party sets (empty caches) answering one ciphertext give
+    results whose difference has the flooding's size (sqrt(2) sigma)."""
+    q = QuerierKeyPair.generate(fed.ctx)
+    v1 = q.decrypt(fed.key_switch(ct, q.public_key), decimals=12)
+    fresh_parties = LocalFederation(
+        fed.ctx, [Party(p._secret) for p in fed.parties], fed.joint_key, fed.relin_key, None
+    )
+    v2 = q.decrypt(fresh_parties.key_switch(ct, q.public_key), decimals=12)
+    sigma = fed.ctx.params.expected_flooding_error(N)
+    assert float(np.std(v1 - v2)) > sigma
+
+
+def test_the_same_querier_key_re_encoded_gets_no_fresh_noise(fed, ct, querier):
+    pk = querier.public_key
+    re_encoded = QuerierPublicKey(fed.ctx, QuerierPublicKey.from_bytes(fed.ctx, pk.to_bytes()).raw)
+    assert re_encoded.key_tag == pk.key_tag  # same key, same tag
+    twin = QuerierKeyPair(fed.ctx, re_encoded, querier._secret)
+    try:
+        diff = _flood_difference(fed, ct, querier, twin)
+    except PheFlError:
+        return  # refusing the second request is a fix too
+    assert diff < 0.5 * fed.ctx.params.expected_flooding_error(N), diff
+
+
+def test_one_ciphertext_switched_to_two_querier_keys_gets_no_fresh_noise(fed, ct, querier):
+    second = QuerierKeyPair.generate(fed.ctx)
+    try:
+        diff = _flood_difference(fed, ct, querier, second)
+    except PheFlError:
+        return
+    assert diff < 0.5 * fed.ctx.params.expected_flooding_error(N), diff
