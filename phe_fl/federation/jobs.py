@@ -5,6 +5,7 @@ step is one round trip down and up the tree (``Node.fan_out``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from phe_fl.errors import JobStateError
@@ -36,14 +37,16 @@ def _report(emit: Emit, phase: str, seconds: float, stats: Sequence[NodeStats]) 
     for s in stats:
         emit(
             Event(
-                f"{phase}/node", f"{s.node_id}: {s.seconds:.2f} s, {s.bytes_sent} bytes", s.seconds
+                f"{phase}/node",
+                f"{s.node_id}: {s.seconds:.2f} s, {s.bytes_sent} bytes",
+                s.seconds,
+                s.node_id,
+                s.bytes_sent,
             )
         )
 
 
 def _timed(node: Node, step: Step, emit: Emit, phase: str) -> bytes:
-    import time
-
     t = time.perf_counter()
     received = node.fan_out(step)
     _report(emit, phase, time.perf_counter() - t, received.stats)

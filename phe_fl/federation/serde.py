@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from phe_fl.errors import ProtocolError
 from phe_fl.v1 import federation_pb2 as pb
 
-__all__ = ["CHUNK", "Step", "NodeStats", "Event", "Received", "to_frames", "from_frames"]
+__all__ = [
+    "CHUNK",
+    "Step",
+    "NodeStats",
+    "Event",
+    "Received",
+    "to_frames",
+    "from_frames",
+    "event_frame",
+]
 
 CHUNK = 1 << 20
 MAX_PAYLOADS = 16
@@ -52,9 +61,13 @@ class NodeStats:
 
 @dataclass(frozen=True)
 class Event:
+    """Job progress; per-node events carry the node id and the bytes it sent."""
+
     phase: str
     message: str
     seconds: float = 0.0
+    node_id: str = ""
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ def to_frames(
 ) -> Iterator[pb.Frame]:
     """Events first, then the header, the payload chunks in order, and the trailer."""
     for ev in events:
-        yield pb.Frame(event=pb.JobEvent(phase=ev.phase, message=ev.message, seconds=ev.seconds))
+        yield event_frame(ev)
     header = pb.StepHeader(
         job_id=_check_name("job id", step.job_id),
         step=_check_name("step", step.step),
@@ -100,6 +113,18 @@ def to_frames(
         )
 
 
+def event_frame(ev: Event) -> pb.Frame:
+    return pb.Frame(
+        event=pb.JobEvent(
+            phase=ev.phase,
+            message=ev.message,
+            seconds=ev.seconds,
+            node_id=ev.node_id,
+            bytes_sent=ev.bytes_sent,
+        )
+    )
+
+
 def from_frames(
     frames: Iterable[pb.Frame], on_event: Callable[[Event], None] | None = None
 ) -> Received:
@@ -110,7 +135,8 @@ def from_frames(
         kind = frame.WhichOneof("body")
         if kind == "event":
             if on_event is not None:
-                on_event(Event(frame.event.phase, frame.event.message, frame.event.seconds))
+                e = frame.event
+                on_event(Event(e.phase, e.message, e.seconds, e.node_id, e.bytes_sent))
             continue
         if kind != "header":
             raise ProtocolError(f"stream must start with a header frame, got {kind or 'empty'}")

@@ -28,7 +28,7 @@ from phe_fl.federation.certs import load_server_credentials, require_role
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.jobs import run_setup, run_stats
 from phe_fl.federation.node import Node
-from phe_fl.federation.serde import Event, Step, from_frames, to_frames
+from phe_fl.federation.serde import Event, Step, event_frame, from_frames, to_frames
 from phe_fl.federation.transport import NodeClient
 from phe_fl.v1 import federation_pb2 as pb
 from phe_fl.v1 import federation_pb2_grpc as pb_grpc
@@ -166,9 +166,7 @@ def _stream_job(
         item = events.get()
         if item is done:
             break
-        yield pb.Frame(
-            event=pb.JobEvent(phase=item.phase, message=item.message, seconds=item.seconds)
-        )
+        yield event_frame(item)
     if "error" in outcome:
         _abort(context, outcome["error"])
     yield from to_frames(outcome["step"])

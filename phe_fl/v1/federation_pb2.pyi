@@ -66,14 +66,18 @@ class Trailer(_message.Message):
     def __init__(self, stats: _Optional[_Iterable[_Union[NodeStats, _Mapping]]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("phase", "message", "seconds")
+    __slots__ = ("phase", "message", "seconds", "node_id", "bytes_sent")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     phase: str
     message: str
     seconds: float
-    def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+    node_id: str
+    bytes_sent: int
+    def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., seconds: _Optional[float] = ..., node_id: _Optional[str] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
 
 class BroadcastAck(_message.Message):
     __slots__ = ("installed_by",)
