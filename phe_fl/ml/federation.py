@@ -81,7 +81,8 @@ class Federation(Protocol):
         ...
 
     def map(self, request: MapRequest) -> list[Ciphertext]:
-        """Broadcast ``request``; one encrypted gradient per party comes back."""
+        """Broadcast ``request``; the parties' encrypted gradients come back (one per
+        party, or fewer if a tree transport already added them on the way up)."""
         ...
 
     def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
