@@ -9,18 +9,32 @@ import time
 from collections.abc import Callable, Sequence
 
 from phe_fl.errors import JobStateError
-from phe_fl.federation.node import Node
+from phe_fl.federation.node import Count, Node, job_to_json
 from phe_fl.federation.serde import Event, NodeStats, Step
 from phe_fl.mhe import (
+    Ciphertext,
+    Context,
     Party,
     PublicKeyGen,
     QuerierPublicKey,
     QueryKeySwitch,
+    Refresh,
     RelinKeyGen,
     RotationKeyGen,
+    ThresholdDecrypt,
 )
+from phe_fl.mhe.context import FloatArray
+from phe_fl.ml import EncryptedModel, GLMTrainer, MapRequest, TrainingJob
 
-__all__ = ["run_setup", "run_stats"]
+__all__ = [
+    "run_setup",
+    "run_stats",
+    "run_train",
+    "TreeFederation",
+    "collective_refresh",
+    "ensure_rotations",
+    "decrypt_model_weights",
+]
 
 Emit = Callable[[Event], None]
 
@@ -112,3 +126,116 @@ def run_stats(node: Node, job_id: str, querier: str, querier_key: bytes, emit: E
     proto = QueryKeySwitch(node.ctx, qpk)
     result = proto.finalize(proto.share_from_bytes(_timed(node, step, emit, "key switch")), total)
     return result.to_bytes()
+
+
+# -- training ---------------------------------------------------------------------------------
+class TreeFederation:
+    """:class:`phe_fl.ml.Federation` over the node tree: MAP and COMBINE happen in one
+    round trip (each inner node adds its subtree's gradients on the way up)."""
+
+    def __init__(self, node: Node, job_id: str, global_batch: int, emit: Emit) -> None:
+        self.node = node
+        self.job_id = job_id
+        self._global_batch = global_batch
+        self.emit = emit
+
+    @property
+    def ctx(self) -> Context:
+        return self.node.ctx
+
+    @property
+    def n_parties(self) -> int:
+        return self.node.config.n_parties
+
+    def encrypt(self, values: FloatArray) -> Ciphertext:
+        return self.ctx.encrypt(values, self.node._joint())
+
+    def global_batch(self, iteration: int) -> int:
+        return self._global_batch
+
+    def map(self, request: MapRequest) -> list[Ciphertext]:
+        labels = {"iteration": str(request.iteration), "global_batch": str(request.global_batch)}
+        step = _step(
+            self.node, self.job_id, "map", {"weights": request.weights.to_bytes()}, **labels
+        )
+        data = _timed(self.node, step, self.emit, f"iteration {request.iteration + 1}: MAP+COMBINE")
+        return [self.ctx.ciphertext_from_bytes(data)]
+
+    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
+        total = cts[0]
+        for ct in cts[1:]:
+            total = self.ctx.add(total, ct)
+        return total
+
+    def refresh(self, ct: Ciphertext) -> Ciphertext:
+        return collective_refresh(self.node, self.job_id, ct, self.emit)
+
+    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray:
+        proto = ThresholdDecrypt(self.ctx)
+        step = _step(self.node, self.job_id, "decrypt", {"ct": ct.to_bytes()})
+        share = proto.share_from_bytes(_timed(self.node, step, self.emit, "model decryption"))
+        return proto.finalize(share, ct, length=length)
+
+
+def collective_refresh(node: Node, job_id: str, ct: Ciphertext, emit: Emit) -> Ciphertext:
+    """Bootstrap ``ct`` with every node: the root prepares it and samples the CRP."""
+    proto = Refresh(node.ctx)
+    prepared = proto.prepare(ct)
+    crp = proto.gen_crp(node._joint())
+    step = _step(node, job_id, "refresh", {"ct": prepared.to_bytes(), "crp": crp.to_bytes()})
+    share = proto.share_from_bytes(_timed(node, step, emit, "collective refresh"))
+    return proto.finalize(share, prepared, crp, node._joint())
+
+
+def ensure_rotations(node: Node, job_id: str, needed: Sequence[int], emit: Emit) -> None:
+    """Generate (collectively) rotation keys for every step in ``needed`` not yet there;
+    a new set replaces the old one everywhere, so it covers the union."""
+    have = set(node.rotation_keys.indices) if node.rotation_keys is not None else set()
+    if set(needed) <= have:
+        return
+    party = node._party()
+    gen = RotationKeyGen(node._joint(), sorted(have | set(needed)))
+    crp = party.rotation_crp(gen)
+    labels = {"rotations": ",".join(str(i) for i in gen.indices)}
+    step = _step(node, job_id, "rotations", {"crp": crp.to_bytes()}, **labels)
+    keys = gen.finalize(gen.share_from_bytes(_timed(node, step, emit, "rotation keys")))
+    node.broadcast(_step(node, job_id, "rotation_keys", {"key": keys.to_bytes()}))
+
+
+def run_train(node: Node, job_id: str, job: TrainingJob, emit: Emit) -> EncryptedModel:
+    """Train ``job`` on every node's data; the model stays encrypted at the root."""
+    if not node.setup_complete:
+        raise JobStateError("run key generation (the setup job) before training")
+    job_json = job_to_json(job)
+    prepare = _step(node, job_id, "train_prepare", {}, job=job_json)
+    global_batch = Count.from_bytes(_timed(node, prepare, emit, "validate shards")).value
+    ensure_rotations(node, job_id, job.rotation_indices(), emit)
+    fed = TreeFederation(node, job_id, global_batch, emit)
+    trainer = GLMTrainer(job, fed)
+    w = trainer.encrypt_initial()
+    model = EncryptedModel(job, w)
+    for it in range(job.iterations):
+        w, report = trainer.step(w, it)
+        model.reports.append(report)
+        emit(
+            Event(
+                "iteration",
+                f"{it + 1}/{job.iterations}: {report.refreshes} refresh(es), levels left "
+                f"{report.levels_left_after}",
+                report.seconds,
+            )
+        )
+    model.weights = w
+    node.models[job_id] = model
+    return model
+
+
+def decrypt_model_weights(node: Node, model_id: str, emit: Emit) -> FloatArray:
+    """Threshold-decrypt a trained model: every node's policy must allow it."""
+    model = node.models.get(model_id)
+    if model is None:
+        raise JobStateError(f"no trained model {model_id!r} at the root")
+    fed = TreeFederation(node, model_id, 0, emit)
+    layout = model.job.layout
+    slots = fed.decrypt_if_agreed(model.weights, length=layout.block)
+    return layout.weights_from_slots(slots)

@@ -45,6 +45,7 @@ def write_configs(
     queriers: tuple[str, ...] = ("querier",),
     ports: list[int] | None = None,
     certificates: bool = True,
+    allow_decryption: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Node configs (and, unless told otherwise, certificates) for a tree where node i's
     parent is (i-1)//fanout."""
@@ -81,7 +82,7 @@ ca = "certs/ca.pem"
 
 [policy]
 queriers = [{", ".join(f'"{q}"' for q in queriers)}]
-allow_decryption = false
+allow_decryption = {str(allow_decryption).lower()}
 """
         path = workdir / f"{node_id}.toml"
         path.write_text(text)
@@ -98,6 +99,7 @@ class LocalCluster:
     fanout: int = 2
     params: str = "n14-depth5-128"
     deadline_s: float = 600.0
+    allow_decryption: bool = False
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
     configs: list[Path] = field(default_factory=list)
@@ -121,7 +123,11 @@ class LocalCluster:
     def start(self, timeout_s: float = 60.0) -> LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.configs, self.addresses = write_configs(
-            self.workdir, self.n_nodes, fanout=self.fanout, params=self.params
+            self.workdir,
+            self.n_nodes,
+            fanout=self.fanout,
+            params=self.params,
+            allow_decryption=self.allow_decryption,
         )
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])

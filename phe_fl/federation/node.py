@@ -8,8 +8,11 @@ so a parent's retry gets the same bytes and no share is ever regenerated.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from phe_fl.errors import JobStateError, PolicyError, ProtocolError
+from phe_fl.errors import JobStateError, ParameterError, PolicyError, ProtocolError
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.data import load_local_data
 from phe_fl.federation.serde import NodeStats, Received, Step
@@ -41,6 +44,7 @@ from phe_fl.mhe import (
     get_parameter_set,
 )
 from phe_fl.mhe.protocols._share import Share
+from phe_fl.ml import EncryptedModel, GLMParty, MapRequest, TrainingJob
 
 __all__ = ["Node", "ChildLinkClient", "SETUP_ORDER"]
 
@@ -94,6 +98,8 @@ class Node:
         self.lead_crp: dict[str, Share] = {}
         self.setup_job: str | None = None  # root only: the key generation in progress
         self.setup_complete = False  # root only
+        self.trainers: dict[str, GLMParty] = {}  # training job id -> this node's MAP side
+        self.models: dict[str, EncryptedModel] = {}  # root only: trained, still encrypted
         self._done: list[str] = []
         self._setup_job: str | None = None
         self._cache: dict[bytes, Received] = {}
@@ -334,6 +340,67 @@ def _refresh_own(node: Node, step: Step) -> Share:
     return node._party().refresh_share(prepared, crp)
 
 
+class Count:
+    """A public count (samples in a global batch) summed up the tree like a share."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def to_bytes(self) -> bytes:
+        return struct.pack(">Q", self.value)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Count:
+        if len(data) != 8:
+            raise ProtocolError(f"a count is 8 bytes, got {len(data)}")
+        return cls(struct.unpack(">Q", data)[0])
+
+
+def job_to_json(job: TrainingJob) -> str:
+    return json.dumps(dataclasses.asdict(job), sort_keys=True)
+
+
+def job_from_json(text: str) -> TrainingJob:
+    """A training job from its JSON form; invalid fields raise ParameterError."""
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"training job is not valid JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("training job must be a JSON object")
+    known = {f.name for f in dataclasses.fields(TrainingJob)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ProtocolError(f"training job has unknown fields {unknown}")
+    return TrainingJob(**fields)
+
+
+def _train_prepare_own(node: Node, step: Step) -> Count:
+    """Validate this node's shard against the job before any encrypted work."""
+    job = job_from_json(step.labels.get("job", ""))
+    if job.params != node.params.name:
+        raise ProtocolError(f"job uses {job.params!r}, this node runs {node.params.name!r}")
+    try:
+        trainer = GLMParty(node.config.party, job, (node.X, node.y))
+    except ParameterError as exc:
+        raise ParameterError(f"node {node.id}: {exc}") from None
+    node.trainers[step.job_id] = trainer
+    return Count(trainer.batch_size_at(0))
+
+
+def _map_own(node: Node, step: Step) -> Ciphertext:
+    trainer = node.trainers.get(step.job_id)
+    if trainer is None:
+        raise JobStateError(f"training job {step.job_id!r} was not prepared on node {node.id}")
+    try:
+        iteration = int(step.labels["iteration"])
+        global_batch = int(step.labels["global_batch"])
+    except (KeyError, ValueError):
+        raise ProtocolError("map step needs integer iteration and global_batch labels") from None
+    weights = node.ctx.ciphertext_from_bytes(step.payload("weights"))
+    return trainer.gradient(MapRequest(iteration, weights, global_batch))
+
+
 STEPS: dict[str, _StepSpec] = {
     "pk": _StepSpec(_pk_own, *_share_step(lambda n, s: PublicKeyGen(n.ctx)), requires=None),
     "relin1": _StepSpec(_relin1_own, *_share_step(lambda n, s: _relin(n)), requires="pk"),
@@ -351,4 +418,11 @@ STEPS: dict[str, _StepSpec] = {
         requires="relin2",
     ),
     "stats": _StepSpec(_stats_own, _ct_load, _ct_add, requires="pk"),
+    "train_prepare": _StepSpec(
+        _train_prepare_own,
+        lambda n, s, d: Count.from_bytes(d),
+        lambda n, s, a, b: Count(a.value + b.value),
+        requires="relin2",
+    ),
+    "map": _StepSpec(_map_own, _ct_load, _ct_add, requires="relin2"),
 }

@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from phe_fl.federation.config import ChildLink, TlsPaths
+from phe_fl.federation.node import job_to_json
 from phe_fl.federation.serde import Event, Step
 from phe_fl.federation.transport import NodeClient
-from phe_fl.mhe import Context, QuerierKeyPair, get_parameter_set
+from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
 from phe_fl.mhe.context import FloatArray
+from phe_fl.ml import TrainingJob
 
 __all__ = ["Querier", "PooledStats"]
 
@@ -58,6 +62,22 @@ class Querier:
         count = float(values[2 * d])
         mean = values[:d] / count
         return PooledStats(mean, values[d : 2 * d] / count - mean**2, round(count))
+
+    def train(self, job_id: str, job: TrainingJob) -> list[int]:
+        """Train ``job`` across the federation; returns refreshes per iteration. The
+        model stays encrypted at the root under ``job_id``."""
+        result = self._query(job_id, "train", {}, job=job_to_json(job))
+        return [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
+
+    def model_weights(self, job_id: str, model_id: str) -> FloatArray:
+        """The trained model in the clear: refused unless every node's policy allows it."""
+        data = self._query(job_id, "model", {}, model=model_id).payload("weights")
+        return np.frombuffer(data, dtype=">f8").astype(np.float64)
+
+    def joint_key(self, job_id: str) -> JointPublicKey:
+        """The collective public key, to encrypt queries under."""
+        data = self._query(job_id, "joint_key", {}).payload("key")
+        return JointPublicKey.from_bytes(self.ctx, data)
 
     def close(self) -> None:
         self._root.close()

@@ -26,8 +26,8 @@ from phe_fl.errors import (
 )
 from phe_fl.federation.certs import load_server_credentials, require_role
 from phe_fl.federation.config import NodeConfig
-from phe_fl.federation.jobs import run_setup, run_stats
-from phe_fl.federation.node import Node
+from phe_fl.federation.jobs import decrypt_model_weights, run_setup, run_stats, run_train
+from phe_fl.federation.node import Node, job_from_json
 from phe_fl.federation.serde import Event, Step, event_frame, from_frames, to_frames
 from phe_fl.federation.transport import NodeClient
 from phe_fl.v1 import federation_pb2 as pb
@@ -143,7 +143,48 @@ class NodeServicer(pb_grpc.NodeServicer):
                 )
 
             return stats
-        raise JobStateError(f"unknown job kind {request.step!r}; known: setup, stats")
+        if request.step == "train":
+            job = job_from_json(request.labels.get("job", ""))
+
+            def train(emit: Callable[[Event], None]) -> Step:
+                model = run_train(node, request.job_id, job, emit)
+                summary = {
+                    "iterations": str(len(model.reports)),
+                    "refreshes": ",".join(str(r) for r in model.refreshes_per_iteration),
+                }
+                return Step(
+                    request.job_id,
+                    "train",
+                    node.params.name,
+                    node.config.n_parties,
+                    labels=summary,
+                )
+
+            return train
+        if request.step == "joint_key":
+
+            def joint_key(emit: Callable[[Event], None]) -> Step:
+                key = node._joint().to_bytes()
+                return Step(request.job_id, "joint_key", node.params.name, 0, {"key": key})
+
+            return joint_key
+        if request.step == "model":
+            model_id = request.labels.get("model", "")
+
+            def decrypt_model(emit: Callable[[Event], None]) -> Step:
+                weights = decrypt_model_weights(node, model_id, emit)
+                return Step(
+                    request.job_id,
+                    "model",
+                    node.params.name,
+                    0,
+                    {"weights": weights.astype(">f8").tobytes()},
+                )
+
+            return decrypt_model
+        raise JobStateError(
+            f"unknown job kind {request.step!r}; known: setup, stats, train, joint_key, model"
+        )
 
 
 def _stream_job(

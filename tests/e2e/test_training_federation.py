@@ -1,0 +1,88 @@
+"""Encrypted training across real node processes: MAP at each node, COMBINE at inner
+nodes, REDUCE and collective refreshes at the root; compared with the in-process run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phe_fl.errors import PeerError
+from phe_fl.federation.config import DataSource
+from phe_fl.federation.data import load_local_data
+from phe_fl.federation.local import LocalCluster
+from phe_fl.federation.querier import Querier
+from phe_fl.mhe import INSECURE_TEST
+from phe_fl.ml import GLMTrainer, TrainingJob, predict, setup_local
+
+PARAMS = INSECURE_TEST.name
+N = 5
+JOB = TrainingJob(
+    n_features=30,
+    params=PARAMS,
+    iterations=4,
+    batch_size=16,
+    learning_rate=0.3,
+    activation_degree=5,
+    activation_bound=8.0,
+    allow_model_decryption=True,
+)
+
+
+def _shards() -> list[tuple[np.ndarray, np.ndarray]]:
+    return [load_local_data(DataSource("breast_cancer", None, i, N)) for i in range(N)]
+
+
+def _accuracy(weights: np.ndarray) -> float:
+    X = np.vstack([x for x, _ in _shards()])
+    y = np.concatenate([y for _, y in _shards()])
+    return float((predict(JOB, weights, X) == y).mean())
+
+
+def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, n_nodes=N, fanout=2, params=PARAMS, allow_decryption=True) as c:
+        events = []
+        querier = Querier(c.root_address, c.querier_tls(), PARAMS, on_event=events.append)
+        querier.setup("keys")
+        refreshes = querier.train("train-1", JOB)
+        remote = querier.model_weights("decrypt-1", "train-1")
+        querier.close()
+    assert len(refreshes) == JOB.iterations and sum(refreshes) >= 1  # a refresh inside
+    assert any(e.phase == "collective refresh" for e in events)
+    assert {e.node_id for e in events if e.phase.endswith("MAP+COMBINE/node")} == {
+        f"node-{i}" for i in range(N)
+    }
+
+    fed = setup_local(JOB, _shards())
+    local = GLMTrainer(JOB, fed).train().decrypt(fed)
+    acc_remote, acc_local = _accuracy(remote), _accuracy(local)
+    print(
+        f"max |w_remote - w_local| {np.abs(remote - local).max():.2e}; "
+        f"accuracy {acc_remote:.4f} (federation) vs {acc_local:.4f} (in process)"
+    )
+    assert np.abs(remote - local).max() < 1e-3
+    assert abs(acc_remote - acc_local) <= 0.005
+
+
+def test_model_decryption_needs_every_node_policy(tmp_path: Path) -> None:
+    job = TrainingJob(
+        n_features=30,
+        params=PARAMS,
+        iterations=1,
+        learning_rate=0.3,
+        activation_degree=5,
+        activation_bound=8.0,
+    )
+    with LocalCluster(tmp_path, n_nodes=3, fanout=2, params=PARAMS) as c:
+        querier = Querier(c.root_address, c.querier_tls(), PARAMS)
+        querier.setup("keys")
+        querier.train("train-1", job)
+        with pytest.raises(
+            PeerError, match="PERMISSION_DENIED.*does not allow threshold decryption"
+        ):
+            querier.model_weights("decrypt-1", "train-1")
+        wrong = TrainingJob(n_features=29, params=PARAMS, iterations=1)
+        with pytest.raises(PeerError, match="INVALID_ARGUMENT.*node node-0"):
+            querier.train("train-bad", wrong)
+        querier.close()
