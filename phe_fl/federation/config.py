@@ -26,6 +26,7 @@ Example (``nodes/example/node-1.toml``)::
     [policy]
     queriers = ["querier"]     # who may receive results from this node's contributions
     allow_decryption = false   # threshold decryption to the root (e.g. the final model)
+    release_statistics = true  # pooled feature means/variances, for standardization (PREPARE)
 
 Relative paths are resolved against the file's folder.
 """
@@ -77,6 +78,7 @@ class DataSource:
 class Policy:
     queriers: tuple[str, ...] = ()
     allow_decryption: bool = False
+    release_statistics: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,11 @@ def load_node_config(path: Path | str) -> NodeConfig:
     queriers = _get(policy, "queriers", list, where, [])
     if not all(isinstance(q, str) for q in queriers):
         raise ConfigError(f"{where}: queriers must be a list of names")
-    pol = Policy(tuple(queriers), _get(policy, "allow_decryption", bool, where, False))
+    pol = Policy(
+        tuple(queriers),
+        _get(policy, "allow_decryption", bool, where, False),
+        _get(policy, "release_statistics", bool, where, True),
+    )
     return NodeConfig(
         node_id,
         party,

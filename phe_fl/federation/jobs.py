@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from phe_fl.errors import JobStateError
 from phe_fl.federation.node import Count, Node, job_to_json
 from phe_fl.federation.serde import Event, NodeStats, Step
@@ -172,7 +174,7 @@ class TreeFederation:
 
     def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray:
         proto = ThresholdDecrypt(self.ctx)
-        step = _step(self.node, self.job_id, "decrypt", {"ct": ct.to_bytes()})
+        step = _step(self.node, self.job_id, "decrypt", {"ct": ct.to_bytes()}, purpose="model")
         share = proto.share_from_bytes(_timed(self.node, step, self.emit, "model decryption"))
         return proto.finalize(share, ct, length=length)
 
@@ -202,12 +204,37 @@ def ensure_rotations(node: Node, job_id: str, needed: Sequence[int], emit: Emit)
     node.broadcast(_step(node, job_id, "rotation_keys", {"key": keys.to_bytes()}))
 
 
-def run_train(node: Node, job_id: str, job: TrainingJob, emit: Emit) -> EncryptedModel:
-    """Train ``job`` on every node's data; the model stays encrypted at the root."""
+def pooled_standardization(node: Node, job_id: str, emit: Emit) -> tuple[FloatArray, FloatArray]:
+    """PREPARE: pooled per-feature mean and standard deviation from encrypted per-node
+    sums, threshold-decrypted at the root with every node's ``release_statistics``."""
+    total = node.ctx.ciphertext_from_bytes(
+        _timed(node, _step(node, job_id, "stats", {}), emit, "PREPARE: encrypted statistics")
+    )
+    proto = ThresholdDecrypt(node.ctx)
+    step = _step(node, job_id, "decrypt", {"ct": total.to_bytes()}, purpose="statistics")
+    share = proto.share_from_bytes(_timed(node, step, emit, "PREPARE: decrypt pooled statistics"))
+    d = node.X.shape[1]
+    values = proto.finalize(share, total, length=3 * d, decimals=8)
+    count = values[2 * d]
+    mean = values[:d] / count
+    var = np.maximum(values[d : 2 * d] / count - mean**2, 0.0)
+    return mean, np.sqrt(var) + 1e-6
+
+
+def run_train(
+    node: Node, job_id: str, job: TrainingJob, emit: Emit, *, standardize: bool = True
+) -> EncryptedModel:
+    """Train ``job`` on every node's data (standardized with pooled statistics unless told
+    otherwise); the model stays encrypted at the root."""
     if not node.setup_complete:
         raise JobStateError("run key generation (the setup job) before training")
     job_json = job_to_json(job)
-    prepare = _step(node, job_id, "train_prepare", {}, job=job_json)
+    payloads: dict[str, bytes] = {}
+    if standardize:
+        mean, std = pooled_standardization(node, job_id, emit)
+        payloads["standardize"] = np.concatenate([mean, std]).astype(">f8").tobytes()
+        node.standardizations[job_id] = (mean, std)
+    prepare = _step(node, job_id, "train_prepare", payloads, job=job_json)
     global_batch = Count.from_bytes(_timed(node, prepare, emit, "validate shards")).value
     ensure_rotations(node, job_id, job.rotation_indices(), emit)
     fed = TreeFederation(node, job_id, global_batch, emit)

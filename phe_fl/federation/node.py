@@ -43,6 +43,7 @@ from phe_fl.mhe import (
     ThresholdDecrypt,
     get_parameter_set,
 )
+from phe_fl.mhe.context import FloatArray
 from phe_fl.mhe.protocols._share import Share
 from phe_fl.ml import EncryptedModel, GLMParty, MapRequest, TrainingJob
 
@@ -100,6 +101,8 @@ class Node:
         self.setup_complete = False  # root only
         self.trainers: dict[str, GLMParty] = {}  # training job id -> this node's MAP side
         self.models: dict[str, EncryptedModel] = {}  # root only: trained, still encrypted
+        # root only: the pooled (mean, std) each training job was standardized with
+        self.standardizations: dict[str, tuple[FloatArray, FloatArray]] = {}
         self._done: list[str] = []
         self._setup_job: str | None = None
         self._cache: dict[bytes, Received] = {}
@@ -277,8 +280,18 @@ def _keyswitch_own(node: Node, step: Step) -> Share:
 
 
 def _decrypt_own(node: Node, step: Step) -> Share:
-    if not node.config.policy.allow_decryption:
-        raise PolicyError(f"node {node.id}'s policy does not allow threshold decryption")
+    """Threshold decryption to the root, for the purpose the root declares: "model" (the
+    node's ``allow_decryption``) or "statistics" (its ``release_statistics``)."""
+    purpose = step.labels.get("purpose", "model")
+    policy = node.config.policy
+    if purpose == "statistics":
+        if not policy.release_statistics:
+            raise PolicyError(f"node {node.id}'s policy does not release pooled statistics")
+    elif purpose == "model":
+        if not policy.allow_decryption:
+            raise PolicyError(f"node {node.id}'s policy does not allow threshold decryption")
+    else:
+        raise ProtocolError(f"unknown decryption purpose {purpose!r}")
     ct = node.ctx.ciphertext_from_bytes(step.payload("ct"))
     log.info("%s: contributed decryption share for %s", node.id, ct.digest[:6].hex())
     return node._party().decryption_share(ct)
@@ -380,12 +393,23 @@ def _train_prepare_own(node: Node, step: Step) -> Count:
     job = job_from_json(step.labels.get("job", ""))
     if job.params != node.params.name:
         raise ProtocolError(f"job uses {job.params!r}, this node runs {node.params.name!r}")
+    X = node.X
+    if "standardize" in step.payloads:  # PREPARE: pooled mean and std, applied locally
+        mean, std = _standardization(step.payload("standardize"), X.shape[1])
+        X = (X - mean) / std
     try:
-        trainer = GLMParty(node.config.party, job, (node.X, node.y))
+        trainer = GLMParty(node.config.party, job, (X, node.y))
     except ParameterError as exc:
         raise ParameterError(f"node {node.id}: {exc}") from None
     node.trainers[step.job_id] = trainer
     return Count(trainer.batch_size_at(0))
+
+
+def _standardization(data: bytes, d: int) -> tuple[FloatArray, FloatArray]:
+    values = np.frombuffer(data, dtype=">f8").astype(np.float64)
+    if values.size != 2 * d or not np.all(np.isfinite(values)) or np.any(values[d:] <= 0):
+        raise ProtocolError(f"standardization must be {d} means and {d} positive deviations")
+    return values[:d], values[d:]
 
 
 def _map_own(node: Node, step: Step) -> Ciphertext:

@@ -16,7 +16,7 @@ from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_se
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import TrainingJob
 
-__all__ = ["Querier", "PooledStats"]
+__all__ = ["Querier", "PooledStats", "TrainingRun"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,21 @@ class PooledStats:
     mean: FloatArray
     variance: FloatArray
     count: int
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a querier learns from a training job (the model itself stays encrypted)."""
+
+    model_id: str
+    refreshes: list[int]
+    mean: FloatArray | None
+    std: FloatArray | None
+
+    def standardize(self, x: FloatArray) -> FloatArray:
+        if self.mean is None or self.std is None:
+            return x
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
 
 
 class Querier:
@@ -63,11 +78,19 @@ class Querier:
         mean = values[:d] / count
         return PooledStats(mean, values[d : 2 * d] / count - mean**2, round(count))
 
-    def train(self, job_id: str, job: TrainingJob) -> list[int]:
-        """Train ``job`` across the federation; returns refreshes per iteration. The
-        model stays encrypted at the root under ``job_id``."""
-        result = self._query(job_id, "train", {}, job=job_to_json(job))
-        return [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
+    def train(self, job_id: str, job: TrainingJob, *, standardize: bool = True) -> TrainingRun:
+        """Train ``job`` across the federation. The model stays encrypted at the root
+        under ``job_id``; what comes back is public: refreshes per iteration and the
+        pooled standardization the nodes applied (queries must use it too)."""
+        result = self._query(
+            job_id, "train", {}, job=job_to_json(job), standardize="1" if standardize else "0"
+        )
+        refreshes = [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
+        mean = std = None
+        if "standardize" in result.payloads:
+            values = np.frombuffer(result.payload("standardize"), dtype=">f8").astype(np.float64)
+            mean, std = values[: job.n_features], values[job.n_features :]
+        return TrainingRun(job_id, refreshes, mean, std)
 
     def model_weights(self, job_id: str, model_id: str) -> FloatArray:
         """The trained model in the clear: refused unless every node's policy allows it."""

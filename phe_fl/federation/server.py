@@ -14,6 +14,7 @@ from concurrent import futures
 from typing import Any, NoReturn
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from phe_fl.errors import (
@@ -145,19 +146,25 @@ class NodeServicer(pb_grpc.NodeServicer):
             return stats
         if request.step == "train":
             job = job_from_json(request.labels.get("job", ""))
+            standardize = request.labels.get("standardize", "1") == "1"
 
             def train(emit: Callable[[Event], None]) -> Step:
-                model = run_train(node, request.job_id, job, emit)
+                model = run_train(node, request.job_id, job, emit, standardize=standardize)
                 summary = {
                     "iterations": str(len(model.reports)),
                     "refreshes": ",".join(str(r) for r in model.refreshes_per_iteration),
                 }
+                payloads = {}
+                if request.job_id in node.standardizations:
+                    mean, std = node.standardizations[request.job_id]
+                    payloads["standardize"] = np.concatenate([mean, std]).astype(">f8").tobytes()
                 return Step(
                     request.job_id,
                     "train",
                     node.params.name,
                     node.config.n_parties,
-                    labels=summary,
+                    payloads,
+                    summary,
                 )
 
             return train

@@ -12,7 +12,7 @@ from phe_fl.errors import PeerError
 from phe_fl.federation.config import DataSource
 from phe_fl.federation.data import load_local_data
 from phe_fl.federation.local import LocalCluster
-from phe_fl.federation.querier import Querier
+from phe_fl.federation.querier import Querier, TrainingRun
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import GLMTrainer, TrainingJob, predict, setup_local
 
@@ -34,8 +34,8 @@ def _shards() -> list[tuple[np.ndarray, np.ndarray]]:
     return [load_local_data(DataSource("breast_cancer", None, i, N)) for i in range(N)]
 
 
-def _accuracy(weights: np.ndarray) -> float:
-    X = np.vstack([x for x, _ in _shards()])
+def _accuracy(weights: np.ndarray, run: TrainingRun) -> float:
+    X = run.standardize(np.vstack([x for x, _ in _shards()]))
     y = np.concatenate([y for _, y in _shards()])
     return float((predict(JOB, weights, X) == y).mean())
 
@@ -45,18 +45,24 @@ def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> No
         events = []
         querier = Querier(c.root_address, c.querier_tls(), PARAMS, on_event=events.append)
         querier.setup("keys")
-        refreshes = querier.train("train-1", JOB)
+        run = querier.train("train-1", JOB)
         remote = querier.model_weights("decrypt-1", "train-1")
         querier.close()
-    assert len(refreshes) == JOB.iterations and sum(refreshes) >= 1  # a refresh inside
+    assert len(run.refreshes) == JOB.iterations and sum(run.refreshes) >= 1  # a refresh inside
+    assert any(e.phase == "PREPARE: decrypt pooled statistics" for e in events)
+    pooled = np.vstack([x for x, _ in _shards()])
+    assert run.mean is not None and run.std is not None
+    assert np.abs(run.mean - pooled.mean(axis=0)).max() < 1e-4
+    assert np.abs(run.std - pooled.std(axis=0)).max() < 1e-4
     assert any(e.phase == "collective refresh" for e in events)
     assert {e.node_id for e in events if e.phase.endswith("MAP+COMBINE/node")} == {
         f"node-{i}" for i in range(N)
     }
 
-    fed = setup_local(JOB, _shards())
+    shards = [(run.standardize(x), y) for x, y in _shards()]
+    fed = setup_local(JOB, shards)
     local = GLMTrainer(JOB, fed).train().decrypt(fed)
-    acc_remote, acc_local = _accuracy(remote), _accuracy(local)
+    acc_remote, acc_local = _accuracy(remote, run), _accuracy(local, run)
     print(
         f"max |w_remote - w_local| {np.abs(remote - local).max():.2e}; "
         f"accuracy {acc_remote:.4f} (federation) vs {acc_local:.4f} (in process)"
