@@ -28,7 +28,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from phe_fl.demo import run_demo
 
-    run_demo(args.providers, args.params)
+    run_demo(args.providers, args.params, iterations=args.iterations)
     return 0
 
 
@@ -96,29 +96,46 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_event(event: object) -> None:
-    phase = getattr(event, "phase", "")
-    if phase.endswith("/node"):
-        print(f"    {getattr(event, 'message', '')}")
-    else:
-        print(f"  [{phase}] {getattr(event, 'message', '')} ({getattr(event, 'seconds', 0):.2f} s)")
-
-
 def _cmd_query(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from phe_fl.federation.config import TlsPaths
+    from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier
     from phe_fl.federation.server import new_job_id
 
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
-    querier = Querier(args.root, tls, args.params, name=args.name, on_event=_print_event)
+    querier = Querier(
+        args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
+    )
     try:
         job = args.job_id or new_job_id()
         if args.job == "setup":
             rotations = [int(r) for r in args.rotations.split(",") if r]
             querier.setup(job, rotations)
             print(f"job {job}: collective keys ready")
+        elif args.job == "train":
+            from phe_fl.ml import TrainingJob
+
+            spec = TrainingJob(
+                n_features=args.features,
+                iterations=args.iterations,
+                learning_rate=args.learning_rate,
+                batch_size=args.batch_size,
+                activation_degree=args.degree,
+                activation_bound=args.bound,
+                params=args.params,
+            )
+            run = querier.train(job, spec)
+            print(
+                f"job {job}: trained {len(run.refreshes)} iterations, "
+                f"{sum(run.refreshes)} collective refreshes; the model stays encrypted "
+                f"at the root as {job!r}"
+            )
+        elif args.job == "model":
+            weights = querier.model_weights(job, args.model)
+            print(f"model {args.model}: weights (intercept last)")
+            print("  " + " ".join(f"{w:.4f}" for w in weights))
         else:
             stats = querier.stats(job, args.features)
             print(f"job {job}: pooled over {stats.count} samples")
@@ -139,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--providers", type=int, default=5, help="number of data providers (default 5)"
     )
     demo.add_argument(
-        "--params", default="n14-depth5-128", help="parameter set (see `phe-fl params`)"
+        "--params", default="n15-depth11-128", help="parameter set (see `phe-fl params`)"
     )
+    demo.add_argument("--iterations", type=int, default=10, help="training iterations")
     demo.set_defaults(func=_cmd_demo)
     params = sub.add_parser("params", help="list the named parameter sets")
     params.set_defaults(func=_cmd_params)
@@ -174,9 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = sub.add_parser("query", help="as a querier, run a job on the federation's root")
     query.add_argument(
         "job",
-        choices=["setup", "stats"],
-        help="setup: collective keys; stats: "
-        "pooled feature statistics readable by this querier only",
+        choices=["setup", "stats", "train", "model"],
+        help="setup: collective keys; stats: pooled feature statistics readable by this "
+        "querier only; train: logistic regression with the model kept encrypted; model: "
+        "decrypt a trained model (every node's policy must allow it)",
     )
     query.add_argument("--root", required=True, help="root node address host:port")
     query.add_argument("--cert", required=True)
@@ -187,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--rotations", default="", help="setup: rotation steps, e.g. 1,2,4")
     query.add_argument("--features", type=int, default=30, help="stats: number of features")
     query.add_argument("--job-id", default="", help="job id (default: random)")
+    query.add_argument("--iterations", type=int, default=10, help="train: iterations")
+    query.add_argument("--learning-rate", type=float, default=0.3, help="train: learning rate")
+    query.add_argument("--batch-size", type=int, default=16, help="train: samples per node")
+    query.add_argument("--degree", type=int, default=5, help="train: sigmoid polynomial degree")
+    query.add_argument("--bound", type=float, default=8.0, help="train: sigmoid fit interval")
+    query.add_argument("--model", default="", help="model: the training job id to decrypt")
+    query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     query.set_defaults(func=_cmd_query)
     args = parser.parse_args(argv)
     try:

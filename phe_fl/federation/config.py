@@ -17,6 +17,7 @@ Example (``nodes/example/node-1.toml``)::
     dataset = "breast_cancer"  # a shipped dataset, split into `shards`, or
     shard = 1                  # `path = "data.csv"` (features..., label)
     shards = 5
+    holdout = 0.2              # optional: rows of the dataset no shard gets (query set)
 
     [tls]
     cert = "certs/nodes/node-1.pem"
@@ -72,6 +73,7 @@ class DataSource:
     path: Path | None = None
     shard: int = 0
     shards: int = 1
+    holdout: float = 0.0  # fraction of a named dataset kept out of every shard (for queries)
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,10 @@ def load_node_config(path: Path | str) -> NodeConfig:
     shard = _get(data, "shard", int, where, 0)
     if not 0 <= shard < shards:
         raise ConfigError(f"{where}: shard {shard} must be in 0..shards-1 ({shards - 1})")
-    source = DataSource(dataset, base / data_path if data_path else None, shard, shards)
+    holdout = _get(data, "holdout", float, where, 0.0)
+    if not 0.0 <= holdout < 1.0:
+        raise ConfigError(f"{where}: holdout must be in [0, 1), got {holdout}")
+    source = DataSource(dataset, base / data_path if data_path else None, shard, shards, holdout)
 
     policy = raw.get("policy", {})
     where = f"{path} [policy]"

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from phe_fl.errors import ConfigError
 from phe_fl.federation.config import DataSource
 from phe_fl.mhe.context import FloatArray
 
-__all__ = ["load_local_data", "DATASETS"]
+__all__ = ["load_local_data", "load_holdout", "DATASETS"]
 
 DATASETS = ("breast_cancer", "digits")
 
@@ -42,6 +43,23 @@ def _csv(path: Path) -> tuple[FloatArray, FloatArray]:
     return table[:, :-1], table[:, -1]
 
 
+def _holdout_split(n: int, fraction: float) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """A fixed shuffle (seed 0) so every node and the querier agree on the split."""
+    order = np.random.default_rng(0).permutation(n) if fraction > 0 else np.arange(n)
+    cut = n - int(round(n * fraction))
+    return order[:cut], order[cut:]
+
+
+def load_holdout(source: DataSource) -> tuple[FloatArray, FloatArray]:
+    """The rows of a named dataset that no shard holds: a querier's test set."""
+    if source.dataset is None or source.holdout <= 0:
+        raise ConfigError("a holdout set needs a named dataset and holdout > 0")
+    X, y = _named(source.dataset)
+    X = X / np.maximum(np.abs(X).max(axis=0), 1e-12)
+    _, test = _holdout_split(len(X), source.holdout)
+    return X[test], y[test]
+
+
 def load_local_data(source: DataSource) -> tuple[FloatArray, FloatArray]:
     """Features and labels of this node's shard (contiguous split, same on every node)."""
     if source.path is not None:
@@ -49,7 +67,8 @@ def load_local_data(source: DataSource) -> tuple[FloatArray, FloatArray]:
     elif source.dataset is not None:
         X, y = _named(source.dataset)
         X = X / np.maximum(np.abs(X).max(axis=0), 1e-12)  # public per-feature bounds
-        idx = np.array_split(np.arange(len(X)), source.shards)[source.shard]
+        train, _ = _holdout_split(len(X), source.holdout)
+        idx = np.array_split(train, source.shards)[source.shard]
         X, y = X[idx], y[idx]
     else:
         return np.zeros((0, 0)), np.zeros(0)

@@ -36,6 +36,7 @@ __all__ = [
     "collective_refresh",
     "ensure_rotations",
     "decrypt_model_weights",
+    "run_predict",
 ]
 
 Emit = Callable[[Event], None]
@@ -266,3 +267,47 @@ def decrypt_model_weights(node: Node, model_id: str, emit: Emit) -> FloatArray:
     layout = model.job.layout
     slots = fed.decrypt_if_agreed(model.weights, length=layout.block)
     return layout.weights_from_slots(slots)
+
+
+# -- oblivious prediction -----------------------------------------------------------------------
+def run_predict(
+    node: Node,
+    job_id: str,
+    model_id: str,
+    queries: Sequence[bytes],
+    querier: str,
+    querier_key: bytes,
+    emit: Emit,
+) -> list[bytes]:
+    """Evaluate a trained, still-encrypted model on a querier's encrypted samples and
+    switch each result to the querier's key; every node checks its policy for the
+    querier before contributing its key-switch share."""
+    from phe_fl.ml.prediction import evaluate, prediction_depth
+
+    model = node.models.get(model_id)
+    if model is None:
+        raise JobStateError(f"no trained model {model_id!r} at the root")
+    qpk = QuerierPublicKey.from_bytes(node.ctx, querier_key)
+    cts = [node.ctx.ciphertext_from_bytes(q) for q in queries]
+    weights = model.weights
+    if weights.levels_left < prediction_depth(model.job) + node.params.refresh_min_levels:
+        weights = collective_refresh(node, job_id, weights, emit)
+        model.weights = weights  # later queries reuse the refreshed model
+    t = time.perf_counter()
+    results = evaluate(model.job, node.ctx, weights, cts)
+    emit(Event("evaluate", f"{len(cts)} encrypted query ciphertext(s)", time.perf_counter() - t))
+    proto = QueryKeySwitch(node.ctx, qpk)
+    out = []
+    for i, ct in enumerate(results):
+        step = _step(
+            node,
+            job_id,
+            "keyswitch",
+            {"ct": ct.to_bytes(), "querier_key": querier_key},
+            querier=querier,
+        )
+        share = proto.share_from_bytes(
+            _timed(node, step, emit, f"key switch {i + 1}/{len(results)}")
+        )
+        out.append(proto.finalize(share, ct).to_bytes())
+    return out

@@ -46,6 +46,7 @@ def write_configs(
     ports: list[int] | None = None,
     certificates: bool = True,
     allow_decryption: bool = False,
+    holdout: float = 0.0,
 ) -> tuple[list[Path], list[str]]:
     """Node configs (and, unless told otherwise, certificates) for a tree where node i's
     parent is (i-1)//fanout."""
@@ -74,6 +75,7 @@ children = [{kids}]
 dataset = "{dataset}"
 shard = {i}
 shards = {n_nodes}
+holdout = {holdout}
 
 [tls]
 cert = "certs/nodes/{node_id}.pem"
@@ -100,6 +102,7 @@ class LocalCluster:
     params: str = "n14-depth5-128"
     deadline_s: float = 600.0
     allow_decryption: bool = False
+    holdout: float = 0.0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
     configs: list[Path] = field(default_factory=list)
@@ -128,6 +131,7 @@ class LocalCluster:
             fanout=self.fanout,
             params=self.params,
             allow_decryption=self.allow_decryption,
+            holdout=self.holdout,
         )
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])

@@ -58,6 +58,7 @@ class Querier:
         self.keys = QuerierKeyPair.generate(self.ctx)
         self.name = name
         self.on_event = on_event
+        self._joint: JointPublicKey | None = None
         self._root = NodeClient(ChildLink("root", root_address), tls, deadline_s)
 
     def _query(self, job_id: str, kind: str, payloads: dict[str, bytes], **labels: str) -> Step:
@@ -96,6 +97,25 @@ class Querier:
         """The trained model in the clear: refused unless every node's policy allows it."""
         data = self._query(job_id, "model", {}, model=model_id).payload("weights")
         return np.frombuffer(data, dtype=">f8").astype(np.float64)
+
+    def predict(self, job_id: str, run: TrainingRun, job: TrainingJob, x: FloatArray) -> FloatArray:
+        """Scores of the trained model ``run`` on ``x``: the samples leave this process
+        encrypted under the joint key and come back switched to this querier's key."""
+        from phe_fl.ml.prediction import decode_scores, encrypt_queries
+
+        if self._joint is None:
+            self._joint = self.joint_key(f"{job_id}-key")
+        x = run.standardize(np.atleast_2d(np.asarray(x, dtype=np.float64)))
+        queries = encrypt_queries(job, self.ctx, x, self._joint)
+        payloads = {f"q.{i:04d}": q.to_bytes() for i, q in enumerate(queries)}
+        payloads["querier_key"] = self.keys.public_key.to_bytes()
+        result = self._query(job_id, "predict", payloads, model=run.model_id)
+        names = sorted(n for n in result.payloads if n.startswith("r."))
+        slots = [
+            self.keys.decrypt(self.ctx.ciphertext_from_bytes(result.payloads[n]), decimals=8)
+            for n in names
+        ]
+        return decode_scores(job, slots, len(x))
 
     def joint_key(self, job_id: str) -> JointPublicKey:
         """The collective public key, to encrypt queries under."""

@@ -27,7 +27,13 @@ from phe_fl.errors import (
 )
 from phe_fl.federation.certs import load_server_credentials, require_role
 from phe_fl.federation.config import NodeConfig
-from phe_fl.federation.jobs import decrypt_model_weights, run_setup, run_stats, run_train
+from phe_fl.federation.jobs import (
+    decrypt_model_weights,
+    run_predict,
+    run_setup,
+    run_stats,
+    run_train,
+)
 from phe_fl.federation.node import Node, job_from_json
 from phe_fl.federation.serde import Event, Step, event_frame, from_frames, to_frames
 from phe_fl.federation.transport import NodeClient
@@ -189,8 +195,22 @@ class NodeServicer(pb_grpc.NodeServicer):
                 )
 
             return decrypt_model
+        if request.step == "predict":
+            model_id = request.labels.get("model", "")
+            key = request.payload("querier_key")
+            queries = [request.payloads[n] for n in sorted(request.payloads) if n.startswith("q.")]
+            if not queries:
+                raise ConfigError("a predict job needs at least one encrypted query (q.0, ...)")
+
+            def predict(emit: Callable[[Event], None]) -> Step:
+                results = run_predict(node, request.job_id, model_id, queries, querier, key, emit)
+                payloads = {f"r.{i:04d}": r for i, r in enumerate(results)}
+                return Step(request.job_id, "predict", node.params.name, 0, payloads)
+
+            return predict
         raise JobStateError(
-            f"unknown job kind {request.step!r}; known: setup, stats, train, joint_key, model"
+            f"unknown job kind {request.step!r}; known: setup, stats, train, joint_key, model, "
+            "predict"
         )
 
 

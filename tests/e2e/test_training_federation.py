@@ -15,6 +15,7 @@ from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.querier import Querier, TrainingRun
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import GLMTrainer, TrainingJob, predict, setup_local
+from phe_fl.ml.glm import design_matrix
 
 PARAMS = INSECURE_TEST.name
 N = 5
@@ -47,7 +48,14 @@ def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> No
         querier.setup("keys")
         run = querier.train("train-1", JOB)
         remote = querier.model_weights("decrypt-1", "train-1")
+        x_query = np.vstack([x for x, _ in _shards()])[:40]
+        scores = querier.predict("predict-1", run, JOB, x_query)
         querier.close()
+    # Oblivious prediction computes the same polynomial as the plaintext model.
+    margins = design_matrix(JOB, run.standardize(x_query)) @ remote
+    expected = np.clip(JOB.activation(margins), 0.0, 1.0)
+    print(f"max |score - plaintext score| {np.abs(scores - expected).max():.2e}")
+    assert np.abs(scores - expected).max() < 2e-3
     assert len(run.refreshes) == JOB.iterations and sum(run.refreshes) >= 1  # a refresh inside
     assert any(e.phase == "PREPARE: decrypt pooled statistics" for e in events)
     pooled = np.vstack([x for x, _ in _shards()])
