@@ -146,6 +146,39 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from phe_fl.errors import ConfigError
+    from phe_fl.federation.config import TlsPaths
+    from phe_fl.federation.progress import ProgressPrinter
+    from phe_fl.federation.querier import Querier
+    from phe_fl.federation.server import new_job_id
+
+    try:
+        table = np.loadtxt(args.input, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {args.input} as a numeric CSV: {exc}") from None
+    x, y = (table[:, :-1], table[:, -1]) if args.labels_last else (table, None)
+    tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
+    querier = Querier(
+        args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
+    )
+    try:
+        run, job = querier.model_info(new_job_id(), args.model)
+        scores = querier.predict(new_job_id(), run, job, x)
+    finally:
+        querier.close()
+    print("row,score,label")
+    for i, s in enumerate(scores):
+        print(f"{i},{s:.4f},{int(s >= 0.5)}")
+    if y is not None:
+        print(f"accuracy {float(((scores >= 0.5) == y).mean()):.4f} on {len(y)} rows")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="phe-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +247,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--model", default="", help="model: the training job id to decrypt")
     query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     query.set_defaults(func=_cmd_query)
+    pred = sub.add_parser(
+        "predict",
+        help="as a querier, get predictions of a trained (encrypted) model on your own samples;"
+        " they leave this process encrypted and only you can read the scores",
+    )
+    pred.add_argument("--root", required=True, help="root node address host:port")
+    pred.add_argument("--cert", required=True)
+    pred.add_argument("--key", required=True)
+    pred.add_argument("--ca", required=True)
+    pred.add_argument("--name", default="querier", help="querier id in its certificate")
+    pred.add_argument("--params", default="n15-depth11-128")
+    pred.add_argument("--model", required=True, help="the training job id of the model")
+    pred.add_argument("--input", required=True, help="CSV of samples, one row each")
+    pred.add_argument(
+        "--labels-last",
+        action="store_true",
+        help="the CSV's last column is a label: report accuracy",
+    )
+    pred.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
+    pred.set_defaults(func=_cmd_predict)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from phe_fl.federation.config import ChildLink, TlsPaths
-from phe_fl.federation.node import job_to_json
+from phe_fl.federation.node import job_from_json, job_to_json
 from phe_fl.federation.serde import Event, Step
 from phe_fl.federation.transport import NodeClient
 from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
@@ -41,6 +41,15 @@ class TrainingRun:
         if self.mean is None or self.std is None:
             return x
         return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+
+
+def _training_run(model_id: str, job: TrainingJob, result: Step) -> TrainingRun:
+    refreshes = [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
+    mean = std = None
+    if "standardize" in result.payloads:
+        values = np.frombuffer(result.payload("standardize"), dtype=">f8").astype(np.float64)
+        mean, std = values[: job.n_features], values[job.n_features :]
+    return TrainingRun(model_id, refreshes, mean, std)
 
 
 class Querier:
@@ -86,12 +95,14 @@ class Querier:
         result = self._query(
             job_id, "train", {}, job=job_to_json(job), standardize="1" if standardize else "0"
         )
-        refreshes = [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
-        mean = std = None
-        if "standardize" in result.payloads:
-            values = np.frombuffer(result.payload("standardize"), dtype=">f8").astype(np.float64)
-            mean, std = values[: job.n_features], values[job.n_features :]
-        return TrainingRun(job_id, refreshes, mean, std)
+        return _training_run(job_id, job, result)
+
+    def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:
+        """A trained model's public description (its job and standardization), so that a
+        querier that did not train it can send queries."""
+        result = self._query(job_id, "model_info", {}, model=model_id)
+        job = job_from_json(result.labels.get("job", ""))
+        return _training_run(model_id, job, result), job
 
     def model_weights(self, job_id: str, model_id: str) -> FloatArray:
         """The trained model in the clear: refused unless every node's policy allows it."""

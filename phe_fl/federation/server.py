@@ -34,7 +34,7 @@ from phe_fl.federation.jobs import (
     run_stats,
     run_train,
 )
-from phe_fl.federation.node import Node, job_from_json
+from phe_fl.federation.node import Node, job_from_json, job_to_json
 from phe_fl.federation.serde import Event, Step, event_frame, from_frames, to_frames
 from phe_fl.federation.transport import NodeClient
 from phe_fl.v1 import federation_pb2 as pb
@@ -195,6 +195,24 @@ class NodeServicer(pb_grpc.NodeServicer):
                 )
 
             return decrypt_model
+        if request.step == "model_info":
+            info_id = request.labels.get("model", "")
+
+            def model_info(emit: Callable[[Event], None]) -> Step:
+                model = node.models.get(info_id)
+                if model is None:
+                    raise JobStateError(f"no trained model {info_id!r} at the root")
+                payloads = {}
+                if info_id in node.standardizations:
+                    mean, std = node.standardizations[info_id]
+                    payloads["standardize"] = np.concatenate([mean, std]).astype(">f8").tobytes()
+                labels = {
+                    "job": job_to_json(model.job),
+                    "refreshes": ",".join(str(r) for r in model.refreshes_per_iteration),
+                }
+                return Step(request.job_id, "model_info", node.params.name, 0, payloads, labels)
+
+            return model_info
         if request.step == "predict":
             model_id = request.labels.get("model", "")
             key = request.payload("querier_key")
@@ -210,7 +228,7 @@ class NodeServicer(pb_grpc.NodeServicer):
             return predict
         raise JobStateError(
             f"unknown job kind {request.step!r}; known: setup, stats, train, joint_key, model, "
-            "predict"
+            "model_info, predict"
         )
 
 

@@ -1,0 +1,69 @@
+"""The querier's command line against a running federation, as nodes/README.md shows it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from phe_fl.federation.config import DataSource
+from phe_fl.federation.data import load_holdout
+from phe_fl.federation.local import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = "insecure-test-n12"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "phe_fl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "fed", n_nodes=3, fanout=2, params=PARAMS, holdout=0.2) as c:
+        tls = c.querier_tls()
+        common = [
+            "--root",
+            c.root_address,
+            "--cert",
+            str(tls.cert),
+            "--key",
+            str(tls.key),
+            "--ca",
+            str(tls.ca),
+            "--params",
+            PARAMS,
+        ]
+        setup = _cli("query", "setup", *common, "--job-id", "keys")
+        assert setup.returncode == 0, setup.stderr
+        assert "collective keys ready" in setup.stdout
+
+        train = _cli("query", "train", *common, "--job-id", "model-1", "--iterations", "6")
+        assert train.returncode == 0, train.stderr
+        assert "iteration 6/6" in train.stdout and "stays encrypted" in train.stdout
+
+        x, y = load_holdout(DataSource("breast_cancer", None, 0, 1, 0.2))
+        csv = tmp_path / "queries.csv"
+        np.savetxt(csv, np.hstack([x, y[:, None]]), delimiter=",")
+        pred = _cli("predict", *common, "--model", "model-1", "--input", str(csv), "--labels-last")
+        assert pred.returncode == 0, pred.stderr
+        accuracy = float(pred.stdout.rsplit("accuracy ", 1)[1].split()[0])
+        print(pred.stdout[-300:])
+        assert accuracy > 0.85
+
+        refused = _cli("query", "model", *common, "--model", "model-1")
+        assert refused.returncode == 2
+        assert "does not allow threshold decryption" in refused.stderr
+
+        missing = _cli("predict", *common, "--model", "nope", "--input", str(csv))
+        assert missing.returncode == 2 and "no trained model 'nope'" in missing.stderr
