@@ -12,6 +12,12 @@ In one process (tests, benchmarks)::
     model = GLMTrainer(job, fed).train()    # encrypted weights, refreshes per iteration
     weights = model.decrypt(fed)            # refused unless every party consented
     twin = train_plaintext(job, shards)     # the same approximated math in numpy
+    scores = predict_local(job, fed.fed, model.weights, x_new, querier)  # oblivious
+
+Oblivious prediction (:mod:`phe_fl.ml.prediction`) evaluates the still-encrypted model on
+a querier's samples encrypted under the joint key and key-switches the scores to the
+querier. :mod:`phe_fl.ml.datasets` loads the offline datasets (breast cancer, Pima
+diabetes, digits one-vs-rest) and deals them to parties, IID or label-skewed.
 
 Choosing the activation: a polynomial is a sigmoid only on its interval. Fits whose
 leading coefficient is negative (least-squares degrees 3 and 7) push margins that left
@@ -26,6 +32,7 @@ from phe_fl.ml.activations import (
     identity_activation,
     sigmoid,
 )
+from phe_fl.ml.datasets import load_dataset, split, standardize
 from phe_fl.ml.federation import (
     Federation,
     LocalTrainingFederation,
@@ -47,6 +54,14 @@ from phe_fl.ml.glm import (
 )
 from phe_fl.ml.job import TrainingJob, validate_shard, validate_shards
 from phe_fl.ml.packing import GLMLayout
+from phe_fl.ml.prediction import (
+    decode_labels,
+    decode_scores,
+    encrypt_queries,
+    evaluate,
+    predict_local,
+    prediction_depth,
+)
 
 __all__ = [
     "PolyActivation",
@@ -73,4 +88,13 @@ __all__ = [
     "validate_shards",
     "validate_shard",
     "GLMLayout",
+    "load_dataset",
+    "split",
+    "standardize",
+    "decode_labels",
+    "decode_scores",
+    "encrypt_queries",
+    "evaluate",
+    "predict_local",
+    "prediction_depth",
 ]

@@ -9,7 +9,10 @@ polynomial (the fitted sigmoid, or the identity for linear regression):
   ``u_ij = eta * x_ij * (p(z_i) - y_i)`` with ``eta * x_ij`` folded into the activation's
   coefficient multiplications: ``1 + depth(p)`` levels in all, no masking;
 * COMBINE: the parties' ``u`` are added;
-* REDUCE (root): sum over samples (rotations), align onto the weights, ``w <- w - G``.
+* REDUCE (root): sum over samples (rotations), align onto the weights, ``w <- w - G``;
+  with momentum ``mu > 0`` (heavy ball, shared notes §7.5) the root keeps the last step
+  ``d_t = w_t - w_{t-1}`` encrypted and updates ``d_{t+1} = mu * d_t - G``,
+  ``w_{t+1} = w_t + d_{t+1}``.
 
 With the sigmoid, ``p(z) - y`` is the gradient of the cross-entropy, so no derivative
 polynomial is needed; with the identity it is the gradient of half the squared error.
@@ -17,6 +20,13 @@ polynomial is needed; with the identity it is the gradient of half the squared e
 Levels are tracked on the weights: before an iteration that would leave them with too
 few levels to be refreshed afterwards, the root asks for a collective refresh. The count
 per iteration is reported.
+
+Momentum costs no level on the weights' path: ``mu * d_t`` takes one level off ``d_t``, which
+sits at the weights' level, while ``G`` is ``depth_per_iteration >= 2`` levels below it, so
+``d_{t+1}`` and ``w_{t+1}`` end at ``G``'s level exactly as without momentum. Only after a
+refresh of ``w`` is ``d_t`` too deep for that; it is then refreshed in the same round
+(two refreshes instead of one, each a separate collective protocol instance), so the
+refresh count doubles while the number of refresh rounds stays the same.
 """
 
 from __future__ import annotations
@@ -180,9 +190,13 @@ class GLMTrainer:
         self.job = job
         self.federation = federation
         self.layout = job.layout
+        self.delta: Ciphertext | None = None
+        """With momentum: the last step ``w_t - w_{t-1}`` (encrypted), ``None`` before the
+        first step; reset by :meth:`encrypt_initial`."""
 
     def encrypt_initial(self, initial_weights: FloatArray | None = None) -> Ciphertext:
         w0 = np.zeros(self.job.n_weights) if initial_weights is None else initial_weights
+        self.delta = None
         return self.federation.encrypt(self.layout.weights_vector(w0))
 
     def ensure_levels(self, w: Ciphertext) -> tuple[Ciphertext, int]:
@@ -192,19 +206,41 @@ class GLMTrainer:
             return w, 0
         return self.federation.refresh(w), 1
 
+    def ensure_delta_levels(self, w: Ciphertext) -> int:
+        """With momentum: refresh the kept step if ``mu * d`` would land deeper than the
+        next gradient (which happens right after ``w`` was refreshed); return how many
+        refreshes that took (0 or 1)."""
+        d = self.delta
+        if d is None or not self.job.momentum:
+            return 0
+        if d.levels_left - 1 >= w.levels_left - self.job.depth_per_iteration:
+            return 0
+        self.delta = self.federation.refresh(d)
+        return 1
+
     def reduce(self, w: Ciphertext, combined: Ciphertext) -> Ciphertext:
-        """Sum the combined gradient over samples, align it on the weights, step."""
+        """Sum the combined gradient over samples, align it on the weights, step (with
+        momentum, also update the kept step :attr:`delta`)."""
         ctx = self.federation.ctx
         g = combined
         for step in self.layout.sample_sum_steps:
             g = ctx.add(g, ctx.rotate(g, step))
         if self.layout.align_step:
             g = ctx.rotate(g, self.layout.align_step)
-        return ctx.sub(w, g)
+        mu = float(self.job.momentum)
+        if not mu:
+            return ctx.sub(w, g)
+        if self.delta is None:
+            d = ctx.negate(g)
+        else:
+            d = ctx.sub(ctx.rescale(ctx.mul_plain(self.delta, mu)), g)
+        self.delta = d
+        return ctx.add(w, d)
 
     def step(self, w: Ciphertext, iteration: int) -> tuple[Ciphertext, IterationReport]:
         t0 = time.perf_counter()
         w, refreshes = self.ensure_levels(w)
+        refreshes += self.ensure_delta_levels(w)
         before = w.levels_left
         request = MapRequest(iteration, w, self.federation.global_batch(iteration))
         combined = self.federation.aggregate(self.federation.map(request))
@@ -246,6 +282,7 @@ def train_plaintext(
     data = [(design_matrix(job, x), y) for x, y in validate_shards(job, shards)]
     act = job.activation
     w = np.zeros(job.n_weights) if initial_weights is None else np.array(initial_weights, float)
+    d = np.zeros_like(w)  # the last step w_t - w_{t-1} (momentum)
     history, margins = [w.copy()], []
     for it in range(job.iterations):
         batches = [batch_rows(len(y), job.batch_size, it) for _, y in data]
@@ -257,7 +294,8 @@ def train_plaintext(
             z = xb @ w
             worst = max(worst, float(np.abs(z).max()))
             g += xb.T @ (eta * (act(z) - yb))
-        w = w - g
+        d = job.momentum * d - g
+        w = w + d
         history.append(w.copy())
         margins.append(worst)
     return PlaintextResult(w, history, margins)

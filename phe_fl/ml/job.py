@@ -34,7 +34,9 @@ class TrainingJob:
     """Everything the parties agree on before training.
 
     ``batch_size`` is per party and per iteration (a party with fewer samples uses them
-    all); the update is ``w <- w - learning_rate * mean gradient`` over the global batch.
+    all); the update is ``w <- w - learning_rate * mean gradient`` over the global batch,
+    plus, when ``momentum`` ``mu`` is positive, the heavy-ball term
+    ``mu * (w_t - w_{t-1})`` (the previous step is kept encrypted next to the weights).
     ``activation_bound`` is the half-width ``a`` of the interval ``[-a, a]`` on which the
     sigmoid is approximated; standardized data with small weights keeps margins in it.
     ``allow_model_decryption`` is each party's explicit consent to reveal the trained
@@ -52,6 +54,7 @@ class TrainingJob:
     params: str = "insecure-test-n12"
     fit_intercept: bool = True
     allow_model_decryption: bool = False
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ParameterError:
@@ -63,6 +66,8 @@ class TrainingJob:
             raise bad("model", f"must be 'logistic' or 'linear', got {self.model!r}")
         if not _is_real(self.learning_rate) or not self.learning_rate > 0:
             raise bad("learning_rate", f"must be a finite number > 0, got {self.learning_rate!r}")
+        if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise bad("momentum", f"must be a number in [0, 1), got {self.momentum!r}")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
         if not _is_int(self.iterations) or self.iterations < 0:

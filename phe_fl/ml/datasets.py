@@ -1,0 +1,183 @@
+"""Datasets that install offline, federated splits and the plaintext stand-in for the
+collective standardization.
+
+Nothing here downloads anything: the tables ship with scikit-learn's wheel or with this
+package (``phe_fl/ml/data/``, see its README for provenance and licence).
+
+* ``"breast_cancer"``: Wisconsin diagnostic breast cancer, 569 x 30, label 1 = benign
+  (scikit-learn's ``load_breast_cancer``).
+* ``"digits"``: 8x8 handwritten digits, 1797 x 64 pixel intensities 0..16 (scikit-learn's
+  ``load_digits``), turned into a binary one-vs-rest task for the GLMs: label 1 for the
+  digit ``digit`` (0 by default, 178 samples), 0 for every other digit.
+* ``"diabetes"``: the Pima Indians Diabetes Database, 768 x 8, label 1 = tested positive
+  (268 samples). Not scikit-learn's ``load_diabetes``, which is a 442 x 10 regression
+  table. The copy in ``data/pima_diabetes.csv`` was converted from ``diabetes.arff`` of
+  Debian's ``weka`` package.
+
+:func:`split` deals a table to parties, IID or label-skewed; :func:`standardize` scales
+every shard with the global mean and standard deviation. In a deployment nobody holds
+the global statistics: the federation's stats job computes them collectively under
+encryption (each party encrypts its count, sums and sums of squares, only the aggregate
+is decrypted) as the PREPARE step of training; :func:`standardize` computes the same
+numbers in one process, with the same formula, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from phe_fl.errors import ParameterError
+from phe_fl.mhe.context import FloatArray
+from phe_fl.ml.job import Shard
+
+__all__ = [
+    "DATASETS",
+    "DATA_DIR",
+    "SplitMode",
+    "load_dataset",
+    "split",
+    "standardize",
+    "apply_standardization",
+    "train_test",
+]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DATASETS = ("breast_cancer", "diabetes", "digits")
+SplitMode = Literal["iid", "skewed"]
+
+_STD_EPS = 1e-6  # added to every standard deviation, as the federation's stats job does
+
+
+def load_dataset(name: str, *, digit: int = 0) -> tuple[FloatArray, FloatArray, str]:
+    """``(X, y, description)`` with float64 features and 0/1 labels; see the module doc."""
+    if name == "breast_cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        x, y = load_breast_cancer(return_X_y=True)
+        desc = "Wisconsin diagnostic breast cancer (scikit-learn), 569 x 30, y=1: benign"
+        return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), desc
+    if name == "digits":
+        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
+            raise ParameterError(f"digit must be an integer in 0..9, got {digit!r}")
+        from sklearn.datasets import load_digits
+
+        x, t = load_digits(return_X_y=True)
+        y = (np.asarray(t) == digit).astype(np.float64)
+        desc = (
+            f"8x8 digits (scikit-learn), 1797 x 64, one-vs-rest: y=1 for digit {digit} "
+            f"({int(y.sum())} samples), y=0 for the others"
+        )
+        return np.asarray(x, dtype=np.float64), y, desc
+    if name == "diabetes":
+        path = DATA_DIR / "pima_diabetes.csv"
+        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
+        if table.shape != (768, 9):
+            raise ParameterError(f"{path}: expected 768 x 9 values, got {table.shape}")
+        desc = (
+            "Pima Indians Diabetes (NIDDK via UCI; copy from Debian's weka package), 768 x 8, "
+            "y=1: tested positive"
+        )
+        return table[:, :8].copy(), table[:, 8].copy(), desc
+    raise ParameterError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def train_test(
+    x: FloatArray, y: FloatArray, test_fraction: float, seed: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Stratified ``(x_train, y_train, x_test, y_test)`` with a seeded shuffle."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ParameterError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test.extend(idx[: int(round(test_fraction * idx.size))].tolist())
+    mask = np.zeros(y.size, dtype=bool)
+    mask[test] = True
+    train_idx = rng.permutation(np.flatnonzero(~mask))
+    test_idx = rng.permutation(np.flatnonzero(mask))
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def split(
+    x: FloatArray,
+    y: FloatArray,
+    n_parties: int,
+    mode: SplitMode = "iid",
+    seed: int = 0,
+    *,
+    alpha: float = 0.5,
+) -> list[Shard]:
+    """Deal ``(x, y)`` to ``n_parties`` parties.
+
+    ``"iid"``: a seeded shuffle cut into near-equal shards. ``"skewed"``: label-skewed
+    non-IID; for each class a Dirichlet(``alpha``) draw gives each party its share of that
+    class, after every party first got one sample of each class that has at least
+    ``n_parties`` samples (so each party keeps both labels where possible) and every party
+    gets at least one sample. Rows within a shard are shuffled.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise ParameterError(f"need X (n x f) and y (n,), got {x.shape} and {y.shape}")
+    if isinstance(n_parties, bool) or not isinstance(n_parties, int) or n_parties < 1:
+        raise ParameterError(f"n_parties must be a positive integer, got {n_parties!r}")
+    if n_parties > y.size:
+        raise ParameterError(f"{y.size} samples cannot give {n_parties} parties one each")
+    rng = np.random.default_rng(seed)
+    if mode == "iid":
+        order = rng.permutation(y.size)
+        return [(x[p], y[p]) for p in np.array_split(order, n_parties)]
+    if mode != "skewed":
+        raise ParameterError(f"split mode must be 'iid' or 'skewed', got {mode!r}")
+    if not alpha > 0:
+        raise ParameterError(f"Dirichlet alpha must be > 0, got {alpha!r}")
+    parts: list[list[int]] = [[] for _ in range(n_parties)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c)).tolist()
+        if len(idx) >= n_parties:  # one of this class for everybody first
+            for p in range(n_parties):
+                parts[p].append(idx.pop())
+        share = rng.dirichlet(np.full(n_parties, float(alpha)))
+        counts = rng.multinomial(len(idx), share)
+        start = 0
+        for p, k in enumerate(counts):
+            parts[p].extend(idx[start : start + k])
+            start += k
+    for p in range(n_parties):  # a party left empty takes one from the largest shard
+        if not parts[p]:
+            donor = max(range(n_parties), key=lambda q: len(parts[q]))
+            parts[p].append(parts[donor].pop())
+    out: list[Shard] = []
+    for part in parts:
+        rows = rng.permutation(np.asarray(part, dtype=np.intp))
+        out.append((x[rows], y[rows]))
+    return out
+
+
+def standardize(shards: Sequence[Shard]) -> tuple[list[Shard], FloatArray, FloatArray]:
+    """Every shard scaled with the global (pooled) mean and standard deviation; returns the
+    scaled shards and ``(mean, std)`` for scaling test data with
+    :func:`apply_standardization`. The population variance ``E[x^2] - mean^2`` plus
+    ``1e-6`` on the deviation: the formula of the federation's encrypted stats job."""
+    if not shards:
+        raise ParameterError("no shards to standardize")
+    xs = [np.asarray(s[0], dtype=np.float64) for s in shards]
+    count = sum(x.shape[0] for x in xs)
+    total = sum(x.sum(axis=0) for x in xs)
+    squares = sum((x * x).sum(axis=0) for x in xs)
+    mean = np.asarray(total / count, dtype=np.float64)
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + _STD_EPS
+    scaled = [
+        (apply_standardization(x, mean, std), np.asarray(s[1], dtype=np.float64))
+        for x, s in zip(xs, shards, strict=True)
+    ]
+    return scaled, mean, std
+
+
+def apply_standardization(x: FloatArray, mean: FloatArray, std: FloatArray) -> FloatArray:
+    return np.asarray((np.asarray(x, dtype=np.float64) - mean) / std, dtype=np.float64)
