@@ -9,6 +9,7 @@ shares one OpenFHE context.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -79,6 +80,37 @@ def build_context(params: ParameterSet) -> Any:
         )
     _contexts[params.fingerprint] = cc
     return cc
+
+
+_zeros: dict[tuple[bytes, int], Any] = {}
+_zeros_lock = threading.Lock()
+
+
+def rehome(cc: Any, params: ParameterSet, raw: Any) -> Any:
+    """``raw`` (a deserialized two-element ciphertext) with its elements re-homed in ``cc``.
+
+    A deserialized ciphertext carries its own copy of the ring parameters: OpenFHE then
+    runs additions, plaintext products and rescales on it (and on everything derived
+    from it) about 13x slower, and serializes it in another form. Adding an exact zero
+    made in ``cc`` (an encryption minus itself) yields the same ciphertext, bound to the
+    context's own parameters.
+    """
+    if raw.NumberCiphertextElements() != 2:
+        return raw
+    level = int(raw.GetLevel())
+    with _zeros_lock:
+        zero = _zeros.get((params.fingerprint, level))
+        if zero is None:
+            scratch = cc.KeyGen()  # a throwaway key: its zero is exact, whatever the key
+            enc = cc.Encrypt(scratch.publicKey, cc.MakeCKKSPackedPlaintext([0.0], 1, level))
+            zero = cc.EvalSub(enc, enc)
+            _zeros[(params.fingerprint, level)] = zero
+        zero.SetKeyTag(raw.GetKeyTag())
+        zero.SetNoiseScaleDeg(raw.GetNoiseScaleDeg())
+        zero.SetScalingFactor(raw.GetScalingFactor())
+        out = cc.EvalAdd(zero, raw)
+    out.SetKeyTag(raw.GetKeyTag())
+    return out
 
 
 def dump(obj: Any) -> bytes:

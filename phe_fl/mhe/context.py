@@ -158,7 +158,11 @@ class Context:
     def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
         env = Envelope.unpack(data, Kind.CIPHERTEXT, self.params.fingerprint)
         (payload,) = _single(env)
-        return Ciphertext(self, _backend.load("ciphertext", payload), data=bytes(data))
+        raw = _backend.load("ciphertext", payload)
+        if raw.NumberCiphertextElements() == 2:
+            with openfhe_errors("loading a ciphertext"):
+                raw = _backend.rehome(self.cc, self.params, raw)
+        return Ciphertext(self, raw, data=bytes(data))
 
     def own(self, ct: Ciphertext) -> Ciphertext:
         """Check ``ct`` belongs to this parameter set and return it."""

@@ -195,3 +195,20 @@ def test_one_ciphertext_switched_to_two_querier_keys_gets_no_fresh_noise(fed, ct
     except PheFlError:
         return
     assert diff < 0.5 * fed.ctx.params.expected_flooding_error(N), diff
+
+
+def test_the_same_ciphertext_in_another_serialized_form_gets_no_fresh_noise(fed, ct):
+    """OpenFHE serializes a ciphertext differently depending on where its ring parameters
+    came from; every form of one ciphertext must reach the same flooded partial at a
+    party, not independent ones."""
+    from phe_fl.mhe.context import Ciphertext
+
+    first = ct.to_bytes()
+    loaded = fed.ctx.ciphertext_from_bytes(first)
+    second = Ciphertext(fed.ctx, loaded._ct).to_bytes()  # re-serialized after loading
+    assert first != second  # two byte forms of one ciphertext
+    a, b = fed.ctx.ciphertext_from_bytes(first), fed.ctx.ciphertext_from_bytes(second)
+    assert a.digest != b.digest and a.content_digest == b.content_digest
+    party = Party(fed.parties[1]._secret)
+    share_a, share_b = party.decryption_share(a), party.decryption_share(b)
+    assert _backend.dump(share_a.raw[0]) == _backend.dump(share_b.raw[0])
