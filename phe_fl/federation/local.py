@@ -136,7 +136,9 @@ class LocalCluster:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        env.setdefault("OMP_NUM_THREADS", "1")
+        # All nodes share this machine: one OpenMP thread each avoids oversubscription,
+        # which slows OpenFHE down erratically.
+        env["OMP_NUM_THREADS"] = "1"
         for cfg in self.configs:
             log = open(self.workdir / f"{cfg.stem}.log", "wb")  # noqa: SIM115 - owned by the child
             cmd = [
