@@ -133,31 +133,45 @@ class LocalCluster:
             allow_decryption=self.allow_decryption,
             holdout=self.holdout,
         )
+        self.processes = [self._spawn(cfg) for cfg in self.configs]
+        self.wait_healthy(timeout_s)
+        return self
+
+    def _spawn(self, cfg: Path) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         # All nodes share this machine: one OpenMP thread each avoids oversubscription,
         # which slows OpenFHE down erratically.
         env["OMP_NUM_THREADS"] = "1"
-        for cfg in self.configs:
-            log = open(self.workdir / f"{cfg.stem}.log", "wb")  # noqa: SIM115 - owned by the child
-            cmd = [
-                sys.executable,
-                "-m",
-                "phe_fl.cli",
-                "node",
-                "--config",
-                str(cfg),
-                "--deadline",
-                str(self.deadline_s),
-            ]
-            self.processes.append(
-                subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                )
+        cmd = [
+            sys.executable,
+            "-m",
+            "phe_fl.cli",
+            "node",
+            "--config",
+            str(cfg),
+            "--deadline",
+            str(self.deadline_s),
+        ]
+        with open(self.workdir / f"{cfg.stem}.log", "ab") as log:
+            return subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        self.wait_healthy(timeout_s)
-        return self
+
+    def stop_node(self, index: int) -> None:
+        """Stop one node (it loses its state, as a crashed institution would)."""
+        proc = self.processes[index]
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start_node(self, index: int) -> None:
+        """Start node ``index`` again from its config."""
+        self.processes[index] = self._spawn(self.configs[index])
 
     def wait_healthy(self, timeout_s: float) -> None:
         tls = self.node_tls("node-0")

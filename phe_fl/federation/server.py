@@ -53,8 +53,8 @@ def status_for(exc: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(exc, JobStateError):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, PeerError):
-        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, PeerError):  # a node further down failed; not worth a retry here
+        return grpc.StatusCode.ABORTED
     if isinstance(exc, CryptoError):
         return grpc.StatusCode.INTERNAL
     if isinstance(exc, PheFlError):  # bad input: protocol, serialization, keys, parameters
@@ -291,7 +291,8 @@ def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S)
     server.start()
     log.info("node %s (party %d) serving on %s", config.id, config.party, config.listen)
     print(f"phe-fl node {config.id} serving on {config.listen}", flush=True)
-    stop.wait()
+    while not stop.wait(0.5):  # a timed wait keeps the signal handlers responsive
+        pass
     server.stop(grace=2).wait()
     node.close()
 

@@ -5,6 +5,8 @@ deadline on every call. ``grpc.RpcError`` is translated here, in one place, into
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -19,6 +21,7 @@ from phe_fl.v1 import federation_pb2_grpc as pb_grpc
 __all__ = ["NodeClient", "open_channel", "rpc_errors"]
 
 T = TypeVar("T")
+log = logging.getLogger("phe_fl.transport")
 
 _OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -50,6 +53,25 @@ def rpc_errors(node: str, call: Callable[[], T]) -> T:
         raise PeerError(node, f"sent a malformed answer: {exc}") from None
 
 
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+
+def _with_retries(call: Callable[[], T], start: float, deadline: float) -> T:
+    """Retry ``call`` while the peer is UNAVAILABLE (not listening yet, connection lost)
+    and the deadline leaves room; any other failure is final."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            elapsed = time.monotonic() - start
+            if code != grpc.StatusCode.UNAVAILABLE or delay is None or elapsed + delay >= deadline:
+                raise
+            log.warning("peer unavailable (%s); retrying in %.1f s", exc.details(), delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 class NodeClient:
     """A link to one node: children for Contribute/Broadcast, the root for Query."""
 
@@ -61,13 +83,18 @@ class NodeClient:
         self._stub = pb_grpc.NodeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def contribute(self, step: Step, timeout: float | None = None) -> Received:
+        """The child's subtree contribution. A child that cannot be reached is asked again
+        (the same request, so it answers from its cache if it already worked on it); one
+        that answered with an error or ran out of time is not."""
         deadline = self.deadline_s if timeout is None else min(timeout, self.deadline_s)
+        start = time.monotonic()
 
         def call() -> Received:
-            frames = self._stub.Contribute(to_frames(step), timeout=deadline)
+            left = deadline - (time.monotonic() - start)
+            frames = self._stub.Contribute(to_frames(step), timeout=max(left, 0.1))
             return from_frames(frames)
 
-        return rpc_errors(self.id, call)
+        return rpc_errors(self.id, lambda: _with_retries(call, start, deadline))
 
     def broadcast(self, step: Step) -> list[str]:
         def call() -> list[str]:

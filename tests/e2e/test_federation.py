@@ -171,3 +171,19 @@ def test_key_generation_interrupted_by_a_stalled_node_resumes(tmp_path: Path) ->
         X = _pooled()
         assert stats.count == len(X)
         assert np.abs(stats.mean - X.mean(axis=0)).max() < 1e-5
+
+
+def test_a_node_that_is_not_listening_yet_is_retried(tmp_path: Path) -> None:
+    import threading
+
+    with LocalCluster(tmp_path, n_nodes=3, fanout=2, params=PARAMS, deadline_s=30) as c:
+        c.stop_node(2)
+        restart = threading.Timer(1.5, c.start_node, args=(2,))
+        restart.start()
+        querier = Querier(c.root_address, c.querier_tls(), PARAMS, deadline_s=60)
+        try:
+            querier.setup("keys")  # node-2 refuses connections for the first ~2 s
+            assert querier.stats("after-restart", 30).count == len(_pooled())
+        finally:
+            restart.join()
+            querier.close()
