@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from phe_fl.demo import demo_job  # noqa: E402
 from phe_fl.federation.local import LocalCluster  # noqa: E402
 from phe_fl.federation.querier import Querier  # noqa: E402
 from phe_fl.federation.serde import Event  # noqa: E402
@@ -37,7 +38,6 @@ from phe_fl.mhe import (  # noqa: E402
     _backend,  # noqa: E402
     get_parameter_set,
 )
-from phe_fl.ml import TrainingJob  # noqa: E402
 
 _MAP = re.compile(r"^iteration (\d+): MAP\+COMBINE/node$")
 _LEVELS = re.compile(r"levels left (\d+)")
@@ -65,15 +65,7 @@ def bytes_per_iteration(params: str, nodes: int, iterations: int) -> dict[str, o
             if lv:
                 levels_after[it] = int(lv[1])
 
-    job = TrainingJob(
-        n_features=30,
-        params=params,
-        iterations=iterations,
-        batch_size=16,
-        learning_rate=0.3,
-        activation_degree=5,
-        activation_bound=8.0,
-    )
+    job = demo_job(params, iterations)  # the demo's logistic regression
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalCluster(Path(tmp), n_nodes=nodes, fanout=2, params=params) as cluster,

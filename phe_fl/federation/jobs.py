@@ -12,7 +12,7 @@ import numpy as np
 
 from phe_fl.errors import JobStateError
 from phe_fl.federation.node import Count, Node, job_to_json
-from phe_fl.federation.serde import Event, NodeStats, Step
+from phe_fl.federation.serde import Event, NodeStats, Step, floats_to_bytes
 from phe_fl.mhe import (
     Ciphertext,
     Context,
@@ -113,22 +113,34 @@ def run_setup(node: Node, job_id: str, rotations: Sequence[int], emit: Emit) -> 
     emit(Event("setup", "collective keys installed on every node"))
 
 
+def switch_to_querier(
+    node: Node,
+    job_id: str,
+    ct: Ciphertext,
+    querier: str,
+    querier_key: QuerierPublicKey,
+    emit: Emit,
+    phase: str,
+) -> Ciphertext:
+    """``ct`` switched to the querier's key by every node (each checks its policy)."""
+    step = _step(
+        node,
+        job_id,
+        "keyswitch",
+        {"ct": ct.to_bytes(), "querier_key": querier_key.to_bytes()},
+        querier=querier,
+    )
+    proto = QueryKeySwitch(node.ctx, querier_key)
+    return proto.finalize(proto.share_from_bytes(_timed(node, step, emit, phase)), ct)
+
+
 def run_stats(node: Node, job_id: str, querier: str, querier_key: bytes, emit: Emit) -> bytes:
     """Pooled [sum x | sum x^2 | count] of all nodes' data, switched to the querier's key."""
     qpk = QuerierPublicKey.from_bytes(node.ctx, querier_key)
     total = node.ctx.ciphertext_from_bytes(
         _timed(node, _step(node, job_id, "stats", {}), emit, "encrypted local statistics")
     )
-    step = _step(
-        node,
-        job_id,
-        "keyswitch",
-        {"ct": total.to_bytes(), "querier_key": querier_key},
-        querier=querier,
-    )
-    proto = QueryKeySwitch(node.ctx, qpk)
-    result = proto.finalize(proto.share_from_bytes(_timed(node, step, emit, "key switch")), total)
-    return result.to_bytes()
+    return switch_to_querier(node, job_id, total, querier, qpk, emit, "key switch").to_bytes()
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -165,10 +177,7 @@ class TreeFederation:
         return [self.ctx.ciphertext_from_bytes(data)]
 
     def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
-        total = cts[0]
-        for ct in cts[1:]:
-            total = self.ctx.add(total, ct)
-        return total
+        return self.ctx.sum(cts)
 
     def refresh(self, ct: Ciphertext) -> Ciphertext:
         return collective_refresh(self.node, self.job_id, ct, self.emit)
@@ -233,7 +242,7 @@ def run_train(
     payloads: dict[str, bytes] = {}
     if standardize:
         mean, std = pooled_standardization(node, job_id, emit)
-        payloads["standardize"] = np.concatenate([mean, std]).astype(">f8").tobytes()
+        payloads["standardize"] = floats_to_bytes(np.concatenate([mean, std]))
         node.standardizations[job_id] = (mean, std)
     prepare = _step(node, job_id, "train_prepare", payloads, job=job_json)
     global_batch = Count.from_bytes(_timed(node, prepare, emit, "validate shards")).value
@@ -296,18 +305,9 @@ def run_predict(
     t = time.perf_counter()
     results = evaluate(model.job, node.ctx, weights, cts)
     emit(Event("evaluate", f"{len(cts)} encrypted query ciphertext(s)", time.perf_counter() - t))
-    proto = QueryKeySwitch(node.ctx, qpk)
-    out = []
-    for i, ct in enumerate(results):
-        step = _step(
-            node,
-            job_id,
-            "keyswitch",
-            {"ct": ct.to_bytes(), "querier_key": querier_key},
-            querier=querier,
-        )
-        share = proto.share_from_bytes(
-            _timed(node, step, emit, f"key switch {i + 1}/{len(results)}")
-        )
-        out.append(proto.finalize(share, ct).to_bytes())
-    return out
+    return [
+        switch_to_querier(
+            node, job_id, ct, querier, qpk, emit, f"key switch {i + 1}/{len(results)}"
+        ).to_bytes()
+        for i, ct in enumerate(results)
+    ]

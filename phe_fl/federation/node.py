@@ -25,7 +25,7 @@ import numpy as np
 from phe_fl.errors import JobStateError, ParameterError, PolicyError, ProtocolError
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.data import load_local_data
-from phe_fl.federation.serde import NodeStats, Received, Step
+from phe_fl.federation.serde import NodeStats, Received, Step, floats_from_bytes
 from phe_fl.mhe import (
     Ciphertext,
     Context,
@@ -406,7 +406,7 @@ def _train_prepare_own(node: Node, step: Step) -> Count:
 
 
 def _standardization(data: bytes, d: int) -> tuple[FloatArray, FloatArray]:
-    values = np.frombuffer(data, dtype=">f8").astype(np.float64)
+    values = floats_from_bytes(data)
     if values.size != 2 * d or not np.all(np.isfinite(values)) or np.any(values[d:] <= 0):
         raise ProtocolError(f"standardization must be {d} means and {d} positive deviations")
     return values[:d], values[d:]

@@ -10,7 +10,7 @@ import numpy as np
 
 from phe_fl.federation.config import ChildLink, TlsPaths
 from phe_fl.federation.node import job_from_json, job_to_json
-from phe_fl.federation.serde import Event, Step
+from phe_fl.federation.serde import Event, Step, floats_from_bytes
 from phe_fl.federation.transport import NodeClient
 from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
 from phe_fl.mhe.context import FloatArray
@@ -47,7 +47,7 @@ def _training_run(model_id: str, job: TrainingJob, result: Step) -> TrainingRun:
     refreshes = [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
     mean = std = None
     if "standardize" in result.payloads:
-        values = np.frombuffer(result.payload("standardize"), dtype=">f8").astype(np.float64)
+        values = floats_from_bytes(result.payload("standardize"))
         mean, std = values[: job.n_features], values[job.n_features :]
     return TrainingRun(model_id, refreshes, mean, std)
 
@@ -107,7 +107,7 @@ class Querier:
     def model_weights(self, job_id: str, model_id: str) -> FloatArray:
         """The trained model in the clear: refused unless every node's policy allows it."""
         data = self._query(job_id, "model", {}, model=model_id).payload("weights")
-        return np.frombuffer(data, dtype=">f8").astype(np.float64)
+        return floats_from_bytes(data)
 
     def predict(self, job_id: str, run: TrainingRun, job: TrainingJob, x: FloatArray) -> FloatArray:
         """Scores of the trained model ``run`` on ``x``: the samples leave this process

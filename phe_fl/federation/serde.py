@@ -12,7 +12,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from phe_fl.errors import ProtocolError
+from phe_fl.mhe.context import FloatArray
 from phe_fl.v1 import federation_pb2 as pb
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "to_frames",
     "from_frames",
     "event_frame",
+    "floats_to_bytes",
+    "floats_from_bytes",
 ]
 
 CHUNK = 1 << 20
@@ -74,6 +79,17 @@ class Event:
 class Received:
     step: Step
     stats: tuple[NodeStats, ...] = ()
+
+
+def floats_to_bytes(values: FloatArray) -> bytes:
+    """Public plain numbers (counts, standardization, released weights) on the wire."""
+    return np.asarray(values, dtype=">f8").tobytes()
+
+
+def floats_from_bytes(data: bytes) -> FloatArray:
+    if len(data) % 8:
+        raise ProtocolError(f"{len(data)} bytes is not a list of float64 values")
+    return np.frombuffer(data, dtype=">f8").astype(np.float64)
 
 
 def _check_name(what: str, value: str) -> str:

@@ -35,7 +35,14 @@ from phe_fl.federation.jobs import (
     run_train,
 )
 from phe_fl.federation.node import Node, job_from_json, job_to_json
-from phe_fl.federation.serde import Event, Step, event_frame, from_frames, to_frames
+from phe_fl.federation.serde import (
+    Event,
+    Step,
+    event_frame,
+    floats_to_bytes,
+    from_frames,
+    to_frames,
+)
 from phe_fl.federation.transport import NodeClient
 from phe_fl.v1 import federation_pb2 as pb
 from phe_fl.v1 import federation_pb2_grpc as pb_grpc
@@ -160,10 +167,7 @@ class NodeServicer(pb_grpc.NodeServicer):
                     "iterations": str(len(model.reports)),
                     "refreshes": ",".join(str(r) for r in model.refreshes_per_iteration),
                 }
-                payloads = {}
-                if request.job_id in node.standardizations:
-                    mean, std = node.standardizations[request.job_id]
-                    payloads["standardize"] = np.concatenate([mean, std]).astype(">f8").tobytes()
+                payloads = _standardization_payload(node, request.job_id)
                 return Step(
                     request.job_id,
                     "train",
@@ -191,7 +195,7 @@ class NodeServicer(pb_grpc.NodeServicer):
                     "model",
                     node.params.name,
                     0,
-                    {"weights": weights.astype(">f8").tobytes()},
+                    {"weights": floats_to_bytes(weights)},
                 )
 
             return decrypt_model
@@ -202,10 +206,7 @@ class NodeServicer(pb_grpc.NodeServicer):
                 model = node.models.get(info_id)
                 if model is None:
                     raise JobStateError(f"no trained model {info_id!r} at the root")
-                payloads = {}
-                if info_id in node.standardizations:
-                    mean, std = node.standardizations[info_id]
-                    payloads["standardize"] = np.concatenate([mean, std]).astype(">f8").tobytes()
+                payloads = _standardization_payload(node, info_id)
                 labels = {
                     "job": job_to_json(model.job),
                     "refreshes": ",".join(str(r) for r in model.refreshes_per_iteration),
@@ -230,6 +231,14 @@ class NodeServicer(pb_grpc.NodeServicer):
             f"unknown job kind {request.step!r}; known: setup, stats, train, joint_key, model, "
             "model_info, predict"
         )
+
+
+def _standardization_payload(node: Node, model_id: str) -> dict[str, bytes]:
+    """The pooled (mean, std) a model was trained with: public, queries need it."""
+    if model_id not in node.standardizations:
+        return {}
+    mean, std = node.standardizations[model_id]
+    return {"standardize": floats_to_bytes(np.concatenate([mean, std]))}
 
 
 def _stream_job(

@@ -187,6 +187,15 @@ class Context:
         with openfhe_errors("addition"):
             return Ciphertext(self, self.cc.EvalAdd(a._ct, b._ct))
 
+    def sum(self, cts: Sequence[Ciphertext]) -> Ciphertext:
+        """The sum of one or more ciphertexts (COMBINE)."""
+        if not cts:
+            raise ParameterError("nothing to sum")
+        total = cts[0]
+        for ct in cts[1:]:
+            total = self.add(total, ct)
+        return total
+
     def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         self._pair(a, b)
         with openfhe_errors("subtraction"):

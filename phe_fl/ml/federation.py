@@ -134,10 +134,7 @@ class LocalTrainingFederation:
     def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
         if not cts:
             raise ProtocolError("nothing to aggregate")
-        total = cts[0]
-        for ct in cts[1:]:
-            total = self.ctx.add(total, ct)
-        return total
+        return self.ctx.sum(cts)
 
     def refresh(self, ct: Ciphertext) -> Ciphertext:
         return self.fed.refresh(ct)
