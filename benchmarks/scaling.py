@@ -1,0 +1,314 @@
+"""Figures 1, 2 and 6a of the benchmark suite (issue #5): a real federation of node
+processes (``LocalCluster``, gRPC + TLS on localhost, fan-out 2) training logistic
+regression, measured from the per-node events the root streams to the querier.
+
+What one run measures, per training iteration (see ``parse_events``):
+
+* ``wall_s``: the root's whole iteration (level management, collective refresh if any,
+  MAP+COMBINE round trip over the tree, REDUCE), the ``iteration`` event's seconds;
+* ``mapcombine_wall_s``: the root's MAP+COMBINE fan-out, start to finish;
+* ``node_seconds``: each node's own MAP work (its encrypted gradient: ``NodeStats.seconds``
+  is the time of the node's own contribution; loading and adding its children's shares
+  is not in it);
+* ``critical_path_s``: max over root-to-leaf chains (node i's parent is (i-1)//2) of the
+  sum of the chain's own MAP seconds;
+* ``bytes_sent[node]``: what the node sent up to its parent (``Event.bytes_sent``);
+  ``bytes_received[node]``: the sum of its children's ``bytes_sent`` (the encrypted
+  weights sent down the tree are not reported by the events; ``weights_down_bytes`` is the
+  serialized size of a ciphertext at the weights' level, computed here, not observed);
+* ``root_reduce_s``: ``wall_s - mapcombine_wall_s - refresh seconds``: the root's REDUCE
+  (the encrypted weight update from the combined gradient), the aggregation work that only
+  the root does.
+
+Node processes run one OpenMP thread each (``LocalCluster`` sets OMP_NUM_THREADS=1), so on
+a machine with fewer cores than nodes their own MAP seconds include waiting for a core.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import phe_fl.federation.local as _local
+from phe_fl.federation.local import LocalCluster
+from phe_fl.federation.querier import Querier
+from phe_fl.federation.serde import Event
+from phe_fl.mhe import Context, QuerierKeyPair, _backend, get_parameter_set
+from phe_fl.ml import TrainingJob
+
+_MAPW = re.compile(r"^iteration (\d+): MAP\+COMBINE$")
+_MAPN = re.compile(r"^iteration (\d+): MAP\+COMBINE/node$")
+_ITER = re.compile(r"^(\d+)/(\d+): (\d+) refresh\(es\), levels left (\d+)")
+
+
+# -- data ----------------------------------------------------------------------------------
+def node_data(kind: str, n_nodes: int, rows: int, n_features: int, seed: int = 0) -> list[Any]:
+    """Fixed data per node: ``rows`` rows each, whatever the number of nodes.
+
+    * ``breast_cancer``: rows sampled (with replacement, seed per node) from the
+      globally standardized Wisconsin table (569 x 30);
+    * ``synthetic``: standard normal features, labels from a fixed random linear model
+      (logistic noise), ``n_features`` columns.
+    """
+    out = []
+    if kind == "breast_cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        x, y = load_breast_cancer(return_X_y=True)
+        x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+        for i in range(n_nodes):
+            idx = np.random.default_rng(seed + i).integers(0, len(x), rows)
+            out.append((x[idx], y[idx].astype(float)))
+        return out
+    w = np.random.default_rng(seed).normal(size=n_features) / np.sqrt(n_features)
+    for i in range(n_nodes):
+        rng = np.random.default_rng(seed + 1 + i)
+        x = rng.normal(size=(rows, n_features))
+        p = 1 / (1 + np.exp(-3 * x @ w))
+        out.append((x, (rng.random(rows) < p).astype(float)))
+    return out
+
+
+def _with_csv_data(paths: list[Path], shards: list[Any]) -> None:
+    """Point every node config at its own CSV (features..., label) instead of a shard of
+    a named dataset: LocalCluster has no option for per-node data files."""
+    for i, path in enumerate(paths):
+        x, y = shards[i]
+        csv = path.parent / f"data-{path.stem}.csv"
+        np.savetxt(csv, np.column_stack([x, y]), delimiter=",", fmt="%.8g")
+        text = path.read_text()
+        text = re.sub(r"\[data\]\n.*?\n\n", f'[data]\npath = "{csv.name}"\n\n', text, flags=re.S)
+        path.write_text(text)
+
+
+class CsvCluster(LocalCluster):
+    """LocalCluster whose nodes read the given per-node CSV shards."""
+
+    shards: list[Any] = []
+
+    def start(self, timeout_s: float = 120.0) -> LocalCluster:
+        original = _local.write_configs
+        shards = self.shards
+
+        def write(*a: Any, **kw: Any) -> tuple[list[Path], list[str]]:
+            paths, addresses = original(*a, **kw)
+            _with_csv_data(paths, shards)
+            return paths, addresses
+
+        _local.write_configs = write  # type: ignore[assignment]
+        try:
+            return super().start(timeout_s)
+        finally:
+            _local.write_configs = original  # type: ignore[assignment]
+
+
+# -- sizes -----------------------------------------------------------------------------------
+_CT_SIZE: dict[tuple[str, int], int] = {}
+
+
+def ciphertext_bytes(params: str, level: int) -> int:
+    """Serialized size of one ciphertext at ``level`` (what OpenFHE writes, no envelope)."""
+    key = (params, level)
+    if key not in _CT_SIZE:
+        ctx = Context(get_parameter_set(params))
+        keys = QuerierKeyPair.generate(ctx)
+        ct = ctx.encrypt(np.zeros(4), keys.public_key, level=level)
+        _CT_SIZE[key] = len(_backend.dump(ct._ct))
+    return _CT_SIZE[key]
+
+
+def _peak_rss(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- one run ---------------------------------------------------------------------------------
+def make_job(params: str, n_features: int, iterations: int, batch: int) -> TrainingJob:
+    return TrainingJob(
+        n_features=n_features,
+        params=params,
+        iterations=iterations,
+        batch_size=batch,
+        learning_rate=0.3,
+        activation_degree=5,
+        activation_bound=8.0,
+    )
+
+
+def parse_events(events: list[Event], n_nodes: int) -> list[dict[str, Any]]:
+    walls: dict[int, float] = {}
+    nodes: dict[int, dict[str, tuple[float, int]]] = defaultdict(dict)
+    refresh_pending = 0.0
+    refresh_of: dict[int, float] = {}
+    iters: list[dict[str, Any]] = []
+    for ev in events:
+        m = _MAPW.match(ev.phase)
+        if m and not ev.node_id:
+            it = int(m[1])
+            walls[it] = ev.seconds
+            refresh_of[it] = refresh_pending
+            refresh_pending = 0.0
+            continue
+        m = _MAPN.match(ev.phase)
+        if m and ev.node_id:
+            nodes[int(m[1])][ev.node_id] = (ev.seconds, ev.bytes_sent)
+            continue
+        if ev.phase == "collective refresh" and not ev.node_id:
+            refresh_pending += ev.seconds
+            continue
+        if ev.phase == "iteration":
+            mi = _ITER.match(ev.message)
+            if mi:
+                iters.append(
+                    {
+                        "iteration": int(mi[1]),
+                        "wall_s": ev.seconds,
+                        "refreshes": int(mi[3]),
+                        "levels_left_after": int(mi[4]),
+                    }
+                )
+    for row in iters:
+        it = row["iteration"]
+        per = nodes.get(it, {})
+        secs = [per.get(f"node-{i}", (0.0, 0))[0] for i in range(n_nodes)]
+        sent = [per.get(f"node-{i}", (0.0, 0))[1] for i in range(n_nodes)]
+        recv = [0] * n_nodes
+        for i in range(1, n_nodes):
+            recv[(i - 1) // 2] += sent[i]
+        chains = []
+        for leaf in range(n_nodes):
+            if 2 * leaf + 1 < n_nodes:
+                continue  # not a leaf
+            total, j = 0.0, leaf
+            while True:
+                total += secs[j]
+                if j == 0:
+                    break
+                j = (j - 1) // 2
+            chains.append(total)
+        row.update(
+            mapcombine_wall_s=walls.get(it, float("nan")),
+            refresh_s=refresh_of.get(it, 0.0),
+            node_seconds=secs,
+            critical_path_s=max(chains) if chains else 0.0,
+            bytes_sent=sent,
+            bytes_received=recv,
+        )
+        row["root_reduce_s"] = row["wall_s"] - row["mapcombine_wall_s"] - row["refresh_s"]
+    return iters
+
+
+def run_training(
+    params: str,
+    n_nodes: int,
+    n_features: int,
+    *,
+    data: str,
+    rows: int,
+    iterations: int,
+    batch: int,
+    deadline_s: float = 1800.0,
+) -> dict[str, Any]:
+    """Start ``n_nodes`` node processes, run key generation and ``iterations`` of
+    logistic regression, and return the per-iteration figures."""
+    job = make_job(params, n_features, iterations, batch)
+    job.check_fits()
+    shards = node_data(data, n_nodes, rows, n_features)
+    events: list[Event] = []
+    out: dict[str, Any] = {
+        "params": params,
+        "nodes": n_nodes,
+        "features": n_features,
+        "data": data,
+        "rows_per_node": rows,
+        "batch_per_node": batch,
+        "iterations": iterations,
+        "slots_per_sample": job.layout.block,
+        "samples_per_ciphertext": job.layout.samples_per_ct,
+        "rotation_keys": len(job.rotation_indices()),
+    }
+    with tempfile.TemporaryDirectory(prefix="phe-fl-suite-") as tmp:
+        cluster = CsvCluster(
+            Path(tmp), n_nodes=n_nodes, fanout=2, params=params, deadline_s=deadline_s
+        )
+        cluster.shards = shards
+        t0 = time.perf_counter()
+        with cluster:
+            out["start_s"] = time.perf_counter() - t0
+            q = Querier(
+                cluster.root_address,
+                cluster.querier_tls(),
+                params,
+                deadline_s=deadline_s,
+                on_event=events.append,
+            )
+            try:
+                t0 = time.perf_counter()
+                q.setup("suite-keys")
+                out["setup_s"] = time.perf_counter() - t0
+                events.clear()
+                t0 = time.perf_counter()
+                q.train("suite-train", job, standardize=False)
+                out["train_s"] = time.perf_counter() - t0
+            finally:
+                q.close()
+                out["node_peak_rss_bytes"] = [_peak_rss(p.pid) for p in cluster.processes]
+    depth = get_parameter_set(params).mult_depth
+    iters = parse_events(events, n_nodes)
+    for row in iters:
+        lvl = depth - row["levels_left_after"]  # the gradient travels at the new weights' level
+        row["gradient_level"] = lvl
+        row["ciphertext_bytes_at_level"] = ciphertext_bytes(params, min(lvl, depth - 1))
+        row["ciphertext_bytes_last_level"] = ciphertext_bytes(params, depth - 1)
+        row["weights_down_bytes"] = row["ciphertext_bytes_at_level"]
+    out["per_iteration"] = iters
+    out["summary"] = summarize(iters, job.n_weights)
+    return out
+
+
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs)) if xs else float("nan")
+
+
+def summarize(iters: list[dict[str, Any]], n_weights: int) -> dict[str, Any]:
+    """Medians over iterations (the first one included: every iteration does the same
+    work, refreshes aside, which are counted)."""
+    sent = [b for r in iters for b in r["bytes_sent"]]
+    recv = [max(r["bytes_received"]) for r in iters]
+    return {
+        "time_per_iteration_s": _median([r["wall_s"] for r in iters]),
+        "mapcombine_wall_s": _median([r["mapcombine_wall_s"] for r in iters]),
+        "critical_path_s": _median([r["critical_path_s"] for r in iters]),
+        "root_reduce_s": _median([r["root_reduce_s"] for r in iters]),
+        "mean_node_map_s": _median([float(np.mean(r["node_seconds"])) for r in iters]),
+        "bytes_sent_per_node_max": max(sent) if sent else 0,
+        "bytes_sent_per_node_mean": float(np.mean(sent)) if sent else 0.0,
+        "bytes_received_per_node_max": max(recv) if recv else 0,
+        "refreshes": sum(r["refreshes"] for r in iters),
+        "expansion_vs_float32": (max(sent) / (4 * n_weights)) if sent else float("nan"),
+        "sent_over_ciphertext_at_level": max(
+            (max(r["bytes_sent"]) / r["ciphertext_bytes_at_level"] for r in iters), default=0.0
+        ),
+        "sent_over_last_level_ciphertext": max(
+            (max(r["bytes_sent"]) / r["ciphertext_bytes_last_level"] for r in iters), default=0.0
+        ),
+        "gradient_levels": sorted({r["gradient_level"] for r in iters}),
+    }
