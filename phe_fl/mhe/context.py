@@ -32,13 +32,14 @@ Values = Sequence[float] | FloatArray
 class Ciphertext:
     """A CKKS ciphertext bound to its parameter set; immutable from the caller's side."""
 
-    __slots__ = ("_ct", "_ctx", "_bytes", "_digest")
+    __slots__ = ("_ct", "_ctx", "_bytes", "_digest", "_content_digest")
 
     def __init__(self, ctx: Context, raw: Any, *, data: bytes | None = None) -> None:
         self._ctx = ctx
         self._ct = raw
         self._bytes = data
         self._digest: bytes | None = None
+        self._content_digest: bytes | None = None
 
     @property
     def context(self) -> Context:
@@ -94,6 +95,8 @@ class Ciphertext:
         A party's partial decryption depends only on the elements: this is what its
         flooding cache is keyed by, so re-labelling a ciphertext buys no fresh noise.
         """
+        if self._content_digest is not None:
+            return self._content_digest
         with openfhe_errors("canonicalizing a ciphertext"):
             canon = self._ct.Clone()
             canon.SetKeyTag("")
@@ -102,7 +105,8 @@ class Ciphertext:
             canon.SetLevel(0)
             canon.SetSlots(1)
             canon.SetHopLevel(0)
-        return digest(_backend.dump(canon))
+        self._content_digest = digest(_backend.dump(canon))
+        return self._content_digest
 
     def __repr__(self) -> str:
         return (

@@ -29,7 +29,7 @@ __all__ = [
 
 
 # OpenFHE keeps relinearization keys in a process-wide map and refuses to replace one.
-_installed_relin: dict[str, bytes] = {}
+_installed_relin: dict[str, RelinKey] = {}
 
 
 def release(values: FloatArray, decimals: int) -> FloatArray:
@@ -49,6 +49,7 @@ class _KeyObject:
         self.ctx = ctx
         self.raw = raw
         self._bytes = data
+        self._digest: bytes | None = None
 
     def check_context(self, ctx: Context) -> None:
         if ctx.params.fingerprint != self.ctx.params.fingerprint:
@@ -159,17 +160,16 @@ class RelinKey(_KeyObject):
     def install(self) -> None:
         """Register the key for ``Context.mul``; installing the same key again is a no-op
         (a retried delivery), a different key under the same joint tag is refused."""
-        fingerprint = digest(self.to_bytes())
         known = _installed_relin.get(self.key_tag)
-        if known == fingerprint:
-            return
-        if known is not None:
+        if known is not None:  # compare (hash) the keys only when a second one arrives
+            if known is self or digest(known.to_bytes()) == digest(self.to_bytes()):
+                return
             raise KeyMismatchError(
                 "another relinearization key is already installed for this joint key"
             )
         with openfhe_errors("installing the relinearization key"):
             self.ctx.cc.InsertEvalMultKey([self.raw], self.key_tag)
-        _installed_relin[self.key_tag] = fingerprint
+        _installed_relin[self.key_tag] = self
 
     @classmethod
     def from_bytes(cls, ctx: Context, data: bytes) -> RelinKey:
@@ -229,7 +229,9 @@ class QuerierPublicKey(_KeyObject):
 
     @property
     def digest(self) -> bytes:
-        return digest(self.to_bytes())
+        if self._digest is None:
+            self._digest = digest(self.to_bytes())
+        return self._digest
 
     @classmethod
     def from_bytes(cls, ctx: Context, data: bytes) -> QuerierPublicKey:

@@ -28,6 +28,7 @@ class RefreshCRP:
         self.ctx = ctx
         self.raw = raw
         self._bytes = data
+        self._digest: bytes | None = None
 
     def to_bytes(self) -> bytes:
         if self._bytes is None:
@@ -38,7 +39,9 @@ class RefreshCRP:
 
     @property
     def digest(self) -> bytes:
-        return digest(self.to_bytes())
+        if self._digest is None:
+            self._digest = digest(self.to_bytes())
+        return self._digest
 
     @classmethod
     def from_bytes(cls, ctx: Context, data: bytes) -> RefreshCRP:
@@ -96,7 +99,8 @@ class Refresh(Protocol[RefreshShare]):
 
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         with openfhe_errors("refresh-share aggregation"):
-            pairs = [[a[0].Clone(), a[1].Clone()], [b[0].Clone(), b[1].Clone()]]
+            # IntMPBootAdd writes into its first pair only: clone that one.
+            pairs = [[a[0].Clone(), a[1].Clone()], [b[0], b[1]]]
             return tuple(self.cc.IntMPBootAdd(pairs))
 
     def finalize(
@@ -106,7 +110,6 @@ class Refresh(Protocol[RefreshShare]):
         self._require_complete(share, refresh_subject(prepared, crp))
         if prepared.key_tag != joint_key.key_tag:
             raise KeyMismatchError("ciphertext is not under this joint key")
-        with openfhe_errors("refresh finalization"):
-            pair = [share.raw[0].Clone(), share.raw[1].Clone()]
-            out = self.cc.IntMPBootEncrypt(joint_key.raw, pair, crp.raw, prepared._ct)
+        with openfhe_errors("refresh finalization"):  # IntMPBootEncrypt modifies no input
+            out = self.cc.IntMPBootEncrypt(joint_key.raw, list(share.raw), crp.raw, prepared._ct)
         return Ciphertext(self.ctx, out)
