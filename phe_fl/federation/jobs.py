@@ -163,7 +163,7 @@ class TreeFederation:
         return self.node.config.n_parties
 
     def encrypt(self, values: FloatArray) -> Ciphertext:
-        return self.ctx.encrypt(values, self.node._joint())
+        return self.ctx.encrypt(values, self.node.require_joint_key())
 
     def global_batch(self, iteration: int) -> int:
         return self._global_batch
@@ -193,10 +193,10 @@ def collective_refresh(node: Node, job_id: str, ct: Ciphertext, emit: Emit) -> C
     """Bootstrap ``ct`` with every node: the root prepares it and samples the CRP."""
     proto = Refresh(node.ctx)
     prepared = proto.prepare(ct)
-    crp = proto.gen_crp(node._joint())
+    crp = proto.gen_crp(node.require_joint_key())
     step = _step(node, job_id, "refresh", {"ct": prepared.to_bytes(), "crp": crp.to_bytes()})
     share = proto.share_from_bytes(_timed(node, step, emit, "collective refresh"))
-    return proto.finalize(share, prepared, crp, node._joint())
+    return proto.finalize(share, prepared, crp, node.require_joint_key())
 
 
 def ensure_rotations(node: Node, job_id: str, needed: Sequence[int], emit: Emit) -> None:
@@ -205,8 +205,8 @@ def ensure_rotations(node: Node, job_id: str, needed: Sequence[int], emit: Emit)
     have = set(node.rotation_keys.indices) if node.rotation_keys is not None else set()
     if set(needed) <= have:
         return
-    party = node._party()
-    gen = RotationKeyGen(node._joint(), sorted(have | set(needed)))
+    party = node.require_party()
+    gen = RotationKeyGen(node.require_joint_key(), sorted(have | set(needed)))
     crp = party.rotation_crp(gen)
     labels = {"rotations": ",".join(str(i) for i in gen.indices)}
     step = _step(node, job_id, "rotations", {"crp": crp.to_bytes()}, **labels)

@@ -141,12 +141,12 @@ class Node:
                 f"{self._setup_job!r}"
             )
 
-    def _party(self) -> Party:
+    def require_party(self) -> Party:
         if self.party is None:
             raise JobStateError("this node has no secret share yet: run key generation first")
         return self.party
 
-    def _joint(self) -> JointPublicKey:
+    def require_joint_key(self) -> JointPublicKey:
         if self.joint_key is None:
             raise JobStateError("no collective public key yet: run key generation first")
         return self.joint_key
@@ -247,7 +247,7 @@ def _pk_own(node: Node, step: Step) -> Share:
 
 
 def _relin(node: Node) -> RelinKeyGen:
-    return RelinKeyGen(node._joint())
+    return RelinKeyGen(node.require_joint_key())
 
 
 def _rotation_gen(node: Node, step: Step) -> RotationKeyGen:
@@ -255,7 +255,7 @@ def _rotation_gen(node: Node, step: Step) -> RotationKeyGen:
         steps = [int(s) for s in step.labels.get("rotations", "").split(",") if s]
     except ValueError:
         raise ProtocolError(f"bad rotation list {step.labels.get('rotations')!r}") from None
-    return RotationKeyGen(node._joint(), steps)
+    return RotationKeyGen(node.require_joint_key(), steps)
 
 
 def _check_querier(node: Node, step: Step) -> QuerierPublicKey:
@@ -268,7 +268,7 @@ def _check_querier(node: Node, step: Step) -> QuerierPublicKey:
 def _keyswitch_own(node: Node, step: Step) -> Share:
     qpk = _check_querier(node, step)
     ct = node.ctx.ciphertext_from_bytes(step.payload("ct"))
-    share = node._party().key_switch_share(ct, qpk)
+    share = node.require_party().key_switch_share(ct, qpk)
     log.info(
         "%s: contributed key-switch share to querier %r for ciphertext %s (job %s)",
         node.id,
@@ -294,7 +294,7 @@ def _decrypt_own(node: Node, step: Step) -> Share:
         raise ProtocolError(f"unknown decryption purpose {purpose!r}")
     ct = node.ctx.ciphertext_from_bytes(step.payload("ct"))
     log.info("%s: contributed decryption share for %s", node.id, ct.digest[:6].hex())
-    return node._party().decryption_share(ct)
+    return node.require_party().decryption_share(ct)
 
 
 def _stats_own(node: Node, step: Step) -> Ciphertext:
@@ -303,7 +303,7 @@ def _stats_own(node: Node, step: Step) -> Ciphertext:
     if 3 * d > node.params.slots:
         raise ProtocolError(f"{d} features do not fit the statistics layout")
     vec = np.concatenate([node.X.sum(axis=0), (node.X**2).sum(axis=0), np.full(d, len(node.X))])
-    return node.ctx.encrypt(vec, node._joint())
+    return node.ctx.encrypt(vec, node.require_joint_key())
 
 
 def _share_step(proto: Callable[[Node, Step], Any]) -> tuple[Any, Any]:
@@ -334,23 +334,23 @@ def _relin2_combine(node: Node, step: Step, a: Any, b: Any) -> Share:
 
 def _relin1_own(node: Node, step: Step) -> Share:
     gen = _relin(node)
-    return node._party().relin_round1(gen, gen.share_from_bytes(step.payload("crp")))
+    return node.require_party().relin_round1(gen, gen.share_from_bytes(step.payload("crp")))
 
 
 def _relin2_own(node: Node, step: Step) -> Share:
     gen = _relin(node)
-    return node._party().relin_round2(gen, gen.share_from_bytes(step.payload("round1")))
+    return node.require_party().relin_round2(gen, gen.share_from_bytes(step.payload("round1")))
 
 
 def _rotations_own(node: Node, step: Step) -> Share:
     gen = _rotation_gen(node, step)
-    return node._party().rotation_keys(gen, gen.share_from_bytes(step.payload("crp")))
+    return node.require_party().rotation_keys(gen, gen.share_from_bytes(step.payload("crp")))
 
 
 def _refresh_own(node: Node, step: Step) -> Share:
     prepared = node.ctx.ciphertext_from_bytes(step.payload("ct"))
     crp = RefreshCRP.from_bytes(node.ctx, step.payload("crp"))
-    return node._party().refresh_share(prepared, crp)
+    return node.require_party().refresh_share(prepared, crp)
 
 
 class Count:

@@ -181,7 +181,7 @@ class NodeServicer(pb_grpc.NodeServicer):
         if request.step == "joint_key":
 
             def joint_key(emit: Callable[[Event], None]) -> Step:
-                key = node._joint().to_bytes()
+                key = node.require_joint_key().to_bytes()
                 return Step(request.job_id, "joint_key", node.params.name, 0, {"key": key})
 
             return joint_key
