@@ -32,6 +32,13 @@ __all__ = [
 _installed_relin: dict[str, RelinKey] = {}
 
 
+def _relin_present(ctx: Context, tag: str) -> bool:
+    try:
+        return bool(ctx.cc.GetEvalMultKeyVector(tag))
+    except RuntimeError:
+        return False
+
+
 def release(values: FloatArray, decimals: int) -> FloatArray:
     """Round decrypted values to the declared precision before anyone sees them."""
     if not 0 <= decimals <= 12:
@@ -161,6 +168,8 @@ class RelinKey(_KeyObject):
         """Register the key for ``Context.mul``; installing the same key again is a no-op
         (a retried delivery), a different key under the same joint tag is refused."""
         known = _installed_relin.get(self.key_tag)
+        if known is not None and not _relin_present(self.ctx, self.key_tag):
+            known = None  # OpenFHE's maps were cleared behind our back: install again
         if known is not None:  # compare (hash) the keys only when a second one arrives
             if known is self or digest(known.to_bytes()) == digest(self.to_bytes()):
                 return
