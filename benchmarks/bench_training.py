@@ -63,6 +63,7 @@ from phe_fl.mhe.simulation import LocalFederation  # noqa: E402
 from phe_fl.ml import (  # noqa: E402
     GLMParty,
     GLMTrainer,
+    LocalTrainingFederation,
     MapRequest,
     TrainingJob,
     predict,
@@ -266,46 +267,17 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t0
 
 
-class ScaledFederation:
+class ScaledFederation(LocalTrainingFederation):
     """N MAP workers (plaintext shards, no key share) over a k-party key federation: the
-    :class:`~phe_fl.ml.federation.Federation` the trainer needs, with bytes on every hop."""
+    in-process federation with more workers than key holders, bytes on every hop."""
 
     def __init__(self, fed: LocalFederation, workers: Sequence[GLMParty]) -> None:
-        self.fed = fed
+        self.fed = fed  # the parent's check (one worker per key holder) does not apply
         self.workers = list(workers)
-
-    @property
-    def ctx(self) -> Context:
-        return self.fed.ctx
 
     @property
     def n_parties(self) -> int:
         return len(self.workers)
-
-    def _wire(self, ct: Ciphertext) -> Ciphertext:
-        return self.ctx.ciphertext_from_bytes(ct.to_bytes())
-
-    def encrypt(self, values: Any) -> Ciphertext:
-        return self.fed.encrypt(values)
-
-    def global_batch(self, iteration: int) -> int:
-        return sum(w.batch_size_at(iteration) for w in self.workers)
-
-    def map(self, request: MapRequest) -> list[Ciphertext]:
-        sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
-        return [self._wire(w.gradient(sent)) for w in self.workers]
-
-    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
-        total = cts[0]
-        for ct in cts[1:]:
-            total = self.ctx.add(total, ct)
-        return total
-
-    def refresh(self, ct: Ciphertext) -> Ciphertext:
-        return self.fed.refresh(ct)
-
-    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> Any:
-        return self.fed.decrypt(ct, length=length)
 
 
 def run_op_ratio(params: str, n_parties: int, key_parties: int, batch: int, reps: int) -> dict:
