@@ -14,6 +14,11 @@ In one process (tests, benchmarks)::
     twin = train_plaintext(job, shards)     # the same approximated math in numpy
     scores = predict_local(job, fed.fed, model.weights, x_new, querier)  # oblivious
 
+Networks (:mod:`phe_fl.ml.mlp`): multinomial logistic regression and MLPs with 1-3
+hidden layers, same flow with :class:`MLPJob`, :func:`setup_local_mlp`,
+:class:`MLPTrainer` and :func:`train_plaintext_mlp`; their slots follow
+:class:`MLPLayout` (alternating packing, no transposes).
+
 Oblivious prediction (:mod:`phe_fl.ml.prediction`) evaluates the still-encrypted model on
 a querier's samples encrypted under the joint key and key-switches the scores to the
 querier. :mod:`phe_fl.ml.datasets` loads the offline datasets (breast cancer, Pima
@@ -35,6 +40,9 @@ from phe_fl.ml.activations import (
 from phe_fl.ml.datasets import load_dataset, split, standardize
 from phe_fl.ml.federation import (
     Federation,
+    LayersFederation,
+    LayersMapRequest,
+    LayersWorker,
     LocalTrainingFederation,
     MapRequest,
     MapWorker,
@@ -53,6 +61,21 @@ from phe_fl.ml.glm import (
     train_plaintext,
 )
 from phe_fl.ml.job import TrainingJob, validate_shard, validate_shards
+from phe_fl.ml.mlp import (
+    EncryptedMLP,
+    MLPJob,
+    MLPParty,
+    MLPTrainer,
+    decode_mlp_scores,
+    encrypt_mlp_queries,
+    evaluate_mlp,
+    mlp_predict,
+    mlp_scores,
+    predict_local_mlp,
+    setup_local_mlp,
+    train_plaintext_mlp,
+)
+from phe_fl.ml.mlp_layout import MLPLayout
 from phe_fl.ml.packing import GLMLayout
 from phe_fl.ml.prediction import (
     decode_labels,
@@ -70,6 +93,9 @@ __all__ = [
     "identity_activation",
     "sigmoid",
     "Federation",
+    "LayersFederation",
+    "LayersMapRequest",
+    "LayersWorker",
     "LocalTrainingFederation",
     "MapRequest",
     "MapWorker",
@@ -88,6 +114,19 @@ __all__ = [
     "validate_shards",
     "validate_shard",
     "GLMLayout",
+    "MLPLayout",
+    "EncryptedMLP",
+    "MLPJob",
+    "MLPParty",
+    "MLPTrainer",
+    "decode_mlp_scores",
+    "encrypt_mlp_queries",
+    "evaluate_mlp",
+    "mlp_predict",
+    "mlp_scores",
+    "predict_local_mlp",
+    "setup_local_mlp",
+    "train_plaintext_mlp",
     "load_dataset",
     "split",
     "standardize",

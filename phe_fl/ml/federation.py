@@ -11,7 +11,7 @@ and benchmarks only) and round-trips every ciphertext through bytes like the net
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -21,7 +21,11 @@ from phe_fl.mhe.simulation import LocalFederation
 
 __all__ = [
     "MapRequest",
+    "LayersMapRequest",
+    "LayersWorker",
+    "Refresher",
     "Federation",
+    "LayersFederation",
     "MapWorker",
     "LocalTrainingFederation",
     "ModelDecryptionRefused",
@@ -43,6 +47,20 @@ class MapRequest:
     """Samples in this iteration over all parties (the gradient is their mean)."""
 
 
+@dataclass(frozen=True)
+class LayersMapRequest:
+    """:class:`MapRequest` for models with one weight ciphertext per layer (networks)."""
+
+    iteration: int
+    weights: tuple[Ciphertext, ...]
+    global_batch: int
+
+
+Refresher = Callable[[Ciphertext], Ciphertext]
+"""The federation's collective refresh, handed to parties whose MAP is deeper than the
+levels between two refreshes (networks): every party contributes to each call."""
+
+
 @runtime_checkable
 class MapWorker(Protocol):
     """A party's side of training: its plaintext shard never leaves it."""
@@ -59,6 +77,24 @@ class MapWorker(Protocol):
 
     def gradient(self, request: MapRequest) -> Ciphertext:
         """MAP: this party's encrypted gradient contribution for ``request``."""
+        ...
+
+
+@runtime_checkable
+class LayersWorker(Protocol):
+    """A party's side of network training (one gradient ciphertext per layer)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def allows_model_decryption(self) -> bool: ...
+
+    def batch_size_at(self, iteration: int) -> int: ...
+
+    def gradients(self, request: LayersMapRequest, refresh: Refresher) -> tuple[Ciphertext, ...]:
+        """MAP: this party's encrypted per-layer gradient contributions; ``refresh`` is
+        the collective refresh for intermediates that run out of levels."""
         ...
 
 
@@ -99,16 +135,44 @@ class Federation(Protocol):
         ...
 
 
+@runtime_checkable
+class LayersFederation(Protocol):
+    """What the root needs to train a network: :class:`Federation`'s verbs with a MAP
+    that carries one weight ciphertext per layer."""
+
+    @property
+    def ctx(self) -> Context: ...
+
+    @property
+    def last_map_refreshes(self) -> int:
+        """Refreshes the parties asked for during the last :meth:`map_layers`."""
+        ...
+
+    def encrypt(self, values: FloatArray) -> Ciphertext: ...
+
+    def global_batch(self, iteration: int) -> int: ...
+
+    def map_layers(self, request: LayersMapRequest) -> list[tuple[Ciphertext, ...]]: ...
+
+    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext: ...
+
+    def refresh(self, ct: Ciphertext) -> Ciphertext: ...
+
+    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray: ...
+
+
 class LocalTrainingFederation:
     """All parties in one process over a :class:`LocalFederation` (tests, benchmarks)."""
 
-    def __init__(self, fed: LocalFederation, workers: Sequence[MapWorker]) -> None:
+    def __init__(self, fed: LocalFederation, workers: Sequence[MapWorker | LayersWorker]) -> None:
         if len(workers) != fed.n_parties:
             raise ProtocolError(
                 f"{len(workers)} training workers for a federation of {fed.n_parties} parties"
             )
         self.fed = fed
         self.workers = list(workers)
+        self.last_map_refreshes = 0
+        """Collective refreshes the parties asked for during the last :meth:`map_layers`."""
 
     @property
     def ctx(self) -> Context:
@@ -129,7 +193,34 @@ class LocalTrainingFederation:
 
     def map(self, request: MapRequest) -> list[Ciphertext]:
         sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
-        return [self._wire(w.gradient(sent)) for w in self.workers]
+        return [self._wire(w.gradient(sent)) for w in self._workers(MapWorker)]
+
+    def map_layers(self, request: LayersMapRequest) -> list[tuple[Ciphertext, ...]]:
+        """MAP for networks: each party gets the per-layer weights and this federation's
+        collective refresh for its intermediates (counted in :attr:`last_map_refreshes`)."""
+        sent = LayersMapRequest(
+            request.iteration,
+            tuple(self._wire(w) for w in request.weights),
+            request.global_batch,
+        )
+        self.last_map_refreshes = 0
+
+        def refresh(ct: Ciphertext) -> Ciphertext:
+            self.last_map_refreshes += 1
+            return self._wire(self.refresh(self._wire(ct)))
+
+        return [
+            tuple(self._wire(g) for g in w.gradients(sent, refresh))
+            for w in self._workers(LayersWorker)
+        ]
+
+    def _workers(self, kind: type[MapWorker] | type[LayersWorker]) -> list:  # type: ignore[type-arg]
+        wrong = [w.index for w in self.workers if not isinstance(w, kind)]
+        if wrong:
+            raise ProtocolError(
+                f"parties {wrong} do not train this kind of model (expected {kind.__name__})"
+            )
+        return self.workers
 
     def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
         if not cts:

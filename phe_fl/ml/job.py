@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -21,7 +21,16 @@ from phe_fl.mhe.params import PARAMETER_SETS, ParameterSet, get_parameter_set
 from phe_fl.ml.activations import FitMethod, PolyActivation, fit_sigmoid, identity_activation
 from phe_fl.ml.packing import GLMLayout
 
-__all__ = ["Model", "TrainingJob", "Shard", "validate_shards", "validate_shard"]
+__all__ = [
+    "Model",
+    "TrainingJob",
+    "Shard",
+    "ShardSpec",
+    "validate_shards",
+    "validate_shard",
+    "is_int",
+    "is_real",
+]
 
 Model = Literal["logistic", "linear"]
 
@@ -60,25 +69,25 @@ class TrainingJob:
         def bad(field: str, why: str) -> ParameterError:
             return ParameterError(f"training job: {field} {why}")
 
-        if not _is_int(self.n_features) or self.n_features < 1:
+        if not is_int(self.n_features) or self.n_features < 1:
             raise bad("n_features", f"must be a positive integer, got {self.n_features!r}")
         if self.model not in ("logistic", "linear"):
             raise bad("model", f"must be 'logistic' or 'linear', got {self.model!r}")
-        if not _is_real(self.learning_rate) or not self.learning_rate > 0:
+        if not is_real(self.learning_rate) or not self.learning_rate > 0:
             raise bad("learning_rate", f"must be a finite number > 0, got {self.learning_rate!r}")
-        if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
+        if not is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
             raise bad("momentum", f"must be a number in [0, 1), got {self.momentum!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
-        if not _is_int(self.iterations) or self.iterations < 0:
+        if not is_int(self.iterations) or self.iterations < 0:
             raise bad("iterations", f"must be an integer >= 0, got {self.iterations!r}")
         if self.model == "logistic":
-            if not _is_int(self.activation_degree) or not 1 <= self.activation_degree <= 31:
+            if not is_int(self.activation_degree) or not 1 <= self.activation_degree <= 31:
                 raise bad(
                     "activation_degree",
                     f"must be an integer in 1..31 (3 is typical), got {self.activation_degree!r}",
                 )
-            if not _is_real(self.activation_bound) or not self.activation_bound > 0:
+            if not is_real(self.activation_bound) or not self.activation_bound > 0:
                 raise bad(
                     "activation_bound",
                     f"must be a finite number > 0, got {self.activation_bound!r}",
@@ -119,6 +128,11 @@ class TrainingJob:
         return 1 + self.activation.depth
 
     @property
+    def label_values(self) -> tuple[float, ...] | None:
+        """Allowed labels (``None``: any real target, linear regression)."""
+        return (0.0, 1.0) if self.model == "logistic" else None
+
+    @property
     def layout(self) -> GLMLayout:
         return GLMLayout(self.parameter_set.slots, self.n_weights)
 
@@ -157,18 +171,32 @@ class TrainingJob:
         self.layout  # noqa: B018 - raises if the model does not fit the slots
 
 
-def validate_shards(job: TrainingJob, shards: Sequence[Shard]) -> list[Shard]:
+class ShardSpec(Protocol):
+    """What shard validation needs from a job (GLM or network)."""
+
+    @property
+    def n_features(self) -> int: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def label_values(self) -> tuple[float, ...] | None: ...
+
+
+def validate_shards(job: ShardSpec, shards: Sequence[Shard]) -> list[Shard]:
     """Check every party's data against the job; return float64 copies.
 
     Errors name the party (0-based index) and the problem: shape, feature count, NaN or
-    infinite values, empty shard, labels outside {0, 1} for logistic regression.
+    infinite values, empty shard, labels outside the job's classes ({0, 1} for logistic
+    regression, ``0 .. c-1`` for networks).
     """
     if len(shards) < 1:
         raise ParameterError("training job: no party shards given")
     return [validate_shard(job, shard, party=i) for i, shard in enumerate(shards)]
 
 
-def validate_shard(job: TrainingJob, shard: Shard, *, party: int) -> Shard:
+def validate_shard(job: ShardSpec, shard: Shard, *, party: int) -> Shard:
     """Check one party's data (what each party runs on its own before key work)."""
     where = f"party {party}"
     try:
@@ -200,21 +228,28 @@ def validate_shard(job: TrainingJob, shard: Shard, *, party: int) -> Shard:
                 f"{where}: {name} contain {int(bad.sum())} NaN or infinite value(s), first "
                 f"at index {tuple(idx)}"
             )
-    if job.model == "logistic":
-        wrong = ~np.isin(y, (0.0, 1.0))
+    allowed = job.label_values
+    if allowed is not None:
+        wrong = ~np.isin(y, allowed)
         if wrong.any():
+            shown = (
+                "{"
+                + ", ".join(f"{v:g}" for v in allowed[:10])
+                + ("..." if len(allowed) > 10 else "")
+                + "}"
+            )
             raise ParameterError(
-                f"{where}: logistic regression needs labels in {{0, 1}}, found "
+                f"{where}: {job.model} needs labels in {shown}, found "
                 f"{sorted(set(y[wrong].tolist()))[:5]} ({int(wrong.sum())} sample(s))"
             )
     return x, y
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
-def _is_real(v: object) -> bool:
+def is_real(v: object) -> bool:
     return (
         isinstance(v, int | float | np.integer | np.floating)
         and not isinstance(v, bool)

@@ -15,7 +15,13 @@ import numpy as np
 
 from phe_fl.errors import LevelError
 from phe_fl.mhe import INSECURE_TEST, ParameterSet
-from phe_fl.ml.federation import MapRequest, MapWorker, ModelDecryptionRefused
+from phe_fl.ml.federation import (
+    LayersMapRequest,
+    LayersWorker,
+    MapRequest,
+    MapWorker,
+    ModelDecryptionRefused,
+)
 
 
 class SlotCiphertext:
@@ -65,6 +71,9 @@ class SlotContext:
     def sub(self, a: SlotCiphertext, b: SlotCiphertext) -> SlotCiphertext:
         return SlotCiphertext(self, a.v - b.v, max(a.level, b.level), a.scale_degree)
 
+    def negate(self, a: SlotCiphertext) -> SlotCiphertext:
+        return SlotCiphertext(self, -a.v, a.level, a.scale_degree)
+
     def add_plain(self, a: SlotCiphertext, values: Any) -> SlotCiphertext:
         return SlotCiphertext(self, a.v + self._vec(values), a.level, a.scale_degree)
 
@@ -86,10 +95,13 @@ class SlotContext:
 class SlotFederation:
     """A :class:`phe_fl.ml.Federation` on :class:`SlotContext`: refresh resets the level."""
 
-    def __init__(self, workers: Sequence[MapWorker], params: ParameterSet = INSECURE_TEST):
+    def __init__(
+        self, workers: Sequence[MapWorker | LayersWorker], params: ParameterSet = INSECURE_TEST
+    ):
         self.ctx = SlotContext(params)
         self.workers = list(workers)
         self.refreshes = 0
+        self.last_map_refreshes = 0
 
     @property
     def n_parties(self) -> int:
@@ -102,7 +114,13 @@ class SlotFederation:
         return sum(w.batch_size_at(iteration) for w in self.workers)
 
     def map(self, request: MapRequest) -> list[Any]:
-        return [w.gradient(request) for w in self.workers]
+        return [w.gradient(request) for w in self.workers]  # type: ignore[union-attr]
+
+    def map_layers(self, request: LayersMapRequest) -> list[Any]:
+        before = self.refreshes
+        out = [w.gradients(request, self.refresh) for w in self.workers]  # type: ignore[union-attr]
+        self.last_map_refreshes = self.refreshes - before
+        return out
 
     def aggregate(self, cts: Sequence[Any]) -> Any:
         total = cts[0]

@@ -1,0 +1,739 @@
+"""Multilayer perceptrons and multinomial logistic regression trained with the model kept
+encrypted (MAP-COMBINE-REDUCE), their plaintext twin, and oblivious prediction.
+
+The network is ``units = (d, h_1, ..., h_H, c)`` with 0 to 3 hidden layers: with no
+hidden layer it is multinomial logistic regression. Every layer has a bias (a constant-1
+input unit). Hidden units use a polynomial fitted to ReLU (or the sigmoid) on a declared
+interval; the output uses the fitted sigmoid per class with the cross-entropy gradient
+``sigma(z) - onehot(y)``, the standard HE substitute for softmax (it needs neither
+``exp`` nor a division, and argmax of the scores is the prediction). Slots are laid out by
+:class:`~phe_fl.ml.mlp_layout.MLPLayout` (alternating packing, no transposes).
+
+One iteration, with ``eta = learning_rate / global_batch``:
+
+* MAP (each party, per chunk of its plaintext batch): forward ``z_k = W_k a_{k-1}``,
+  ``a_k = g(z_k)`` (mask folded into ``g``'s coefficients) and ``g'(z_k)``; output error
+  ``e_L = eta * (sigma(z_L) - y)``; backward ``U_k = e_k a_{k-1}^T``,
+  ``e_{k-1} = (W_k^T e_k) * g'(z_{k-1})``. The party returns its ``U_k``, summed over its
+  chunks but not over the samples of a chunk;
+* COMBINE: the parties' ``U_k`` are added, layer by layer;
+* REDUCE (root): all-reduce over samples, ``W_k <- W_k - G_k`` (optional momentum as in
+  :mod:`phe_fl.ml.glm`).
+
+Depth: a hidden layer costs 3 levels forward (product, degree-2 activation) and 3
+backward (product, mask, ``g'``), far more than the 8 usable levels of the 2^15 set for
+two or more hidden layers. As in POSEIDON, a party therefore asks for a collective
+refresh of an intermediate ciphertext (its activations or errors, still under the joint
+key) whenever the next operation would leave it unrefreshable; every party contributes a
+share, as for any refresh. The root refreshes the weights once per iteration. Both
+counts are reported per iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from phe_fl.errors import LevelError, ParameterError, ProtocolError
+from phe_fl.mhe.context import Ciphertext, Context, FloatArray
+from phe_fl.mhe.keys import QuerierKeyPair
+from phe_fl.mhe.params import PARAMETER_SETS, ParameterSet, get_parameter_set
+from phe_fl.mhe.simulation import LocalFederation
+from phe_fl.ml.activations import (
+    FitMethod,
+    PolyActivation,
+    fit_activation,
+    fit_sigmoid,
+    sigmoid,
+)
+from phe_fl.ml.federation import (
+    LayersFederation,
+    LayersMapRequest,
+    LocalTrainingFederation,
+    Refresher,
+)
+from phe_fl.ml.glm import batch_rows
+from phe_fl.ml.job import Shard, is_int, is_real, validate_shard, validate_shards
+from phe_fl.ml.mlp_layout import MLPLayout, chunks
+
+__all__ = [
+    "HiddenActivation",
+    "MLPJob",
+    "MLPParty",
+    "MLPIterationReport",
+    "EncryptedMLP",
+    "MLPTrainer",
+    "MLPPlaintextResult",
+    "train_plaintext_mlp",
+    "mlp_scores",
+    "mlp_predict",
+    "setup_local_mlp",
+    "encrypt_mlp_queries",
+    "evaluate_mlp",
+    "decode_mlp_scores",
+    "predict_local_mlp",
+]
+
+HiddenActivation = Literal["relu", "sigmoid"]
+
+MAX_HIDDEN_LAYERS = 3
+
+
+def _relu(x: FloatArray) -> FloatArray:
+    return np.maximum(np.asarray(x, dtype=np.float64), 0.0)
+
+
+@dataclass(frozen=True)
+class MLPJob:
+    """Everything the parties agree on before training a network.
+
+    ``hidden`` lists the hidden layer widths (``()``: multinomial logistic regression).
+    ``hidden_activation`` is fitted by a polynomial of ``hidden_degree`` on
+    ``[-hidden_bound, hidden_bound]``; the output sigmoid by ``output_degree`` on
+    ``[-output_bound, output_bound]``: degree 1 (the default, 1 level: the gradient of a
+    squared loss on one-hot targets) and 5 are stable; the least-squares fits of degree
+    3 and 7 have a negative leading coefficient, which pushes scores that left the
+    interval further out, and training diverges. Initial weights are drawn from ``seed`` (public:
+    every party and the twin derive the same ones); ``init_scale`` multiplies the
+    Glorot-uniform range. Labels are the integers ``0 .. n_classes - 1``.
+    ``allow_model_decryption`` is this party's consent to reveal the trained model.
+    """
+
+    n_features: int
+    n_classes: int
+    hidden: tuple[int, ...] = ()
+    learning_rate: float = 1.0
+    batch_size: int = 16
+    iterations: int = 10
+    momentum: float = 0.0
+    hidden_activation: HiddenActivation = "relu"
+    hidden_degree: int = 2
+    hidden_bound: float = 4.0
+    output_degree: int = 1
+    output_bound: float = 4.0
+    activation_method: FitMethod = "lstsq"
+    params: str = "insecure-test-n12"
+    seed: int = 0
+    init_scale: float = 1.0
+    allow_model_decryption: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ParameterError:
+            return ParameterError(f"network job: {name} {why}")
+
+        if not is_int(self.n_features) or self.n_features < 1:
+            raise bad("n_features", f"must be a positive integer, got {self.n_features!r}")
+        if not is_int(self.n_classes) or self.n_classes < 2:
+            raise bad("n_classes", f"must be an integer >= 2, got {self.n_classes!r}")
+        hidden = tuple(self.hidden)
+        if len(hidden) > MAX_HIDDEN_LAYERS or not all(is_int(h) and h >= 1 for h in hidden):
+            raise bad(
+                "hidden",
+                f"must list 0 to {MAX_HIDDEN_LAYERS} positive layer widths, got {self.hidden!r}",
+            )
+        object.__setattr__(self, "hidden", hidden)
+        for name in ("learning_rate", "hidden_bound", "output_bound", "init_scale"):
+            v = getattr(self, name)
+            if not is_real(v) or not v > 0:
+                raise bad(name, f"must be a finite number > 0, got {v!r}")
+        if not is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise bad("momentum", f"must be a number in [0, 1), got {self.momentum!r}")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
+        if not is_int(self.iterations) or self.iterations < 0:
+            raise bad("iterations", f"must be an integer >= 0, got {self.iterations!r}")
+        if self.hidden_activation not in ("relu", "sigmoid"):
+            raise bad(
+                "hidden_activation",
+                f"must be 'relu' or 'sigmoid', got {self.hidden_activation!r}",
+            )
+        if not is_int(self.hidden_degree) or not 2 <= self.hidden_degree <= 7:
+            raise bad(
+                "hidden_degree",
+                f"must be an integer in 2..7 (its derivative must not be constant), got "
+                f"{self.hidden_degree!r}",
+            )
+        if not is_int(self.output_degree) or not 1 <= self.output_degree <= 15:
+            raise bad("output_degree", f"must be an integer in 1..15, got {self.output_degree!r}")
+        if self.activation_method not in ("lstsq", "chebyshev"):
+            raise bad(
+                "activation_method",
+                f"must be 'lstsq' or 'chebyshev', got {self.activation_method!r}",
+            )
+        if self.params not in PARAMETER_SETS:
+            known = ", ".join(sorted(PARAMETER_SETS))
+            raise bad("params", f"{self.params!r} is not a known parameter set ({known})")
+        if not is_int(self.seed):
+            raise bad("seed", f"must be an integer, got {self.seed!r}")
+        if not isinstance(self.allow_model_decryption, bool):
+            raise bad("allow_model_decryption", "must be True or False")
+        self.check_fits()
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        return "mlp" if self.hidden else "multinomial"
+
+    @property
+    def label_values(self) -> tuple[float, ...]:
+        return tuple(float(c) for c in range(self.n_classes))
+
+    @property
+    def units(self) -> tuple[int, ...]:
+        return (self.n_features, *self.hidden, self.n_classes)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hidden) + 1
+
+    @property
+    def parameter_set(self) -> ParameterSet:
+        return get_parameter_set(self.params)
+
+    @property
+    def layout(self) -> MLPLayout:
+        return MLPLayout(self.parameter_set.slots, self.units)
+
+    @property
+    def hidden_act(self) -> PolyActivation:
+        fn = _relu if self.hidden_activation == "relu" else sigmoid
+        return _fit_cached(
+            self.hidden_activation,
+            fn,
+            int(self.hidden_degree),
+            float(self.hidden_bound),
+            self.activation_method,
+        )
+
+    @property
+    def output_act(self) -> PolyActivation:
+        return fit_sigmoid(
+            int(self.output_degree), float(self.output_bound), self.activation_method
+        )
+
+    def rotation_indices(self) -> tuple[int, ...]:
+        return self.layout.rotation_indices()
+
+    def initial_weights(self) -> list[FloatArray]:
+        """Glorot-uniform weights from the public ``seed`` (zeros for multinomial
+        regression, which has no symmetry to break); biases start at zero."""
+        rng = np.random.default_rng(self.seed)
+        layout = self.layout
+        out: list[FloatArray] = []
+        for k in range(1, self.n_layers + 1):
+            n_out, n_in = layout.shape(k)
+            w = np.zeros((n_out, n_in))
+            if self.hidden:
+                limit = self.init_scale * math.sqrt(6.0 / (n_in - 1 + n_out))
+                w[:, :-1] = rng.uniform(-limit, limit, size=(n_out, n_in - 1))
+            out.append(w)
+        return out
+
+    def check_fits(self) -> None:
+        """Refuse a network that does not fit the slots, or an activation deeper than the
+        levels available between two refreshes, saying what to change."""
+        ps = self.parameter_set
+        have = ps.usable_levels
+        for act, what in ((self.hidden_act, "hidden"), (self.output_act, "output")):
+            if act.depth > have:
+                raise ParameterError(
+                    f"network job: the degree-{act.degree} {what} activation needs "
+                    f"{act.depth} levels but parameter set {ps.name!r} has {have} usable "
+                    f"levels between refreshes; lower {what}_degree or use a parameter set "
+                    f"with mult_depth >= {act.depth + ps.refresh_min_levels}"
+                )
+        self.layout  # noqa: B018 - raises if the layers do not fit the slots
+
+
+_FITS: dict[tuple[str, int, float, str], PolyActivation] = {}
+
+
+def _fit_cached(
+    name: str, fn: Callable[[FloatArray], FloatArray], degree: int, bound: float, method: FitMethod
+) -> PolyActivation:
+    key = (name, degree, bound, method)
+    if key not in _FITS:
+        _FITS[key] = fit_activation(
+            fn, f"{name}-{method}-d{degree}-a{bound:g}", degree, bound, method
+        )
+    return _FITS[key]
+
+
+# -- the encrypted forward and backward passes ----------------------------------------------
+class _Levels:
+    """Refreshes a ciphertext (collectively) when the next operation would leave it with
+    fewer levels than a refresh needs, and counts the refreshes."""
+
+    def __init__(self, ctx: Context, refresh: Refresher) -> None:
+        self.ctx = ctx
+        self._refresh = refresh
+        self.count = 0
+
+    def ready(self, ct: Ciphertext, need: int) -> Ciphertext:
+        keep = self.ctx.params.refresh_min_levels
+        if ct.levels_left - need >= keep:
+            return ct
+        out = self._refresh(ct)
+        self.count += 1
+        if out.levels_left - need < keep:
+            raise LevelError(
+                f"an operation needs {need} levels, more than a refreshed ciphertext has "
+                f"({out.levels_left} minus {keep} kept for the next refresh)"
+            )
+        return out
+
+
+def _rotsum(ctx: Context, ct: Ciphertext, steps: Sequence[int]) -> Ciphertext:
+    for s in steps:
+        ct = ctx.add(ct, ctx.rotate(ct, s))
+    return ct
+
+
+def _times(ctx: Context, lv: _Levels, a: Ciphertext, b: Ciphertext | FloatArray) -> Ciphertext:
+    """``a * b`` slot-wise and rescaled; ``b`` a ciphertext or a plaintext vector."""
+    a = lv.ready(a, 1)
+    if isinstance(b, np.ndarray):
+        return ctx.rescale(ctx.mul_plain(a, b))
+    b = lv.ready(b, 1)
+    return ctx.rescale(ctx.mul(a, b))
+
+
+@dataclass
+class _Forward:
+    acts: list[Ciphertext | FloatArray]
+    """``a_0`` (the input, plaintext or encrypted) to ``a_{L-1}``, each in layer k+1's
+    input form, bias unit included."""
+    slopes: list[Ciphertext | None]
+    """``g'(z_k)`` for hidden layers (index k), masked and replicated."""
+    z_out: Ciphertext
+    """The output pre-activations on the last layer's line (other slots: partial sums)."""
+
+
+def _forward(
+    job: MLPJob,
+    ctx: Context,
+    lv: _Levels,
+    weights: Sequence[Ciphertext],
+    a0: Ciphertext | FloatArray,
+    n: int,
+    *,
+    slopes: bool,
+) -> _Forward:
+    layout = job.layout
+    g, dg = job.hidden_act, job.hidden_act.derivative()
+    acts: list[Ciphertext | FloatArray] = [a0]
+    grads: list[Ciphertext | None] = [None]
+    a = a0
+    for k in range(1, job.n_layers + 1):
+        z = _rotsum(ctx, _times(ctx, lv, weights[k - 1], a), layout.input_sum_steps(k))
+        if k == job.n_layers:
+            return _Forward(acts, grads, z)
+        mask = layout.line_mask(k, n)
+        z = lv.ready(z, g.depth)
+        h = _rotsum(ctx, g.encrypted(ctx, z, scale=mask), layout.replicate_steps(k))
+        if layout.bias:
+            h = ctx.add_plain(h, layout.bias_vector(k, n))
+        acts.append(h)
+        a = h
+        if slopes:
+            s = dg.encrypted(ctx, lv.ready(z, dg.depth), scale=mask)
+            grads.append(_rotsum(ctx, s, layout.replicate_steps(k)))
+    raise AssertionError("unreachable: a network has at least one layer")
+
+
+def _chunk_gradients(
+    job: MLPJob,
+    ctx: Context,
+    lv: _Levels,
+    weights: Sequence[Ciphertext],
+    x: FloatArray,
+    y: npt.NDArray[np.intp],
+    eta: float,
+) -> list[Ciphertext]:
+    """``U_1 .. U_L`` of one chunk (at most ``samples_per_ct`` samples)."""
+    layout = job.layout
+    n = x.shape[0]
+    a0 = layout.form_vector(_with_bias(x), "col")
+    fw = _forward(job, ctx, lv, weights, a0, n, slopes=True)
+    last = job.n_layers
+    sig = job.output_act
+    onehot = np.eye(job.n_classes)[y]
+    e_line = sig.encrypted(
+        ctx,
+        lv.ready(fw.z_out, sig.depth),
+        scale=layout.line_mask(last, n, eta),
+        shift=-eta * layout.line_vector(last, onehot),
+    )
+    e = _rotsum(ctx, e_line, layout.replicate_steps(last))
+    out: list[Ciphertext] = [e] * last
+    for k in range(last, 0, -1):
+        e = lv.ready(e, 1)
+        a_prev = fw.acts[k - 1]
+        if not isinstance(a_prev, np.ndarray):
+            a_prev = fw.acts[k - 1] = lv.ready(a_prev, 1)
+        out[k - 1] = _times(ctx, lv, e, a_prev)
+        if k == 1:
+            break
+        s = _rotsum(ctx, _times(ctx, lv, e, weights[k - 1]), layout.output_sum_steps(k))
+        s = _times(ctx, lv, s, layout.line_mask(k - 1, n))
+        s = _rotsum(ctx, s, layout.replicate_steps(k - 1))
+        slope = fw.slopes[k - 1]
+        assert slope is not None
+        e = _times(ctx, lv, s, slope)
+    return out
+
+
+def _with_bias(x: FloatArray) -> FloatArray:
+    return np.hstack([np.asarray(x, dtype=np.float64), np.ones((x.shape[0], 1))])
+
+
+class MLPParty:
+    """One party's training endpoint for networks: its shard stays here as plaintext."""
+
+    def __init__(self, index: int, job: MLPJob, shard: Shard) -> None:
+        x, y = validate_shard(job, shard, party=index)
+        self._index = index
+        self.job = job
+        self._x = x
+        self._y = y.astype(np.intp)
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def allows_model_decryption(self) -> bool:
+        return self.job.allow_model_decryption
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._x.shape[0])
+
+    def batch_size_at(self, iteration: int) -> int:
+        return min(self.job.batch_size, self.n_samples)
+
+    def gradients(self, request: LayersMapRequest, refresh: Refresher) -> tuple[Ciphertext, ...]:
+        """MAP: encrypted ``U_1 .. U_L`` of this party's batch, unreduced over the samples
+        of a chunk. ``refresh`` is the federation's collective refresh."""
+        job = self.job
+        if request.global_batch < 1:
+            raise ProtocolError(f"party {self.index}: global batch must be positive")
+        if len(request.weights) != job.n_layers:
+            raise ProtocolError(
+                f"party {self.index}: got {len(request.weights)} weight ciphertexts, the "
+                f"network has {job.n_layers} layers"
+            )
+        ctx = request.weights[0].context
+        if ctx.params.name != job.params:
+            raise ProtocolError(
+                f"party {self.index}: weights use parameter set {ctx.params.name!r}, the job "
+                f"declares {job.params!r}"
+            )
+        eta = job.learning_rate / request.global_batch
+        rows = batch_rows(self.n_samples, job.batch_size, request.iteration)
+        x, y = self._x[rows], self._y[rows]
+        lv = _Levels(ctx, refresh)
+        total: list[Ciphertext] | None = None
+        for sl in chunks(len(rows), job.layout.samples_per_ct):
+            us = _chunk_gradients(job, ctx, lv, request.weights, x[sl], y[sl], eta)
+            total = us if total is None else [ctx.add(t, u) for t, u in zip(total, us, strict=True)]
+        assert total is not None  # a validated shard has at least one sample
+        return tuple(total)
+
+
+# -- REDUCE: the root --------------------------------------------------------------------
+@dataclass(frozen=True)
+class MLPIterationReport:
+    iteration: int
+    root_refreshes: int
+    """Refreshes of the weights (and momentum terms) at the root."""
+    party_refreshes: int
+    """Refreshes of intermediate ciphertexts the parties asked for during MAP."""
+    seconds: float
+
+    @property
+    def refreshes(self) -> int:
+        return self.root_refreshes + self.party_refreshes
+
+
+@dataclass
+class EncryptedMLP:
+    """The trained network: still encrypted, one ciphertext per layer."""
+
+    job: MLPJob
+    weights: list[Ciphertext]
+    reports: list[MLPIterationReport] = field(default_factory=list)
+
+    @property
+    def refreshes_per_iteration(self) -> list[int]:
+        return [r.refreshes for r in self.reports]
+
+    def decrypt(self, federation: LayersFederation) -> list[FloatArray]:
+        """Plaintext weights ``W_k`` (bias column last), only if every party agreed."""
+        layout = self.job.layout
+        return [
+            layout.weights_from_slots(k, federation.decrypt_if_agreed(w, length=layout.block))
+            for k, w in enumerate(self.weights, start=1)
+        ]
+
+
+class MLPTrainer:
+    """The root's side of network training: owns the encrypted model, never a share."""
+
+    def __init__(self, job: MLPJob, federation: LayersFederation) -> None:
+        if federation.ctx.params.name != job.params:
+            raise ParameterError(
+                f"federation runs parameter set {federation.ctx.params.name!r}, the job "
+                f"declares {job.params!r}"
+            )
+        self.job = job
+        self.federation = federation
+        self.layout = job.layout
+        self.deltas: list[Ciphertext] | None = None
+        """With momentum: the last step ``W_t - W_{t-1}`` per layer (encrypted)."""
+
+    def encrypt_initial(self, initial: Sequence[FloatArray] | None = None) -> list[Ciphertext]:
+        ws = self.job.initial_weights() if initial is None else list(initial)
+        if len(ws) != self.job.n_layers:
+            raise ParameterError(
+                f"{len(ws)} initial weight matrices for {self.job.n_layers} layers"
+            )
+        self.deltas = None
+        return [
+            self.federation.encrypt(self.layout.weights_vector(k, w))
+            for k, w in enumerate(ws, start=1)
+        ]
+
+    def _keep_high(self, lv: _Levels, ws: list[Ciphertext]) -> list[Ciphertext]:
+        """Refresh a weight when its first product and activation would not fit, so the
+        parties do not each refresh what the root can refresh once."""
+        need = 1 + max(self.job.hidden_act.depth, self.job.output_act.depth)
+        return [lv.ready(w, need) for w in ws]
+
+    def reduce(
+        self, lv: _Levels, ws: list[Ciphertext], combined: Sequence[Ciphertext]
+    ) -> list[Ciphertext]:
+        ctx = self.federation.ctx
+        mu = float(self.job.momentum)
+        new_ws, new_ds = [], []
+        for k, (w, g) in enumerate(zip(ws, combined, strict=True)):
+            g = _rotsum(ctx, g, self.layout.sample_sum_steps)
+            if not mu:
+                new_ws.append(ctx.sub(w, g))
+                continue
+            if self.deltas is None:
+                d = ctx.negate(g)
+            else:
+                prev = lv.ready(self.deltas[k], 1)
+                d = ctx.sub(ctx.rescale(ctx.mul_plain(prev, mu)), g)
+            new_ds.append(d)
+            new_ws.append(ctx.add(w, d))
+        if mu:
+            self.deltas = new_ds
+        return new_ws
+
+    def step(
+        self, ws: list[Ciphertext], iteration: int
+    ) -> tuple[list[Ciphertext], MLPIterationReport]:
+        t0 = time.perf_counter()
+        fed = self.federation
+        lv = _Levels(fed.ctx, fed.refresh)
+        ws = self._keep_high(lv, ws)
+        request = LayersMapRequest(iteration, tuple(ws), fed.global_batch(iteration))
+        per_party = fed.map_layers(request)
+        combined = [fed.aggregate([p[k] for p in per_party]) for k in range(self.job.n_layers)]
+        ws = self.reduce(lv, ws, combined)
+        report = MLPIterationReport(
+            iteration, lv.count, fed.last_map_refreshes, time.perf_counter() - t0
+        )
+        return ws, report
+
+    def train(
+        self, initial: Sequence[FloatArray] | None = None, *, iterations: int | None = None
+    ) -> EncryptedMLP:
+        n_iter = self.job.iterations if iterations is None else iterations
+        ws = self.encrypt_initial(initial)
+        model = EncryptedMLP(self.job, ws)
+        for it in range(n_iter):
+            ws, report = self.step(ws, it)
+            model.reports.append(report)
+        model.weights = ws
+        return model
+
+
+# -- the plaintext twin ------------------------------------------------------------------
+@dataclass
+class MLPPlaintextResult:
+    """The twin's weights, and per iteration the largest |pre-activation| seen by the
+    hidden and output polynomials (beyond their intervals they stop approximating)."""
+
+    weights: list[FloatArray]
+    max_abs_hidden: list[float]
+    max_abs_output: list[float]
+
+
+def _twin_forward(
+    job: MLPJob, weights: Sequence[FloatArray], x: FloatArray
+) -> tuple[list[FloatArray], list[FloatArray]]:
+    """Inputs (bias included) and pre-activations of every layer, samples in rows."""
+    g = job.hidden_act
+    a = _with_bias(x)
+    acts, zs = [a], []
+    for k, w in enumerate(weights, start=1):
+        z = a @ np.asarray(w).T
+        zs.append(z)
+        if k < len(weights):
+            a = _with_bias(g(z))
+            acts.append(a)
+    return acts, zs
+
+
+def train_plaintext_mlp(
+    job: MLPJob, shards: Sequence[Shard], initial: Sequence[FloatArray] | None = None
+) -> MLPPlaintextResult:
+    """Exactly the encrypted run's math in numpy: same polynomials, batches and update."""
+    data = [(x, y.astype(np.intp)) for x, y in validate_shards(job, shards)]
+    dg, sig = job.hidden_act.derivative(), job.output_act
+    ws = [np.array(w, dtype=np.float64) for w in (initial or job.initial_weights())]
+    ds = [np.zeros_like(w) for w in ws]
+    max_h, max_o = [], []
+    for it in range(job.iterations):
+        batches = [batch_rows(len(y), job.batch_size, it) for _, y in data]
+        eta = job.learning_rate / sum(len(r) for r in batches)
+        grads = [np.zeros_like(w) for w in ws]
+        worst_h = worst_o = 0.0
+        for (x, y), rows in zip(data, batches, strict=True):
+            acts, zs = _twin_forward(job, ws, x[rows])
+            worst_o = max(worst_o, float(np.abs(zs[-1]).max()))
+            if len(zs) > 1:
+                worst_h = max(worst_h, max(float(np.abs(z).max()) for z in zs[:-1]))
+            e = eta * (sig(zs[-1]) - np.eye(job.n_classes)[y[rows]])
+            for k in range(len(ws), 0, -1):
+                grads[k - 1] += e.T @ acts[k - 1]
+                if k > 1:
+                    e = (e @ ws[k - 1][:, :-1]) * dg(zs[k - 2])
+        for k in range(len(ws)):
+            ds[k] = job.momentum * ds[k] - grads[k]
+            ws[k] = ws[k] + ds[k]
+        max_h.append(worst_h)
+        max_o.append(worst_o)
+    return MLPPlaintextResult(ws, max_h, max_o)
+
+
+def mlp_scores(job: MLPJob, weights: Sequence[FloatArray], x: FloatArray) -> FloatArray:
+    """Output pre-activations of the (plaintext) model: the hidden polynomial is part of
+    the model; argmax over classes is the prediction."""
+    return _twin_forward(job, weights, np.asarray(x, dtype=np.float64))[1][-1]
+
+
+def mlp_predict(job: MLPJob, weights: Sequence[FloatArray], x: FloatArray) -> npt.NDArray[np.intp]:
+    return np.asarray(np.argmax(mlp_scores(job, weights, x), axis=1), dtype=np.intp)
+
+
+# -- in-process setup --------------------------------------------------------------------
+def setup_local_mlp(
+    job: MLPJob,
+    shards: Sequence[Shard],
+    *,
+    consents: Sequence[bool] | None = None,
+    rng: random.Random | None = None,
+    wire: bool = True,
+) -> LocalTrainingFederation:
+    """Validate the job and every shard, then (only then) generate keys with exactly the
+    network's rotation keys. ``consents`` overrides each party's decryption consent."""
+    checked = validate_shards(job, shards)
+    if consents is not None and len(consents) != len(checked):
+        raise ParameterError(f"{len(consents)} consents for {len(checked)} parties")
+    agree = list(consents) if consents is not None else [job.allow_model_decryption] * len(checked)
+    workers = [
+        MLPParty(i, _with_consent(job, bool(c)), s)
+        for i, (c, s) in enumerate(zip(agree, checked, strict=True))
+    ]
+    fed = LocalFederation.setup(
+        job.parameter_set, len(checked), rotations=job.rotation_indices(), rng=rng, wire=wire
+    )
+    return LocalTrainingFederation(fed, workers)
+
+
+def _with_consent(job: MLPJob, consent: bool) -> MLPJob:
+    return (
+        job
+        if job.allow_model_decryption == consent
+        else dataclasses.replace(job, allow_model_decryption=consent)
+    )
+
+
+# -- oblivious prediction ------------------------------------------------------------------
+def encrypt_mlp_queries(
+    job: MLPJob, encrypt: Callable[[FloatArray], Ciphertext], x: FloatArray
+) -> list[Ciphertext]:
+    """The querier's samples in the first layer's input form, one ciphertext per chunk,
+    encrypted with ``encrypt`` (under the joint public key)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != job.n_features or x.shape[0] < 1:
+        raise ParameterError(
+            f"queries must be a non-empty n x {job.n_features} array, got shape {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ParameterError("queries contain NaN or infinite values")
+    layout = job.layout
+    return [
+        encrypt(layout.form_vector(_with_bias(x[sl]), "col"))
+        for sl in chunks(x.shape[0], layout.samples_per_ct)
+    ]
+
+
+def evaluate_mlp(
+    job: MLPJob,
+    ctx: Context,
+    weights: Sequence[Ciphertext],
+    queries: Sequence[Ciphertext],
+    n_samples: int,
+    refresh: Refresher,
+) -> tuple[list[Ciphertext], int]:
+    """The root's side: forward pass on encrypted queries, every slot but the class
+    scores masked to zero. Returns the score ciphertexts and the refreshes it took."""
+    layout = job.layout
+    lv = _Levels(ctx, refresh)
+    out = []
+    for q, sl in zip(queries, chunks(n_samples, layout.samples_per_ct), strict=True):
+        n = sl.stop - sl.start
+        fw = _forward(job, ctx, lv, weights, q, n, slopes=False)
+        out.append(_times(ctx, lv, fw.z_out, layout.line_mask(job.n_layers, n)))
+    return out, lv.count
+
+
+def decode_mlp_scores(
+    job: MLPJob, querier: QuerierKeyPair, cts: Sequence[Ciphertext], n_samples: int
+) -> FloatArray:
+    """The querier decrypts its score ciphertexts: ``n_samples x n_classes``."""
+    layout = job.layout
+    rows = []
+    for ct, sl in zip(cts, chunks(n_samples, layout.samples_per_ct), strict=True):
+        slots = querier.decrypt(ct, length=(sl.stop - sl.start) * layout.block)
+        rows.append(layout.read_line(job.n_layers, slots, sl.stop - sl.start))
+    return np.vstack(rows)
+
+
+def predict_local_mlp(
+    job: MLPJob,
+    fed: LocalFederation,
+    weights: Sequence[Ciphertext],
+    x: FloatArray,
+    querier: QuerierKeyPair,
+) -> FloatArray:
+    """Oblivious prediction in one process: encrypt, evaluate, key-switch, decode.
+    Returns the class scores only the querier could read."""
+    x = np.asarray(x, dtype=np.float64)
+    queries = encrypt_mlp_queries(job, fed.encrypt, x)
+    scores, _ = evaluate_mlp(job, fed.ctx, weights, queries, x.shape[0], fed.refresh)
+    switched = [fed.key_switch(s, querier.public_key) for s in scores]
+    return decode_mlp_scores(job, querier, switched, x.shape[0])

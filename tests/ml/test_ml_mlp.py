@@ -1,0 +1,283 @@
+"""Networks (multinomial regression, MLPs with 1-3 hidden layers): the alternating
+packing checked exactly on the slot simulator, then encrypted runs (INSECURE_TEST, parties
+in one process) against the plaintext twin, refreshes inside MAP, oblivious prediction,
+consent and bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from phe_fl.errors import ParameterError
+from phe_fl.mhe import INSECURE_TEST, N15_128, Ciphertext, Party
+from phe_fl.mhe.keys import QuerierKeyPair
+from phe_fl.ml import ModelDecryptionRefused
+from phe_fl.ml import mlp as mlp_mod
+from phe_fl.ml.mlp import (
+    MLPJob,
+    MLPParty,
+    MLPTrainer,
+    mlp_predict,
+    mlp_scores,
+    predict_local_mlp,
+    setup_local_mlp,
+    train_plaintext_mlp,
+)
+from phe_fl.ml.mlp_layout import MLPLayout
+from tests.ml.ml_slot_sim import SlotFederation
+
+TOL = 1e-3  # bound on max |encrypted - twin| over every weight
+
+
+@pytest.fixture(scope="module")
+def iris() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    order = np.random.default_rng(7).permutation(len(y))
+    return x[order], y[order].astype(np.float64)
+
+
+def _shards(x: np.ndarray, y: np.ndarray, sizes: tuple[int, ...]) -> list[Any]:
+    out, start = [], 0
+    for n in sizes:
+        out.append((x[start : start + n], y[start : start + n]))
+        start += n
+    return out
+
+
+# -- layout -----------------------------------------------------------------------------
+def test_layout_geometry_and_rotations() -> None:
+    lay = MLPLayout(INSECURE_TEST.slots, (4, 6, 3))  # widest input 6 + bias -> M = 8
+    assert (lay.side, lay.block, lay.samples_per_ct) == (8, 64, 32)
+    assert lay.input_form(1) == "col" and lay.output_form(1) == "row"
+    assert lay.input_form(2) == "row" and lay.output_form(2) == "col"
+    expected = {1, 2, 4, -1, -2, -4, 8, 16, 32, -8, -16, -32, 64, 128, 256, 512, 1024}
+    assert set(lay.rotation_indices()) == expected
+    big = MLPLayout(N15_128.slots, (64, 64, 64, 64, 10))  # POSEIDON's widths + bias: M = 128
+    assert (big.side, big.samples_per_ct) == (128, 1)
+    assert big.sample_sum_steps == ()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_weights_round_trip_through_their_orientation(k: int) -> None:
+    lay = MLPLayout(INSECURE_TEST.slots, (5, 3, 6, 2))
+    w = np.random.default_rng(k).normal(size=lay.shape(k))
+    v = lay.weights_vector(k, w)
+    assert v.size == INSECURE_TEST.slots
+    assert np.array_equal(lay.weights_from_slots(k, v), w)
+    assert np.array_equal(v[: lay.block], v[lay.block : 2 * lay.block])  # replicated
+
+
+def test_layers_too_wide_for_the_ring_are_refused_with_the_limit() -> None:
+    with pytest.raises(ParameterError, match=r"at most 31 inputs per layer"):
+        MLPJob(n_features=64, n_classes=10, hidden=(64,))  # 2^12 ring: 2048 slots
+
+
+# -- exact check of packing and level bookkeeping on the slot simulator ------------------
+@pytest.mark.parametrize(
+    ("hidden", "params", "sizes"),
+    [
+        ((), INSECURE_TEST, (20, 7, 33)),
+        ((6,), INSECURE_TEST, (20, 7, 45)),  # 45 samples > 32 per ciphertext: 2 chunks
+        ((6, 5), INSECURE_TEST, (20, 11)),
+        ((7, 5, 3), INSECURE_TEST, (20, 11)),
+        ((64, 64, 64), N15_128, (5, 4)),  # 3 hidden layers of 64 (POSEIDON's MNIST widths)
+    ],
+)
+def test_slot_simulation_reproduces_the_twin(hidden, params, sizes, iris) -> None:  # type: ignore[no-untyped-def]
+    x, y = iris
+    n_features = 4
+    if hidden == (64, 64, 64):
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(20, 63))
+        y = rng.integers(0, 10, size=20).astype(np.float64)
+        n_features = 63
+    n_classes = int(y.max()) + 1
+    job = MLPJob(
+        n_features=n_features,
+        n_classes=n_classes,
+        hidden=hidden,
+        iterations=3,
+        batch_size=40,
+        learning_rate=0.5,
+        momentum=0.5,
+        params=params.name,
+        init_scale=0.5,
+    )
+    shards = _shards(x, y, sizes)
+    workers = [MLPParty(i, job, s) for i, s in enumerate(shards)]
+    fed = SlotFederation(workers, params)
+    model = MLPTrainer(job, fed).train()  # type: ignore[arg-type]
+    twin = train_plaintext_mlp(job, shards)
+    got = [job.layout.weights_from_slots(k, w.v) for k, w in enumerate(model.weights, 1)]
+    for a, b in zip(got, twin.weights, strict=True):
+        assert np.max(np.abs(a - b)) < 1e-9
+    # padding never becomes live: every slot outside the weights is exactly zero
+    for k, w in enumerate(model.weights, 1):
+        live = job.layout.weights_vector(k, np.ones(job.layout.shape(k))) != 0
+        assert not np.any(w.v[~live])
+        rebuilt = job.layout.weights_vector(k, job.layout.weights_from_slots(k, w.v))
+        assert np.allclose(w.v, rebuilt, rtol=0, atol=1e-12)  # every block holds the model
+    if hidden:
+        assert all(r.party_refreshes > 0 for r in model.reports)
+
+
+# -- encrypted runs ----------------------------------------------------------------------
+@pytest.fixture(scope="module", params=[(), (6,), (6, 5)], ids=["multinomial", "h1", "h2"])
+def encrypted_run(request, iris):  # type: ignore[no-untyped-def]
+    x, y = iris
+    job = MLPJob(
+        n_features=4,
+        n_classes=3,
+        hidden=request.param,
+        iterations=3,
+        batch_size=10,
+        learning_rate=1.0,
+        allow_model_decryption=True,
+    )
+    shards = _shards(x, y, (20, 20, 20))
+    fed = setup_local_mlp(job, shards)
+    model = MLPTrainer(job, fed).train()
+    return job, shards, fed, model
+
+
+def test_encrypted_weights_match_the_twin(encrypted_run) -> None:  # type: ignore[no-untyped-def]
+    job, shards, fed, model = encrypted_run
+    weights = model.decrypt(fed)
+    twin = train_plaintext_mlp(job, shards)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, twin.weights, strict=True))
+    print(f"{job.model} {job.hidden}: max |encrypted - twin| = {diff:.2e}")
+    assert diff < TOL
+    assert len(model.reports) == job.iterations
+
+
+def test_hidden_layers_refresh_inside_map(encrypted_run) -> None:  # type: ignore[no-untyped-def]
+    job, _, _, model = encrypted_run
+    if job.hidden:  # deeper than the 4 usable levels of the test set: parties refresh
+        assert all(r.party_refreshes > 0 for r in model.reports)
+    else:  # multinomial regression fits between two refreshes of the weights
+        assert all(r.party_refreshes == 0 for r in model.reports)
+    assert all(r.root_refreshes >= 1 for r in model.reports[1:])
+
+
+def test_three_hidden_layers_and_momentum_match_the_twin(iris) -> None:  # type: ignore[no-untyped-def]
+    x, y = iris
+    job = MLPJob(
+        n_features=4,
+        n_classes=3,
+        hidden=(5, 4, 3),
+        iterations=2,
+        batch_size=8,
+        learning_rate=1.0,
+        momentum=0.5,
+        allow_model_decryption=True,
+    )
+    shards = _shards(x, y, (8, 8))
+    fed = setup_local_mlp(job, shards)
+    model = MLPTrainer(job, fed).train()
+    twin = train_plaintext_mlp(job, shards)
+    diff = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(model.decrypt(fed), twin.weights, strict=True)
+    )
+    assert diff < TOL
+
+
+def test_training_learns(iris) -> None:  # type: ignore[no-untyped-def]
+    """The twin (same math as the encrypted run) learns iris with a hidden layer."""
+    x, y = iris
+    job = MLPJob(
+        n_features=4, n_classes=3, hidden=(8,), iterations=60, batch_size=25, learning_rate=0.3
+    )
+    twin = train_plaintext_mlp(job, _shards(x[:100], y[:100], (50, 50)))
+    acc = float(np.mean(mlp_predict(job, twin.weights, x[100:]) == y[100:]))
+    assert acc > 0.9, acc
+    diverging = MLPJob(**{**job.__dict__, "output_degree": 3})  # see MLPJob's docstring
+    with np.errstate(all="ignore"):
+        bad = train_plaintext_mlp(diverging, _shards(x[:100], y[:100], (50, 50)))
+    assert not max(bad.max_abs_output) < 100
+
+
+def test_decryption_needs_every_consent(iris) -> None:  # type: ignore[no-untyped-def]
+    x, y = iris
+    job = MLPJob(n_features=4, n_classes=3, iterations=1, batch_size=5)
+    fed = setup_local_mlp(job, _shards(x, y, (5, 5)), consents=[True, False])
+    model = MLPTrainer(job, fed).train()
+    with pytest.raises(ModelDecryptionRefused, match=r"\[1\]"):
+        model.decrypt(fed)
+
+
+# -- oblivious prediction ----------------------------------------------------------------
+def test_oblivious_prediction_scores_and_only_ciphertexts_at_parties(
+    encrypted_run, iris, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    job, _, fed, model = encrypted_run
+    x, _ = iris
+    xq = x[100:140]
+    querier = QuerierKeyPair.generate(fed.ctx)
+    seen: list[Any] = []
+    real_share = Party.key_switch_share
+    real_refresh = Party.refresh_share
+
+    def spy_share(self, ct, q):  # type: ignore[no-untyped-def]
+        seen.append(ct)
+        return real_share(self, ct, q)
+
+    def spy_refresh(self, ct, crp):  # type: ignore[no-untyped-def]
+        seen.append(ct)
+        return real_refresh(self, ct, crp)
+
+    monkeypatch.setattr(Party, "key_switch_share", spy_share)
+    monkeypatch.setattr(Party, "refresh_share", spy_refresh)
+    scores = predict_local_mlp(job, fed.fed, model.weights, xq, querier)
+    weights = model.decrypt(fed)
+    expected = mlp_scores(job, weights, xq)
+    assert scores.shape == (40, 3)
+    assert np.max(np.abs(scores - expected)) < 1e-3
+    assert np.array_equal(np.argmax(scores, axis=1), mlp_predict(job, weights, xq))
+    assert seen and all(isinstance(c, Ciphertext) for c in seen)
+    assert all(c.key_tag == fed.fed.joint_key.key_tag for c in seen)
+
+
+# -- bad input ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"hidden": (4, 4, 4, 4)}, r"0 to 3 positive layer widths"),
+        ({"hidden": (0,)}, r"hidden"),
+        ({"n_classes": 1}, r"n_classes"),
+        ({"hidden_degree": 1}, r"hidden_degree"),
+        ({"hidden_activation": "tanh"}, r"'relu' or 'sigmoid'"),
+        ({"learning_rate": -1.0}, r"learning_rate"),
+        ({"params": "nope"}, r"not a known parameter set"),
+        ({"hidden": (4,), "hidden_degree": 7, "params": "n14-depth5-128"}, r"lower hidden_degree"),
+    ],
+)
+def test_bad_job_is_refused_before_key_work(kwargs, match) -> None:  # type: ignore[no-untyped-def]
+    base = {"n_features": 4, "n_classes": 3}
+    with pytest.raises(ParameterError, match=match):
+        MLPJob(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("shard", "match"),
+    [
+        ((np.ones((3, 5)), np.zeros(3)), r"party 1: shard has 5 features"),
+        ((np.full((3, 4), np.nan), np.zeros(3)), r"party 1: features contain 12 NaN"),
+        ((np.ones((0, 4)), np.zeros(0)), r"party 1: shard is empty"),
+        ((np.ones((3, 4)), np.array([0.0, 3.0, 1.0])), r"party 1: mlp needs labels in \{0, 1, 2\}"),
+        ((np.ones((2, 4)), np.array([0.5, 1.0])), r"found \[0.5\]"),
+    ],
+)
+def test_bad_shards_are_refused_before_key_work(shard, match, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def no_keys(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("key generation started before validation")
+
+    monkeypatch.setattr(mlp_mod.LocalFederation, "setup", no_keys)
+    job = MLPJob(n_features=4, n_classes=3, hidden=(3,))
+    good = (np.ones((3, 4)), np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ParameterError, match=match):
+        setup_local_mlp(job, [good, shard])
