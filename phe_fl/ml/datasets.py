@@ -8,7 +8,8 @@ package (``phe_fl/ml/data/``, see its README for provenance and licence).
   (scikit-learn's ``load_breast_cancer``).
 * ``"digits"``: 8x8 handwritten digits, 1797 x 64 pixel intensities 0..16 (scikit-learn's
   ``load_digits``), turned into a binary one-vs-rest task for the GLMs: label 1 for the
-  digit ``digit`` (0 by default, 178 samples), 0 for every other digit.
+  digit ``digit`` (0 by default, 178 samples), 0 for every other digit; ``digit=None``
+  keeps the ten classes for networks.
 * ``"diabetes"``: the Pima Indians Diabetes Database, 768 x 8, label 1 = tested positive
   (268 samples). Not scikit-learn's ``load_diabetes``, which is a 442 x 10 regression
   table. The copy in ``data/pima_diabetes.csv`` was converted from ``diabetes.arff`` of
@@ -52,8 +53,13 @@ SplitMode = Literal["iid", "skewed"]
 _STD_EPS = 1e-6  # added to every standard deviation, as the federation's stats job does
 
 
-def load_dataset(name: str, *, digit: int = 0) -> tuple[FloatArray, FloatArray, str]:
-    """``(X, y, description)`` with float64 features and 0/1 labels; see the module doc."""
+def load_dataset(
+    name: str, *, digit: int | None = 0, pool: int = 1
+) -> tuple[FloatArray, FloatArray, str]:
+    """``(X, y, description)`` with float64 features; see the module doc. For digits,
+    ``digit=None`` keeps the ten classes (labels 0..9, for networks) and ``pool`` averages
+    ``pool x pool`` pixel squares (``pool=2``: 4x4 = 16 features, small enough for the
+    2^12 test ring's square blocks)."""
     if name == "breast_cancer":
         from sklearn.datasets import load_breast_cancer
 
@@ -61,17 +67,29 @@ def load_dataset(name: str, *, digit: int = 0) -> tuple[FloatArray, FloatArray, 
         desc = "Wisconsin diagnostic breast cancer (scikit-learn), 569 x 30, y=1: benign"
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), desc
     if name == "digits":
-        if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
-            raise ParameterError(f"digit must be an integer in 0..9, got {digit!r}")
+        if digit is not None and (
+            isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9
+        ):
+            raise ParameterError(f"digit must be None or an integer in 0..9, got {digit!r}")
+        if isinstance(pool, bool) or pool not in (1, 2, 4, 8):
+            raise ParameterError(f"pool must be 1, 2, 4 or 8 (divides 8), got {pool!r}")
         from sklearn.datasets import load_digits
 
         x, t = load_digits(return_X_y=True)
-        y = (np.asarray(t) == digit).astype(np.float64)
-        desc = (
-            f"8x8 digits (scikit-learn), 1797 x 64, one-vs-rest: y=1 for digit {digit} "
-            f"({int(y.sum())} samples), y=0 for the others"
-        )
-        return np.asarray(x, dtype=np.float64), y, desc
+        side = 8 // pool
+        x = np.asarray(x, dtype=np.float64).reshape(-1, side, pool, side, pool).mean(axis=(2, 4))
+        x = x.reshape(-1, side * side)
+        size = f"1797 x {side * side}" + (f" ({pool}x{pool} average-pooled)" if pool > 1 else "")
+        if digit is None:
+            y = np.asarray(t, dtype=np.float64)
+            desc = f"8x8 digits (scikit-learn), {size}, ten classes y=0..9"
+        else:
+            y = (np.asarray(t) == digit).astype(np.float64)
+            desc = (
+                f"8x8 digits (scikit-learn), {size}, one-vs-rest: y=1 for digit {digit} "
+                f"({int(y.sum())} samples), y=0 for the others"
+            )
+        return x, y, desc
     if name == "diabetes":
         path = DATA_DIR / "pima_diabetes.csv"
         table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)

@@ -513,10 +513,10 @@ class MLPTrainer:
         ]
 
     def _keep_high(self, lv: _Levels, ws: list[Ciphertext]) -> list[Ciphertext]:
-        """Refresh a weight when its first product and activation would not fit, so the
-        parties do not each refresh what the root can refresh once."""
-        need = 1 + max(self.job.hidden_act.depth, self.job.output_act.depth)
-        return [lv.ready(w, need) for w in ws]
+        """Refresh every weight that is below full depth: one refresh here saves each
+        party's chunks a deeper chain (and the refreshes it would ask for) in MAP."""
+        full = self.federation.ctx.params.mult_depth
+        return [lv.ready(w, full - lv.ctx.params.refresh_min_levels) for w in ws]
 
     def reduce(
         self, lv: _Levels, ws: list[Ciphertext], combined: Sequence[Ciphertext]

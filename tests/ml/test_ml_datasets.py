@@ -50,6 +50,16 @@ def test_digits_other_digit_and_unknown_names() -> None:
         load_dataset("digits", digit=10)
 
 
+def test_digits_ten_classes_and_pooling() -> None:
+    x, y, desc = load_dataset("digits", digit=None, pool=2)
+    assert x.shape == (1797, 16) and sorted(set(y.tolist())) == list(range(10))
+    full, _, _ = load_dataset("digits", digit=None)
+    assert np.allclose(x[0, 0], full[0, [0, 1, 8, 9]].mean())  # top-left 2x2 square
+    assert "ten classes" in desc and "pooled" in desc
+    with pytest.raises(ParameterError, match="pool"):
+        load_dataset("digits", pool=3)
+
+
 @pytest.mark.parametrize("mode", ["iid", "skewed"])
 def test_split_partitions_the_rows(mode: str) -> None:
     x, y, _ = load_dataset("breast_cancer")
