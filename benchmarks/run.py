@@ -289,8 +289,10 @@ def fig_federation(cfg: dict[str, Any], vary: str) -> dict[str, Any]:
         s = r["summary"]
         print(
             f"  {vary}={size}: {s['time_per_iteration_s']:.2f} s/iter, critical path "
-            f"{s['critical_path_s']:.2f} s, root reduce {s['root_reduce_s']:.3f} s, sent/node "
-            f"{s['bytes_sent_per_node_max'] / 1e6:.2f} MB ({time.perf_counter() - t0:.0f} s)",
+            f"{s['critical_path_s']:.2f} s, root combine {s['root_combine_s']:.3f} s, root "
+            f"reduce {s['root_reduce_s']:.3f} s, sent/node {s['bytes_sent_per_node_max'] / 1e6:.2f}"
+            f" MB, received/node {s['bytes_received_per_node_max'] / 1e6:.2f} MB "
+            f"({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
         rows.append(entry)
@@ -729,16 +731,25 @@ def markdown(res: dict[str, Any]) -> str:
             f"and batch {c['batch']} per node, node processes over gRPC/TLS on localhost, "
             f"binary tree. Medians over iterations. {f['layout_limit']}.",
             "",
-            "| N | d | s/iter | MAP+COMBINE wall s | critical path s | root REDUCE s | "
-            "mean node MAP s | sent/node MB | recv/node max MB | refreshes | node peak RSS "
-            "MB | status |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "Every node times and counts its own part and reports it up the tree: its MAP "
+            "(encrypted gradient), its COMBINE (adding its children's gradients), the payload "
+            "bytes it sent up and down and received from its parent (the encrypted weights) "
+            "and its children. Critical path: the longest chain of dependent per-node work "
+            "(a node's MAP runs in parallel with its children's subtrees; its COMBINE and "
+            "serialization wait for both), from the nodes' own seconds; with fewer cores "
+            "than nodes these include waiting for a core. Bytes per node are maxima over "
+            "nodes, per iteration.",
+            "",
+            "| N | d | s/iter | MAP+COMBINE wall s | critical path s | root COMBINE s | "
+            "root REDUCE s | mean node MAP s | inner node COMBINE s | sent up/node MB | "
+            "sent down/node MB | recv/node MB | refreshes | node peak RSS MB | status |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in f["rows"]:
             if r.get("status") != "ok":
                 L.append(
-                    f"| {r['nodes']} | {r['features']} | - | - | - | - | - | - | - | - | - "
-                    f"| {r['status']}: {r.get('reason', '')} |"
+                    f"| {r['nodes']} | {r['features']} | - | - | - | - | - | - | - | - | - | - "
+                    f"| - | - | {r['status']}: {r.get('reason', '')} |"
                 )
                 continue
             s = r["summary"]
@@ -746,8 +757,10 @@ def markdown(res: dict[str, Any]) -> str:
             L.append(
                 f"| {r['nodes']} | {r['features']} | {_f(s['time_per_iteration_s'])} | "
                 f"{_f(s['mapcombine_wall_s'])} | {_f(s['critical_path_s'])} | "
-                f"{_f(s['root_reduce_s'])} | {_f(s['mean_node_map_s'])} | "
+                f"{_f(s['root_combine_s'])} | {_f(s['root_reduce_s'])} | "
+                f"{_f(s['mean_node_map_s'])} | {_f(s['inner_node_combine_s'])} | "
                 f"{s['bytes_sent_per_node_max'] / 1e6:.3f} | "
+                f"{s['bytes_sent_down_per_node_max'] / 1e6:.3f} | "
                 f"{s['bytes_received_per_node_max'] / 1e6:.3f} | {s['refreshes']} | "
                 f"{peak / 2**20:.0f} | ok |"
             )
@@ -951,8 +964,9 @@ def plots(res: dict[str, Any], out: Path, stem: str) -> list[str]:
         ax = axes[0]
         for k, lab in (
             ("time_per_iteration_s", "time per iteration"),
-            ("critical_path_s", "critical path (sum of MAP along chain)"),
+            ("critical_path_s", "critical path (dependent per-node work)"),
             ("mapcombine_wall_s", "MAP+COMBINE wall"),
+            ("root_combine_s", "root COMBINE"),
             ("root_reduce_s", "root REDUCE"),
         ):
             ax.plot(xs, [v[k] for v in s], "o-", label=lab)
@@ -962,12 +976,20 @@ def plots(res: dict[str, Any], out: Path, stem: str) -> list[str]:
         ax.legend(fontsize=8)
         ax.set_title("time")
         ax = axes[1]
-        ax.plot(xs, [v["bytes_sent_per_node_max"] / 1e6 for v in s], "o-", label="sent / node")
+        ax.plot(
+            xs, [v["bytes_sent_per_node_max"] / 1e6 for v in s], "o-", label="sent up (max node)"
+        )
+        ax.plot(
+            xs,
+            [v["bytes_sent_down_per_node_max"] / 1e6 for v in s],
+            "^-",
+            label="sent down (max node)",
+        )
         ax.plot(
             xs,
             [v["bytes_received_per_node_max"] / 1e6 for v in s],
             "s-",
-            label="received from children (max node)",
+            label="received from parent + children (max node)",
         )
         ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
@@ -975,15 +997,23 @@ def plots(res: dict[str, Any], out: Path, stem: str) -> list[str]:
         ax.legend(fontsize=8)
         ax.set_title("bytes")
         ax = axes[2]
-        for r in ok:
+        for i, r in enumerate(ok):
+            its = r["per_iteration"]
             ax.plot(
                 range(r["nodes"]),
-                np.median([it["node_seconds"] for it in r["per_iteration"]], axis=0),
+                np.median([it["node_seconds"] for it in its], axis=0),
                 "o-",
-                label=f"{key}={r[key]}",
+                color=f"C{i % 10}",
+                label=f"{key}={r[key]} MAP",
+            )
+            ax.plot(
+                range(r["nodes"]),
+                np.median([it["node_combine_seconds"] for it in its], axis=0),
+                "x:",
+                color=f"C{i % 10}",
             )
         ax.set_xlabel("node index (0 = root)")
-        ax.set_ylabel("own MAP seconds (median)")
+        ax.set_ylabel("seconds (median): MAP solid, COMBINE dotted")
         ax.legend(fontsize=8)
         ax.set_title("per node")
         skipped = [f"{r[key]}: {r['status']}" for r in f["rows"] if r.get("status") != "ok"]
@@ -1145,9 +1175,8 @@ def main(argv: list[str] | None = None) -> int:
         res["fig5_summary"] = fig5_summary(res["figures"]["fig5"])
     res["not_measured"] = [
         "fig3 (MLP): not implemented in phe-fl (GLMs only).",
-        "bytes sent DOWN the tree (encrypted weights per iteration) are not reported by "
-        "phe-fl's events; the JSON gives the serialized size of a ciphertext at the weights' "
-        "level (weights_down_bytes) as a computed size, not an observed one.",
+        "fig1/fig2 bytes are payload (envelope) bytes counted by the nodes; protobuf, gRPC "
+        "and TLS framing on the wire is not counted.",
     ] + [f"{k}: error {v}" for k, v in res["errors"].items()]
     for fig in ("fig1", "fig2"):
         for r in res["figures"].get(fig, {}).get("rows", []):

@@ -1,21 +1,34 @@
 """Figures 1, 2 and 6a of the benchmark suite (issue #5): a real federation of node
 processes (``LocalCluster``, gRPC + TLS on localhost, fan-out 2) training logistic
-regression, measured from the per-node events the root streams to the querier.
+regression, measured from the per-node stats every node reports about itself
+(``NodeStats``, carried to the querier in the root's per-node events).
 
 What one run measures, per training iteration (see ``parse_events``):
 
 * ``wall_s``: the root's whole iteration (level management, collective refresh if any,
   MAP+COMBINE round trip over the tree, REDUCE), the ``iteration`` event's seconds;
 * ``mapcombine_wall_s``: the root's MAP+COMBINE fan-out, start to finish;
-* ``node_seconds``: each node's own MAP work (its encrypted gradient: ``NodeStats.seconds``
-  is the time of the node's own contribution; loading and adding its children's shares
-  is not in it);
-* ``critical_path_s``: max over root-to-leaf chains (node i's parent is (i-1)//2) of the
-  sum of the chain's own MAP seconds;
-* ``bytes_sent[node]``: what the node sent up to its parent (``Event.bytes_sent``);
-  ``bytes_received[node]``: the sum of its children's ``bytes_sent`` (the encrypted
-  weights sent down the tree are not reported by the events; ``weights_down_bytes`` is the
-  serialized size of a ciphertext at the weights' level, computed here, not observed);
+* ``node_seconds``: each node's own MAP work (its encrypted gradient), as the node timed it;
+* ``node_combine_seconds``: each node's COMBINE, loading and adding its children's
+  encrypted gradients to its own, as the node timed it (0 on leaves);
+* ``node_work_seconds``: own MAP + COMBINE + serializing what the node sends up;
+* ``node_subtree_seconds``: each node's request arrival to answer ready (its children's
+  subtrees, network and waiting included);
+* ``critical_path_s``: the longest chain of dependent per-node work in the tree the nodes
+  reported (each names its parent): a node's own MAP runs in parallel with its
+  children's subtrees, its COMBINE and serialization after both (see ``critical_path``);
+  ``critical_path`` is that chain's node ids, the one whose MAP starts it first;
+  ``serial_chain_s``: max over leaf-to-root chains of the sum of their
+  ``node_work_seconds`` (as if nothing ran in parallel; an upper bound);
+* ``bytes_sent[node]``: payload bytes the node sent up to its parent;
+  ``bytes_from_parent[node]``: payload bytes of the request (the encrypted weights) it
+  received from its parent (0 at the root); ``bytes_from_children[node]``: payload bytes of
+  its children's contributions it received; ``bytes_received`` is their sum;
+  ``bytes_to_children[node]``: request payload bytes it passed down to its children.
+  Every byte count is what the node itself counted (envelope bytes, not the
+  protobuf/gRPC/TLS framing); ``weights_down_bytes`` is the largest ``bytes_from_parent``;
+* ``root_combine_s``: the root's COMBINE (adding its children's encrypted gradients to its
+  own), as the root timed it;
 * ``root_reduce_s``: ``wall_s - mapcombine_wall_s - refresh seconds``: the root's REDUCE
   (the encrypted weight update from the combined gradient), the aggregation work that only
   the root does.
@@ -38,7 +51,7 @@ import numpy as np
 import phe_fl.federation.local as _local
 from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.querier import Querier
-from phe_fl.federation.serde import Event
+from phe_fl.federation.serde import Event, NodeStats
 from phe_fl.mhe import Context, QuerierKeyPair, _backend, get_parameter_set
 from phe_fl.ml import TrainingJob
 
@@ -153,9 +166,64 @@ def make_job(params: str, n_features: int, iterations: int, batch: int) -> Train
     )
 
 
+def _children(parents: dict[str, str]) -> dict[str, list[str]]:
+    kids: dict[str, list[str]] = {n: [] for n in parents}
+    for n, p in parents.items():
+        if p:
+            if p not in kids:
+                raise ValueError(f"{n} names parent {p!r}, which sent no stats")
+            kids[p].append(n)
+    return kids
+
+
+def critical_path(stats: dict[str, NodeStats]) -> tuple[float, list[str]]:
+    """The longest chain of dependent per-node work in the tree the nodes reported.
+
+    A node starts its own work when the request reaches it, in parallel with its
+    children's subtrees, and can combine only when both are done:
+    ``finish(n) = max(own(n), max over children c of finish(c)) + combine(n) +
+    serialize(n)``, the root's finish being the critical path (unlimited cores, free
+    network). Returns it and its chain of node ids, the node whose own work starts it
+    first (then each ancestor's COMBINE + serialization)."""
+    parents = {n: s.parent_id for n, s in stats.items()}
+    roots = [n for n, p in parents.items() if not p]
+    if len(roots) != 1:
+        raise ValueError(f"node stats name {len(roots)} roots: {roots}")
+    kids = _children(parents)
+
+    def finish(n: str, depth: int = 0) -> tuple[float, list[str]]:
+        if depth > len(stats):
+            raise ValueError("node stats do not form a tree (a cycle)")
+        best, path = stats[n].seconds, [n]
+        for c in kids[n]:
+            f, p = finish(c, depth + 1)
+            if f > best:
+                best, path = f, [*p, n]
+        return best + stats[n].combine_seconds + stats[n].serialize_seconds, path
+
+    return finish(roots[0])
+
+
+def serial_chain(stats: dict[str, NodeStats]) -> float:
+    """Max over leaf-to-root chains of the sum of the chain's per-node work (MAP +
+    COMBINE + serialization), as if no node worked while another did: an upper bound."""
+    parents = {n: s.parent_id for n, s in stats.items()}
+    kids = _children(parents)
+    best = 0.0
+    for leaf in (n for n in stats if not kids[n]):
+        total, j, hops = 0.0, leaf, 0
+        while j:
+            total += stats[j].work_seconds
+            j, hops = parents[j], hops + 1
+            if hops > len(stats):
+                raise ValueError("node stats do not form a tree (a cycle)")
+        best = max(best, total)
+    return best
+
+
 def parse_events(events: list[Event], n_nodes: int) -> list[dict[str, Any]]:
     walls: dict[int, float] = {}
-    nodes: dict[int, dict[str, tuple[float, int]]] = defaultdict(dict)
+    nodes: dict[int, dict[str, NodeStats]] = defaultdict(dict)
     refresh_pending = 0.0
     refresh_of: dict[int, float] = {}
     iters: list[dict[str, Any]] = []
@@ -169,7 +237,9 @@ def parse_events(events: list[Event], n_nodes: int) -> list[dict[str, Any]]:
             continue
         m = _MAPN.match(ev.phase)
         if m and ev.node_id:
-            nodes[int(m[1])][ev.node_id] = (ev.seconds, ev.bytes_sent)
+            if ev.stats is None:
+                raise ValueError(f"{ev.node_id} reported no NodeStats in {ev.phase!r}")
+            nodes[int(m[1])][ev.node_id] = ev.stats
             continue
         if ev.phase == "collective refresh" and not ev.node_id:
             refresh_pending += ev.seconds
@@ -185,32 +255,34 @@ def parse_events(events: list[Event], n_nodes: int) -> list[dict[str, Any]]:
                         "levels_left_after": int(mi[4]),
                     }
                 )
+    ids = [f"node-{i}" for i in range(n_nodes)]
     for row in iters:
         it = row["iteration"]
         per = nodes.get(it, {})
-        secs = [per.get(f"node-{i}", (0.0, 0))[0] for i in range(n_nodes)]
-        sent = [per.get(f"node-{i}", (0.0, 0))[1] for i in range(n_nodes)]
-        recv = [0] * n_nodes
-        for i in range(1, n_nodes):
-            recv[(i - 1) // 2] += sent[i]
-        chains = []
-        for leaf in range(n_nodes):
-            if 2 * leaf + 1 < n_nodes:
-                continue  # not a leaf
-            total, j = 0.0, leaf
-            while True:
-                total += secs[j]
-                if j == 0:
-                    break
-                j = (j - 1) // 2
-            chains.append(total)
+        missing = [i for i in ids if i not in per]
+        if missing:
+            raise ValueError(f"iteration {it}: no stats from {missing}")
+        st = [per[i] for i in ids]
+        path_s, path = critical_path(per)
         row.update(
             mapcombine_wall_s=walls.get(it, float("nan")),
             refresh_s=refresh_of.get(it, 0.0),
-            node_seconds=secs,
-            critical_path_s=max(chains) if chains else 0.0,
-            bytes_sent=sent,
-            bytes_received=recv,
+            parents=[s.parent_id for s in st],
+            node_seconds=[s.seconds for s in st],
+            node_combine_seconds=[s.combine_seconds for s in st],
+            node_serialize_seconds=[s.serialize_seconds for s in st],
+            node_work_seconds=[s.work_seconds for s in st],
+            node_subtree_seconds=[s.subtree_seconds for s in st],
+            critical_path_s=path_s,
+            critical_path=path,
+            serial_chain_s=serial_chain(per),
+            bytes_sent=[s.bytes_sent for s in st],
+            bytes_from_parent=[s.bytes_from_parent for s in st],
+            bytes_from_children=[s.bytes_from_children for s in st],
+            bytes_received=[s.bytes_received for s in st],
+            bytes_to_children=[s.bytes_to_children for s in st],
+            weights_down_bytes=max(s.bytes_from_parent for s in st),
+            root_combine_s=st[0].combine_seconds,
         )
         row["root_reduce_s"] = row["wall_s"] - row["mapcombine_wall_s"] - row["refresh_s"]
     return iters
@@ -278,7 +350,6 @@ def run_training(
         row["gradient_level"] = lvl
         row["ciphertext_bytes_at_level"] = ciphertext_bytes(params, min(lvl, depth - 1))
         row["ciphertext_bytes_last_level"] = ciphertext_bytes(params, depth - 1)
-        row["weights_down_bytes"] = row["ciphertext_bytes_at_level"]
     out["per_iteration"] = iters
     out["summary"] = summarize(iters, job.n_weights)
     return out
@@ -290,18 +361,32 @@ def _median(xs: list[float]) -> float:
 
 def summarize(iters: list[dict[str, Any]], n_weights: int) -> dict[str, Any]:
     """Medians over iterations (the first one included: every iteration does the same
-    work, refreshes aside, which are counted)."""
+    work, refreshes aside, which are counted); byte maxima over nodes and iterations."""
     sent = [b for r in iters for b in r["bytes_sent"]]
-    recv = [max(r["bytes_received"]) for r in iters]
+    recv = [b for r in iters for b in r["bytes_received"]]
+    inner_combine = [
+        c
+        for r in iters
+        for c, b in zip(r["node_combine_seconds"], r["bytes_from_children"], strict=True)
+        if b
+    ]
     return {
         "time_per_iteration_s": _median([r["wall_s"] for r in iters]),
         "mapcombine_wall_s": _median([r["mapcombine_wall_s"] for r in iters]),
         "critical_path_s": _median([r["critical_path_s"] for r in iters]),
+        "serial_chain_s": _median([r["serial_chain_s"] for r in iters]),
+        "root_combine_s": _median([r["root_combine_s"] for r in iters]),
         "root_reduce_s": _median([r["root_reduce_s"] for r in iters]),
         "mean_node_map_s": _median([float(np.mean(r["node_seconds"])) for r in iters]),
+        "inner_node_combine_s": _median(inner_combine),
         "bytes_sent_per_node_max": max(sent) if sent else 0,
         "bytes_sent_per_node_mean": float(np.mean(sent)) if sent else 0.0,
         "bytes_received_per_node_max": max(recv) if recv else 0,
+        "bytes_received_per_node_mean": float(np.mean(recv)) if recv else 0.0,
+        "bytes_sent_down_per_node_max": max(
+            (b for r in iters for b in r["bytes_to_children"]), default=0
+        ),
+        "weights_down_bytes_max": max((r["weights_down_bytes"] for r in iters), default=0),
         "refreshes": sum(r["refreshes"] for r in iters),
         "expansion_vs_float32": (max(sent) / (4 * n_weights)) if sent else float("nan"),
         "sent_over_ciphertext_at_level": max(

@@ -47,18 +47,29 @@ def _step(node: Node, job_id: str, name: str, payloads: dict[str, bytes], **labe
 
 
 def _report(emit: Emit, phase: str, seconds: float, stats: Sequence[NodeStats]) -> None:
+    """One event for the phase, then one per node carrying that node's own stats."""
     slowest = max(stats, key=lambda s: s.seconds) if stats else None
     sent = sum(s.bytes_sent for s in stats)
+    down = sum(s.bytes_to_children for s in stats)
     detail = f"; slowest node {slowest.node_id} {slowest.seconds:.2f} s" if slowest else ""
-    emit(Event(phase, f"{len(stats)} nodes, {sent / 1e6:.1f} MB up the tree{detail}", seconds))
+    emit(
+        Event(
+            phase,
+            f"{len(stats)} nodes, {sent / 1e6:.1f} MB up and {down / 1e6:.1f} MB down the "
+            f"tree{detail}",
+            seconds,
+        )
+    )
     for s in stats:
         emit(
             Event(
                 f"{phase}/node",
-                f"{s.node_id}: {s.seconds:.2f} s, {s.bytes_sent} bytes",
+                f"{s.node_id}: {s.seconds:.2f} s own, {s.combine_seconds:.3f} s combine, "
+                f"{s.bytes_sent} bytes sent up, {s.bytes_received} received",
                 s.seconds,
                 s.node_id,
                 s.bytes_sent,
+                s,
             )
         )
 

@@ -180,6 +180,10 @@ class Node:
             return result
 
     def _compute(self, step: Step, spec: _StepSpec, timeout: float | None) -> Received:
+        """Own contribution while the children work on theirs, then COMBINE; the node's
+        first :class:`NodeStats` is what it measured itself (see there)."""
+        t_start = time.perf_counter()
+        request_bytes = sum(len(b) for b in step.payloads.values())
         child_timeout = None if timeout is None else max(0.5, timeout * 0.8 - 0.5)
         futures = [
             self._pool.submit(child.contribute, step, child_timeout) for child in self.children
@@ -193,14 +197,32 @@ class Node:
             raise
         own_seconds = time.perf_counter() - t0
         stats: list[NodeStats] = []
+        combine_seconds = 0.0
+        from_children = 0
         for future in futures:
-            received = future.result()  # PeerError names the child
+            received = future.result()  # PeerError names the child (waiting is not work)
             stats.extend(received.stats)
-            acc = spec.combine(
-                self, step, acc, spec.load(self, step, received.step.payload("share"))
-            )
+            share = received.step.payload("share")
+            from_children += len(share)
+            t0 = time.perf_counter()
+            acc = spec.combine(self, step, acc, spec.load(self, step, share))
+            combine_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
         data = acc.to_bytes()
-        stats.insert(0, NodeStats(self.id, own_seconds, len(data)))
+        t_end = time.perf_counter()
+        mine = NodeStats(
+            self.id,
+            own_seconds,
+            len(data),
+            combine_seconds=combine_seconds,
+            serialize_seconds=t_end - t0,
+            subtree_seconds=t_end - t_start,
+            bytes_from_parent=0 if self.config.is_root else request_bytes,
+            bytes_from_children=from_children,
+            bytes_to_children=request_bytes * len(self.children),
+            parent_id=self.config.parent or "",
+        )
+        stats.insert(0, mine)
         out = Step(step.job_id, step.step, step.params, step.n_parties, {"share": data})
         return Received(out, tuple(stats))
 

@@ -35,9 +35,13 @@ class ProgressPrinter:
         if ev.node_id:
             self.bytes_by_node[ev.node_id] += ev.bytes_sent
             if self.per_node:
-                self.write(
-                    f"      {ev.node_id:<10} {ev.seconds:7.2f} s {ev.bytes_sent / 1e6:9.2f} MB"
-                )
+                line = f"      {ev.node_id:<10} {ev.seconds:7.2f} s {ev.bytes_sent / 1e6:9.2f} MB"
+                if ev.stats is not None:
+                    line += (
+                        f" up, combine {ev.stats.combine_seconds:6.3f} s, received "
+                        f"{ev.stats.bytes_received / 1e6:.2f} MB"
+                    )
+                self.write(line)
             return
         self.seconds_by_phase[ev.phase.split(":")[0]] += ev.seconds
         match = _ITER.match(ev.message) if ev.phase == "iteration" else None

@@ -59,20 +59,50 @@ class Step:
 
 @dataclass(frozen=True)
 class NodeStats:
+    """What one contribution cost one node, measured by that node.
+
+    ``seconds`` is its own work on the request (e.g. its encrypted gradient);
+    ``combine_seconds`` loading and adding its children's contributions (0 on a leaf);
+    ``serialize_seconds`` writing what it sends up; ``subtree_seconds`` the request's
+    arrival to the answer being ready, waiting for its children included. Bytes count
+    payloads (envelope bytes), not the framing: ``bytes_sent`` up to the parent,
+    ``bytes_from_parent`` the request's payloads (0 at the root, which makes the request),
+    ``bytes_from_children`` its children's contributions, ``bytes_to_children`` the
+    request's payloads passed to all of its children.
+    """
+
     node_id: str
     seconds: float
     bytes_sent: int
+    combine_seconds: float = 0.0
+    serialize_seconds: float = 0.0
+    subtree_seconds: float = 0.0
+    bytes_from_parent: int = 0
+    bytes_from_children: int = 0
+    bytes_to_children: int = 0
+    parent_id: str = ""
+
+    @property
+    def work_seconds(self) -> float:
+        """The node's own share of the critical path: its work, COMBINE, serialization."""
+        return self.seconds + self.combine_seconds + self.serialize_seconds
+
+    @property
+    def bytes_received(self) -> int:
+        return self.bytes_from_parent + self.bytes_from_children
 
 
 @dataclass(frozen=True)
 class Event:
-    """Job progress; per-node events carry the node id and the bytes it sent."""
+    """Job progress; per-node events carry the node id, the bytes it sent and (from
+    nodes that report them) its full :class:`NodeStats`."""
 
     phase: str
     message: str
     seconds: float = 0.0
     node_id: str = ""
     bytes_sent: int = 0
+    stats: NodeStats | None = None
 
 
 @dataclass(frozen=True)
@@ -119,26 +149,55 @@ def to_frames(
             yield pb.Frame(chunk=bytes(view[off : off + CHUNK]))
     stats = list(stats)
     if stats:
-        yield pb.Frame(
-            trailer=pb.Trailer(
-                stats=[
-                    pb.NodeStats(node_id=s.node_id, seconds=s.seconds, bytes_sent=s.bytes_sent)
-                    for s in stats
-                ]
-            )
-        )
+        yield pb.Frame(trailer=pb.Trailer(stats=[_stats_to_pb(s) for s in stats]))
+
+
+def _stats_to_pb(s: NodeStats) -> pb.NodeStats:
+    return pb.NodeStats(
+        node_id=s.node_id,
+        seconds=s.seconds,
+        bytes_sent=s.bytes_sent,
+        combine_seconds=s.combine_seconds,
+        serialize_seconds=s.serialize_seconds,
+        subtree_seconds=s.subtree_seconds,
+        bytes_from_parent=s.bytes_from_parent,
+        bytes_from_children=s.bytes_from_children,
+        bytes_to_children=s.bytes_to_children,
+        parent_id=s.parent_id,
+    )
+
+
+def _stats_from_pb(s: pb.NodeStats) -> NodeStats:
+    return NodeStats(
+        s.node_id,
+        s.seconds,
+        s.bytes_sent,
+        s.combine_seconds,
+        s.serialize_seconds,
+        s.subtree_seconds,
+        s.bytes_from_parent,
+        s.bytes_from_children,
+        s.bytes_to_children,
+        s.parent_id,
+    )
 
 
 def event_frame(ev: Event) -> pb.Frame:
-    return pb.Frame(
-        event=pb.JobEvent(
-            phase=ev.phase,
-            message=ev.message,
-            seconds=ev.seconds,
-            node_id=ev.node_id,
-            bytes_sent=ev.bytes_sent,
-        )
+    event = pb.JobEvent(
+        phase=ev.phase,
+        message=ev.message,
+        seconds=ev.seconds,
+        node_id=ev.node_id,
+        bytes_sent=ev.bytes_sent,
     )
+    if ev.stats is not None:
+        event.node_stats.CopyFrom(_stats_to_pb(ev.stats))
+    return pb.Frame(event=event)
+
+
+def _event_from_pb(e: pb.JobEvent) -> Event:
+    stats = _stats_from_pb(e.node_stats) if e.HasField("node_stats") else None
+    return Event(e.phase, e.message, e.seconds, e.node_id, e.bytes_sent, stats)
 
 
 def from_frames(
@@ -151,8 +210,7 @@ def from_frames(
         kind = frame.WhichOneof("body")
         if kind == "event":
             if on_event is not None:
-                e = frame.event
-                on_event(Event(e.phase, e.message, e.seconds, e.node_id, e.bytes_sent))
+                on_event(_event_from_pb(frame.event))
             continue
         if kind != "header":
             raise ProtocolError(f"stream must start with a header frame, got {kind or 'empty'}")
@@ -187,9 +245,7 @@ def from_frames(
                 payloads[info.name] = bytes(buf[: info.size])
                 del buf[: info.size]
         elif kind == "trailer":
-            stats = tuple(
-                NodeStats(s.node_id, s.seconds, s.bytes_sent) for s in frame.trailer.stats
-            )
+            stats = tuple(_stats_from_pb(s) for s in frame.trailer.stats)
             break
         else:
             raise ProtocolError(f"unexpected {kind or 'empty'} frame inside a payload stream")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aphe_fl/v1/federation.proto\x12\tphe_fl.v1\")\n\x0bPayloadInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\xd9\x01\n\nStepHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06params\x18\x03 \x01(\t\x12\x11\n\tn_parties\x18\x04 \x01(\r\x12(\n\x08payloads\x18\x05 \x03(\x0b\x32\x16.phe_fl.v1.PayloadInfo\x12\x31\n\x06labels\x18\x06 \x03(\x0b\x32!.phe_fl.v1.StepHeader.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x05\x46rame\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.phe_fl.v1.StepHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12%\n\x07trailer\x18\x03 \x01(\x0b\x32\x12.phe_fl.v1.TrailerH\x00\x12$\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x13.phe_fl.v1.JobEventH\x00\x42\x06\n\x04\x62ody\"A\n\tNodeStats\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\".\n\x07Trailer\x12#\n\x05stats\x18\x01 \x03(\x0b\x32\x14.phe_fl.v1.NodeStats\"`\n\x08JobEvent\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\"$\n\x0c\x42roadcastAck\x12\x14\n\x0cinstalled_by\x18\x01 \x03(\t2\xa7\x01\n\x04Node\x12\x34\n\nContribute\x12\x10.phe_fl.v1.Frame\x1a\x10.phe_fl.v1.Frame(\x01\x30\x01\x12\x38\n\tBroadcast\x12\x10.phe_fl.v1.Frame\x1a\x17.phe_fl.v1.BroadcastAck(\x01\x12/\n\x05Query\x12\x10.phe_fl.v1.Frame\x1a\x10.phe_fl.v1.Frame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aphe_fl/v1/federation.proto\x12\tphe_fl.v1\")\n\x0bPayloadInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\xd9\x01\n\nStepHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06params\x18\x03 \x01(\t\x12\x11\n\tn_parties\x18\x04 \x01(\r\x12(\n\x08payloads\x18\x05 \x03(\x0b\x32\x16.phe_fl.v1.PayloadInfo\x12\x31\n\x06labels\x18\x06 \x03(\x0b\x32!.phe_fl.v1.StepHeader.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x05\x46rame\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.phe_fl.v1.StepHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12%\n\x07trailer\x18\x03 \x01(\x0b\x32\x12.phe_fl.v1.TrailerH\x00\x12$\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x13.phe_fl.v1.JobEventH\x00\x42\x06\n\x04\x62ody\"\xf4\x01\n\tNodeStats\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x17\n\x0f\x63ombine_seconds\x18\x04 \x01(\x01\x12\x19\n\x11serialize_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fsubtree_seconds\x18\x06 \x01(\x01\x12\x19\n\x11\x62ytes_from_parent\x18\x07 \x01(\x04\x12\x1b\n\x13\x62ytes_from_children\x18\x08 \x01(\x04\x12\x19\n\x11\x62ytes_to_children\x18\t \x01(\x04\x12\x11\n\tparent_id\x18\n \x01(\t\".\n\x07Trailer\x12#\n\x05stats\x18\x01 \x03(\x0b\x32\x14.phe_fl.v1.NodeStats\"\x8a\x01\n\x08JobEvent\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12(\n\nnode_stats\x18\x06 \x01(\x0b\x32\x14.phe_fl.v1.NodeStats\"$\n\x0c\x42roadcastAck\x12\x14\n\x0cinstalled_by\x18\x01 \x03(\t2\xa7\x01\n\x04Node\x12\x34\n\nContribute\x12\x10.phe_fl.v1.Frame\x1a\x10.phe_fl.v1.Frame(\x01\x30\x01\x12\x38\n\tBroadcast\x12\x10.phe_fl.v1.Frame\x1a\x17.phe_fl.v1.BroadcastAck(\x01\x12/\n\x05Query\x12\x10.phe_fl.v1.Frame\x1a\x10.phe_fl.v1.Frame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,14 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPHEADER_LABELSENTRY']._serialized_end=302
   _globals['_FRAME']._serialized_start=305
   _globals['_FRAME']._serialized_end=455
-  _globals['_NODESTATS']._serialized_start=457
-  _globals['_NODESTATS']._serialized_end=522
-  _globals['_TRAILER']._serialized_start=524
-  _globals['_TRAILER']._serialized_end=570
-  _globals['_JOBEVENT']._serialized_start=572
-  _globals['_JOBEVENT']._serialized_end=668
-  _globals['_BROADCASTACK']._serialized_start=670
-  _globals['_BROADCASTACK']._serialized_end=706
-  _globals['_NODE']._serialized_start=709
-  _globals['_NODE']._serialized_end=876
+  _globals['_NODESTATS']._serialized_start=458
+  _globals['_NODESTATS']._serialized_end=702
+  _globals['_TRAILER']._serialized_start=704
+  _globals['_TRAILER']._serialized_end=750
+  _globals['_JOBEVENT']._serialized_start=753
+  _globals['_JOBEVENT']._serialized_end=891
+  _globals['_BROADCASTACK']._serialized_start=893
+  _globals['_BROADCASTACK']._serialized_end=929
+  _globals['_NODE']._serialized_start=932
+  _globals['_NODE']._serialized_end=1099
 # @@protoc_insertion_point(module_scope)

@@ -50,14 +50,28 @@ class Frame(_message.Message):
     def __init__(self, header: _Optional[_Union[StepHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[Trailer, _Mapping]] = ..., event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
 
 class NodeStats(_message.Message):
-    __slots__ = ("node_id", "seconds", "bytes_sent")
+    __slots__ = ("node_id", "seconds", "bytes_sent", "combine_seconds", "serialize_seconds", "subtree_seconds", "bytes_from_parent", "bytes_from_children", "bytes_to_children", "parent_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    COMBINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SUBTREE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_PARENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TO_CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     seconds: float
     bytes_sent: int
-    def __init__(self, node_id: _Optional[str] = ..., seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    combine_seconds: float
+    serialize_seconds: float
+    subtree_seconds: float
+    bytes_from_parent: int
+    bytes_from_children: int
+    bytes_to_children: int
+    parent_id: str
+    def __init__(self, node_id: _Optional[str] = ..., seconds: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., combine_seconds: _Optional[float] = ..., serialize_seconds: _Optional[float] = ..., subtree_seconds: _Optional[float] = ..., bytes_from_parent: _Optional[int] = ..., bytes_from_children: _Optional[int] = ..., bytes_to_children: _Optional[int] = ..., parent_id: _Optional[str] = ...) -> None: ...
 
 class Trailer(_message.Message):
     __slots__ = ("stats",)
@@ -66,18 +80,20 @@ class Trailer(_message.Message):
     def __init__(self, stats: _Optional[_Iterable[_Union[NodeStats, _Mapping]]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("phase", "message", "seconds", "node_id", "bytes_sent")
+    __slots__ = ("phase", "message", "seconds", "node_id", "bytes_sent", "node_stats")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    NODE_STATS_FIELD_NUMBER: _ClassVar[int]
     phase: str
     message: str
     seconds: float
     node_id: str
     bytes_sent: int
-    def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., seconds: _Optional[float] = ..., node_id: _Optional[str] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    node_stats: NodeStats
+    def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., seconds: _Optional[float] = ..., node_id: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., node_stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
 
 class BroadcastAck(_message.Message):
     __slots__ = ("installed_by",)

@@ -13,7 +13,8 @@ from phe_fl.federation.config import DataSource
 from phe_fl.federation.data import load_local_data
 from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.querier import Querier, TrainingRun
-from phe_fl.mhe import INSECURE_TEST
+from phe_fl.federation.serde import Event, NodeStats
+from phe_fl.mhe import INSECURE_TEST, Context, QuerierKeyPair
 from phe_fl.ml import GLMTrainer, TrainingJob, predict, setup_local
 from phe_fl.ml.glm import design_matrix
 
@@ -35,6 +36,48 @@ def _shards() -> list[tuple[np.ndarray, np.ndarray]]:
     return [load_local_data(DataSource("breast_cancer", None, i, N)) for i in range(N)]
 
 
+def _smallest_ciphertext_bytes() -> int:
+    """Envelope bytes of a ciphertext at the last level: no weights ciphertext is smaller."""
+    ctx = Context(INSECURE_TEST)
+    keys = QuerierKeyPair.generate(ctx)
+    return len(
+        ctx.encrypt(np.zeros(4), keys.public_key, level=INSECURE_TEST.mult_depth - 1).to_bytes()
+    )
+
+
+def _check_map_stats(events: list[Event]) -> None:
+    """Every node reported, per iteration, its own MAP and COMBINE seconds and the bytes
+    it sent up and down and received; the numbers agree between parents and children."""
+    per_iteration: dict[str, dict[str, NodeStats]] = {}
+    for e in events:
+        if e.phase.endswith("MAP+COMBINE/node"):
+            assert e.stats is not None and e.stats.node_id == e.node_id, e
+            per_iteration.setdefault(e.phase, {})[e.node_id] = e.stats
+    assert len(per_iteration) == JOB.iterations
+    smallest = _smallest_ciphertext_bytes()
+    for phase, stats in per_iteration.items():
+        assert set(stats) == {f"node-{i}" for i in range(N)}, phase
+        for i in range(N):
+            s = stats[f"node-{i}"]
+            kids = [stats[f"node-{j}"] for j in range(1, N) if (j - 1) // 2 == i]
+            assert s.parent_id == ("" if i == 0 else f"node-{(i - 1) // 2}")
+            assert s.seconds > 0 and s.bytes_sent >= smallest
+            assert s.subtree_seconds >= s.seconds + s.combine_seconds
+            if kids:  # inner node: it combined what its children sent it
+                assert s.combine_seconds > 0, (phase, s)
+                assert s.bytes_from_children == sum(k.bytes_sent for k in kids)
+                assert s.bytes_to_children == sum(k.bytes_from_parent for k in kids)
+            else:
+                assert s.combine_seconds == 0 and s.bytes_from_children == 0
+                assert s.bytes_to_children == 0
+            if i == 0:  # the root makes the request: nothing comes from a parent
+                assert s.bytes_from_parent == 0
+            else:  # the encrypted weights (and nothing else) came down from the parent
+                assert s.bytes_from_parent >= smallest, (phase, s)
+                assert s.bytes_from_parent == stats["node-0"].bytes_to_children // 2
+            assert s.bytes_received == s.bytes_from_parent + s.bytes_from_children
+
+
 def _accuracy(weights: np.ndarray, run: TrainingRun) -> float:
     X = run.standardize(np.vstack([x for x, _ in _shards()]))
     y = np.concatenate([y for _, y in _shards()])
@@ -43,7 +86,7 @@ def _accuracy(weights: np.ndarray, run: TrainingRun) -> float:
 
 def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> None:
     with LocalCluster(tmp_path, n_nodes=N, fanout=2, params=PARAMS, allow_decryption=True) as c:
-        events = []
+        events: list[Event] = []
         querier = Querier(c.root_address, c.querier_tls(), PARAMS, on_event=events.append)
         querier.setup("keys")
         run = querier.train("train-1", JOB)
@@ -66,6 +109,7 @@ def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> No
     assert {e.node_id for e in events if e.phase.endswith("MAP+COMBINE/node")} == {
         f"node-{i}" for i in range(N)
     }
+    _check_map_stats(events)
 
     shards = [(run.standardize(x), y) for x, y in _shards()]
     fed = setup_local(JOB, shards)
