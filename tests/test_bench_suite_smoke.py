@@ -71,6 +71,12 @@ def test_suite_smallest_figure(tmp_path: Path) -> None:
             "fig1.iterations=1",
             "--set",
             "fig1.rows=16",
+            "--set",
+            "fig3.parties=2",
+            "--set",
+            "fig3.train_rows=16",
+            "--set",
+            "fig3.hidden=[4, 4]",
         ]
     )
     assert code == 0
@@ -93,6 +99,10 @@ def test_suite_smallest_figure(tmp_path: Path) -> None:
     assert it["critical_path_s"] >= max(it["node_seconds"]) + it["root_combine_s"]
     md = (tmp_path / "suite-quick.md").read_text()
     assert "not observed" not in md and "root COMBINE s" in md
-    assert res["figures"]["fig3"]["status"] == "not implemented"
+    f3 = res["figures"]["fig3"]  # one epoch = 16 rows / (2 parties x batch 8): 1 iteration
+    assert f3["status"] == "measured" and f3["iterations"] == 1 and f3["units"] == [16, 4, 4, 10]
+    assert f3["max_abs_weight_diff"] < 1e-3 and f3["refreshes_parties"] > 0
+    assert f3["acc_encrypted"] == f3["acc_twin"] and f3["seconds_per_epoch"] > 0
+    assert "## 3. MLP" in md and "s / epoch" in md
     assert res["figures"]["fig6"]["rows"][0]["expansion_vs_float32"] > 1
     assert "Scaling with parties" in (tmp_path / "suite-quick.md").read_text()
