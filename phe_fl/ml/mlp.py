@@ -32,6 +32,7 @@ counts are reported per iteration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -204,10 +205,8 @@ class MLPJob:
 
     @property
     def hidden_act(self) -> PolyActivation:
-        fn = _relu if self.hidden_activation == "relu" else sigmoid
-        return _fit_cached(
+        return _hidden_fit(
             self.hidden_activation,
-            fn,
             int(self.hidden_degree),
             float(self.hidden_bound),
             self.activation_method,
@@ -253,18 +252,10 @@ class MLPJob:
         self.layout  # noqa: B018 - raises if the layers do not fit the slots
 
 
-_FITS: dict[tuple[str, int, float, str], PolyActivation] = {}
-
-
-def _fit_cached(
-    name: str, fn: Callable[[FloatArray], FloatArray], degree: int, bound: float, method: FitMethod
-) -> PolyActivation:
-    key = (name, degree, bound, method)
-    if key not in _FITS:
-        _FITS[key] = fit_activation(
-            fn, f"{name}-{method}-d{degree}-a{bound:g}", degree, bound, method
-        )
-    return _FITS[key]
+@functools.lru_cache(maxsize=64)
+def _hidden_fit(kind: str, degree: int, bound: float, method: FitMethod) -> PolyActivation:
+    fn = _relu if kind == "relu" else sigmoid
+    return fit_activation(fn, f"{kind}-{method}-d{degree}-a{bound:g}", degree, bound, method)
 
 
 # -- the encrypted forward and backward passes ----------------------------------------------

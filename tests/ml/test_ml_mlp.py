@@ -240,6 +240,10 @@ def test_oblivious_prediction_scores_and_only_ciphertexts_at_parties(
     assert np.array_equal(np.argmax(scores, axis=1), mlp_predict(job, weights, xq))
     assert seen and all(isinstance(c, Ciphertext) for c in seen)
     assert all(c.key_tag == fed.fed.joint_key.key_tag for c in seen)
+    # what the root evaluates: the querier's rows encrypted, no trace of their values
+    (query, *_) = mlp_mod.encrypt_mlp_queries(job, fed.encrypt, xq[:2])
+    blob = query.to_bytes()
+    assert all(np.float64(v).tobytes() not in blob for v in xq[:2].ravel())
 
 
 # -- bad input ---------------------------------------------------------------------------
