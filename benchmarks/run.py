@@ -641,6 +641,54 @@ def fig5(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- figure 6 (derived from the runs of figures 1, 2 and 5) ---------------------------------
+def weights_down_row(fig: str, r: dict[str, Any]) -> dict[str, Any] | None:
+    """The encrypted weights broadcast down the tree for MAP, from the bytes each node
+    counted (``weights_down_bytes``: the largest request a node got from its parent, per
+    iteration); the level they travel at is read off those bytes (the nearest size of a
+    ciphertext at some level), the level MAP needs from the job's depth per iteration."""
+    iters = r["per_iteration"]
+    down = [int(i["weights_down_bytes"]) for i in iters]
+    if not down or not max(down):
+        return None
+    params = r["params"]
+    ps = get_parameter_set(params)
+    depth = scaling.make_job(
+        params, r["features"], r["iterations"], r["batch_per_node"]
+    ).depth_per_iteration
+    sizes = {lv: scaling.ciphertext_bytes(params, lv) for lv in range(ps.mult_depth)}
+
+    def nearest(b: int) -> int:
+        return min(sizes, key=lambda lv: abs(sizes[lv] - b))
+
+    levels = [nearest(b) for b in down]
+    map_level = ps.mult_depth - depth  # deepest level with `depth` levels left
+    refresh_level = map_level - ps.refresh_min_levels  # ... and a refreshable result
+    worst = max(down)
+    return {
+        "source": fig,
+        "message": "encrypted weights down the tree",
+        "params": params,
+        "nodes": r["nodes"],
+        "values": r["features"] + 1,
+        "bytes": worst,
+        "bytes_per_iteration": down,
+        "expansion_vs_float32": worst / (4 * (r["features"] + 1)),
+        "level_sent": sorted(set(levels)),
+        "level_sent_per_iteration": levels,
+        "depth_per_iteration": depth,
+        "level_map_needs": map_level,
+        "level_map_and_refresh_need": max(refresh_level, 0),
+        "level_receiver_needs": f"<= {map_level} for MAP ({depth} levels); <= "
+        f"{max(refresh_level, 0)} to keep the root's refresh schedule (+ "
+        f"{ps.refresh_min_levels} levels for refreshing the result)",
+        "bytes_over_ciphertext_at_needed_level": worst / sizes[map_level],
+        "bytes_over_ciphertext_at_refresh_level": worst / sizes[max(refresh_level, 0)],
+        "bytes_over_last_level_ciphertext": worst / sizes[ps.mult_depth - 1],
+        "ciphertext_bytes_at_level": sizes[map_level],
+        "down_over_up": worst / r["summary"]["bytes_sent_per_node_max"],
+    }
+
+
 def fig6(results: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for fig in ("fig1", "fig2"):
@@ -666,6 +714,9 @@ def fig6(results: dict[str, Any]) -> dict[str, Any]:
                     "ciphertext_bytes_at_level": it0["ciphertext_bytes_at_level"],
                 }
             )
+            down = weights_down_row(fig, r)
+            if down:
+                rows.append(down)
     f5 = results.get("fig5", {})
     for key, label in (
         ("phe_fl", "phe-fl update, fresh level"),
@@ -886,7 +937,28 @@ def markdown(res: dict[str, Any]) -> str:
             "5 the server only adds and decrypts: the last-level rows show what encrypting at "
             "the lowest level saves.",
             "",
+            "The weights go down at the lowest level that keeps the root's refresh schedule "
+            "(`GLMTrainer.broadcast_levels`): when the updated weights will be refreshed "
+            "before the next iteration anyway, MAP's depth plus the levels the collective "
+            "refresh needs; otherwise (and on the last iteration) every level they have. "
+            "Their bytes column is the largest over iterations; the needed-level column is "
+            "relative to the deepest level MAP alone could take, so what exceeds 1 is the "
+            "refresh's minimum (and the levels kept to avoid an extra refresh).",
+            "",
         ]
+        same: dict[str, list[str]] = {}  # identical runs but for N or d: one line
+        for r in f6["rows"]:
+            if r["message"] == "encrypted weights down the tree":
+                line = (
+                    f"{r['params']}: weights down {r['bytes_per_iteration']} bytes per "
+                    f"iteration at levels {r['level_sent_per_iteration']} (MAP needs <= "
+                    f"{r['level_map_needs']}, with the refresh <= "
+                    f"{r['level_map_and_refresh_need']}); down / up {r['down_over_up']:.2f}"
+                )
+                same.setdefault(line, []).append(
+                    f"{r['source']} N={r['nodes']} d={r['values'] - 1}"
+                )
+        L += [f"- {', '.join(runs)}, {line}" for line, runs in same.items()] + [""]
     L += ["## Not measured", ""] + [f"- {x}" for x in res["not_measured"]] + [""]
     return "\n".join(L)
 
@@ -1099,7 +1171,7 @@ def plots(res: dict[str, Any], out: Path, stem: str) -> list[str]:
         p, ax = plt.subplots(figsize=(8, 4.8))
         series: dict[str, list[tuple[int, float]]] = {}
         for r in f6["rows"]:
-            lab = r["message"] if r["source"] == "fig5" else f"{r['source']}: gradient up the tree"
+            lab = r["message"] if r["source"] == "fig5" else f"{r['source']}: {r['message']}"
             lab += f" ({r.get('params', '?')})"
             series.setdefault(lab, []).append((r["values"], r["expansion_vs_float32"]))
         for i, (lab, pts) in enumerate(sorted(series.items())):

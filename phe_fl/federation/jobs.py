@@ -263,13 +263,16 @@ def run_train(
     w = trainer.encrypt_initial()
     model = EncryptedModel(job, w)
     for it in range(job.iterations):
-        w, report = trainer.step(w, it)
+        # the weights go down the tree at the lowest level that keeps the refresh
+        # schedule (GLMTrainer.broadcast_levels); the root keeps its own copy at its level
+        w, report = trainer.step(w, it, final=it == job.iterations - 1)
         model.reports.append(report)
         emit(
             Event(
                 "iteration",
                 f"{it + 1}/{job.iterations}: {report.refreshes} refresh(es), levels left "
-                f"{report.levels_left_after}",
+                f"{report.levels_left_after}; weights sent down with "
+                f"{report.levels_left_before} levels ({report.levels_dropped} dropped)",
                 report.seconds,
             )
         )

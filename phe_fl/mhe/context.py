@@ -252,6 +252,27 @@ class Context:
         with openfhe_errors(f"rotation by {steps} (is its rotation key installed?)"):
             return Ciphertext(self, self.cc.EvalRotate(a._ct, int(steps)))
 
+    def drop_levels(self, a: Ciphertext, levels_left: int) -> Ciphertext:
+        """The same ciphertext with only ``levels_left`` levels left (OpenFHE's LevelReduce).
+
+        Dropping levels removes RNS towers without touching the message or the key tag,
+        so the copy decrypts to the same values and serializes smaller (one tower fewer
+        per level): send a ciphertext at the lowest level its receiver needs. Levels
+        cannot be added back; asking for more than ``a`` has raises :class:`LevelError`.
+        """
+        self.own(a)
+        have = a.levels_left
+        if not 0 <= levels_left <= have:
+            raise LevelError(
+                f"cannot keep {levels_left} levels of a ciphertext that has {have} left"
+            )
+        if a.scale_degree != 1:
+            raise LevelError("drop levels of a rescaled ciphertext (scale degree 1) only")
+        if levels_left == have:
+            return a
+        with openfhe_errors("dropping levels"):
+            return Ciphertext(self, self.cc.LevelReduce(a._ct, None, have - levels_left))
+
     def _need_level(self, a: Ciphertext, action: str) -> None:
         if a.levels_left < 1:
             raise LevelError(f"{action}: ciphertext has no level left; refresh it first")

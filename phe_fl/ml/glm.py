@@ -19,7 +19,10 @@ polynomial is needed; with the identity it is the gradient of half the squared e
 
 Levels are tracked on the weights: before an iteration that would leave them with too
 few levels to be refreshed afterwards, the root asks for a collective refresh. The count
-per iteration is reported.
+per iteration is reported. The copy broadcast for MAP travels at the lowest level that
+keeps this schedule (:meth:`GLMTrainer.broadcast_levels`): when the updated weights are
+going to be refreshed before the next iteration anyway, MAP's depth plus what the refresh
+needs; otherwise all the levels the weights have.
 
 Momentum costs no level on the weights' path: ``mu * d_t`` takes one level off ``d_t``, which
 sits at the weights' level, while ``G`` is ``depth_per_iteration >= 2`` levels below it, so
@@ -151,8 +154,12 @@ class IterationReport:
     iteration: int
     refreshes: int
     levels_left_before: int
+    """Levels of the weights MAP computed on (the copy broadcast to the parties)."""
     levels_left_after: int
     seconds: float
+    levels_dropped: int = 0
+    """Levels the broadcast copy shed below the root's weights (see
+    :meth:`GLMTrainer.broadcast_levels`)."""
 
 
 @dataclass
@@ -218,6 +225,26 @@ class GLMTrainer:
         self.delta = self.federation.refresh(d)
         return 1
 
+    def broadcast_levels(self, w: Ciphertext, *, final: bool = False) -> int:
+        """Levels the copy of ``w`` broadcast for MAP keeps (``w`` after
+        :meth:`ensure_levels`): the fewer, the smaller the message down the tree.
+
+        The gradient comes back ``depth_per_iteration`` levels below the copy, and the
+        updated weights sit at the gradient's level. If they are going to be refreshed
+        before the next iteration anyway (they would have fewer than ``depth +
+        refresh_min_levels`` levels left), they only need to stay refreshable: the copy
+        keeps ``depth + refresh_min_levels`` levels and the refresh schedule is unchanged.
+        Otherwise dropping levels would force an extra refresh, so the copy keeps them all;
+        likewise on the ``final`` iteration, whose weights are the model (what is done
+        with it next is not known here). With momentum the kept step ``d`` needs nothing
+        more: :meth:`ensure_delta_levels` keeps ``mu * d`` at or above the gradient's level.
+        """
+        depth = self.job.depth_per_iteration
+        needed = depth + self.federation.ctx.params.refresh_min_levels
+        if final or w.levels_left - depth >= needed:
+            return w.levels_left
+        return min(w.levels_left, needed)
+
     def reduce(self, w: Ciphertext, combined: Ciphertext) -> Ciphertext:
         """Sum the combined gradient over samples, align it on the weights, step (with
         momentum, also update the kept step :attr:`delta`)."""
@@ -237,18 +264,27 @@ class GLMTrainer:
         self.delta = d
         return ctx.add(w, d)
 
-    def step(self, w: Ciphertext, iteration: int) -> tuple[Ciphertext, IterationReport]:
+    def step(
+        self, w: Ciphertext, iteration: int, *, final: bool = False
+    ) -> tuple[Ciphertext, IterationReport]:
+        """One iteration; ``final``: the last one of the run (its weights are the model,
+        so the copy broadcast for MAP keeps all their levels)."""
         t0 = time.perf_counter()
         w, refreshes = self.ensure_levels(w)
         refreshes += self.ensure_delta_levels(w)
-        before = w.levels_left
-        request = MapRequest(iteration, w, self.federation.global_batch(iteration))
+        sent = self.federation.ctx.drop_levels(w, self.broadcast_levels(w, final=final))
+        request = MapRequest(iteration, sent, self.federation.global_batch(iteration))
         combined = self.federation.aggregate(self.federation.map(request))
-        w = self.reduce(w, combined)
+        new = self.reduce(w, combined)
         report = IterationReport(
-            iteration, refreshes, before, w.levels_left, time.perf_counter() - t0
+            iteration,
+            refreshes,
+            sent.levels_left,
+            new.levels_left,
+            time.perf_counter() - t0,
+            levels_dropped=w.levels_left - sent.levels_left,
         )
-        return w, report
+        return new, report
 
     def train(
         self, initial_weights: FloatArray | None = None, *, iterations: int | None = None
@@ -257,7 +293,7 @@ class GLMTrainer:
         w = self.encrypt_initial(initial_weights)
         model = EncryptedModel(self.job, w)
         for it in range(n_iter):
-            w, report = self.step(w, it)
+            w, report = self.step(w, it, final=it == n_iter - 1)
             model.reports.append(report)
         model.weights = w
         return model

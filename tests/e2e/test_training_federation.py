@@ -3,6 +3,7 @@ nodes, REDUCE and collective refreshes at the root; compared with the in-process
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ JOB = TrainingJob(
     iterations=4,
     batch_size=16,
     learning_rate=0.3,
-    activation_degree=5,
+    activation_degree=3,  # depth 3 of 7 levels: the weights go down with 6 (see below)
     activation_bound=8.0,
     allow_model_decryption=True,
 )
@@ -43,6 +44,53 @@ def _smallest_ciphertext_bytes() -> int:
     return len(
         ctx.encrypt(np.zeros(4), keys.public_key, level=INSECURE_TEST.mult_depth - 1).to_bytes()
     )
+
+
+def _ciphertext_bytes(levels_left: int) -> int:
+    """Envelope bytes of a fresh ciphertext with ``levels_left`` levels left."""
+    ctx = Context(INSECURE_TEST)
+    keys = QuerierKeyPair.generate(ctx)
+    level = INSECURE_TEST.mult_depth - levels_left
+    return len(ctx.encrypt(np.zeros(4), keys.public_key, level=level).to_bytes())
+
+
+def _planned_broadcast_levels(job: TrainingJob) -> list[int]:
+    """Levels the weights go down with, iteration by iteration: all they have, unless the
+    root refreshes them before the next iteration anyway; then MAP's depth plus the
+    refresh's minimum (the last iteration keeps them all: its weights are the model)."""
+    ps, depth = INSECURE_TEST, job.depth_per_iteration
+    have, out = ps.mult_depth, []
+    for it in range(job.iterations):
+        if have - depth < ps.refresh_min_levels:
+            have = ps.mult_depth  # refreshed
+        final = it == job.iterations - 1
+        if final or have - 2 * depth >= ps.refresh_min_levels:
+            out.append(have)
+        else:
+            out.append(depth + ps.refresh_min_levels)
+        have = out[-1] - depth
+    return out
+
+
+_SENT = re.compile(r"^(\d+)/\d+: .*weights sent down with (\d+) levels")
+
+
+def _check_weights_level(events: list[Event]) -> None:
+    """The weights went down the tree at exactly the planned level, bytes included."""
+    sent = [int(m[2]) for e in events if e.phase == "iteration" and (m := _SENT.match(e.message))]
+    planned = _planned_broadcast_levels(JOB)
+    assert sent == planned, (sent, planned)
+    down = [
+        e.stats.bytes_from_parent
+        for e in events
+        if e.phase.endswith("MAP+COMBINE/node") and e.node_id == "node-1" and e.stats
+    ]
+    assert len(down) == JOB.iterations
+    tower = _ciphertext_bytes(2) - _ciphertext_bytes(1)
+    for levels, got in zip(planned, down, strict=True):
+        want = _ciphertext_bytes(levels)
+        assert abs(got - want) < tower // 20, (levels, got, want)
+    print(f"weights down with {sent} levels: {down} bytes")
 
 
 def _check_map_stats(events: list[Event]) -> None:
@@ -110,6 +158,7 @@ def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> No
         f"node-{i}" for i in range(N)
     }
     _check_map_stats(events)
+    _check_weights_level(events)
 
     shards = [(run.standardize(x), y) for x, y in _shards()]
     fed = setup_local(JOB, shards)

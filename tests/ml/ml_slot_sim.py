@@ -40,6 +40,7 @@ class SlotContext:
     def __init__(self, params: ParameterSet = INSECURE_TEST) -> None:
         self.params = params
         self.rotations: list[int] = []
+        self.dropped: list[int] = []
 
     @property
     def slots(self) -> int:
@@ -90,6 +91,12 @@ class SlotContext:
     def rotate(self, a: SlotCiphertext, steps: int) -> SlotCiphertext:
         self.rotations.append(int(steps))
         return SlotCiphertext(self, np.roll(a.v, -int(steps)), a.level, a.scale_degree)
+
+    def drop_levels(self, a: SlotCiphertext, levels_left: int) -> SlotCiphertext:
+        if not 0 <= levels_left <= a.levels_left or a.scale_degree != 1:
+            raise LevelError(f"cannot keep {levels_left} levels of {a.levels_left}")
+        self.dropped.append(a.levels_left - levels_left)
+        return SlotCiphertext(self, a.v, self.params.mult_depth - levels_left, 1)
 
 
 class SlotFederation:

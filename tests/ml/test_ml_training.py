@@ -10,7 +10,9 @@ from phe_fl.errors import ParameterError, ProtocolError
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import (
     Federation,
+    GLMParty,
     GLMTrainer,
+    MapRequest,
     ModelDecryptionRefused,
     TrainingJob,
     predict,
@@ -35,6 +37,14 @@ def logistic_run(breast_cancer, split):  # type: ignore[no-untyped-def]
         allow_model_decryption=True,
     )
     fed = setup_local(job, shards)
+    fed.sent = []  # type: ignore[attr-defined]  # the weights each MAP was broadcast with
+    broadcast = fed.map
+
+    def recording_map(request: MapRequest) -> list:  # type: ignore[type-arg]
+        fed.sent.append(request.weights)  # type: ignore[attr-defined]
+        return broadcast(request)
+
+    fed.map = recording_map  # type: ignore[method-assign]
     model = GLMTrainer(job, fed).train()
     return job, shards, fed, model
 
@@ -71,6 +81,71 @@ def test_levels_and_automatic_refresh(logistic_run) -> None:  # type: ignore[no-
         assert r.levels_left_before - r.levels_left_after == job.depth_per_iteration
         assert r.levels_left_after >= INSECURE_TEST.refresh_min_levels
     assert model.weights.levels_left == 4
+    # the weights go down with 6 levels (MAP's 3 + the 3 the refresh of the result needs),
+    # not 7: the root refreshes before each next iteration anyway; the last iteration's
+    # weights are the model and keep their levels
+    assert [r.levels_left_before for r in model.reports] == [6, 6, 6, 7]
+    assert [r.levels_dropped for r in model.reports] == [1, 1, 1, 0]
+    assert [r.levels_left_after for r in model.reports] == [3, 3, 3, 4]
+
+
+def test_weights_are_sent_at_exactly_the_planned_level(logistic_run) -> None:  # type: ignore[no-untyped-def]
+    job, _, fed, model = logistic_run
+    sent = fed.sent
+    assert [w.levels_left for w in sent] == [r.levels_left_before for r in model.reports]
+    ctx = fed.ctx
+    fresh = fed.encrypt(np.zeros(4))
+    tower = len(fresh.to_bytes()) - len(ctx.drop_levels(fresh, fresh.levels_left - 1).to_bytes())
+    for w in sent:
+        # the bytes on the wire are those of a ciphertext at that level (metadata aside)
+        at_level = len(ctx.drop_levels(fresh, w.levels_left).to_bytes())
+        assert abs(len(w.to_bytes()) - at_level) < tower // 20, (w.levels_left, len(w.to_bytes()))
+    full = len(fresh.to_bytes())
+    print(
+        f"\nweights down: {[len(w.to_bytes()) for w in sent]} bytes (a full-level ciphertext "
+        f"is {full})"
+    )
+    assert len(sent[0].to_bytes()) < full - tower // 2
+
+
+def _slot_run(job: TrainingJob, shards: list, params):  # type: ignore[no-untyped-def]
+    from tests.ml.ml_slot_sim import SlotFederation
+
+    fed = SlotFederation([GLMParty(i, job, s) for i, s in enumerate(shards)], params)
+    return GLMTrainer(job, fed).train(), fed  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_broadcast_drops_levels_without_changing_the_refresh_schedule(
+    breast_cancer, split, momentum
+) -> None:  # type: ignore[no-untyped-def]
+    """11 levels, depth 3, refresh at 3: 11 -> 8 -> 5 -> refresh. At 8 left the weights
+    would need a refresh before the next iteration anyway, so they go down with 6 levels
+    (2 dropped); at 11 they would not, so nothing is dropped. Same refreshes as keeping
+    every level, same weights as the twin."""
+    from phe_fl.mhe import N15_128
+
+    x, y = breast_cancer
+    shards = split(x[:, :4], y, (16, 16))
+    job = TrainingJob(
+        n_features=4, iterations=7, params=N15_128.name, learning_rate=0.2, momentum=momentum
+    )
+    model, fed = _slot_run(job, shards, N15_128)
+    assert job.depth_per_iteration == 3
+    assert [r.levels_dropped for r in model.reports] == [0, 2, 0, 2, 0, 2, 0]
+    assert [r.levels_left_before for r in model.reports] == [11, 6, 11, 6, 11, 6, 11]
+    for r in model.reports:
+        assert r.levels_left_before - r.levels_left_after == job.depth_per_iteration
+    # the schedule of keeping every level: a refresh of w every second iteration (and of
+    # the kept step, with momentum, in the same round)
+    per_round = 2 if momentum else 1
+    assert model.refreshes_per_iteration == [0, 0, per_round, 0, per_round, 0, per_round]
+    assert fed.refreshes == model.total_refreshes
+    twin = train_plaintext(job, shards)
+    w = job.layout.weights_from_slots(model.weights.v)
+    np.testing.assert_allclose(w, twin.weights, rtol=0, atol=1e-12)
+    assert 1e-3 < np.abs(twin.weights).max() < 10  # it trained, and did not diverge
+    assert model.weights.levels_left == 8  # the model keeps its levels
 
 
 def test_decryption_needs_every_partys_consent(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
