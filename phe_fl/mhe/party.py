@@ -2,7 +2,11 @@
 requests, caching each answer so that a retried request gets the same bytes back.
 
 Regenerating a share for the same ciphertext with fresh noise would let a receiver
-average the noise away; the cache is what enforces "cache and resend".
+average the noise away; the cache is what enforces "cache and resend". It keeps the most
+recent ``cache_size`` shares (retries come within seconds; a long training job draws
+thousands of refresh shares, which would otherwise pile up in memory) and remembers the
+digest of every request it ever answered: a request whose share has left the cache is
+refused, never answered again with fresh noise.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from phe_fl.errors import ProtocolError
 from phe_fl.mhe._wire import digest
 from phe_fl.mhe.context import Ciphertext, Context
 from phe_fl.mhe.keys import QuerierPublicKey, SecretShare
@@ -26,11 +31,12 @@ __all__ = ["Party"]
 class Party:
     """One data provider's protocol endpoint. Holds exactly one :class:`SecretShare`."""
 
-    def __init__(self, secret: SecretShare, *, cache_size: int = 4096) -> None:
+    def __init__(self, secret: SecretShare, *, cache_size: int = 256) -> None:
         self.ctx: Context = secret.ctx
         self._secret = secret
         self._cache: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
         self._cache_size = cache_size
+        self._answered: set[tuple[str, bytes]] = set()
 
     @property
     def index(self) -> int:
@@ -45,8 +51,15 @@ class Party:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
+        if key in self._answered:
+            raise ProtocolError(
+                f"party {self.index}: its {key[0]} share for this request was sent long ago "
+                f"and is no longer cached; it is not drawn again with fresh noise (a retry "
+                f"must come within the last {self._cache_size} requests)"
+            )
         share = make()
         self._cache[key] = share
+        self._answered.add(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return share

@@ -212,3 +212,12 @@ def test_the_same_ciphertext_in_another_serialized_form_gets_no_fresh_noise(fed,
     party = Party(fed.parties[1]._secret)
     share_a, share_b = party.decryption_share(a), party.decryption_share(b)
     assert _backend.dump(share_a.raw[0]) == _backend.dump(share_b.raw[0])
+
+
+def test_a_share_that_left_the_cache_is_refused_not_redrawn(fed) -> None:  # type: ignore[no-untyped-def]
+    party = Party(fed.parties[0]._secret, cache_size=2)
+    cts = [fed.encrypt(np.full(4, float(v))) for v in range(3)]
+    first = [party.decryption_share(c).to_bytes() for c in cts]
+    assert party.decryption_share(cts[2]).to_bytes() == first[2]  # still cached
+    with pytest.raises(PheFlError, match=r"not drawn again with fresh noise"):
+        party.decryption_share(cts[0])
