@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import gc
 import json
 import os
 import platform
@@ -305,6 +306,7 @@ def run_network_accuracy(
     party_refreshes = sum(r.party_refreshes for r in enc.reports)
     root_refreshes = sum(r.root_refreshes for r in enc.reports)
     return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "dataset": name,
         "description": desc,
         "model": model,
@@ -350,7 +352,8 @@ def network_markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> st
         f"80/20 stratified split (seed {meta['seed']}), global standardization, batch 8 per "
         "party; hidden activation: degree-2 least-squares fit of ReLU; output: per-class "
         "fitted sigmoid with the cross-entropy gradient (the softmax substitute). "
-        f"Machine: {meta['machine']}; {meta['date']}.",
+        f"Machine: {meta['machine']}; rows measured "
+        f"{', '.join(sorted({r.get('date', meta['date']) for r in rows}))}.",
         "",
         "| dataset | model | units | split | iters | acc enc | acc oblivious | acc twin | "
         "acc sklearn | max abs(enc - twin) | refreshes root / parties | enc s | s/iter | "
@@ -669,6 +672,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="multinomial regression and MLP table instead of the GLM one",
     )
     ap.add_argument("--models", default="multinomial,mlp", help="with --networks")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --networks: keep the rows of an earlier run that this run does not redo",
+    )
+    ap.add_argument(
+        "--add-rows",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="with --networks: also take the rows of another run's JSON",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -676,15 +691,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = "quick" if args.quick else "full"
         meta = _meta(args.params, profile, args.parties, args.seed)
         scale = 0.5 if args.quick else 1.0  # quick: half the iterations
+        stem = args.out / f"training-networks-{args.params}"
         rows = []
+        if args.merge and stem.with_suffix(".json").exists():  # keep rows not run again
+            old = json.loads(stem.with_suffix(".json").read_text())
+            if old["meta"]["profile"] != profile:
+                ap.error(f"--merge: {stem}.json is a {old['meta']['profile']} profile run")
+            rows = old["rows"]
+        for extra in args.add_rows:  # rows of other runs (e.g. run in parallel)
+            rows += json.loads(Path(extra).read_text())["rows"]
         t_all = time.perf_counter()
-        for name in args.datasets.split(","):
+
+        def save() -> str:
+            order = {(d, m): i for i, (d, m) in enumerate(NETWORK_JOBS)}
+            rows.sort(key=lambda r: (order[(r["dataset"], r["model"])], r["split"] != "iid"))
+            md = network_markdown(meta, rows)
+            stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+            stem.with_suffix(".md").write_text(md)
+            return md
+
+        for name in filter(None, args.datasets.split(",")):
             for model in args.models.split(","):
                 for mode in args.splits.split(","):
                     row = run_network_accuracy(
                         name, model, mode, args.params, args.parties, args.seed, scale
                     )
+                    gc.collect()  # each row builds a federation; free it before the next
+                    key = (name, model, mode)
+                    rows = [r for r in rows if (r["dataset"], r["model"], r["split"]) != key]
                     rows.append(row)
+                    save()  # after every row: a long run that dies keeps what it measured
                     print(
                         f"{name:14s} {model:11s} {mode:7s} acc enc {row['acc_encrypted']:.4f} "
                         f"twin {row['acc_twin']:.4f} sklearn {row['acc_sklearn']:.4f} "
@@ -693,10 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         flush=True,
                     )
         meta["seconds_total"] = time.perf_counter() - t_all
-        md = network_markdown(meta, rows)
-        stem = args.out / f"training-networks-{args.params}"
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-        stem.with_suffix(".md").write_text(md)
+        md = save()
         print()
         print(md)
         return 0
