@@ -78,14 +78,18 @@ def canonical(loader: str, blob: bytes) -> bytes:
 
 
 def _checksum_scheme():
-    """How the envelope's trailing checksum is computed (it changed once already: BLAKE2b-128
-    to CRC-32); found by packing a known envelope, so crafted-envelope tests keep working."""
+    """How the envelope's trailing checksum is computed (it changed twice already: BLAKE2b-128
+    to CRC-32 to XXH3-128); found by packing a known envelope, so crafted-envelope tests keep
+    working."""
     import hashlib
     import struct
     import zlib
 
+    import xxhash
+
     probe = Envelope(Kind.CIPHERTEXT, bytes(8), blobs=(b"probe",)).pack()
     for size, fn in (
+        (16, lambda body: xxhash.xxh3_128_digest(body)),
         (4, lambda body: struct.pack(">I", zlib.crc32(body))),
         (16, lambda body: hashlib.blake2b(body, digest_size=16).digest()),
     ):

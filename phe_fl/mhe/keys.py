@@ -170,8 +170,8 @@ class RelinKey(_KeyObject):
         known = _installed_relin.get(self.key_tag)
         if known is not None and not _relin_present(self.ctx, self.key_tag):
             known = None  # OpenFHE's maps were cleared behind our back: install again
-        if known is not None:  # compare (hash) the keys only when a second one arrives
-            if known is self or digest(known.to_bytes()) == digest(self.to_bytes()):
+        if known is not None:  # compare the keys' bytes only when a second one arrives
+            if known is self or known.to_bytes() == self.to_bytes():
                 return
             raise KeyMismatchError(
                 "another relinearization key is already installed for this joint key"

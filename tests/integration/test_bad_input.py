@@ -467,6 +467,28 @@ def test_relin_round2_share_from_another_federation_refuses_to_aggregate(fed, ot
         gen.aggregate_round2(ours[0], round1)
 
 
+def test_relin_round2_shares_from_different_round1_aggregates_of_one_run_refuse(fed):
+    """Same CRP, same subject, all parties, but one party's round-1 share drawn twice: the
+    two complete round-1 aggregates differ, and round-2 shares made from them are bound to
+    the aggregate they came from (its envelope checksum), so they refuse to aggregate."""
+    gen = RelinKeyGen(fed.joint_key)
+    secrets = [p._secret for p in fed.parties]
+    crp = gen.gen_crp(secrets[0])
+    shares = [gen.gen_share(s, crp) for s in secrets]
+    round1 = gen.aggregate_all(shares)
+    redrawn = gen.aggregate_all([*shares[:-1], gen.gen_share(secrets[-1], crp)])
+    assert round1.subject == redrawn.subject and round1.to_bytes() != redrawn.to_bytes()
+    a = gen.gen_round2_share(secrets[0], round1)
+    b = gen.gen_round2_share(secrets[1], redrawn)
+    with pytest.raises(KeyMismatchError, match="different protocol instances"):
+        gen.aggregate_round2(a, b)
+    # the same aggregate, received as bytes, binds the same way as the sender's object
+    received = gen.share_from_bytes(round1.to_bytes())
+    again = gen.gen_round2_share(secrets[1], received)
+    assert again.subject == a.subject
+    gen.aggregate_round2(a, again)
+
+
 def test_refresh_shares_for_different_crps_refuse_to_aggregate(fed, ct):
     proto = Refresh(fed.ctx)
     prepared = proto.prepare(ct)

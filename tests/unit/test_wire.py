@@ -7,7 +7,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phe_fl.errors import KeyMismatchError, PheFlError, SerializationError
-from phe_fl.mhe._wire import _HEAD, MAGIC, SUBJECT_LEN, VERSION, Envelope, Kind, digest
+from phe_fl.mhe._wire import (
+    _HEAD,
+    CHECKSUM_LEN,
+    MAGIC,
+    SUBJECT_LEN,
+    VERSION,
+    Envelope,
+    Kind,
+    checksum_of,
+    digest,
+)
 from phe_fl.mhe.keys import decode_indices, encode_indices
 from tests.helpers import CHECKSUM_SIZE, body_of, reseal
 
@@ -101,8 +111,44 @@ def test_unpack_refuses_bad_magic_and_other_version():
     body = body_of(sample().pack())
     with pytest.raises(SerializationError, match="magic"):
         Envelope.unpack(reseal(b"XXXX" + body[4:]), Kind.DECRYPTION_SHARE)
-    with pytest.raises(SerializationError, match="version 2"):
-        Envelope.unpack(reseal(body[:4] + bytes([2]) + body[5:]), Kind.DECRYPTION_SHARE)
+    newer = VERSION + 1
+    with pytest.raises(SerializationError, match=f"version {newer}, expected {VERSION}"):
+        Envelope.unpack(reseal(body[:4] + bytes([newer]) + body[5:]), Kind.DECRYPTION_SHARE)
+
+
+def test_checksum_is_xxh3_128_of_everything_before_it():
+    import xxhash
+
+    data = sample().pack()
+    assert CHECKSUM_SIZE == CHECKSUM_LEN == 16
+    assert data[-16:] == xxhash.xxh3_128_digest(data[:-16])
+    assert checksum_of(data) == data[-16:]
+    assert checksum_of(memoryview(data)) == data[-16:]
+
+
+def test_version_1_envelope_with_crc32_is_refused_as_older():
+    """Bytes written before the checksum became XXH3-128 are refused, never misparsed."""
+    import struct
+    import zlib
+
+    body = body_of(sample().pack())
+    v1 = body[:4] + bytes([1]) + body[5:]
+    old = v1 + struct.pack(">I", zlib.crc32(v1))
+    with pytest.raises(SerializationError, match="version 1, expected 2 .*older phe-fl"):
+        Envelope.unpack(old, Kind.DECRYPTION_SHARE)
+
+
+def test_checksum_of_tells_envelopes_apart_by_any_byte():
+    base = sample()
+    variants = [
+        base,
+        sample(parties=frozenset({0, 3})),
+        sample(subject=digest(b"other")),
+        sample(blobs=(b"first payloaD", b"", b"\x00" * 300)),
+        sample(blobs=(b"first payload", b"\x00" * 300, b"")),
+    ]
+    sums = {checksum_of(v.pack()) for v in variants}
+    assert len(sums) == len(variants)
 
 
 def test_unpack_refuses_unknown_kind():
