@@ -78,11 +78,10 @@ from phe_fl.ml import (  # noqa: E402
     train_plaintext_mlp,
 )
 from phe_fl.ml.datasets import (  # noqa: E402
-    apply_standardization,
+    federated_split,
     load_dataset,
     split,
     standardize,
-    train_test,
 )
 from phe_fl.ml.prediction import predict_local  # noqa: E402
 
@@ -135,9 +134,7 @@ def run_accuracy(
     from sklearn.linear_model import LogisticRegression
 
     x, y, desc = load_dataset(name)
-    x_tr, y_tr, x_te, y_te = train_test(x, y, 0.2, seed)
-    shards, mean, std = standardize(split(x_tr, y_tr, n_parties, mode, seed))  # type: ignore[arg-type]
-    x_te = apply_standardization(x_te, mean, std)
+    shards, x_te, y_te = federated_split(x, y, n_parties, mode, seed)  # type: ignore[arg-type]
     job = TrainingJob(
         n_features=x.shape[1],
         iterations=iterations,
@@ -259,9 +256,7 @@ def run_network_accuracy(
     from sklearn.neural_network import MLPClassifier
 
     x, y, desc = load_network_data(name)
-    x_tr, y_tr, x_te, y_te = train_test(x, y, 0.2, seed)
-    shards, mean, std = standardize(split(x_tr, y_tr, n_parties, mode, seed))  # type: ignore[arg-type]
-    x_te = apply_standardization(x_te, mean, std)
+    shards, x_te, y_te = federated_split(x, y, n_parties, mode, seed)  # type: ignore[arg-type]
     settings = dict(NETWORK_JOBS[(name, model)])
     settings["iterations"] = max(1, round(settings["iterations"] * scale))
     job = MLPJob(

@@ -19,7 +19,7 @@ import numpy as np
 
 from phe_fl.mhe import get_parameter_set
 from phe_fl.ml import MLPJob, MLPTrainer, mlp_predict, setup_local_mlp, train_plaintext_mlp
-from phe_fl.ml.datasets import apply_standardization, load_dataset, split, standardize, train_test
+from phe_fl.ml.datasets import federated_split, load_dataset
 
 # GiB a 10-party in-process run holds at each ring size (measured here at 2^12; the 2^15
 # figure is bench_training's 10-party GLM run plus the network's 28 rotation keys)
@@ -39,13 +39,11 @@ def run(cfg: dict[str, Any], mem_available: int) -> dict[str, Any]:
             "config": cfg,
         }
     x, y, desc = load_dataset("digits", digit=None, pool=cfg["pool"])
-    x_tr, y_tr, x_te, y_te = train_test(x, y, 0.2, cfg["seed"])
-    if cfg.get("train_rows"):  # smoke tests: a smaller epoch
-        x_tr, y_tr = x_tr[: cfg["train_rows"]], y_tr[: cfg["train_rows"]]
-    shards, mean, std = standardize(split(x_tr, y_tr, cfg["parties"], "iid", cfg["seed"]))
-    x_te = apply_standardization(x_te, mean, std)
+    shards, x_te, y_te = federated_split(  # train_rows: smoke tests' smaller epoch
+        x, y, cfg["parties"], "iid", cfg["seed"], train_rows=cfg.get("train_rows")
+    )
     per_iteration = cfg["parties"] * cfg["batch"]
-    iterations_per_epoch = math.ceil(len(y_tr) / per_iteration)
+    iterations_per_epoch = math.ceil(sum(len(s[1]) for s in shards) / per_iteration)
     job = MLPJob(
         n_features=x.shape[1],
         n_classes=10,

@@ -44,6 +44,7 @@ __all__ = [
     "standardize",
     "apply_standardization",
     "train_test",
+    "federated_split",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -199,3 +200,23 @@ def standardize(shards: Sequence[Shard]) -> tuple[list[Shard], FloatArray, Float
 
 def apply_standardization(x: FloatArray, mean: FloatArray, std: FloatArray) -> FloatArray:
     return np.asarray((np.asarray(x, dtype=np.float64) - mean) / std, dtype=np.float64)
+
+
+def federated_split(
+    x: FloatArray,
+    y: FloatArray,
+    n_parties: int,
+    mode: SplitMode = "iid",
+    seed: int = 0,
+    *,
+    test_fraction: float = 0.2,
+    train_rows: int | None = None,
+) -> tuple[list[Shard], FloatArray, FloatArray]:
+    """The experiments' recipe in one call: a stratified held-out test set, the training
+    rows (the first ``train_rows`` of them if given) dealt to the parties, every shard and
+    the test rows scaled with the pooled statistics. Returns ``(shards, x_test, y_test)``."""
+    x_tr, y_tr, x_te, y_te = train_test(x, y, test_fraction, seed)
+    if train_rows is not None:
+        x_tr, y_tr = x_tr[:train_rows], y_tr[:train_rows]
+    shards, mean, std = standardize(split(x_tr, y_tr, n_parties, mode, seed))
+    return shards, apply_standardization(x_te, mean, std), y_te

@@ -48,7 +48,7 @@ from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import sigmoid
 from phe_fl.ml.federation import Federation, LocalTrainingFederation, MapRequest
-from phe_fl.ml.job import Shard, TrainingJob, validate_shard, validate_shards
+from phe_fl.ml.job import Shard, ShardWorker, TrainingJob, validate_shard, validate_shards
 
 __all__ = [
     "batch_rows",
@@ -83,30 +83,12 @@ def design_matrix(job: TrainingJob, x: FloatArray) -> FloatArray:
 
 
 # -- MAP: a party ------------------------------------------------------------------------
-class GLMParty:
+class GLMParty(ShardWorker[TrainingJob]):
     """One party's training endpoint: its shard stays here as plaintext."""
 
     def __init__(self, index: int, job: TrainingJob, shard: Shard) -> None:
         x, y = validate_shard(job, shard, party=index)
-        self._index = index
-        self.job = job
-        self._x = design_matrix(job, x)
-        self._y = y
-
-    @property
-    def index(self) -> int:
-        return self._index
-
-    @property
-    def allows_model_decryption(self) -> bool:
-        return self.job.allow_model_decryption
-
-    @property
-    def n_samples(self) -> int:
-        return int(self._x.shape[0])
-
-    def batch_size_at(self, iteration: int) -> int:
-        return min(self.job.batch_size, self.n_samples)
+        super().__init__(index, job, design_matrix(job, x), y)
 
     def gradient(self, request: MapRequest) -> Ciphertext:
         """Encrypted ``sum_i eta * x_ij * (p(x_i . w) - y_i)``, unreduced over samples

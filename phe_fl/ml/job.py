@@ -9,9 +9,9 @@ which party or field is wrong and what to change.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,9 @@ __all__ = [
     "TrainingJob",
     "Shard",
     "ShardSpec",
+    "ShardWorker",
+    "CommonFields",
+    "check_common_fields",
     "validate_shards",
     "validate_shard",
     "is_int",
@@ -69,18 +72,9 @@ class TrainingJob:
         def bad(field: str, why: str) -> ParameterError:
             return ParameterError(f"training job: {field} {why}")
 
-        if not is_int(self.n_features) or self.n_features < 1:
-            raise bad("n_features", f"must be a positive integer, got {self.n_features!r}")
+        check_common_fields(self, bad)
         if self.model not in ("logistic", "linear"):
             raise bad("model", f"must be 'logistic' or 'linear', got {self.model!r}")
-        if not is_real(self.learning_rate) or not self.learning_rate > 0:
-            raise bad("learning_rate", f"must be a finite number > 0, got {self.learning_rate!r}")
-        if not is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
-            raise bad("momentum", f"must be a number in [0, 1), got {self.momentum!r}")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            raise bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
-        if not is_int(self.iterations) or self.iterations < 0:
-            raise bad("iterations", f"must be an integer >= 0, got {self.iterations!r}")
         if self.model == "logistic":
             if not is_int(self.activation_degree) or not 1 <= self.activation_degree <= 31:
                 raise bad(
@@ -92,16 +86,6 @@ class TrainingJob:
                     "activation_bound",
                     f"must be a finite number > 0, got {self.activation_bound!r}",
                 )
-            if self.activation_method not in ("lstsq", "chebyshev"):
-                raise bad(
-                    "activation_method",
-                    f"must be 'lstsq' or 'chebyshev', got {self.activation_method!r}",
-                )
-        if self.params not in PARAMETER_SETS:
-            known = ", ".join(sorted(PARAMETER_SETS))
-            raise bad("params", f"{self.params!r} is not a known parameter set ({known})")
-        if not isinstance(self.allow_model_decryption, bool):
-            raise bad("allow_model_decryption", "must be True or False")
         self.check_fits()
 
     # -- derived --------------------------------------------------------------------------
@@ -169,6 +153,86 @@ class TrainingJob:
                 f"the refresh); " + " or ".join(advice)
             )
         self.layout  # noqa: B018 - raises if the model does not fit the slots
+
+
+class CommonFields(Protocol):
+    """The fields every job (GLM or network) declares and checks the same way."""
+
+    @property
+    def n_features(self) -> int: ...
+
+    @property
+    def learning_rate(self) -> float: ...
+
+    @property
+    def momentum(self) -> float: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def iterations(self) -> int: ...
+
+    @property
+    def activation_method(self) -> str: ...
+
+    @property
+    def params(self) -> str: ...
+
+    @property
+    def allow_model_decryption(self) -> bool: ...
+
+
+def check_common_fields(job: CommonFields, bad: Callable[[str, str], ParameterError]) -> None:
+    """Raise ``bad(field, why)`` for the first shared field that is not valid."""
+    if not is_int(job.n_features) or job.n_features < 1:
+        raise bad("n_features", f"must be a positive integer, got {job.n_features!r}")
+    if not is_real(job.learning_rate) or not job.learning_rate > 0:
+        raise bad("learning_rate", f"must be a finite number > 0, got {job.learning_rate!r}")
+    if not is_real(job.momentum) or not 0.0 <= job.momentum < 1.0:
+        raise bad("momentum", f"must be a number in [0, 1), got {job.momentum!r}")
+    if not is_int(job.batch_size) or job.batch_size < 1:
+        raise bad("batch_size", f"must be a positive integer, got {job.batch_size!r}")
+    if not is_int(job.iterations) or job.iterations < 0:
+        raise bad("iterations", f"must be an integer >= 0, got {job.iterations!r}")
+    if job.activation_method not in ("lstsq", "chebyshev"):
+        raise bad(
+            "activation_method", f"must be 'lstsq' or 'chebyshev', got {job.activation_method!r}"
+        )
+    if job.params not in PARAMETER_SETS:
+        known = ", ".join(sorted(PARAMETER_SETS))
+        raise bad("params", f"{job.params!r} is not a known parameter set ({known})")
+    if not isinstance(job.allow_model_decryption, bool):
+        raise bad("allow_model_decryption", "must be True or False")
+
+
+J = TypeVar("J", bound=CommonFields)
+
+
+class ShardWorker(Generic[J]):
+    """What every model's MAP worker holds: its index, its job (with its own consent to
+    decrypt the model) and its validated rows, which never leave it."""
+
+    def __init__(self, index: int, job: J, x: FloatArray, y: FloatArray) -> None:
+        self._index = index
+        self.job = job
+        self._x = x
+        self._y = y
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def allows_model_decryption(self) -> bool:
+        return self.job.allow_model_decryption
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._x.shape[0])
+
+    def batch_size_at(self, iteration: int) -> int:
+        return min(self.job.batch_size, self.n_samples)
 
 
 class ShardSpec(Protocol):

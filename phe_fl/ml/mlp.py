@@ -46,7 +46,7 @@ import numpy.typing as npt
 from phe_fl.errors import LevelError, ParameterError, ProtocolError
 from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.keys import QuerierKeyPair
-from phe_fl.mhe.params import PARAMETER_SETS, ParameterSet, get_parameter_set
+from phe_fl.mhe.params import ParameterSet, get_parameter_set
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import (
     FitMethod,
@@ -62,7 +62,15 @@ from phe_fl.ml.federation import (
     Refresher,
 )
 from phe_fl.ml.glm import batch_rows
-from phe_fl.ml.job import Shard, is_int, is_real, validate_shard, validate_shards
+from phe_fl.ml.job import (
+    Shard,
+    ShardWorker,
+    check_common_fields,
+    is_int,
+    is_real,
+    validate_shard,
+    validate_shards,
+)
 from phe_fl.ml.mlp_layout import MLPLayout, chunks
 
 __all__ = [
@@ -130,8 +138,7 @@ class MLPJob:
         def bad(name: str, why: str) -> ParameterError:
             return ParameterError(f"network job: {name} {why}")
 
-        if not is_int(self.n_features) or self.n_features < 1:
-            raise bad("n_features", f"must be a positive integer, got {self.n_features!r}")
+        check_common_fields(self, bad)
         if not is_int(self.n_classes) or self.n_classes < 2:
             raise bad("n_classes", f"must be an integer >= 2, got {self.n_classes!r}")
         hidden = tuple(self.hidden)
@@ -141,16 +148,10 @@ class MLPJob:
                 f"must list 0 to {MAX_HIDDEN_LAYERS} positive layer widths, got {self.hidden!r}",
             )
         object.__setattr__(self, "hidden", hidden)
-        for name in ("learning_rate", "hidden_bound", "output_bound", "init_scale"):
+        for name in ("hidden_bound", "output_bound", "init_scale"):
             v = getattr(self, name)
             if not is_real(v) or not v > 0:
                 raise bad(name, f"must be a finite number > 0, got {v!r}")
-        if not is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
-            raise bad("momentum", f"must be a number in [0, 1), got {self.momentum!r}")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            raise bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
-        if not is_int(self.iterations) or self.iterations < 0:
-            raise bad("iterations", f"must be an integer >= 0, got {self.iterations!r}")
         if self.hidden_activation not in ("relu", "sigmoid"):
             raise bad(
                 "hidden_activation",
@@ -164,18 +165,8 @@ class MLPJob:
             )
         if not is_int(self.output_degree) or not 1 <= self.output_degree <= 15:
             raise bad("output_degree", f"must be an integer in 1..15, got {self.output_degree!r}")
-        if self.activation_method not in ("lstsq", "chebyshev"):
-            raise bad(
-                "activation_method",
-                f"must be 'lstsq' or 'chebyshev', got {self.activation_method!r}",
-            )
-        if self.params not in PARAMETER_SETS:
-            known = ", ".join(sorted(PARAMETER_SETS))
-            raise bad("params", f"{self.params!r} is not a known parameter set ({known})")
         if not is_int(self.seed):
             raise bad("seed", f"must be an integer, got {self.seed!r}")
-        if not isinstance(self.allow_model_decryption, bool):
-            raise bad("allow_model_decryption", "must be True or False")
         self.check_fits()
 
     # -- derived --------------------------------------------------------------------------
@@ -386,30 +377,13 @@ def _with_bias(x: FloatArray) -> FloatArray:
     return np.hstack([np.asarray(x, dtype=np.float64), np.ones((x.shape[0], 1))])
 
 
-class MLPParty:
+class MLPParty(ShardWorker[MLPJob]):
     """One party's training endpoint for networks: its shard stays here as plaintext."""
 
     def __init__(self, index: int, job: MLPJob, shard: Shard) -> None:
         x, y = validate_shard(job, shard, party=index)
-        self._index = index
-        self.job = job
-        self._x = x
-        self._y = y.astype(np.intp)
-
-    @property
-    def index(self) -> int:
-        return self._index
-
-    @property
-    def allows_model_decryption(self) -> bool:
-        return self.job.allow_model_decryption
-
-    @property
-    def n_samples(self) -> int:
-        return int(self._x.shape[0])
-
-    def batch_size_at(self, iteration: int) -> int:
-        return min(self.job.batch_size, self.n_samples)
+        super().__init__(index, job, x, y)
+        self._labels = y.astype(np.intp)
 
     def gradients(self, request: LayersMapRequest, refresh: Refresher) -> tuple[Ciphertext, ...]:
         """MAP: encrypted ``U_1 .. U_L`` of this party's batch, unreduced over the samples
@@ -430,7 +404,7 @@ class MLPParty:
             )
         eta = job.learning_rate / request.global_batch
         rows = batch_rows(self.n_samples, job.batch_size, request.iteration)
-        x, y = self._x[rows], self._y[rows]
+        x, y = self._x[rows], self._labels[rows]
         lv = _Levels(ctx, refresh)
         total: list[Ciphertext] | None = None
         for sl in chunks(len(rows), job.layout.samples_per_ct):
