@@ -42,7 +42,7 @@ from phe_fl.errors import ParameterError
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml.packing import next_pow2
 
-__all__ = ["MLPLayout", "Form"]
+__all__ = ["MLPLayout", "Form", "chunks"]
 
 Form = Literal["col", "row"]
 
