@@ -2,7 +2,7 @@
 """phe-fl benchmark suite (issue #5): scaling with parties and features, HE overhead,
 side by side with single-key CKKS (TenSEAL) and plaintext, ciphertext expansion.
 
-    ./dev run python benchmarks/run.py --quick            # insecure 2^12 set, a few minutes
+    ./dev run python benchmarks/run.py --quick            # insecure 2^12 set, ~10 minutes
     ./dev run python benchmarks/run.py --full             # 128-bit sets, real hardware
     ./dev run python benchmarks/run.py --quick --only fig1,fig5 --out /tmp/suite
 
