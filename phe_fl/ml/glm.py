@@ -48,7 +48,14 @@ from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import sigmoid
 from phe_fl.ml.federation import Federation, LocalTrainingFederation, MapRequest
-from phe_fl.ml.job import Shard, ShardWorker, TrainingJob, validate_shard, validate_shards
+from phe_fl.ml.job import (
+    Shard,
+    ShardWorker,
+    TrainingJob,
+    require_job_params,
+    validate_shard,
+    validate_shards,
+)
 
 __all__ = [
     "batch_rows",
@@ -171,11 +178,7 @@ class GLMTrainer:
     """The root's side of training: owns the encrypted model, never a secret share."""
 
     def __init__(self, job: TrainingJob, federation: Federation) -> None:
-        if federation.ctx.params.name != job.params:
-            raise ParameterError(
-                f"federation runs parameter set {federation.ctx.params.name!r}, the job "
-                f"declares {job.params!r}"
-            )
+        require_job_params(job, federation.ctx.params.name)
         self.job = job
         self.federation = federation
         self.layout = job.layout

@@ -29,6 +29,7 @@ __all__ = [
     "ShardWorker",
     "CommonFields",
     "check_common_fields",
+    "require_job_params",
     "validate_shards",
     "validate_shard",
     "is_int",
@@ -204,6 +205,14 @@ def check_common_fields(job: CommonFields, bad: Callable[[str, str], ParameterEr
         raise bad("params", f"{job.params!r} is not a known parameter set ({known})")
     if not isinstance(job.allow_model_decryption, bool):
         raise bad("allow_model_decryption", "must be True or False")
+
+
+def require_job_params(job: CommonFields, running: str) -> None:
+    """Refuse to train a job on a federation running another parameter set."""
+    if running != job.params:
+        raise ParameterError(
+            f"federation runs parameter set {running!r}, the job declares {job.params!r}"
+        )
 
 
 J = TypeVar("J", bound=CommonFields)

@@ -68,6 +68,7 @@ from phe_fl.ml.job import (
     check_common_fields,
     is_int,
     is_real,
+    require_job_params,
     validate_shard,
     validate_shards,
 )
@@ -454,11 +455,7 @@ class MLPTrainer:
     """The root's side of network training: owns the encrypted model, never a share."""
 
     def __init__(self, job: MLPJob, federation: LayersFederation) -> None:
-        if federation.ctx.params.name != job.params:
-            raise ParameterError(
-                f"federation runs parameter set {federation.ctx.params.name!r}, the job "
-                f"declares {job.params!r}"
-            )
+        require_job_params(job, federation.ctx.params.name)
         self.job = job
         self.federation = federation
         self.layout = job.layout
