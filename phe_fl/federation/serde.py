@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -153,33 +153,12 @@ def to_frames(
 
 
 def _stats_to_pb(s: NodeStats) -> pb.NodeStats:
-    return pb.NodeStats(
-        node_id=s.node_id,
-        seconds=s.seconds,
-        bytes_sent=s.bytes_sent,
-        combine_seconds=s.combine_seconds,
-        serialize_seconds=s.serialize_seconds,
-        subtree_seconds=s.subtree_seconds,
-        bytes_from_parent=s.bytes_from_parent,
-        bytes_from_children=s.bytes_from_children,
-        bytes_to_children=s.bytes_to_children,
-        parent_id=s.parent_id,
-    )
+    """Field by field: the proto message mirrors the dataclass's field names."""
+    return pb.NodeStats(**{f.name: getattr(s, f.name) for f in fields(NodeStats)})
 
 
 def _stats_from_pb(s: pb.NodeStats) -> NodeStats:
-    return NodeStats(
-        s.node_id,
-        s.seconds,
-        s.bytes_sent,
-        s.combine_seconds,
-        s.serialize_seconds,
-        s.subtree_seconds,
-        s.bytes_from_parent,
-        s.bytes_from_children,
-        s.bytes_to_children,
-        s.parent_id,
-    )
+    return NodeStats(**{f.name: getattr(s, f.name) for f in fields(NodeStats)})
 
 
 def event_frame(ev: Event) -> pb.Frame:
