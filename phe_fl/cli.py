@@ -179,6 +179,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _querier_connection(parser: argparse.ArgumentParser) -> None:
+    """How a querier reaches the root: address, its mTLS identity, the federation CA."""
+    parser.add_argument("--root", required=True, help="root node address host:port")
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--name", default="querier", help="querier id in its certificate")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="phe-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,11 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "querier only; train: logistic regression with the model kept encrypted; model: "
         "decrypt a trained model (every node's policy must allow it)",
     )
-    query.add_argument("--root", required=True, help="root node address host:port")
-    query.add_argument("--cert", required=True)
-    query.add_argument("--key", required=True)
-    query.add_argument("--ca", required=True)
-    query.add_argument("--name", default="querier", help="querier id in its certificate")
+    _querier_connection(query)
     query.add_argument("--params", default="n14-depth5-128")
     query.add_argument("--rotations", default="", help="setup: rotation steps, e.g. 1,2,4")
     query.add_argument("--features", type=int, default=30, help="stats: number of features")
@@ -252,11 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="as a querier, get predictions of a trained (encrypted) model on your own samples;"
         " they leave this process encrypted and only you can read the scores",
     )
-    pred.add_argument("--root", required=True, help="root node address host:port")
-    pred.add_argument("--cert", required=True)
-    pred.add_argument("--key", required=True)
-    pred.add_argument("--ca", required=True)
-    pred.add_argument("--name", default="querier", help="querier id in its certificate")
+    _querier_connection(pred)
     pred.add_argument("--params", default="n15-depth11-128")
     pred.add_argument("--model", required=True, help="the training job id of the model")
     pred.add_argument("--input", required=True, help="CSV of samples, one row each")
