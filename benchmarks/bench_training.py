@@ -48,6 +48,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,10 @@ except ImportError:  # pragma: no cover
 import numpy as np  # noqa: E402
 
 from phe_fl.mhe import PARAMETER_SETS, Ciphertext, Context, QuerierKeyPair  # noqa: E402
+from phe_fl.mhe.context import FloatArray  # noqa: E402
 from phe_fl.mhe.simulation import LocalFederation  # noqa: E402
 from phe_fl.ml import (  # noqa: E402
+    EncryptedMLP,
     GLMParty,
     GLMTrainer,
     LocalTrainingFederation,
@@ -83,6 +86,7 @@ from phe_fl.ml.datasets import (  # noqa: E402
     split,
     standardize,
 )
+from phe_fl.ml.mlp import MLPPlaintextResult  # noqa: E402
 from phe_fl.ml.prediction import predict_local  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -240,10 +244,55 @@ def accuracy_markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> s
 
 
 # -- networks: multinomial regression and MLPs ---------------------------------------------------
-def load_network_data(name: str) -> tuple[np.ndarray, np.ndarray, str]:
+def load_network_data(name: str) -> tuple[FloatArray, FloatArray, str]:
     if name == "digits":
         return load_dataset("digits", digit=None, pool=2)
     return load_dataset(name)
+
+
+@dataclass
+class NetworkRun:
+    """One network trained three ways on the same shards (see :func:`train_network`)."""
+
+    fed: LocalTrainingFederation
+    model: EncryptedMLP
+    twin: MLPPlaintextResult
+    seconds_setup: float
+    seconds_train: float
+    seconds_twin: float
+    acc_exact: float
+    exact_name: str
+
+
+def train_network(
+    job: MLPJob, shards: Sequence[Any], x_te: FloatArray, y_te: FloatArray, seed: int
+) -> NetworkRun:
+    """Key generation and encrypted training (in process, no serialization between the
+    parties), each timed; the plaintext twin, timed; the exact centralized baseline on the
+    pooled training rows (LogisticRegression for multinomial regression, MLPClassifier with
+    the same hidden widths, exact ReLU and softmax, for MLPs), scored on the test rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    t0 = time.perf_counter()
+    fed = setup_local_mlp(job, shards, wire=False)
+    t_setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = MLPTrainer(job, fed).train()
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    twin = train_plaintext_mlp(job, shards)
+    t_twin = time.perf_counter() - t0
+    pooled_x = np.vstack([s[0] for s in shards])
+    pooled_y = np.concatenate([s[1] for s in shards])
+    if job.hidden:
+        base: Any = MLPClassifier(job.hidden, max_iter=2000, random_state=seed)
+        name = f"MLPClassifier{job.hidden} (ReLU, softmax, adam)"
+    else:
+        base = LogisticRegression(max_iter=5000)
+        name = "LogisticRegression (softmax, L2 C=1)"
+    acc = float(base.fit(pooled_x, pooled_y).score(x_te, y_te))
+    return NetworkRun(fed, model, twin, t_setup, t_train, t_twin, acc, name)
 
 
 def run_network_accuracy(
@@ -252,9 +301,6 @@ def run_network_accuracy(
     """One row: encrypted training (in process, no serialization between parties) vs the
     twin vs scikit-learn on the pooled rows (LogisticRegression for multinomial,
     MLPClassifier with the same hidden widths, exact ReLU and softmax, for MLPs)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-
     x, y, desc = load_network_data(name)
     shards, x_te, y_te = federated_split(x, y, n_parties, mode, seed)  # type: ignore[arg-type]
     settings = dict(NETWORK_JOBS[(name, model)])
@@ -267,30 +313,14 @@ def run_network_accuracy(
         allow_model_decryption=True,
         **settings,
     )
-    t0 = time.perf_counter()
-    fed = setup_local_mlp(job, shards, wire=False)
-    t_setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    enc = MLPTrainer(job, fed).train()
-    t_enc = time.perf_counter() - t0
+    run = train_network(job, shards, x_te, y_te, seed)
+    fed, enc, twin, t_enc = run.fed, run.model, run.twin, run.seconds_train
     w_enc = enc.decrypt(fed)
     layout = job.layout
     w_raw = [
         layout.weights_from_slots(k, fed.fed.decrypt(w, length=layout.block, decimals=12))
         for k, w in enumerate(enc.weights, start=1)
     ]
-    t0 = time.perf_counter()
-    twin = train_plaintext_mlp(job, shards)
-    t_twin = time.perf_counter() - t0
-    pooled_x = np.vstack([s[0] for s in shards])
-    pooled_y = np.concatenate([s[1] for s in shards])
-    if model == "multinomial":
-        base: Any = LogisticRegression(max_iter=5000)
-        base_name = "LogisticRegression (softmax, L2 C=1)"
-    else:
-        base = MLPClassifier(job.hidden, max_iter=2000, random_state=seed)
-        base_name = f"MLPClassifier{job.hidden} (ReLU, softmax, adam)"
-    sk_acc = float(base.fit(pooled_x, pooled_y).score(x_te, y_te))
     querier = QuerierKeyPair.generate(fed.ctx)
     xq = x_te[:NETWORK_OBLIVIOUS_ROWS]
     t0 = time.perf_counter()
@@ -318,8 +348,8 @@ def run_network_accuracy(
         "samples_per_ciphertext": layout.samples_per_ct,
         "acc_encrypted": float(np.mean(mlp_predict(job, w_enc, x_te) == y_te)),
         "acc_twin": float(np.mean(mlp_predict(job, twin.weights, x_te) == y_te)),
-        "acc_sklearn": sk_acc,
-        "sklearn_baseline": base_name,
+        "acc_sklearn": run.acc_exact,
+        "sklearn_baseline": run.exact_name,
         "acc_oblivious_prediction": float(np.mean(labels_obl == y_te[: len(xq)])),
         "oblivious_rows": len(xq),
         "oblivious_agrees_with_decrypted": float(np.mean(labels_obl == labels_dec)),
@@ -331,11 +361,11 @@ def run_network_accuracy(
         "max_abs_output_twin": float(max(twin.max_abs_output, default=0.0)),
         "root_refreshes": root_refreshes,
         "party_refreshes": party_refreshes,
-        "seconds_setup": t_setup,
+        "seconds_setup": run.seconds_setup,
         "seconds_encrypted": t_enc,
         "seconds_per_iteration": t_enc / max(1, job.iterations),
-        "seconds_twin": t_twin,
-        "encrypted_over_twin": t_enc / max(t_twin, 1e-9),
+        "seconds_twin": run.seconds_twin,
+        "encrypted_over_twin": t_enc / max(run.seconds_twin, 1e-9),
     }
 
 

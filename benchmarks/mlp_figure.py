@@ -12,13 +12,13 @@ iteration: ``epochs`` full passes are trained and timed.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
+import bench_training
 import numpy as np
 
 from phe_fl.mhe import get_parameter_set
-from phe_fl.ml import MLPJob, MLPTrainer, mlp_predict, setup_local_mlp, train_plaintext_mlp
+from phe_fl.ml import MLPJob, mlp_predict
 from phe_fl.ml.datasets import federated_split, load_dataset
 
 # GiB a 10-party in-process run is estimated to hold, by ring size: 2^12 measured here
@@ -28,8 +28,6 @@ _MEMORY_GIB = {12: 2, 13: 4, 14: 8, 15: 20, 16: 60}
 
 
 def run(cfg: dict[str, Any], mem_available: int) -> dict[str, Any]:
-    from sklearn.neural_network import MLPClassifier
-
     ps = get_parameter_set(cfg["params"])
     need = _MEMORY_GIB.get(ps.log_ring_dim, 60) * 2**30 * cfg["parties"] // 10
     if need > mem_available - 2**30:
@@ -59,20 +57,9 @@ def run(cfg: dict[str, Any], mem_available: int) -> dict[str, Any]:
         seed=cfg["seed"],
         allow_model_decryption=True,
     )
-    t0 = time.perf_counter()
-    fed = setup_local_mlp(job, shards, wire=False)
-    t_setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = MLPTrainer(job, fed).train()
-    t_train = time.perf_counter() - t0
-    weights = model.decrypt(fed)
-    t0 = time.perf_counter()
-    twin = train_plaintext_mlp(job, shards)
-    t_twin = time.perf_counter() - t0
-    pooled_x = np.vstack([s[0] for s in shards])
-    pooled_y = np.concatenate([s[1] for s in shards])
-    exact = MLPClassifier(job.hidden, max_iter=2000, random_state=cfg["seed"])
-    acc_exact = float(exact.fit(pooled_x, pooled_y).score(x_te, y_te))
+    run = bench_training.train_network(job, shards, x_te, y_te, cfg["seed"])
+    model, twin, t_train = run.model, run.twin, run.seconds_train
+    weights = model.decrypt(run.fed)
     return {
         "status": "measured",
         "config": cfg,
@@ -83,21 +70,21 @@ def run(cfg: dict[str, Any], mem_available: int) -> dict[str, Any]:
         "parameter_set": ps.name,
         "iterations": job.iterations,
         "iterations_per_epoch": iterations_per_epoch,
-        "seconds_setup_keys": t_setup,
+        "seconds_setup_keys": run.seconds_setup,
         "seconds_per_epoch": t_train / cfg["epochs"],
         "seconds_per_iteration": [r.seconds for r in model.reports],
         "refreshes_root": sum(r.root_refreshes for r in model.reports),
         "refreshes_parties": sum(r.party_refreshes for r in model.reports),
         "acc_encrypted": float(np.mean(mlp_predict(job, weights, x_te) == y_te)),
         "acc_twin": float(np.mean(mlp_predict(job, twin.weights, x_te) == y_te)),
-        "acc_exact_centralized": acc_exact,
+        "acc_exact_centralized": run.acc_exact,
         "exact_baseline": f"scikit-learn MLPClassifier{job.hidden}, ReLU, softmax, adam to "
         "convergence on the pooled training rows",
         "max_abs_weight_diff": max(
             float(np.abs(a - b).max()) for a, b in zip(weights, twin.weights, strict=True)
         ),
-        "seconds_twin": t_twin,
-        "encrypted_over_twin": t_train / max(t_twin, 1e-9),
+        "seconds_twin": run.seconds_twin,
+        "encrypted_over_twin": t_train / max(run.seconds_twin, 1e-9),
         "test_samples": len(y_te),
     }
 
