@@ -26,7 +26,8 @@ from phe_fl.mhe import (
     ThresholdDecrypt,
 )
 from phe_fl.mhe.context import FloatArray
-from phe_fl.ml import EncryptedModel, GLMTrainer, MapRequest, TrainingJob
+from phe_fl.ml import EncryptedModel, GLMTrainer, IterationReport, MapRequest, TrainingJob
+from phe_fl.ml.datasets import pooled_mean_std
 
 __all__ = [
     "run_setup",
@@ -236,10 +237,7 @@ def pooled_standardization(node: Node, job_id: str, emit: Emit) -> tuple[FloatAr
     share = proto.share_from_bytes(_timed(node, step, emit, "PREPARE: decrypt pooled statistics"))
     d = node.X.shape[1]
     values = proto.finalize(share, total, length=3 * d, decimals=8)
-    count = values[2 * d]
-    mean = values[:d] / count
-    var = np.maximum(values[d : 2 * d] / count - mean**2, 0.0)
-    return mean, np.sqrt(var) + 1e-6
+    return pooled_mean_std(values[2 * d], values[:d], values[d : 2 * d])
 
 
 def run_train(
@@ -259,24 +257,21 @@ def run_train(
     global_batch = Count.from_bytes(_timed(node, prepare, emit, "validate shards")).value
     ensure_rotations(node, job_id, job.rotation_indices(), emit)
     fed = TreeFederation(node, job_id, global_batch, emit)
-    trainer = GLMTrainer(job, fed)
-    w = trainer.encrypt_initial()
-    model = EncryptedModel(job, w)
-    for it in range(job.iterations):
+
+    def progress(report: IterationReport) -> None:
         # the weights go down the tree at the lowest level that keeps the refresh
         # schedule (GLMTrainer.broadcast_levels); the root keeps its own copy at its level
-        w, report = trainer.step(w, it, final=it == job.iterations - 1)
-        model.reports.append(report)
         emit(
             Event(
                 "iteration",
-                f"{it + 1}/{job.iterations}: {report.refreshes} refresh(es), levels left "
-                f"{report.levels_left_after}; weights sent down with "
+                f"{report.iteration + 1}/{job.iterations}: {report.refreshes} refresh(es), "
+                f"levels left {report.levels_left_after}; weights sent down with "
                 f"{report.levels_left_before} levels ({report.levels_dropped} dropped)",
                 report.seconds,
             )
         )
-    model.weights = w
+
+    model = GLMTrainer(job, fed).train(on_iteration=progress)
     node.models[job_id] = model
     return model
 

@@ -45,6 +45,7 @@ __all__ = [
     "apply_standardization",
     "train_test",
     "federated_split",
+    "pooled_mean_std",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -189,13 +190,24 @@ def standardize(shards: Sequence[Shard]) -> tuple[list[Shard], FloatArray, Float
     count = sum(x.shape[0] for x in xs)
     total = sum(x.sum(axis=0) for x in xs)
     squares = sum((x * x).sum(axis=0) for x in xs)
-    mean = np.asarray(total / count, dtype=np.float64)
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + _STD_EPS
+    mean, std = pooled_mean_std(count, total, squares)
     scaled = [
         (apply_standardization(x, mean, std), np.asarray(s[1], dtype=np.float64))
         for x, s in zip(xs, shards, strict=True)
     ]
     return scaled, mean, std
+
+
+def pooled_mean_std(
+    count: float, total: FloatArray, squares: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Mean and standard deviation from pooled per-feature sums: the population variance
+    ``E[x^2] - mean^2`` (clipped at 0) and ``1e-6`` added to the deviation, so constant
+    features stay finite. The one formula of the federation's stats job and of
+    :func:`standardize`."""
+    mean = np.asarray(np.asarray(total, dtype=np.float64) / count, dtype=np.float64)
+    var = np.maximum(np.asarray(squares, dtype=np.float64) / count - mean**2, 0.0)
+    return mean, np.asarray(np.sqrt(var) + _STD_EPS, dtype=np.float64)
 
 
 def apply_standardization(x: FloatArray, mean: FloatArray, std: FloatArray) -> FloatArray:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,14 +272,22 @@ class GLMTrainer:
         return new, report
 
     def train(
-        self, initial_weights: FloatArray | None = None, *, iterations: int | None = None
+        self,
+        initial_weights: FloatArray | None = None,
+        *,
+        iterations: int | None = None,
+        on_iteration: Callable[[IterationReport], None] | None = None,
     ) -> EncryptedModel:
+        """Every iteration from fresh weights; ``on_iteration`` sees each report as it
+        comes (a federation streams them to the querier)."""
         n_iter = self.job.iterations if iterations is None else iterations
         w = self.encrypt_initial(initial_weights)
         model = EncryptedModel(self.job, w)
         for it in range(n_iter):
             w, report = self.step(w, it, final=it == n_iter - 1)
             model.reports.append(report)
+            if on_iteration is not None:
+                on_iteration(report)
         model.weights = w
         return model
 
