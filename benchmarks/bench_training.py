@@ -48,9 +48,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 try:  # run from a checkout without installing: make phe_fl importable
@@ -250,8 +249,7 @@ def load_network_data(name: str) -> tuple[FloatArray, FloatArray, str]:
     return load_dataset(name)
 
 
-@dataclass
-class NetworkRun:
+class NetworkRun(NamedTuple):
     """One network trained three ways on the same shards (see :func:`train_network`)."""
 
     fed: LocalTrainingFederation
