@@ -56,6 +56,7 @@ from phe_fl.ml.job import (
     validate_shard,
     validate_shards,
 )
+from phe_fl.ml.packing import chunks
 
 __all__ = [
     "batch_rows",
@@ -120,11 +121,8 @@ class GLMParty(ShardWorker[TrainingJob]):
         rows = batch_rows(self.n_samples, self.job.batch_size, request.iteration)
         x, y = self._x[rows], self._y[rows]
         out: Ciphertext | None = None
-        for start in range(0, len(rows), layout.samples_per_ct):
-            xc, yc = (
-                x[start : start + layout.samples_per_ct],
-                y[start : start + layout.samples_per_ct],
-            )
+        for sl in chunks(len(rows), layout.samples_per_ct):
+            xc, yc = x[sl], y[sl]
             z = ctx.rescale(ctx.mul_plain(w, layout.forward_vector(xc)))
             for step in layout.feature_sum_steps:
                 z = ctx.add(z, ctx.rotate(z, step))

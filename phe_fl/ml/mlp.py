@@ -72,7 +72,8 @@ from phe_fl.ml.job import (
     validate_shard,
     validate_shards,
 )
-from phe_fl.ml.mlp_layout import MLPLayout, chunks
+from phe_fl.ml.mlp_layout import MLPLayout
+from phe_fl.ml.packing import chunks
 
 __all__ = [
     "HiddenActivation",

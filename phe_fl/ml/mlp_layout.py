@@ -32,7 +32,6 @@ that are zero off their units), so padding weights stay zero through training.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +41,7 @@ from phe_fl.errors import ParameterError
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml.packing import next_pow2
 
-__all__ = ["MLPLayout", "Form", "chunks"]
+__all__ = ["MLPLayout", "Form"]
 
 Form = Literal["col", "row"]
 
@@ -212,8 +211,3 @@ class MLPLayout:
         blk = blk.reshape(n_samples, self.side, self.side)
         width = self.n_out(k)
         return np.array(blk[:, :width, 0] if k % 2 else blk[:, 0, :width])
-
-
-def chunks(n: int, size: int) -> Sequence[slice]:
-    """Consecutive slices of at most ``size`` rows covering ``range(n)``."""
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]

@@ -29,7 +29,13 @@ import numpy as np
 from phe_fl.errors import ParameterError
 from phe_fl.mhe.context import FloatArray
 
-__all__ = ["GLMLayout", "next_pow2"]
+__all__ = ["GLMLayout", "next_pow2", "chunks"]
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` rows covering ``range(n)``: the samples of
+    one ciphertext each."""
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
 def next_pow2(n: int) -> int:

@@ -51,6 +51,7 @@ from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import sigmoid
 from phe_fl.ml.glm import design_matrix
 from phe_fl.ml.job import TrainingJob
+from phe_fl.ml.packing import chunks
 
 __all__ = [
     "Output",
@@ -126,8 +127,7 @@ def encrypt_queries(
     layout = job.layout
     per = layout.samples_per_ct
     return [
-        ctx.encrypt(layout.forward_vector(rows[start : start + per]), joint_key)
-        for start in range(0, rows.shape[0], per)
+        ctx.encrypt(layout.forward_vector(rows[sl]), joint_key) for sl in chunks(rows.shape[0], per)
     ]
 
 
