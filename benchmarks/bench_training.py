@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
+import itertools
 import json
 import os
 import platform
@@ -675,6 +676,52 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def networks_main(args: argparse.Namespace, error: Any) -> int:
+    """``--networks``: one row per (dataset, model, split), saved after every row."""
+    profile = "quick" if args.quick else "full"
+    meta = _meta(args.params, profile, args.parties, args.seed)
+    scale = 0.5 if args.quick else 1.0  # quick: half the iterations
+    stem = args.out / f"training-networks-{args.params}"
+    rows: list[dict[str, Any]] = []
+    if args.merge and stem.with_suffix(".json").exists():  # keep rows not run again
+        old = json.loads(stem.with_suffix(".json").read_text())
+        if old["meta"]["profile"] != profile:
+            error(f"--merge: {stem}.json is a {old['meta']['profile']} profile run")
+        rows = old["rows"]
+    for extra in args.add_rows:  # rows of other runs (e.g. run in parallel)
+        rows += json.loads(Path(extra).read_text())["rows"]
+    t_all = time.perf_counter()
+
+    def save() -> str:
+        order = {(d, m): i for i, (d, m) in enumerate(NETWORK_JOBS)}
+        rows.sort(key=lambda r: (order[(r["dataset"], r["model"])], r["split"] != "iid"))
+        md = network_markdown(meta, rows)
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        stem.with_suffix(".md").write_text(md)
+        return md
+
+    runs = itertools.product(
+        filter(None, args.datasets.split(",")), args.models.split(","), args.splits.split(",")
+    )
+    for name, model, mode in runs:
+        row = run_network_accuracy(name, model, mode, args.params, args.parties, args.seed, scale)
+        gc.collect()  # each row builds a federation; free it before the next
+        rows[:] = [r for r in rows if (r["dataset"], r["model"], r["split"]) != (name, model, mode)]
+        rows.append(row)
+        save()  # after every row: a long run that dies keeps what it measured
+        print(
+            f"{name:14s} {model:11s} {mode:7s} acc enc {row['acc_encrypted']:.4f} "
+            f"twin {row['acc_twin']:.4f} sklearn {row['acc_sklearn']:.4f} "
+            f"max|enc-twin| {row['max_abs_weight_diff']:.1e} {row['seconds_encrypted']:.1f} s",
+            flush=True,
+        )
+    meta["seconds_total"] = time.perf_counter() - t_all
+    md = save()
+    print()
+    print(md)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="insecure-test-n12", choices=sorted(PARAMETER_SETS))
@@ -713,51 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     if args.networks:
-        profile = "quick" if args.quick else "full"
-        meta = _meta(args.params, profile, args.parties, args.seed)
-        scale = 0.5 if args.quick else 1.0  # quick: half the iterations
-        stem = args.out / f"training-networks-{args.params}"
-        rows = []
-        if args.merge and stem.with_suffix(".json").exists():  # keep rows not run again
-            old = json.loads(stem.with_suffix(".json").read_text())
-            if old["meta"]["profile"] != profile:
-                ap.error(f"--merge: {stem}.json is a {old['meta']['profile']} profile run")
-            rows = old["rows"]
-        for extra in args.add_rows:  # rows of other runs (e.g. run in parallel)
-            rows += json.loads(Path(extra).read_text())["rows"]
-        t_all = time.perf_counter()
-
-        def save() -> str:
-            order = {(d, m): i for i, (d, m) in enumerate(NETWORK_JOBS)}
-            rows.sort(key=lambda r: (order[(r["dataset"], r["model"])], r["split"] != "iid"))
-            md = network_markdown(meta, rows)
-            stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-            stem.with_suffix(".md").write_text(md)
-            return md
-
-        for name in filter(None, args.datasets.split(",")):
-            for model in args.models.split(","):
-                for mode in args.splits.split(","):
-                    row = run_network_accuracy(
-                        name, model, mode, args.params, args.parties, args.seed, scale
-                    )
-                    gc.collect()  # each row builds a federation; free it before the next
-                    key = (name, model, mode)
-                    rows = [r for r in rows if (r["dataset"], r["model"], r["split"]) != key]
-                    rows.append(row)
-                    save()  # after every row: a long run that dies keeps what it measured
-                    print(
-                        f"{name:14s} {model:11s} {mode:7s} acc enc {row['acc_encrypted']:.4f} "
-                        f"twin {row['acc_twin']:.4f} sklearn {row['acc_sklearn']:.4f} "
-                        f"max|enc-twin| {row['max_abs_weight_diff']:.1e} "
-                        f"{row['seconds_encrypted']:.1f} s",
-                        flush=True,
-                    )
-        meta["seconds_total"] = time.perf_counter() - t_all
-        md = save()
-        print()
-        print(md)
-        return 0
+        return networks_main(args, ap.error)
 
     if args.op_ratio:
         meta = _meta(args.op_params, "op-ratio", args.parties, args.seed)
