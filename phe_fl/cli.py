@@ -89,7 +89,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     import logging
 
     from phe_fl.federation.config import load_node_config
-    from phe_fl.federation.server import serve_forever
+    from phe_fl.federation.node import serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve_forever(load_node_config(args.config), deadline_s=args.deadline)
@@ -101,8 +101,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     from phe_fl.federation.config import TlsPaths
     from phe_fl.federation.progress import ProgressPrinter
-    from phe_fl.federation.querier import Querier
-    from phe_fl.federation.server import new_job_id
+    from phe_fl.federation.querier import Querier, new_job_id
 
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
     querier = Querier(
@@ -112,8 +111,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
         job = args.job_id or new_job_id()
         if args.job == "setup":
             rotations = [int(r) for r in args.rotations.split(",") if r]
-            querier.setup(job, rotations)
-            print(f"job {job}: collective keys ready")
+            keygen = querier.setup(job, rotations)
+            print(f"job {job}: collective keys ready (key generation {keygen})")
+        elif args.job == "status":
+            status = querier.status(job)
+            print(f"{len(status.nodes)} node(s) connected to the tree")
+            for n in status.nodes:
+                print(f"  {n.node_id:<16} parent {n.parent_id or '-':<16} keys {n.key_state}")
+            for missing in status.missing:
+                print(f"  {missing:<16} NOT CONNECTED")
         elif args.job == "train":
             from phe_fl.ml import TrainingJob
 
@@ -154,8 +160,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.errors import ConfigError
     from phe_fl.federation.config import TlsPaths
     from phe_fl.federation.progress import ProgressPrinter
-    from phe_fl.federation.querier import Querier
-    from phe_fl.federation.server import new_job_id
+    from phe_fl.federation.querier import Querier, new_job_id
 
     try:
         table = np.loadtxt(args.input, delimiter=",", ndmin=2)
@@ -175,7 +180,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for i, s in enumerate(scores):
         print(f"{i},{s:.4f},{int(s >= 0.5)}")
     if y is not None:
-        print(f"accuracy {float(((scores >= 0.5) == y).mean()):.4f} on {len(y)} rows")
+        accuracy = float(((scores >= 0.5) == y).mean())
+        print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
     return 0
 
 
@@ -234,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = sub.add_parser("query", help="as a querier, run a job on the federation's root")
     query.add_argument(
         "job",
-        choices=["setup", "stats", "train", "model"],
-        help="setup: collective keys; stats: pooled feature statistics readable by this "
-        "querier only; train: logistic regression with the model kept encrypted; model: "
+        choices=["setup", "status", "stats", "train", "model"],
+        help="setup: collective keys; status: which nodes are connected; stats: pooled "
+        "feature statistics readable by this querier only; train: logistic regression "
+        "with the model kept encrypted; model: "
         "decrypt a trained model (every node's policy must allow it)",
     )
     _querier_connection(query)

@@ -1,6 +1,6 @@
-"""Generate the Python code for proto/phe_fl/v1/*.proto, or check it is up to date.
+"""Generate the Python code for proto/phe_fl/v2/*.proto, or check it is up to date.
 
-    python proto/generate.py          # rewrite phe_fl/v1/*_pb2*.py
+    python proto/generate.py          # rewrite phe_fl/v2/*_pb2*.py
     python proto/generate.py --check  # exit 1 if the committed code is stale
 
 Needs grpcio-tools (a dev dependency); the generated files are committed so that users
@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
-SOURCES = sorted((PROTO_ROOT / "phe_fl" / "v1").glob("*.proto"))
-OUT = ROOT / "phe_fl" / "v1"
+SOURCES = sorted((PROTO_ROOT / "phe_fl" / "v2").glob("*.proto"))
+OUT = ROOT / "phe_fl" / "v2"
 SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
@@ -35,7 +35,7 @@ def generate(out_root: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted((out_root / "phe_fl" / "v1").glob("*_pb2*.py*"))
+    return sorted((out_root / "phe_fl" / "v2").glob("*_pb2*.py*"))
 
 
 def main() -> int:

@@ -37,7 +37,9 @@ __all__ = [
     "CertPaths",
     "FederationPaths",
     "PeerIdentity",
+    "certificate_identity",
     "create_federation",
+    "identity_host",
     "issue_certificate",
     "load_server_credentials",
     "load_channel_credentials",
@@ -147,6 +149,21 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
             raise ParameterError(f"invalid host {host!r}: not an IP address or a DNS name")
         names.append(x509.DNSName(host))
     return x509.SubjectAlternativeName(names)
+
+
+def identity_host(node_id: str) -> str:
+    """The DNS name in every node certificate that proves which node it is.
+
+    A child dialing its parent asks TLS to verify this name (not the address), so a server
+    holding another node's certificate at the parent's address fails the handshake.
+    """
+    return f"{_check_id(node_id, 'node')}.node.phe-fl"
+
+
+def _member_hosts(role: Role, name: str, hosts: Sequence[str]) -> list[str]:
+    if isinstance(hosts, str) or not hosts:
+        raise ParameterError("hosts must be a non-empty sequence of host names or IP addresses")
+    return [*hosts, identity_host(name)] if role == "node" else list(hosts)
 
 
 def _check_days(days: int) -> int:
@@ -324,7 +341,7 @@ def _make_member(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        .add_extension(_san(hosts), critical=False)
+        .add_extension(_san(_member_hosts(role, name, hosts)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -487,6 +504,17 @@ def load_channel_credentials(cert: Path, key: Path, ca: Path) -> grpc.ChannelCre
     return grpc.ssl_channel_credentials(
         root_certificates=ca_bytes, private_key=key_bytes, certificate_chain=cert_bytes
     )
+
+
+def certificate_identity(cert: Path) -> PeerIdentity:
+    """The identity a certificate file names (its common name ``<role>:<id>``)."""
+    leaf = _load_certs(cert, "certificate")[0]
+    names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(names[0].value) if len(names) == 1 else ""
+    role, sep, name = cn.partition(":")
+    if not sep or role not in ROLES or _ID_RE.fullmatch(name) is None:
+        raise ParameterError(f"certificate {cert} does not name a <role>:<id> (CN {cn!r})")
+    return PeerIdentity(role=_check_role(role), name=name)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ Example (``nodes/example/node-1.toml``)::
     id = "node-1"            # certificate common name is "node:node-1"
     party = 1                # party index; 0 is the root, which leads every protocol
     n_parties = 5
-    listen = "127.0.0.1:50052"
+    listen = "127.0.0.1:50052"  # only nodes with children (and the root) listen
     params = "n14-depth5-128"
 
     [tree]
-    parent = "node-0"
-    children = [{ id = "node-3", address = "127.0.0.1:50054" }]
+    # the node dials out to its parent, whose certificate must name node:<id>
+    parent = { id = "node-0", address = "127.0.0.1:50051" }
+    children = ["node-3"]    # ids; each child dials in with a certificate naming it
 
     [data]
     dataset = "breast_cancer"  # a shipped dataset, split into `shards`, or
@@ -48,14 +49,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10
     import tomli as tomllib
 
-__all__ = ["ChildLink", "TlsPaths", "DataSource", "Policy", "NodeConfig", "load_node_config"]
+__all__ = ["ParentLink", "TlsPaths", "DataSource", "Policy", "NodeConfig", "load_node_config"]
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
 @dataclass(frozen=True)
-class ChildLink:
+class ParentLink:
+    """Where a node dials out to: its parent's id (checked against the parent's
+    certificate) and address."""
+
     id: str
     address: str
 
@@ -88,11 +92,11 @@ class NodeConfig:
     id: str
     party: int
     n_parties: int
-    listen: str
+    listen: str | None
     params: str
     tls: TlsPaths
-    parent: str | None = None
-    children: tuple[ChildLink, ...] = ()
+    parent: ParentLink | None = None
+    children: tuple[str, ...] = ()
     data: DataSource = field(default_factory=DataSource)
     policy: Policy = field(default_factory=Policy)
     source: Path | None = None
@@ -111,6 +115,23 @@ def _get(table: dict[str, Any], key: str, typ: type, where: str, default: Any = 
     if typ is int and isinstance(value, bool) or not isinstance(value, typ):
         raise ConfigError(f"{where}: field {key!r} must be {typ.__name__}, got {value!r}")
     return value
+
+
+def _parent(tree: dict[str, Any], where: str) -> ParentLink | None:
+    raw = tree.get("parent")
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f'{where}: parent must be a table {{ id = "...", address = "host:port" }}, got {raw!r}'
+        )
+    pid = _get(raw, "id", str, f"{where} parent")
+    address = _get(raw, "address", str, f"{where} parent")
+    if not _ID.match(pid):
+        raise ConfigError(f"{where} parent: id {pid!r} must be 1-64 of A-Z a-z 0-9 _ -")
+    if not _ADDRESS.match(address):
+        raise ConfigError(f"{where} parent: address {address!r} must be host:port")
+    return ParentLink(pid, address)
 
 
 def load_node_config(path: Path | str) -> NodeConfig:
@@ -132,8 +153,8 @@ def load_node_config(path: Path | str) -> NodeConfig:
     n_parties = _get(node, "n_parties", int, where)
     if not 0 <= party < n_parties:
         raise ConfigError(f"{where}: party {party} must be in 0..n_parties-1 ({n_parties - 1})")
-    listen = _get(node, "listen", str, where)
-    if not _ADDRESS.match(listen):
+    listen = _get(node, "listen", str, where, None)
+    if listen is not None and not _ADDRESS.match(listen):
         raise ConfigError(f"{where}: listen {listen!r} must be host:port")
     params = _get(node, "params", str, where)
     try:
@@ -143,20 +164,29 @@ def load_node_config(path: Path | str) -> NodeConfig:
 
     tree = raw.get("tree", {})
     where = f"{path} [tree]"
-    parent = _get(tree, "parent", str, where, "") or None
+    parent = _parent(tree, where)
     if (parent is None) != (party == 0):
         raise ConfigError(f"{where}: party 0 is the root and has no parent; others need one")
-    children = []
-    for i, child in enumerate(_get(tree, "children", list, where, [])):
-        if not isinstance(child, dict):
-            raise ConfigError(f"{where}: children[{i}] must be a table with id and address")
-        cid = _get(child, "id", str, f"{where} children[{i}]")
-        addr = _get(child, "address", str, f"{where} children[{i}]")
-        if not _ADDRESS.match(addr):
-            raise ConfigError(f"{where} children[{i}]: address {addr!r} must be host:port")
-        children.append(ChildLink(cid, addr))
-    if len({c.id for c in children}) != len(children):
+    children = _get(tree, "children", list, where, [])
+    for i, child in enumerate(children):
+        if not isinstance(child, str) or not _ID.match(child):
+            raise ConfigError(
+                f"{where}: children[{i}] must be a node id (children dial in; their "
+                f"addresses are not needed), got {child!r}"
+            )
+    if len(set(children)) != len(children):
         raise ConfigError(f"{where}: duplicate child ids")
+    if node_id in children or (parent is not None and parent.id in children):
+        raise ConfigError(f"{where}: a node cannot be its own child or its parent's parent")
+    if (children or parent is None) and listen is None:
+        raise ConfigError(
+            f"{path} [node]: listen is required on the root and on nodes with children"
+        )
+    if listen is not None and parent is not None and not children:
+        raise ConfigError(
+            f"{path} [node]: a leaf does not listen (it dials out to its parent); remove "
+            f"listen = {listen!r}"
+        )
 
     tls = raw.get("tls", {})
     where = f"{path} [tls]"

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from phe_fl.errors import PeerError
 from phe_fl.federation.certs import create_federation
 from phe_fl.federation.config import TlsPaths
-from phe_fl.federation.transport import open_channel
+from phe_fl.federation.messages import StatusResult
+from phe_fl.federation.querier import Querier
 
 __all__ = ["LocalCluster", "write_configs"]
 
@@ -35,6 +33,10 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _children(i: int, n_nodes: int, fanout: int) -> list[int]:
+    return [j for j in range(1, n_nodes) if (j - 1) // fanout == i]
+
+
 def write_configs(
     workdir: Path,
     n_nodes: int,
@@ -47,29 +49,33 @@ def write_configs(
     certificates: bool = True,
     allow_decryption: bool = False,
     holdout: float = 0.0,
-) -> tuple[list[Path], list[str]]:
+) -> tuple[list[Path], dict[str, str]]:
     """Node configs (and, unless told otherwise, certificates) for a tree where node i's
-    parent is (i-1)//fanout."""
+    parent is (i-1)//fanout; only nodes with children (and the root) listen. Returns the
+    configs and the listening nodes' addresses by id."""
     ids = [f"node-{i}" for i in range(n_nodes)]
     if certificates:
         create_federation(workdir / "certs", ids, queriers)
-    ports = ports or _free_ports(n_nodes)
-    addresses = [f"127.0.0.1:{p}" for p in ports]
+    listening = [i for i in range(n_nodes) if i == 0 or _children(i, n_nodes, fanout)]
+    ports = ports or _free_ports(len(listening))
+    addresses = {ids[i]: f"127.0.0.1:{p}" for i, p in zip(listening, ports, strict=False)}
     paths = []
     for i, node_id in enumerate(ids):
-        children = [j for j in range(1, n_nodes) if (j - 1) // fanout == i]
-        kids = ", ".join(f'{{ id = "{ids[j]}", address = "{addresses[j]}" }}' for j in children)
-        parent = ids[(i - 1) // fanout] if i else ""
+        kids = ", ".join(f'"{ids[j]}"' for j in _children(i, n_nodes, fanout))
+        listen = f'listen = "{addresses[node_id]}"\n' if node_id in addresses else ""
+        if i:
+            parent = ids[(i - 1) // fanout]
+            parent_line = f'parent = {{ id = "{parent}", address = "{addresses[parent]}" }}\n'
+        else:
+            parent_line = ""
         text = f"""[node]
 id = "{node_id}"
 party = {i}
 n_parties = {n_nodes}
-listen = "{addresses[i]}"
-params = "{params}"
+{listen}params = "{params}"
 
 [tree]
-parent = "{parent}"
-children = [{kids}]
+{parent_line}children = [{kids}]
 
 [data]
 dataset = "{dataset}"
@@ -94,7 +100,8 @@ allow_decryption = {str(allow_decryption).lower()}
 
 @dataclass
 class LocalCluster:
-    """Starts every node as ``phe-fl node`` in its own process; stops them on exit."""
+    """Starts every node as ``phe-fl node`` in its own process; stops them on exit.
+    Ready means every node is connected to the tree (a status job at the root)."""
 
     workdir: Path
     n_nodes: int = 5
@@ -104,12 +111,13 @@ class LocalCluster:
     allow_decryption: bool = False
     holdout: float = 0.0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    addresses: list[str] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)
+    """Listening nodes' addresses by id (leaves have none)."""
     configs: list[Path] = field(default_factory=list)
 
     @property
     def root_address(self) -> str:
-        return self.addresses[0]
+        return self.addresses["node-0"]
 
     def querier_tls(self, name: str = "querier") -> TlsPaths:
         certs = self.workdir / "certs"
@@ -134,7 +142,7 @@ class LocalCluster:
             holdout=self.holdout,
         )
         self.processes = [self._spawn(cfg) for cfg in self.configs]
-        self.wait_healthy(timeout_s)
+        self.wait_ready(timeout_s)
         return self
 
     def _spawn(self, cfg: Path) -> subprocess.Popen[bytes]:
@@ -159,6 +167,9 @@ class LocalCluster:
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
 
+    def log(self, index: int) -> str:
+        return (self.workdir / f"node-{index}.log").read_text(errors="replace")
+
     def stop_node(self, index: int) -> None:
         """Stop one node (it loses its state, as a crashed institution would)."""
         proc = self.processes[index]
@@ -173,27 +184,38 @@ class LocalCluster:
         """Start node ``index`` again from its config."""
         self.processes[index] = self._spawn(self.configs[index])
 
-    def wait_healthy(self, timeout_s: float) -> None:
-        tls = self.node_tls("node-0")
+    def status(self) -> StatusResult:
+        """Who is connected, asked of the root as the cluster's querier."""
+        querier = Querier(self.root_address, self.querier_tls(), self.params, deadline_s=10)
+        try:
+            return querier.status()
+        finally:
+            querier.close()
+
+    def wait_ready(self, timeout_s: float, nodes: int | None = None) -> None:
+        """Until ``nodes`` (default: all) nodes are connected to the tree."""
+        want = self.n_nodes if nodes is None else nodes
         deadline = time.monotonic() + timeout_s
-        for i, address in enumerate(self.addresses):
-            channel = open_channel(address, tls)
-            stub = health_pb2_grpc.HealthStub(channel)
+        last = "the root did not answer"
+        querier = Querier(self.root_address, self.querier_tls(), self.params, deadline_s=10)
+        try:
             while True:
-                proc = self.processes[i]
-                if proc.poll() is not None:
-                    log = (self.workdir / f"node-{i}.log").read_text(errors="replace")[-2000:]
-                    raise PeerError(f"node-{i}", f"exited with {proc.returncode} at start:\n{log}")
+                for i, proc in enumerate(self.processes):
+                    if proc.poll() is not None:
+                        tail = self.log(i)[-2000:]
+                        raise PeerError(f"node-{i}", f"exited with {proc.returncode}:\n{tail}")
                 try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
+                    status = querier.status()
+                    if len(status.nodes) >= want:
+                        return
+                    last = f"connected: {sorted(n.node_id for n in status.nodes)}"
+                except PeerError as exc:
+                    last = str(exc)
                 if time.monotonic() > deadline:
-                    raise PeerError(f"node-{i}", f"not serving after {timeout_s:.0f} s")
-                time.sleep(0.2)
-            channel.close()
+                    raise PeerError("node-0", f"tree not complete after {timeout_s:.0f} s ({last})")
+                time.sleep(0.3)
+        finally:
+            querier.close()
 
     def stop(self) -> None:
         for proc in self.processes:

@@ -1,26 +1,25 @@
-"""Rendering of job progress for people: one line per phase, a bar per iteration, and
-each node's time and bytes, as the root streams them to the querier."""
+"""Rendering of job progress for people: one line per round, a bar per iteration, and
+each node's time and bytes, from the typed events the root streams to the querier."""
 
 from __future__ import annotations
 
-import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 
-from phe_fl.federation.serde import Event
+from phe_fl.federation.messages import ProgressEvent, Stage
 
 __all__ = ["ProgressPrinter"]
 
-_ITER = re.compile(r"^(\d+)/(\d+):\s*(.*)$")
-
 
 def _print(text: str) -> None:
-    print(text, flush=True)
+    print(text, file=sys.stderr, flush=True)
 
 
 class ProgressPrinter:
     """Callable ``on_event`` for :class:`~phe_fl.federation.querier.Querier`; it also
-    totals the bytes each node sent and the seconds each phase took."""
+    totals the bytes each node sent and the seconds each stage took. Writes to standard
+    error by default, so that a command's result on standard output stays clean."""
 
     def __init__(
         self, write: Callable[[str], None] = _print, *, per_node: bool = True, width: int = 24
@@ -29,27 +28,41 @@ class ProgressPrinter:
         self.per_node = per_node
         self.width = width
         self.bytes_by_node: dict[str, int] = defaultdict(int)
-        self.seconds_by_phase: dict[str, float] = defaultdict(float)
+        self.seconds_by_stage: dict[Stage, float] = defaultdict(float)
 
-    def __call__(self, ev: Event) -> None:
-        if ev.node_id:
-            self.bytes_by_node[ev.node_id] += ev.bytes_sent
-            if self.per_node:
-                line = f"      {ev.node_id:<10} {ev.seconds:7.2f} s {ev.bytes_sent / 1e6:9.2f} MB"
-                if ev.stats is not None:
-                    line += (
-                        f" up, combine {ev.stats.combine_seconds:6.3f} s, received "
-                        f"{ev.stats.bytes_received / 1e6:.2f} MB"
-                    )
-                self.write(line)
-            return
-        self.seconds_by_phase[ev.phase.split(":")[0]] += ev.seconds
-        match = _ITER.match(ev.message) if ev.phase == "iteration" else None
-        if match:
-            done, total, rest = int(match[1]), int(match[2]), match[3]
+    def __call__(self, ev: ProgressEvent) -> None:
+        self.seconds_by_stage[ev.stage] += ev.seconds
+        for s in ev.nodes:
+            self.bytes_by_node[s.node_id] += s.bytes_sent
+        if ev.stage is Stage.ITERATION_DONE and ev.summary is not None:
+            done, total = ev.iteration, ev.iterations
             filled = self.width * done // max(total, 1)
             bar = "#" * filled + "-" * (self.width - filled)
-            self.write(f"  [{bar}] iteration {done}/{total} ({ev.seconds:.1f} s) {rest}")
-        else:
-            took = f" ({ev.seconds:.2f} s)" if ev.seconds else ""
-            self.write(f"  {ev.phase}: {ev.message}{took}")
+            it = ev.summary
+            self.write(
+                f"  [{bar}] iteration {done}/{total} ({ev.seconds:.1f} s) {it.refreshes} "
+                f"refresh(es), levels left {it.levels_left}; weights sent down with "
+                f"{it.levels_sent} levels ({it.levels_dropped} dropped)"
+            )
+            return
+        where = f" {ev.index}/{ev.count}" if ev.count and ev.index else ""
+        prefix = f"iteration {ev.iteration}: " if ev.iteration else ""
+        took = f" ({ev.seconds:.2f} s)" if ev.seconds else ""
+        detail = ""
+        if ev.nodes:
+            up = sum(s.bytes_sent for s in ev.nodes)
+            down = sum(s.bytes_to_children for s in ev.nodes)
+            slowest = max(ev.nodes, key=lambda s: s.seconds)
+            detail = (
+                f": {len(ev.nodes)} nodes, {up / 1e6:.1f} MB up and {down / 1e6:.1f} MB down "
+                f"the tree; slowest node {slowest.node_id} {slowest.seconds:.2f} s"
+            )
+        elif ev.count and not ev.index:
+            detail = f": {ev.count}"
+        self.write(f"  {prefix}{ev.stage.label}{where}{detail}{took}")
+        if self.per_node:
+            for s in ev.nodes:
+                self.write(
+                    f"      {s.node_id:<10} {s.seconds:7.2f} s {s.bytes_sent / 1e6:9.2f} MB up, "
+                    f"combine {s.combine_seconds:6.3f} s, received {s.bytes_received / 1e6:.2f} MB"
+                )

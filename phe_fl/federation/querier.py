@@ -3,20 +3,37 @@ only its own secret key can decrypt."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-from phe_fl.federation.config import ChildLink, TlsPaths
-from phe_fl.federation.node import job_from_json, job_to_json
-from phe_fl.federation.serde import Event, Step, floats_from_bytes
-from phe_fl.federation.transport import NodeClient
+from phe_fl.errors import ProtocolError
+from phe_fl.federation import messages as m
+from phe_fl.federation.config import TlsPaths
+from phe_fl.federation.serde import (
+    FrameReader,
+    job_reply_from_proto,
+    job_request_to_proto,
+    parse,
+    to_frames,
+)
+from phe_fl.federation.status import rpc_errors
+from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import TrainingJob
+from phe_fl.v2 import query_pb2, query_pb2_grpc
 
-__all__ = ["Querier", "PooledStats", "TrainingRun"]
+__all__ = ["Querier", "PooledStats", "TrainingRun", "new_job_id"]
+
+R = TypeVar("R")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass(frozen=True)
@@ -34,25 +51,25 @@ class TrainingRun:
 
     model_id: str
     refreshes: list[int]
-    mean: FloatArray | None
-    std: FloatArray | None
+    standardization: m.Standardization | None
+
+    @property
+    def mean(self) -> FloatArray | None:
+        return None if self.standardization is None else self.standardization.mean
+
+    @property
+    def std(self) -> FloatArray | None:
+        return None if self.standardization is None else self.standardization.std
 
     def standardize(self, x: FloatArray) -> FloatArray:
-        if self.mean is None or self.std is None:
-            return x
-        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
-
-
-def _training_run(model_id: str, job: TrainingJob, result: Step) -> TrainingRun:
-    refreshes = [int(r) for r in result.labels.get("refreshes", "").split(",") if r]
-    mean = std = None
-    if "standardize" in result.payloads:
-        values = floats_from_bytes(result.payload("standardize"))
-        mean, std = values[: job.n_features], values[job.n_features :]
-    return TrainingRun(model_id, refreshes, mean, std)
+        """``x`` as the nodes saw their data: the declared standardization, if any."""
+        x = np.asarray(x, dtype=np.float64)
+        return x if self.standardization is None else self.standardization.apply(x)
 
 
 class Querier:
+    """A querier's connection to the root; ``on_event`` sees every progress event."""
+
     def __init__(
         self,
         root_address: str,
@@ -61,27 +78,52 @@ class Querier:
         *,
         name: str = "querier",
         deadline_s: float = 600.0,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[m.ProgressEvent], None] | None = None,
     ) -> None:
         self.ctx = Context(get_parameter_set(params))
         self.keys = QuerierKeyPair.generate(self.ctx)
         self.name = name
+        self.deadline_s = deadline_s
         self.on_event = on_event
         self._joint: JointPublicKey | None = None
-        self._root = NodeClient(ChildLink("root", root_address), tls, deadline_s)
+        self._channel = open_channel(root_address, tls)
+        self._stub = query_pb2_grpc.RootStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def _query(self, job_id: str, kind: str, payloads: dict[str, bytes], **labels: str) -> Step:
-        step = Step(job_id, kind, self.ctx.params.name, 0, payloads, dict(labels))
-        return self._root.query(step, self.on_event).step
+    def submit(self, job_id: str, job: m.Job, expect: type[R]) -> R:
+        """Run ``job`` on the root; progress goes to ``on_event``; the result comes back."""
+        request = m.JobRequest(job_id, self.ctx.params.name, job)
+        frames = to_frames(job_request_to_proto(request))
+        with rpc_errors("root"):
+            replies: Iterator[object] = self._stub.Submit(frames, timeout=self.deadline_s)
+            reader = FrameReader()
+            for frame in replies:
+                done = reader.feed(frame)  # type: ignore[arg-type]
+                if done is None:
+                    continue
+                reply = parse(query_pb2.JobReply, done[1], job_reply_from_proto)
+                if isinstance(reply, m.ProgressEvent):
+                    if self.on_event is not None:
+                        self.on_event(reply)
+                elif isinstance(reply, expect):
+                    return reply
+                else:
+                    raise ProtocolError(f"expected {expect.__name__}, got {type(reply).__name__}")
+        raise ProtocolError(f"the root ended job {job_id!r} without a result")
 
-    def setup(self, job_id: str, rotations: Sequence[int] = ()) -> None:
-        """Ask the root to run collective key generation across the federation."""
-        self._query(job_id, "setup", {}, rotations=",".join(str(r) for r in rotations))
+    def setup(self, job_id: str, rotations: Sequence[int] = ()) -> str:
+        """Collective key generation across the federation; the key generation's job id
+        (an interrupted one resumes under its own id)."""
+        return self.submit(job_id, m.SetupJob(tuple(rotations)), m.SetupResult).keygen_job_id
+
+    def status(self, job_id: str | None = None) -> m.StatusResult:
+        """Which nodes are connected to the tree, and their key-generation state."""
+        return self.submit(job_id or new_job_id(), m.StatusJob(), m.StatusResult)
 
     def stats(self, job_id: str, n_features: int) -> PooledStats:
         """Pooled statistics of every node's data; only this querier can read them."""
-        result = self._query(job_id, "stats", {"querier_key": self.keys.public_key.to_bytes()})
-        ct = self.ctx.ciphertext_from_bytes(result.payload("result"))
+        job = m.StatsJob(self.keys.public_key.to_bytes())
+        result = self.submit(job_id, job, m.StatsResult)
+        ct = self.ctx.ciphertext_from_bytes(result.encrypted_sums)
         values = self.keys.decrypt(ct, length=3 * n_features, decimals=6)
         d = n_features
         count = float(values[2 * d])
@@ -91,23 +133,19 @@ class Querier:
     def train(self, job_id: str, job: TrainingJob, *, standardize: bool = True) -> TrainingRun:
         """Train ``job`` across the federation. The model stays encrypted at the root
         under ``job_id``; what comes back is public: refreshes per iteration and the
-        pooled standardization the nodes applied (queries must use it too)."""
-        result = self._query(
-            job_id, "train", {}, job=job_to_json(job), standardize="1" if standardize else "0"
-        )
-        return _training_run(job_id, job, result)
+        pooled standardization the nodes applied (queries go through it too)."""
+        result = self.submit(job_id, m.TrainJob(job, standardize), m.TrainResult)
+        return TrainingRun(result.model_id, list(result.refreshes), result.standardization)
 
     def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:
         """A trained model's public description (its job and standardization), so that a
         querier that did not train it can send queries."""
-        result = self._query(job_id, "model_info", {}, model=model_id)
-        job = job_from_json(result.labels.get("job", ""))
-        return _training_run(model_id, job, result), job
+        info = self.submit(job_id, m.ModelInfoJob(model_id), m.ModelInfoResult)
+        return TrainingRun(model_id, list(info.refreshes), info.standardization), info.spec
 
     def model_weights(self, job_id: str, model_id: str) -> FloatArray:
         """The trained model in the clear: refused unless every node's policy allows it."""
-        data = self._query(job_id, "model", {}, model=model_id).payload("weights")
-        return floats_from_bytes(data)
+        return self.submit(job_id, m.ModelWeightsJob(model_id), m.ModelWeightsResult).weights
 
     def predict(self, job_id: str, run: TrainingRun, job: TrainingJob, x: FloatArray) -> FloatArray:
         """Scores of the trained model ``run`` on ``x``: the samples leave this process
@@ -118,20 +156,19 @@ class Querier:
             self._joint = self.joint_key(f"{job_id}-key")
         x = run.standardize(np.atleast_2d(np.asarray(x, dtype=np.float64)))
         queries = encrypt_queries(job, self.ctx, x, self._joint)
-        payloads = {f"q.{i:04d}": q.to_bytes() for i, q in enumerate(queries)}
-        payloads["querier_key"] = self.keys.public_key.to_bytes()
-        result = self._query(job_id, "predict", payloads, model=run.model_id)
-        names = sorted(n for n in result.payloads if n.startswith("r."))
+        request = m.PredictJob(
+            run.model_id, self.keys.public_key.to_bytes(), tuple(q.to_bytes() for q in queries)
+        )
+        result = self.submit(job_id, request, m.PredictResult)
         slots = [
-            self.keys.decrypt(self.ctx.ciphertext_from_bytes(result.payloads[n]), decimals=8)
-            for n in names
+            self.keys.decrypt(self.ctx.ciphertext_from_bytes(s), decimals=8) for s in result.scores
         ]
         return decode_scores(job, slots, len(x))
 
     def joint_key(self, job_id: str) -> JointPublicKey:
         """The collective public key, to encrypt queries under."""
-        data = self._query(job_id, "joint_key", {}).payload("key")
-        return JointPublicKey.from_bytes(self.ctx, data)
+        key = self.submit(job_id, m.JointKeyJob(), m.JointKeyResult).key
+        return JointPublicKey.from_bytes(self.ctx, key)
 
     def close(self) -> None:
-        self._root.close()
+        self._channel.close()

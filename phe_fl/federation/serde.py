@@ -1,245 +1,429 @@
-"""Domain messages <-> protobuf frames. The only module (with the thin servicers) that
-touches generated protobuf classes.
+"""Domain messages (:mod:`phe_fl.federation.messages`) to and from protobuf, in pairs, and
+the framing that carries serialized messages over streams. The only module (with the thin
+servicers' generated stubs) that touches the generated protobuf classes.
 
-Large payloads are cut into frames of at most ``CHUNK`` bytes; readers check every size
-and refuse malformed streams with :class:`~phe_fl.errors.ProtocolError` before any
-cryptographic code sees the bytes.
+Most messages are flat: their proto fields have the dataclass's field names, so one pair
+of generic converters (:func:`_to_pb` / :func:`_from_pb`, driven by the dataclass's type
+hints) serves them; nested messages (job specs, standardizations, stats, events) have
+their own ``x_to_proto`` / ``x_from_proto`` pair. Every reader refuses malformed input
+with :class:`~phe_fl.errors.ProtocolError` before any cryptographic code sees the bytes.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+import dataclasses
+import functools
+import typing
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as PbMessage
 
-from phe_fl.errors import ProtocolError
+from phe_fl.errors import PheFlError, ProtocolError
+from phe_fl.federation import messages as m
 from phe_fl.mhe.context import FloatArray
-from phe_fl.v1 import federation_pb2 as pb
+from phe_fl.ml import TrainingJob
+from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, tree_pb2
 
 __all__ = [
     "CHUNK",
-    "Step",
-    "NodeStats",
-    "Event",
-    "Received",
+    "MAX_MESSAGE_BYTES",
+    "WIRE",
+    "FrameReader",
     "to_frames",
-    "from_frames",
-    "event_frame",
-    "floats_to_bytes",
-    "floats_from_bytes",
+    "decode",
+    "node_stats_to_proto",
+    "node_stats_from_proto",
+    "glm_job_to_proto",
+    "glm_job_from_proto",
+    "standardization_to_proto",
+    "standardization_from_proto",
+    "progress_event_to_proto",
+    "progress_event_from_proto",
+    "tree_request_to_proto",
+    "tree_request_from_proto",
+    "tree_response_to_proto",
+    "tree_response_from_proto",
+    "child_message_to_proto",
+    "child_message_from_proto",
+    "parent_message_to_proto",
+    "parent_message_from_proto",
+    "job_request_to_proto",
+    "job_request_from_proto",
+    "job_reply_to_proto",
+    "job_reply_from_proto",
+    "STEP_NAMES",
+    "RESPONSE_TYPES",
+    "JOB_NAMES",
 ]
 
+WIRE = "phe_fl.v2"
 CHUNK = 1 << 20
-MAX_PAYLOADS = 16
-MAX_PAYLOAD_BYTES = 4 << 30
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_MESSAGE_BYTES = 2 << 30  # protobuf cannot parse a larger message
+MAX_PENDING_MESSAGES = 64  # partially received messages per stream
+
+T = TypeVar("T")
+
+# oneof field name <-> (domain request, domain response), in proto field order
+_STEPS: dict[str, tuple[type[Any], type[Any]]] = {
+    "public_key": (m.PublicKeyShareRequest, m.PublicKeyShareResponse),
+    "install_joint_key": (m.InstallJointKeyRequest, m.InstallJointKeyResponse),
+    "relin_round_one": (m.RelinRoundOneRequest, m.RelinRoundOneResponse),
+    "relin_round_two": (m.RelinRoundTwoRequest, m.RelinRoundTwoResponse),
+    "install_relin_key": (m.InstallRelinKeyRequest, m.InstallRelinKeyResponse),
+    "rotation_keys": (m.RotationKeysShareRequest, m.RotationKeysShareResponse),
+    "install_rotation_keys": (m.InstallRotationKeysRequest, m.InstallRotationKeysResponse),
+    "statistics": (m.StatisticsRequest, m.StatisticsResponse),
+    "decrypt_statistics": (m.DecryptStatisticsRequest, m.DecryptStatisticsResponse),
+    "decrypt_model": (m.DecryptModelRequest, m.DecryptModelResponse),
+    "key_switch": (m.KeySwitchRequest, m.KeySwitchResponse),
+    "refresh": (m.RefreshShareRequest, m.RefreshShareResponse),
+    "prepare_training": (m.PrepareTrainingRequest, m.PrepareTrainingResponse),
+    "gradient": (m.GradientRequest, m.GradientResponse),
+    "ping": (m.PingRequest, m.PingResponse),
+}
+_JOBS: dict[str, tuple[type[Any], type[Any]]] = {
+    "setup": (m.SetupJob, m.SetupResult),
+    "stats": (m.StatsJob, m.StatsResult),
+    "train": (m.TrainJob, m.TrainResult),
+    "model_weights": (m.ModelWeightsJob, m.ModelWeightsResult),
+    "model_info": (m.ModelInfoJob, m.ModelInfoResult),
+    "predict": (m.PredictJob, m.PredictResult),
+    "joint_key": (m.JointKeyJob, m.JointKeyResult),
+    "status": (m.StatusJob, m.StatusResult),
+}
+STEP_NAMES: dict[type[Any], str] = {}
+for _name, (_req, _resp) in _STEPS.items():
+    STEP_NAMES[_req] = STEP_NAMES[_resp] = _name
+RESPONSE_TYPES: dict[type[Any], type[Any]] = {req: resp for req, resp in _STEPS.values()}
+JOB_NAMES: dict[type[Any], str] = {}
+for _name, (_req, _resp) in _JOBS.items():
+    JOB_NAMES[_req] = JOB_NAMES[_resp] = _name
 
 
-@dataclass(frozen=True)
-class Step:
-    """One protocol step of one job, with its named payloads (phe-fl envelope bytes)."""
-
-    job_id: str
-    step: str
-    params: str
-    n_parties: int = 0
-    payloads: dict[str, bytes] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def payload(self, name: str) -> bytes:
-        try:
-            return self.payloads[name]
-        except KeyError:
-            raise ProtocolError(
-                f"step {self.step!r} of job {self.job_id!r} lacks payload {name!r}"
-            ) from None
+# -- nested messages, in pairs ----------------------------------------------------------------
+def node_stats_to_proto(s: m.NodeStats) -> common_pb2.NodeStats:
+    return common_pb2.NodeStats(**dataclasses.asdict(s))
 
 
-@dataclass(frozen=True)
-class NodeStats:
-    """What one contribution cost one node, measured by that node.
-
-    ``seconds`` is its own work on the request (e.g. its encrypted gradient);
-    ``combine_seconds`` loading and adding its children's contributions (0 on a leaf);
-    ``serialize_seconds`` writing what it sends up; ``subtree_seconds`` the request's
-    arrival to the answer being ready, waiting for its children included. Bytes count
-    payloads (envelope bytes), not the framing: ``bytes_sent`` up to the parent,
-    ``bytes_from_parent`` the request's payloads (0 at the root, which makes the request),
-    ``bytes_from_children`` its children's contributions, ``bytes_to_children`` the
-    request's payloads passed to all of its children.
-    """
-
-    node_id: str
-    seconds: float
-    bytes_sent: int
-    combine_seconds: float = 0.0
-    serialize_seconds: float = 0.0
-    subtree_seconds: float = 0.0
-    bytes_from_parent: int = 0
-    bytes_from_children: int = 0
-    bytes_to_children: int = 0
-    parent_id: str = ""
-
-    @property
-    def work_seconds(self) -> float:
-        """The node's own share of the critical path: its work, COMBINE, serialization."""
-        return self.seconds + self.combine_seconds + self.serialize_seconds
-
-    @property
-    def bytes_received(self) -> int:
-        return self.bytes_from_parent + self.bytes_from_children
+def node_stats_from_proto(s: common_pb2.NodeStats) -> m.NodeStats:
+    return m.NodeStats(**{f.name: getattr(s, f.name) for f in dataclasses.fields(m.NodeStats)})
 
 
-@dataclass(frozen=True)
-class Event:
-    """Job progress; per-node events carry the node id, the bytes it sent and (from
-    nodes that report them) its full :class:`NodeStats`."""
-
-    phase: str
-    message: str
-    seconds: float = 0.0
-    node_id: str = ""
-    bytes_sent: int = 0
-    stats: NodeStats | None = None
+def node_status_to_proto(s: m.NodeStatus) -> common_pb2.NodeStatus:
+    return common_pb2.NodeStatus(**dataclasses.asdict(s))
 
 
-@dataclass(frozen=True)
-class Received:
-    step: Step
-    stats: tuple[NodeStats, ...] = ()
+def node_status_from_proto(s: common_pb2.NodeStatus) -> m.NodeStatus:
+    return m.NodeStatus(s.node_id, s.parent_id, s.key_state)
 
 
-def floats_to_bytes(values: FloatArray) -> bytes:
-    """Public plain numbers (counts, standardization, released weights) on the wire."""
-    return np.asarray(values, dtype=">f8").tobytes()
+def glm_job_to_proto(job: TrainingJob) -> ml_pb2.GlmJobSpec:
+    return ml_pb2.GlmJobSpec(**dataclasses.asdict(job))
 
 
-def floats_from_bytes(data: bytes) -> FloatArray:
-    if len(data) % 8:
-        raise ProtocolError(f"{len(data)} bytes is not a list of float64 values")
-    return np.frombuffer(data, dtype=">f8").astype(np.float64)
+def glm_job_from_proto(spec: ml_pb2.GlmJobSpec) -> TrainingJob:
+    """Field by field; TrainingJob validates every value (ParameterError names it)."""
+    return TrainingJob(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(TrainingJob)})
 
 
-def _check_name(what: str, value: str) -> str:
-    if not _NAME.match(value):
-        raise ProtocolError(f"invalid {what} {value!r} (1-128 of A-Z a-z 0-9 _ . : -)")
-    return value
+def standardization_to_proto(s: m.Standardization) -> ml_pb2.Standardization:
+    return ml_pb2.Standardization(mean=s.mean.tolist(), std=s.std.tolist())
 
 
-def to_frames(
-    step: Step, stats: Iterable[NodeStats] = (), events: Iterable[Event] = ()
-) -> Iterator[pb.Frame]:
-    """Events first, then the header, the payload chunks in order, and the trailer."""
-    for ev in events:
-        yield event_frame(ev)
-    header = pb.StepHeader(
-        job_id=_check_name("job id", step.job_id),
-        step=_check_name("step", step.step),
-        params=step.params,
-        n_parties=step.n_parties,
-        payloads=[pb.PayloadInfo(name=n, size=len(b)) for n, b in step.payloads.items()],
-        labels=step.labels,
-    )
-    yield pb.Frame(header=header)
-    for data in step.payloads.values():
-        view = memoryview(data)
-        for off in range(0, len(data), CHUNK):
-            yield pb.Frame(chunk=bytes(view[off : off + CHUNK]))
-    stats = list(stats)
-    if stats:
-        yield pb.Frame(trailer=pb.Trailer(stats=[_stats_to_pb(s) for s in stats]))
+def standardization_from_proto(s: ml_pb2.Standardization) -> m.Standardization:
+    mean = np.asarray(s.mean, dtype=np.float64)
+    std = np.asarray(s.std, dtype=np.float64)
+    if mean.shape != std.shape or not np.all(np.isfinite(mean)) or not np.all(std > 0):
+        raise ProtocolError(
+            f"a standardization is as many finite means as positive deviations; got "
+            f"{mean.size} means and {std.size} deviations"
+        )
+    return m.Standardization(mean, std)
 
 
-def _stats_to_pb(s: NodeStats) -> pb.NodeStats:
-    """Field by field: the proto message mirrors the dataclass's field names."""
-    return pb.NodeStats(**{f.name: getattr(s, f.name) for f in fields(NodeStats)})
-
-
-def _stats_from_pb(s: pb.NodeStats) -> NodeStats:
-    return NodeStats(**{f.name: getattr(s, f.name) for f in fields(NodeStats)})
-
-
-def event_frame(ev: Event) -> pb.Frame:
-    event = pb.JobEvent(
-        phase=ev.phase,
-        message=ev.message,
+def progress_event_to_proto(ev: m.ProgressEvent) -> query_pb2.ProgressEvent:
+    out = query_pb2.ProgressEvent(
+        stage=query_pb2.Stage.Value(ev.stage.name),
         seconds=ev.seconds,
-        node_id=ev.node_id,
-        bytes_sent=ev.bytes_sent,
+        iteration=ev.iteration,
+        iterations=ev.iterations,
+        index=ev.index,
+        count=ev.count,
+        nodes=[node_stats_to_proto(s) for s in ev.nodes],
     )
-    if ev.stats is not None:
-        event.node_stats.CopyFrom(_stats_to_pb(ev.stats))
-    return pb.Frame(event=event)
+    if ev.summary is not None:
+        out.summary.CopyFrom(query_pb2.IterationSummary(**dataclasses.asdict(ev.summary)))
+    return out
 
 
-def _event_from_pb(e: pb.JobEvent) -> Event:
-    stats = _stats_from_pb(e.node_stats) if e.HasField("node_stats") else None
-    return Event(e.phase, e.message, e.seconds, e.node_id, e.bytes_sent, stats)
+def progress_event_from_proto(ev: query_pb2.ProgressEvent) -> m.ProgressEvent:
+    summary = None
+    if ev.HasField("summary"):
+        s = ev.summary
+        summary = m.IterationSummary(s.refreshes, s.levels_left, s.levels_sent, s.levels_dropped)
+    return m.ProgressEvent(
+        stage=_enum(m.Stage, query_pb2.Stage.Name(ev.stage), "progress stage"),
+        seconds=ev.seconds,
+        iteration=ev.iteration,
+        iterations=ev.iterations,
+        index=ev.index,
+        count=ev.count,
+        nodes=tuple(node_stats_from_proto(s) for s in ev.nodes),
+        summary=summary,
+    )
 
 
-def from_frames(
-    frames: Iterable[pb.Frame], on_event: Callable[[Event], None] | None = None
-) -> Received:
-    """Read one step from a frame stream, checking its shape; raise ProtocolError if not."""
-    it = iter(frames)
-    header = None
-    for frame in it:
-        kind = frame.WhichOneof("body")
-        if kind == "event":
-            if on_event is not None:
-                on_event(_event_from_pb(frame.event))
+def _enum(cls: type[T], name: str, what: str) -> T:
+    try:
+        return cls[name]  # type: ignore[index, no-any-return]
+    except KeyError:
+        raise ProtocolError(f"unknown {what} {name!r}") from None
+
+
+# -- flat messages: proto fields named as the dataclass fields --------------------------------
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(m))
+
+
+def _to_pb(obj: Any, pb_cls: type[PbMessage]) -> PbMessage:
+    msg = pb_cls()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
             continue
-        if kind != "header":
-            raise ProtocolError(f"stream must start with a header frame, got {kind or 'empty'}")
-        header = frame.header
-        break
-    if header is None:
-        raise ProtocolError("stream ended before its header")
-    _check_name("job id", header.job_id)
-    _check_name("step", header.step)
-    if len(header.payloads) > MAX_PAYLOADS:
-        raise ProtocolError(f"{len(header.payloads)} payloads exceed the limit of {MAX_PAYLOADS}")
-    names = [p.name for p in header.payloads]
-    if len(set(names)) != len(names):
-        raise ProtocolError(f"duplicate payload names in {names}")
-    for info in header.payloads:
-        _check_name("payload name", info.name)
-        if info.size > MAX_PAYLOAD_BYTES:
-            raise ProtocolError(f"payload {info.name!r} of {info.size} bytes exceeds the limit")
-
-    payloads: dict[str, bytes] = {}
-    stats: tuple[NodeStats, ...] = ()
-    pending = list(header.payloads)
-    buf = bytearray()
-    for frame in it:
-        kind = frame.WhichOneof("body")
-        if kind == "chunk":
-            if not pending:
-                raise ProtocolError("payload chunk after all declared payloads")
-            buf += frame.chunk
-            while pending and len(buf) >= pending[0].size:
-                info = pending.pop(0)
-                payloads[info.name] = bytes(buf[: info.size])
-                del buf[: info.size]
-        elif kind == "trailer":
-            stats = tuple(_stats_from_pb(s) for s in frame.trailer.stats)
-            break
+        if isinstance(value, m.Purpose):
+            setattr(msg, f.name, tree_pb2.KeySwitchRequest.Purpose.Value(value.name))
+        elif isinstance(value, TrainingJob):
+            getattr(msg, f.name).CopyFrom(glm_job_to_proto(value))
+        elif isinstance(value, m.Standardization):
+            getattr(msg, f.name).CopyFrom(standardization_to_proto(value))
+        elif isinstance(value, np.ndarray):
+            getattr(msg, f.name).extend(value.tolist())
+        elif isinstance(value, tuple):
+            getattr(msg, f.name).extend(
+                node_status_to_proto(v) if isinstance(v, m.NodeStatus) else v for v in value
+            )
         else:
-            raise ProtocolError(f"unexpected {kind or 'empty'} frame inside a payload stream")
-    # Zero-size payloads complete without any chunk.
-    while pending and pending[0].size == 0 and not buf:
-        payloads[pending.pop(0).name] = b""
-    if pending or buf:
-        missing = ", ".join(p.name for p in pending) or "?"
-        raise ProtocolError(f"stream ended inside payloads ({missing}); truncated message")
-    step = Step(
-        job_id=header.job_id,
-        step=header.step,
-        params=header.params,
-        n_parties=header.n_parties,
-        payloads=payloads,
-        labels=dict(header.labels),
+            setattr(msg, f.name, value)
+    return msg
+
+
+def _from_pb(msg: PbMessage, cls: type[T]) -> T:
+    hints = _hints(cls)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint, raw = hints[f.name], getattr(msg, f.name)
+        if hint is m.Purpose:
+            name = tree_pb2.KeySwitchRequest.Purpose.Name(raw)
+            kwargs[f.name] = _enum(m.Purpose, name, "key-switch purpose")
+        elif hint is TrainingJob:
+            if not msg.HasField(f.name):
+                raise ProtocolError(f"{type(msg).__name__} lacks its {f.name}")
+            kwargs[f.name] = glm_job_from_proto(raw)
+        elif hint == m.Standardization | None:
+            has = msg.HasField(f.name)
+            kwargs[f.name] = standardization_from_proto(raw) if has else None
+        elif hint == tuple[m.NodeStatus, ...]:
+            kwargs[f.name] = tuple(node_status_from_proto(v) for v in raw)
+        elif typing.get_origin(hint) is tuple:
+            kwargs[f.name] = tuple(raw)
+        elif hint is FloatArray:
+            kwargs[f.name] = np.asarray(raw, dtype=np.float64)
+        else:
+            kwargs[f.name] = raw
+    return cls(**kwargs)
+
+
+def _oneof_to_pb(
+    table: dict[type[Any], str], value: Any, pb_owner: type[PbMessage]
+) -> tuple[str, PbMessage]:
+    name = table.get(type(value))
+    if name is None:
+        raise ProtocolError(f"{type(value).__name__} is not a message of {pb_owner.__name__}")
+    field_cls = pb_owner.DESCRIPTOR.fields_by_name[name].message_type._concrete_class
+    return name, _to_pb(value, field_cls)
+
+
+def _oneof_from_pb(
+    msg: PbMessage, group: str, table: dict[str, tuple[type[Any], type[Any]]], side: int
+) -> Any:
+    name = msg.WhichOneof(group)
+    if name is None or name not in table:
+        raise ProtocolError(f"{type(msg).__name__} carries no {group} (empty or unknown)")
+    return _from_pb(getattr(msg, name), table[name][side])
+
+
+# -- the tree protocol ------------------------------------------------------------------------
+_REQUESTS = {req: name for name, (req, _) in _STEPS.items()}
+_RESPONSES = {resp: name for name, (_, resp) in _STEPS.items()}
+_JOB_REQUESTS = {req: name for name, (req, _) in _JOBS.items()}
+_JOB_RESULTS = {res: name for name, (_, res) in _JOBS.items()}
+
+
+def tree_request_to_proto(r: m.TreeRequest) -> tree_pb2.TreeRequest:
+    name, step = _oneof_to_pb(_REQUESTS, r.step, tree_pb2.TreeRequest)
+    out = tree_pb2.TreeRequest(
+        job_id=r.job_id, params=r.params, n_parties=r.n_parties, deadline_s=r.deadline_s
     )
-    return Received(step, stats)
+    getattr(out, name).CopyFrom(step)
+    return out
+
+
+def tree_request_from_proto(r: tree_pb2.TreeRequest) -> m.TreeRequest:
+    step = _oneof_from_pb(r, "step", _STEPS, 0)
+    return m.TreeRequest(r.job_id, r.params, r.n_parties, step, r.deadline_s)
+
+
+def tree_response_to_proto(r: m.TreeResponse) -> tree_pb2.TreeResponse:
+    out = tree_pb2.TreeResponse(stats=[node_stats_to_proto(s) for s in r.stats])
+    if isinstance(r.result, m.Failure):
+        code = common_pb2.Error.Code.Value(r.result.code)
+        out.error.CopyFrom(common_pb2.Error(code=code, message=r.result.message))
+    else:
+        name, result = _oneof_to_pb(_RESPONSES, r.result, tree_pb2.TreeResponse)
+        getattr(out, name).CopyFrom(result)
+    return out
+
+
+def tree_response_from_proto(r: tree_pb2.TreeResponse) -> m.TreeResponse:
+    stats = tuple(node_stats_from_proto(s) for s in r.stats)
+    if r.WhichOneof("result") == "error":
+        code = common_pb2.Error.Code.Name(r.error.code)
+        return m.TreeResponse(m.Failure(code, r.error.message), stats)
+    return m.TreeResponse(_oneof_from_pb(r, "result", _STEPS, 1), stats)
+
+
+def child_message_to_proto(msg: m.Hello | m.TreeResponse) -> tree_pb2.ChildMessage:
+    if isinstance(msg, m.Hello):
+        return tree_pb2.ChildMessage(hello=_to_pb(msg, tree_pb2.Hello))
+    return tree_pb2.ChildMessage(response=tree_response_to_proto(msg))
+
+
+def child_message_from_proto(msg: tree_pb2.ChildMessage) -> m.Hello | m.TreeResponse:
+    kind = msg.WhichOneof("body")
+    if kind == "hello":
+        return _from_pb(msg.hello, m.Hello)
+    if kind == "response":
+        return tree_response_from_proto(msg.response)
+    raise ProtocolError("empty message from a child")
+
+
+def parent_message_to_proto(msg: m.Welcome | m.TreeRequest) -> tree_pb2.ParentMessage:
+    if isinstance(msg, m.Welcome):
+        return tree_pb2.ParentMessage(welcome=_to_pb(msg, tree_pb2.Welcome))
+    return tree_pb2.ParentMessage(request=tree_request_to_proto(msg))
+
+
+def parent_message_from_proto(msg: tree_pb2.ParentMessage) -> m.Welcome | m.TreeRequest:
+    kind = msg.WhichOneof("body")
+    if kind == "welcome":
+        return _from_pb(msg.welcome, m.Welcome)
+    if kind == "request":
+        return tree_request_from_proto(msg.request)
+    raise ProtocolError("empty message from the parent")
+
+
+# -- the querier's jobs -----------------------------------------------------------------------
+def job_request_to_proto(r: m.JobRequest) -> query_pb2.JobRequest:
+    name, job = _oneof_to_pb(_JOB_REQUESTS, r.job, query_pb2.JobRequest)
+    out = query_pb2.JobRequest(job_id=r.job_id, params=r.params)
+    getattr(out, name).CopyFrom(job)
+    return out
+
+
+def job_request_from_proto(r: query_pb2.JobRequest) -> m.JobRequest:
+    return m.JobRequest(r.job_id, r.params, _oneof_from_pb(r, "job", _JOBS, 0))
+
+
+def job_reply_to_proto(reply: m.ProgressEvent | m.JobResult) -> query_pb2.JobReply:
+    if isinstance(reply, m.ProgressEvent):
+        return query_pb2.JobReply(event=progress_event_to_proto(reply))
+    name, result = _oneof_to_pb(_JOB_RESULTS, reply, query_pb2.JobResult)
+    out = query_pb2.JobReply()
+    getattr(out.result, name).CopyFrom(result)
+    return out
+
+
+def job_reply_from_proto(reply: query_pb2.JobReply) -> m.ProgressEvent | m.JobResult:
+    kind = reply.WhichOneof("body")
+    if kind == "event":
+        return progress_event_from_proto(reply.event)
+    if kind == "result":
+        return _oneof_from_pb(reply.result, "result", _JOBS, 1)  # type: ignore[no-any-return]
+    raise ProtocolError("empty reply from the root")
+
+
+# -- framing ----------------------------------------------------------------------------------
+def to_frames(message: PbMessage, call_id: int = 0) -> Iterator[common_pb2.Frame]:
+    """One serialized message as frames of at most :data:`CHUNK` bytes (at least one)."""
+    data = message.SerializeToString()
+    view = memoryview(data)
+    for off in range(0, max(len(data), 1), CHUNK):
+        yield common_pb2.Frame(
+            call_id=call_id, total_size=len(data), data=bytes(view[off : off + CHUNK])
+        )
+
+
+class FrameReader:
+    """Reassembles the messages of one stream from its frames (they may interleave by
+    call id); refuses inconsistent sizes, overlong messages and too many open messages."""
+
+    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._open: dict[int, tuple[int, bytearray]] = {}
+
+    def feed(self, frame: common_pb2.Frame) -> tuple[int, bytes] | None:
+        """The (call id, message bytes) this frame completes, or None."""
+        call, size = frame.call_id, frame.total_size
+        if size > self.max_message_bytes:
+            raise ProtocolError(
+                f"message of {size} bytes exceeds the limit of {self.max_message_bytes}"
+            )
+        if call in self._open:
+            declared, buf = self._open[call]
+            if declared != size:
+                raise ProtocolError(
+                    f"call {call}: frame declares {size} bytes, its message {declared}"
+                )
+        else:
+            if len(self._open) >= MAX_PENDING_MESSAGES:
+                raise ProtocolError(f"more than {MAX_PENDING_MESSAGES} messages open at once")
+            buf = bytearray()
+            self._open[call] = (size, buf)
+        buf += frame.data
+        if len(buf) > size:
+            raise ProtocolError(f"call {call}: frames overrun the declared {size} bytes")
+        if len(buf) < size:
+            return None
+        del self._open[call]
+        return call, bytes(buf)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self._open)
+
+
+def decode(pb_cls: type[T], data: bytes) -> T:
+    """Parse ``data`` as ``pb_cls``; a malformed message is a ProtocolError."""
+    msg = pb_cls()
+    try:
+        msg.ParseFromString(data)  # type: ignore[attr-defined]
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ProtocolError(f"malformed {pb_cls.__name__}: {exc}") from None
+    return msg
+
+
+def parse(pb_cls: type[PbMessage], data: bytes, convert: Any) -> Any:
+    """Decode and convert to the domain type; any failure is a ProtocolError (or the
+    domain's own validation error, e.g. ParameterError for a bad job spec)."""
+    msg = decode(pb_cls, data)
+    try:
+        return convert(msg)
+    except PheFlError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ProtocolError(f"invalid {pb_cls.__name__}: {exc}") from None

@@ -1,0 +1,346 @@
+"""What every party does, whatever its place in the tree: its own share of each protocol
+step, its MAP on its plaintext shard, and installing the joint keys.
+
+A :class:`Member` holds this node's one secret-key share, its data and the public keys.
+:data:`RULES` declares, per tree step, how the member makes its contribution (``own``),
+reads a child's (``load``), adds two (``combine``) and answers (``answer``); the
+:class:`~phe_fl.federation.subtree.Subtree` runs that over the node's children. Before
+any work, :meth:`Member.admit` checks the request against the federation's parameters,
+the key-generation state machine (and the training job's) and the node's policy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from phe_fl.errors import ParameterError, ProtocolError
+from phe_fl.federation import messages as m
+from phe_fl.federation.config import NodeConfig
+from phe_fl.federation.data import load_local_data
+from phe_fl.federation.policy import decide
+from phe_fl.federation.serde import STEP_NAMES
+from phe_fl.federation.state import KEYGEN, TRAINING, Tracker
+from phe_fl.mhe import (
+    Ciphertext,
+    Context,
+    JointPublicKey,
+    Party,
+    PublicKeyGen,
+    QuerierPublicKey,
+    QueryKeySwitch,
+    Refresh,
+    RefreshCRP,
+    RelinKey,
+    RelinKeyGen,
+    RotationKeyGen,
+    RotationKeys,
+    ThresholdDecrypt,
+    get_parameter_set,
+)
+from phe_fl.mhe.protocols._share import Share
+from phe_fl.ml import GLMParty, MapRequest
+
+__all__ = ["Member", "Rule", "RULES"]
+
+
+class Member:
+    """One institution's party: one secret share, its plaintext shard, the joint keys."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.params = get_parameter_set(config.params)
+        self.ctx = Context(self.params)
+        self.X, self.y = load_local_data(config.data)
+        self.keygen = Tracker(KEYGEN, f"on node {config.id}")
+        self.party: Party | None = None
+        self.joint_key: JointPublicKey | None = None
+        self.relin_key: RelinKey | None = None
+        self.rotation_keys: RotationKeys | None = None
+        # The public-key share is drawn once with the secret share: a resumed key
+        # generation resends it. At the root it is also the CRP (PublicKeyGen.gen_crp).
+        self._public_key_share: Share | None = None
+        self._trainings: dict[str, tuple[Tracker, GLMParty | None]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    # -- checks before any work -------------------------------------------------------------
+    def admit(self, request: m.TreeRequest, requester: str) -> None:
+        """Refuse ``request`` unless it fits this federation, this node's state machines
+        and its policy (the policy's decision is audited either way)."""
+        if request.params != self.params.name:
+            raise ProtocolError(
+                f"step for parameter set {request.params!r}, node {self.id} uses "
+                f"{self.params.name!r}"
+            )
+        if request.n_parties != self.config.n_parties:
+            raise ProtocolError(
+                f"step for {request.n_parties} parties, this federation has {self.config.n_parties}"
+            )
+        step = STEP_NAMES[type(request.step)]
+        self.keygen.check(step)
+        if step in TRAINING.steps:
+            self._training(request.job_id).check(step)
+        decide(self.id, self.config.policy, request.job_id, request.step, requester)
+
+    def complete(self, request: m.TreeRequest) -> None:
+        """Advance the state machines once the subtree answered ``request``."""
+        step = STEP_NAMES[type(request.step)]
+        self.keygen.advance(step)
+        if step in TRAINING.steps:
+            self._training(request.job_id).advance(step)
+
+    def _training(self, job_id: str) -> Tracker:
+        with self._lock:
+            if job_id not in self._trainings:
+                self._trainings[job_id] = (Tracker(TRAINING, f"{job_id!r} on node {self.id}"), None)
+            return self._trainings[job_id][0]
+
+    def trainer(self, job_id: str) -> GLMParty:
+        tracker, trainer = self._trainings.get(job_id, (None, None))
+        if trainer is None:
+            raise ProtocolError(f"training job {job_id!r} has no trainer on node {self.id}")
+        return trainer
+
+    # -- what the parts need ----------------------------------------------------------------
+    def require_party(self) -> Party:
+        if self.party is None:
+            raise ProtocolError(f"node {self.id} has no secret share yet")
+        return self.party
+
+    def require_joint_key(self) -> JointPublicKey:
+        if self.joint_key is None:
+            raise ProtocolError(f"node {self.id} has no collective public key yet")
+        return self.joint_key
+
+    def lead_public_key(self) -> Share:
+        """At the root: draw this node's secret share with the public-key CRP, which is
+        also the root's own public-key share (once; a resumed setup reuses it)."""
+        with self._lock:
+            if self._public_key_share is None:
+                secret, crp = PublicKeyGen(self.ctx).gen_crp(self.config.n_parties)
+                self.party = Party(secret)
+                self._public_key_share = crp
+            return self._public_key_share
+
+    def public_key_share(self, crp: bytes) -> Share:
+        """This node's public-key share; the secret share is drawn once, here."""
+        with self._lock:
+            if self._public_key_share is None:
+                pkg = PublicKeyGen(self.ctx)
+                secret, share = pkg.gen_share(self.config.party, pkg.share_from_bytes(crp))
+                self.party = Party(secret)
+                self._public_key_share = share
+            return self._public_key_share
+
+    def status(self) -> m.NodeStatus:
+        parent = self.config.parent.id if self.config.parent else ""
+        return m.NodeStatus(self.id, parent, self.keygen.state)
+
+    def prepare_training(self, step: m.PrepareTrainingRequest, job_id: str) -> int:
+        """PREPARE: validate the shard against the job, standardize it; the samples this
+        node contributes per iteration."""
+        job = step.job
+        if job.params != self.params.name:
+            raise ProtocolError(
+                f"job uses {job.params!r}, node {self.id} runs {self.params.name!r}"
+            )
+        X = self.X
+        if step.standardization is not None:
+            s = step.standardization
+            if s.mean.size != X.shape[1]:
+                raise ProtocolError(
+                    f"standardization for {s.mean.size} features, node {self.id} has {X.shape[1]}"
+                )
+            X = s.apply(X)
+        try:
+            trainer = GLMParty(self.config.party, job, (X, self.y))
+        except ParameterError as exc:
+            raise ParameterError(f"node {self.id}: {exc}") from None
+        with self._lock:
+            tracker, _ = self._trainings[job_id]
+            self._trainings[job_id] = (tracker, trainer)
+        return trainer.batch_size_at(0)
+
+    def local_statistics(self) -> Ciphertext:
+        """[sum x | sum x^2 | count] of the local data, encrypted under the joint key."""
+        d = self.X.shape[1]
+        if 3 * d > self.params.slots:
+            raise ProtocolError(f"{d} features do not fit the statistics layout")
+        vec = np.concatenate([self.X.sum(axis=0), (self.X**2).sum(axis=0), np.full(d, len(self.X))])
+        return self.ctx.encrypt(vec, self.require_joint_key())
+
+
+# -- the rules, one per step -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """How one step makes this node's contribution and folds in its children's."""
+
+    own: Callable[[Member, Any], Any]  # (member, the TreeRequest) -> contribution
+    load: Callable[[Member, Any, Any], Any]  # (member, request, a child's result)
+    combine: Callable[[Member, Any, Any, Any], Any]  # (member, request, a, b) -> a + b
+    answer: Callable[[Any], m.TreeResult]
+
+
+def _shares(
+    protocol: Callable[[Member, Any], Any],
+    own: Callable[[Member, Any], Share],
+    response: Callable[[bytes], m.TreeResult],
+) -> Rule:
+    """A share step: shares load and aggregate with the step's protocol object."""
+    return Rule(
+        own=lambda mem, r: own(mem, r.step),
+        load=lambda mem, r, res: protocol(mem, r.step).share_from_bytes(res.share),
+        combine=lambda mem, r, a, b: protocol(mem, r.step).aggregate(a, b),
+        answer=lambda acc: response(acc.to_bytes()),
+    )
+
+
+def _ciphertexts(
+    own: Callable[[Member, Any], Ciphertext],
+    field: str,
+    response: Callable[[bytes], m.TreeResult],
+) -> Rule:
+    """A ciphertext step: contributions are added (COMBINE)."""
+    return Rule(
+        own=own,
+        load=lambda mem, r, res: mem.ctx.ciphertext_from_bytes(getattr(res, field)),
+        combine=lambda mem, r, a, b: mem.ctx.add(a, b),
+        answer=lambda acc: response(acc.to_bytes()),
+    )
+
+
+def _lists(
+    own: Callable[[Member, Any], list[Any]],
+    field: str,
+    response: Callable[[tuple[Any, ...]], m.TreeResult],
+) -> Rule:
+    """A step whose answer lists the subtree's nodes (installs, ping)."""
+    return Rule(
+        own=own,
+        load=lambda mem, r, res: list(getattr(res, field)),
+        combine=lambda mem, r, a, b: a + b,
+        answer=lambda acc: response(tuple(acc)),
+    )
+
+
+def _relin(mem: Member, step: Any) -> RelinKeyGen:
+    return RelinKeyGen(mem.require_joint_key())
+
+
+def _rotations(mem: Member, step: m.RotationKeysShareRequest) -> RotationKeyGen:
+    return RotationKeyGen(mem.require_joint_key(), list(step.indices))
+
+
+def _querier_key(mem: Member, step: m.KeySwitchRequest) -> QueryKeySwitch:
+    return QueryKeySwitch(mem.ctx, QuerierPublicKey.from_bytes(mem.ctx, step.querier_key))
+
+
+def _install_joint_key(mem: Member, r: m.TreeRequest) -> list[str]:
+    assert isinstance(r.step, m.InstallJointKeyRequest)
+    mem.joint_key = JointPublicKey.from_bytes(mem.ctx, r.step.key)
+    return [mem.id]
+
+
+def _install_relin_key(mem: Member, r: m.TreeRequest) -> list[str]:
+    assert isinstance(r.step, m.InstallRelinKeyRequest)
+    key = RelinKey.from_bytes(mem.ctx, r.step.key)
+    key.install()
+    mem.relin_key = key
+    return [mem.id]
+
+
+def _install_rotation_keys(mem: Member, r: m.TreeRequest) -> list[str]:
+    assert isinstance(r.step, m.InstallRotationKeysRequest)
+    keys = RotationKeys.from_bytes(mem.ctx, r.step.key)
+    keys.install()
+    mem.rotation_keys = keys
+    return [mem.id]
+
+
+def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:
+    assert isinstance(r.step, m.GradientRequest)
+    weights = mem.ctx.ciphertext_from_bytes(r.step.weights)
+    request = MapRequest(r.step.iteration, weights, r.step.global_batch)
+    return mem.trainer(r.job_id).gradient(request)
+
+
+def _decrypt(mem: Member, step: Any) -> Share:
+    ct = mem.ctx.ciphertext_from_bytes(step.ciphertext)
+    return mem.require_party().decryption_share(ct)
+
+
+RULES: dict[type[Any], Rule] = {
+    m.PublicKeyShareRequest: _shares(
+        lambda mem, s: PublicKeyGen(mem.ctx),
+        lambda mem, s: mem.public_key_share(s.crp),
+        m.PublicKeyShareResponse,
+    ),
+    m.InstallJointKeyRequest: _lists(_install_joint_key, "installed_by", m.InstallJointKeyResponse),
+    m.RelinRoundOneRequest: _shares(
+        _relin,
+        lambda mem, s: mem.require_party().relin_round1(
+            _relin(mem, s), _relin(mem, s).share_from_bytes(s.crp)
+        ),
+        m.RelinRoundOneResponse,
+    ),
+    m.RelinRoundTwoRequest: Rule(
+        own=lambda mem, r: mem.require_party().relin_round2(
+            _relin(mem, r.step), _relin(mem, r.step).share_from_bytes(r.step.round_one_aggregate)
+        ),
+        load=lambda mem, r, res: _relin(mem, r.step).round2_share_from_bytes(res.share),
+        combine=lambda mem, r, a, b: _relin(mem, r.step).aggregate_round2(a, b),
+        answer=lambda acc: m.RelinRoundTwoResponse(acc.to_bytes()),
+    ),
+    m.InstallRelinKeyRequest: _lists(_install_relin_key, "installed_by", m.InstallRelinKeyResponse),
+    m.RotationKeysShareRequest: _shares(
+        _rotations,
+        lambda mem, s: mem.require_party().rotation_keys(
+            _rotations(mem, s), _rotations(mem, s).share_from_bytes(s.crp)
+        ),
+        m.RotationKeysShareResponse,
+    ),
+    m.InstallRotationKeysRequest: _lists(
+        _install_rotation_keys, "installed_by", m.InstallRotationKeysResponse
+    ),
+    m.StatisticsRequest: _ciphertexts(
+        lambda mem, r: mem.local_statistics(), "encrypted_sums", m.StatisticsResponse
+    ),
+    m.DecryptStatisticsRequest: _shares(
+        lambda mem, s: ThresholdDecrypt(mem.ctx), _decrypt, m.DecryptStatisticsResponse
+    ),
+    m.DecryptModelRequest: _shares(
+        lambda mem, s: ThresholdDecrypt(mem.ctx), _decrypt, m.DecryptModelResponse
+    ),
+    m.KeySwitchRequest: _shares(
+        _querier_key,
+        lambda mem, s: mem.require_party().key_switch_share(
+            mem.ctx.ciphertext_from_bytes(s.ciphertext),
+            QuerierPublicKey.from_bytes(mem.ctx, s.querier_key),
+        ),
+        m.KeySwitchResponse,
+    ),
+    m.RefreshShareRequest: _shares(
+        lambda mem, s: Refresh(mem.ctx),
+        lambda mem, s: mem.require_party().refresh_share(
+            mem.ctx.ciphertext_from_bytes(s.ciphertext), RefreshCRP.from_bytes(mem.ctx, s.crp)
+        ),
+        m.RefreshShareResponse,
+    ),
+    m.PrepareTrainingRequest: Rule(
+        own=lambda mem, r: mem.prepare_training(r.step, r.job_id),
+        load=lambda mem, r, res: int(res.global_batch),
+        combine=lambda mem, r, a, b: a + b,
+        answer=lambda acc: m.PrepareTrainingResponse(int(acc)),
+    ),
+    m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
+    m.PingRequest: _lists(lambda mem, r: [mem.status()], "nodes", m.PingResponse),
+}
+"""Every tree step's rule; a step without one cannot be expressed (serde refuses it)."""

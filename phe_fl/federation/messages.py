@@ -1,0 +1,546 @@
+"""Every message of the federation as a domain type: the tree protocol's steps and answers,
+the querier's jobs and results, progress events and per-node stats.
+
+Each class mirrors one message of ``proto/phe_fl/v2/*.proto`` field for field (the proto
+file says what each field means); :mod:`phe_fl.federation.serde` converts them. Shares,
+keys and ciphertexts stay phe-fl envelope bytes here: only the node that uses one turns it
+into a crypto object, against its own context, so a malformed blob is refused there.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from phe_fl.mhe.context import FloatArray
+from phe_fl.ml import TrainingJob
+
+__all__ = [
+    "NodeStats",
+    "NodeStatus",
+    "Standardization",
+    "Stage",
+    "IterationSummary",
+    "ProgressEvent",
+    "Purpose",
+    # tree steps
+    "PublicKeyShareRequest",
+    "PublicKeyShareResponse",
+    "InstallJointKeyRequest",
+    "InstallJointKeyResponse",
+    "RelinRoundOneRequest",
+    "RelinRoundOneResponse",
+    "RelinRoundTwoRequest",
+    "RelinRoundTwoResponse",
+    "InstallRelinKeyRequest",
+    "InstallRelinKeyResponse",
+    "RotationKeysShareRequest",
+    "RotationKeysShareResponse",
+    "InstallRotationKeysRequest",
+    "InstallRotationKeysResponse",
+    "StatisticsRequest",
+    "StatisticsResponse",
+    "DecryptStatisticsRequest",
+    "DecryptStatisticsResponse",
+    "DecryptModelRequest",
+    "DecryptModelResponse",
+    "KeySwitchRequest",
+    "KeySwitchResponse",
+    "RefreshShareRequest",
+    "RefreshShareResponse",
+    "PrepareTrainingRequest",
+    "PrepareTrainingResponse",
+    "GradientRequest",
+    "GradientResponse",
+    "PingRequest",
+    "PingResponse",
+    "Failure",
+    "TreeStep",
+    "TreeResult",
+    "TreeRequest",
+    "TreeResponse",
+    "Hello",
+    "Welcome",
+    # querier jobs
+    "SetupJob",
+    "SetupResult",
+    "StatsJob",
+    "StatsResult",
+    "TrainJob",
+    "TrainResult",
+    "ModelWeightsJob",
+    "ModelWeightsResult",
+    "ModelInfoJob",
+    "ModelInfoResult",
+    "PredictJob",
+    "PredictResult",
+    "JointKeyJob",
+    "JointKeyResult",
+    "StatusJob",
+    "StatusResult",
+    "Job",
+    "JobResult",
+    "JobRequest",
+]
+
+
+# -- shared -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeStats:
+    """What one contribution cost one node, measured by that node.
+
+    ``seconds`` is its own work on the request (e.g. its encrypted gradient);
+    ``combine_seconds`` loading and adding its children's contributions (0 on a leaf);
+    ``serialize_seconds`` writing what it sends up; ``subtree_seconds`` the request's
+    arrival to the answer being ready, waiting for its children included. Bytes count
+    payloads (envelope bytes), not the framing: ``bytes_sent`` up to the parent,
+    ``bytes_from_parent`` the request's payloads (0 at the root, which makes the request),
+    ``bytes_from_children`` its children's contributions, ``bytes_to_children`` the
+    request's payloads passed to all of its children.
+    """
+
+    node_id: str
+    seconds: float
+    bytes_sent: int
+    combine_seconds: float = 0.0
+    serialize_seconds: float = 0.0
+    subtree_seconds: float = 0.0
+    bytes_from_parent: int = 0
+    bytes_from_children: int = 0
+    bytes_to_children: int = 0
+    parent_id: str = ""
+
+    @property
+    def work_seconds(self) -> float:
+        """The node's own share of the critical path: its work, COMBINE, serialization."""
+        return self.seconds + self.combine_seconds + self.serialize_seconds
+
+    @property
+    def bytes_received(self) -> int:
+        return self.bytes_from_parent + self.bytes_from_children
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: str
+    parent_id: str
+    key_state: str
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """Pooled per-feature mean and standard deviation (public)."""
+
+    mean: FloatArray
+    std: FloatArray
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        return (x - self.mean) / self.std
+
+
+class Stage(enum.Enum):
+    """What a progress event reports (the proto enum ``Stage``, by name)."""
+
+    KEYGEN_PUBLIC_KEY = "public key"
+    KEYGEN_RELIN_ROUND_ONE = "relinearization key, round 1"
+    KEYGEN_RELIN_ROUND_TWO = "relinearization key, round 2"
+    KEYGEN_ROTATION_KEYS = "rotation keys"
+    KEYGEN_RESUMED = "resumed an interrupted key generation"
+    KEYGEN_DONE = "collective keys installed on every node"
+    STATISTICS = "encrypted local statistics"
+    KEY_SWITCH = "key switch to the querier"
+    PREPARE_STATISTICS = "PREPARE: encrypted statistics"
+    PREPARE_DECRYPT = "PREPARE: decrypt pooled statistics"
+    VALIDATE_SHARDS = "validate shards"
+    MAP_COMBINE = "MAP+COMBINE"
+    REFRESH = "collective refresh"
+    ITERATION_DONE = "iteration"
+    MODEL_DECRYPTION = "model decryption"
+    EVALUATE = "evaluate encrypted queries"
+
+    @property
+    def label(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class IterationSummary:
+    refreshes: int
+    levels_left: int
+    levels_sent: int
+    levels_dropped: int
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One round over the tree (``nodes``: each node's own stats) or one root step."""
+
+    stage: Stage
+    seconds: float = 0.0
+    iteration: int = 0
+    iterations: int = 0
+    index: int = 0
+    count: int = 0
+    nodes: tuple[NodeStats, ...] = ()
+    summary: IterationSummary | None = None
+
+
+class Purpose(enum.Enum):
+    """What a key switch to a querier releases (the proto enum ``KeySwitchRequest.Purpose``)."""
+
+    POOLED_STATISTICS = "pooled statistics"
+    PREDICTION = "prediction"
+
+
+# -- the tree protocol: one request and one response per step --------------------------------
+@dataclass(frozen=True)
+class PublicKeyShareRequest:
+    crp: bytes
+
+
+@dataclass(frozen=True)
+class PublicKeyShareResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class InstallJointKeyRequest:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class InstallJointKeyResponse:
+    installed_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RelinRoundOneRequest:
+    crp: bytes
+
+
+@dataclass(frozen=True)
+class RelinRoundOneResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class RelinRoundTwoRequest:
+    round_one_aggregate: bytes
+
+
+@dataclass(frozen=True)
+class RelinRoundTwoResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class InstallRelinKeyRequest:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class InstallRelinKeyResponse:
+    installed_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RotationKeysShareRequest:
+    crp: bytes
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RotationKeysShareResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class InstallRotationKeysRequest:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class InstallRotationKeysResponse:
+    installed_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StatisticsRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class StatisticsResponse:
+    encrypted_sums: bytes
+
+
+@dataclass(frozen=True)
+class DecryptStatisticsRequest:
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class DecryptStatisticsResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class DecryptModelRequest:
+    model_id: str
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class DecryptModelResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class KeySwitchRequest:
+    purpose: Purpose
+    querier: str
+    querier_key: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class KeySwitchResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class RefreshShareRequest:
+    ciphertext: bytes
+    crp: bytes
+
+
+@dataclass(frozen=True)
+class RefreshShareResponse:
+    share: bytes
+
+
+@dataclass(frozen=True)
+class PrepareTrainingRequest:
+    job: TrainingJob
+    standardization: Standardization | None
+
+
+@dataclass(frozen=True)
+class PrepareTrainingResponse:
+    global_batch: int
+
+
+@dataclass(frozen=True)
+class GradientRequest:
+    iteration: int
+    global_batch: int
+    weights: bytes
+
+
+@dataclass(frozen=True)
+class GradientResponse:
+    gradient: bytes
+
+
+@dataclass(frozen=True)
+class PingRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class PingResponse:
+    nodes: tuple[NodeStatus, ...]
+
+
+TreeStep = (
+    PublicKeyShareRequest
+    | InstallJointKeyRequest
+    | RelinRoundOneRequest
+    | RelinRoundTwoRequest
+    | InstallRelinKeyRequest
+    | RotationKeysShareRequest
+    | InstallRotationKeysRequest
+    | StatisticsRequest
+    | DecryptStatisticsRequest
+    | DecryptModelRequest
+    | KeySwitchRequest
+    | RefreshShareRequest
+    | PrepareTrainingRequest
+    | GradientRequest
+    | PingRequest
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A subtree's refusal or failure: ``code`` is a gRPC status name (see status.py)."""
+
+    code: str
+    message: str
+
+
+TreeResult = (
+    Failure
+    | PublicKeyShareResponse
+    | InstallJointKeyResponse
+    | RelinRoundOneResponse
+    | RelinRoundTwoResponse
+    | InstallRelinKeyResponse
+    | RotationKeysShareResponse
+    | InstallRotationKeysResponse
+    | StatisticsResponse
+    | DecryptStatisticsResponse
+    | DecryptModelResponse
+    | KeySwitchResponse
+    | RefreshShareResponse
+    | PrepareTrainingResponse
+    | GradientResponse
+    | PingResponse
+)
+
+
+@dataclass(frozen=True)
+class TreeRequest:
+    """One step of one job, asked of a subtree; ``deadline_s`` is what the asker waits."""
+
+    job_id: str
+    params: str
+    n_parties: int
+    step: TreeStep
+    deadline_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TreeResponse:
+    result: TreeResult
+    stats: tuple[NodeStats, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hello:
+    node_id: str
+    params: str
+    n_parties: int
+
+
+@dataclass(frozen=True)
+class Welcome:
+    parent_id: str
+
+
+# -- the querier's jobs: one request and one result per kind ---------------------------------
+@dataclass(frozen=True)
+class SetupJob:
+    rotations: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    keygen_job_id: str
+
+
+@dataclass(frozen=True)
+class StatsJob:
+    querier_key: bytes
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    encrypted_sums: bytes
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    spec: TrainingJob
+    standardize: bool = True
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_id: str
+    refreshes: tuple[int, ...]
+    standardization: Standardization | None
+
+
+@dataclass(frozen=True)
+class ModelWeightsJob:
+    model_id: str
+
+
+@dataclass(frozen=True)
+class ModelWeightsResult:
+    weights: FloatArray
+
+
+@dataclass(frozen=True)
+class ModelInfoJob:
+    model_id: str
+
+
+@dataclass(frozen=True)
+class ModelInfoResult:
+    spec: TrainingJob
+    refreshes: tuple[int, ...]
+    standardization: Standardization | None
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    model_id: str
+    querier_key: bytes
+    queries: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    scores: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class JointKeyJob:
+    pass
+
+
+@dataclass(frozen=True)
+class JointKeyResult:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class StatusJob:
+    pass
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    nodes: tuple[NodeStatus, ...]
+    missing: tuple[str, ...] = ()
+
+
+Job = (
+    SetupJob
+    | StatsJob
+    | TrainJob
+    | ModelWeightsJob
+    | ModelInfoJob
+    | PredictJob
+    | JointKeyJob
+    | StatusJob
+)
+JobResult = (
+    SetupResult
+    | StatsResult
+    | TrainResult
+    | ModelWeightsResult
+    | ModelInfoResult
+    | PredictResult
+    | JointKeyResult
+    | StatusResult
+)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    job_id: str
+    params: str
+    job: Job = field(default_factory=StatusJob)

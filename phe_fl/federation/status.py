@@ -1,0 +1,78 @@
+"""The one table between phe-fl's errors and gRPC status codes, used both ways: a node
+reports a domain error as a status (to a querier) or as a typed Failure (up the tree),
+and a gRPC failure from a peer becomes a :class:`~phe_fl.errors.PeerError` naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+
+from phe_fl.errors import (
+    CryptoError,
+    JobStateError,
+    PeerError,
+    PheFlError,
+    PolicyError,
+)
+from phe_fl.federation.messages import Failure
+
+__all__ = ["STATUS_TABLE", "status_name", "grpc_status", "failure_for", "rpc_errors"]
+
+log = logging.getLogger("phe_fl.status")
+
+STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
+    (PolicyError, "PERMISSION_DENIED"),
+    (JobStateError, "FAILED_PRECONDITION"),
+    (PeerError, "ABORTED"),  # a node further down failed; not worth a retry here
+    (CryptoError, "INTERNAL"),
+    (PheFlError, "INVALID_ARGUMENT"),  # bad input: protocol, serialization, keys, parameters
+)
+"""First match wins; anything else is INTERNAL."""
+
+
+def status_name(exc: BaseException) -> str:
+    for kind, name in STATUS_TABLE:
+        if isinstance(exc, kind):
+            return name
+    return "INTERNAL"
+
+
+def grpc_status(exc: BaseException) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, status_name(exc))
+
+
+def public_message(exc: BaseException) -> str:
+    """What may leave the node: a domain error's own words; never the internals (or
+    anything secret) of an unexpected failure, which go to the node's log."""
+    if isinstance(exc, PheFlError):
+        return str(exc)
+    log.error("internal error: %s", type(exc).__name__, exc_info=exc)
+    return f"internal error ({type(exc).__name__}); see the node's log"
+
+
+def failure_for(exc: BaseException) -> Failure:
+    return Failure(status_name(exc), public_message(exc))
+
+
+@contextmanager
+def rpc_errors(peer: str) -> Iterator[None]:
+    """A gRPC failure, or a malformed answer, inside the block becomes a PeerError
+    naming ``peer``."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise PeerError(peer, f"did not answer within its deadline ({details})") from None
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            raise PeerError(peer, f"does not speak phe_fl.v2 (UNIMPLEMENTED: {details})") from None
+        raise PeerError(peer, f"{code.name if code else 'ERROR'}: {details}") from None
+    except PeerError:
+        raise
+    except PheFlError as exc:
+        raise PeerError(peer, f"sent a malformed answer: {exc}") from None

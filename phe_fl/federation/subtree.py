@@ -1,0 +1,172 @@
+"""What a node with children adds to its party's work: it asks its subtree for the same
+step, adds the answers to its own (COMBINE on the way up) and measures what each cost.
+
+Every answer is cached per request (job, step and payloads, not the deadline), so a
+parent's retry gets the same bytes and no share is ever drawn again with fresh noise. A
+leaf is a subtree without children; the root runs every round of a job through its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import fields, replace
+from typing import Any, Protocol
+
+from phe_fl.errors import ProtocolError
+from phe_fl.federation import messages as m
+from phe_fl.federation.member import RULES, Member
+from phe_fl.federation.serde import RESPONSE_TYPES, STEP_NAMES, tree_request_to_proto
+
+__all__ = ["Subtree", "ChildCaller", "payload_bytes", "child_deadline"]
+
+log = logging.getLogger("phe_fl.subtree")
+
+
+class ChildCaller(Protocol):
+    """How a node reaches its children (the tree transport implements it)."""
+
+    @property
+    def ids(self) -> Sequence[str]: ...
+
+    def call(
+        self, child_id: str, request: m.TreeRequest, timeout: float | None, *, wait: bool = True
+    ) -> m.TreeResponse:
+        """The child's subtree answer; PeerError naming the child if it fails, refuses,
+        is not connected (after waiting for it when ``wait``) or runs out of time."""
+        ...
+
+
+def payload_bytes(message: Any) -> int:
+    """Envelope bytes a step or answer carries (its ``bytes`` fields)."""
+    total = 0
+    for f in fields(message):
+        value = getattr(message, f.name)
+        if isinstance(value, bytes):
+            total += len(value)
+        elif isinstance(value, tuple):
+            total += sum(len(v) for v in value if isinstance(v, bytes))
+    return total
+
+
+def child_deadline(deadline_s: float) -> float:
+    """What a child gets of its parent's deadline: less, so that the node that stalls is
+    the one named in the error, not its ancestors. 0 means no deadline."""
+    return 0.0 if deadline_s <= 0 else max(0.5, deadline_s * 0.8 - 0.5)
+
+
+def _digest(request: m.TreeRequest) -> bytes:
+    plain = tree_request_to_proto(replace(request, deadline_s=0.0))
+    return hashlib.sha256(plain.SerializeToString(deterministic=True)).digest()
+
+
+class Subtree:
+    """A node's party plus the subtrees of its children."""
+
+    def __init__(self, member: Member, children: ChildCaller) -> None:
+        self.member = member
+        self.children = children
+        self._cache: dict[bytes, m.TreeResponse] = {}
+        self._locks: dict[bytes, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, 2 * len(children.ids)), thread_name_prefix=f"{member.id}-down"
+        )
+
+    @property
+    def id(self) -> str:
+        return self.member.id
+
+    def contribute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
+        """This subtree's aggregated answer to ``request`` (cached for retries)."""
+        if isinstance(request.step, m.PingRequest):
+            return self._compute(request, requester)  # a status, never cached
+        key = _digest(request)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # a retry racing the original waits for it instead of recomputing
+            hit = self._cache.get(key)
+            if hit is not None:
+                log.info(
+                    "%s: resending cached %s for job %s",
+                    self.id,
+                    STEP_NAMES[type(request.step)],
+                    request.job_id,
+                )
+                return hit
+            response = self._compute(request, requester)
+            self._cache[key] = response
+            return response
+
+    def _compute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
+        """Own contribution while the children work on theirs, then COMBINE; the node's
+        first :class:`NodeStats` is what it measured itself."""
+        self.member.admit(request, requester)
+        rule = RULES[type(request.step)]
+        expected = RESPONSE_TYPES[type(request.step)]
+        t_start = time.perf_counter()
+        down = replace(request, deadline_s=child_deadline(request.deadline_s))
+        timeout = down.deadline_s or None
+        is_ping = isinstance(request.step, m.PingRequest)
+        futures: list[tuple[str, Future[m.TreeResponse]]] = [
+            (c, self._pool.submit(self.children.call, c, down, timeout, wait=not is_ping))
+            for c in self.children.ids
+        ]
+        t0 = time.perf_counter()
+        try:
+            acc = rule.own(self.member, request)
+        except BaseException:
+            for _, f in futures:
+                f.cancel()
+            raise
+        own_seconds = time.perf_counter() - t0
+        stats: list[m.NodeStats] = []
+        combine_seconds = 0.0
+        from_children = 0
+        for child, future in futures:
+            if is_ping:
+                try:
+                    received = future.result()
+                except Exception as exc:  # noqa: BLE001 - a ping reports, never fails
+                    log.info("%s: ping to %s: %s", self.id, child, exc)
+                    acc = acc + [m.NodeStatus(child, self.id, "disconnected")]
+                    continue
+            else:
+                received = future.result()  # PeerError names the child
+            stats.extend(received.stats)
+            from_children += payload_bytes(received.result)
+            if not isinstance(received.result, expected):
+                raise ProtocolError(
+                    f"node {child} answered {type(received.result).__name__} to "
+                    f"{STEP_NAMES[type(request.step)]}"
+                )
+            t0 = time.perf_counter()
+            loaded = rule.load(self.member, request, received.result)
+            acc = rule.combine(self.member, request, acc, loaded)
+            combine_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = rule.answer(acc)
+        t_end = time.perf_counter()
+        request_bytes = payload_bytes(request.step)
+        parent = self.member.config.parent
+        mine = m.NodeStats(
+            self.id,
+            own_seconds,
+            payload_bytes(result),
+            combine_seconds=combine_seconds,
+            serialize_seconds=t_end - t0,
+            subtree_seconds=t_end - t_start,
+            bytes_from_parent=0 if parent is None else request_bytes,
+            bytes_from_children=from_children,
+            bytes_to_children=request_bytes * len(futures),
+            parent_id=parent.id if parent else "",
+        )
+        self.member.complete(request)
+        return m.TreeResponse(result, (mine, *stats))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,239 @@
+from phe_fl.v2 import common_pb2 as _common_pb2
+from phe_fl.v2 import ml_pb2 as _ml_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STAGE_UNSPECIFIED: _ClassVar[Stage]
+    KEYGEN_PUBLIC_KEY: _ClassVar[Stage]
+    KEYGEN_RELIN_ROUND_ONE: _ClassVar[Stage]
+    KEYGEN_RELIN_ROUND_TWO: _ClassVar[Stage]
+    KEYGEN_ROTATION_KEYS: _ClassVar[Stage]
+    KEYGEN_RESUMED: _ClassVar[Stage]
+    KEYGEN_DONE: _ClassVar[Stage]
+    STATISTICS: _ClassVar[Stage]
+    KEY_SWITCH: _ClassVar[Stage]
+    PREPARE_STATISTICS: _ClassVar[Stage]
+    PREPARE_DECRYPT: _ClassVar[Stage]
+    VALIDATE_SHARDS: _ClassVar[Stage]
+    MAP_COMBINE: _ClassVar[Stage]
+    REFRESH: _ClassVar[Stage]
+    ITERATION_DONE: _ClassVar[Stage]
+    MODEL_DECRYPTION: _ClassVar[Stage]
+    EVALUATE: _ClassVar[Stage]
+STAGE_UNSPECIFIED: Stage
+KEYGEN_PUBLIC_KEY: Stage
+KEYGEN_RELIN_ROUND_ONE: Stage
+KEYGEN_RELIN_ROUND_TWO: Stage
+KEYGEN_ROTATION_KEYS: Stage
+KEYGEN_RESUMED: Stage
+KEYGEN_DONE: Stage
+STATISTICS: Stage
+KEY_SWITCH: Stage
+PREPARE_STATISTICS: Stage
+PREPARE_DECRYPT: Stage
+VALIDATE_SHARDS: Stage
+MAP_COMBINE: Stage
+REFRESH: Stage
+ITERATION_DONE: Stage
+MODEL_DECRYPTION: Stage
+EVALUATE: Stage
+
+class JobRequest(_message.Message):
+    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_INFO_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_FIELD_NUMBER: _ClassVar[int]
+    JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    params: str
+    setup: SetupJob
+    stats: StatsJob
+    train: TrainJob
+    model_weights: ModelWeightsJob
+    model_info: ModelInfoJob
+    predict: PredictJob
+    joint_key: JointKeyJob
+    status: StatusJob
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ...) -> None: ...
+
+class JobReply(_message.Message):
+    __slots__ = ("event", "result")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    event: ProgressEvent
+    result: JobResult
+    def __init__(self, event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...
+
+class JobResult(_message.Message):
+    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status")
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_INFO_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_FIELD_NUMBER: _ClassVar[int]
+    JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    setup: SetupResult
+    stats: StatsResult
+    train: TrainResult
+    model_weights: ModelWeightsResult
+    model_info: ModelInfoResult
+    predict: PredictResult
+    joint_key: JointKeyResult
+    status: StatusResult
+    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ...) -> None: ...
+
+class SetupJob(_message.Message):
+    __slots__ = ("rotations",)
+    ROTATIONS_FIELD_NUMBER: _ClassVar[int]
+    rotations: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rotations: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SetupResult(_message.Message):
+    __slots__ = ("keygen_job_id",)
+    KEYGEN_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    keygen_job_id: str
+    def __init__(self, keygen_job_id: _Optional[str] = ...) -> None: ...
+
+class StatsJob(_message.Message):
+    __slots__ = ("querier_key",)
+    QUERIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    querier_key: bytes
+    def __init__(self, querier_key: _Optional[bytes] = ...) -> None: ...
+
+class StatsResult(_message.Message):
+    __slots__ = ("encrypted_sums",)
+    ENCRYPTED_SUMS_FIELD_NUMBER: _ClassVar[int]
+    encrypted_sums: bytes
+    def __init__(self, encrypted_sums: _Optional[bytes] = ...) -> None: ...
+
+class TrainJob(_message.Message):
+    __slots__ = ("spec", "standardize")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
+    spec: _ml_pb2.GlmJobSpec
+    standardize: bool
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
+
+class TrainResult(_message.Message):
+    __slots__ = ("model_id", "refreshes", "standardization")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    refreshes: _containers.RepeatedScalarFieldContainer[int]
+    standardization: _ml_pb2.Standardization
+    def __init__(self, model_id: _Optional[str] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
+
+class ModelWeightsJob(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ModelWeightsResult(_message.Message):
+    __slots__ = ("weights",)
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, weights: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ModelInfoJob(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ModelInfoResult(_message.Message):
+    __slots__ = ("spec", "refreshes", "standardization")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    spec: _ml_pb2.GlmJobSpec
+    refreshes: _containers.RepeatedScalarFieldContainer[int]
+    standardization: _ml_pb2.Standardization
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
+
+class PredictJob(_message.Message):
+    __slots__ = ("model_id", "querier_key", "queries")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    querier_key: bytes
+    queries: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, model_id: _Optional[str] = ..., querier_key: _Optional[bytes] = ..., queries: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PredictResult(_message.Message):
+    __slots__ = ("scores",)
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, scores: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class JointKeyJob(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JointKeyResult(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class StatusJob(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResult(_message.Message):
+    __slots__ = ("nodes", "missing")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProgressEvent(_message.Message):
+    __slots__ = ("stage", "seconds", "iteration", "iterations", "index", "count", "nodes", "summary")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    stage: Stage
+    seconds: float
+    iteration: int
+    iterations: int
+    index: int
+    count: int
+    nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStats]
+    summary: IterationSummary
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., seconds: _Optional[float] = ..., iteration: _Optional[int] = ..., iterations: _Optional[int] = ..., index: _Optional[int] = ..., count: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ..., summary: _Optional[_Union[IterationSummary, _Mapping]] = ...) -> None: ...
+
+class IterationSummary(_message.Message):
+    __slots__ = ("refreshes", "levels_left", "levels_sent", "levels_dropped")
+    REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_SENT_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    refreshes: int
+    levels_left: int
+    levels_sent: int
+    levels_dropped: int
+    def __init__(self, refreshes: _Optional[int] = ..., levels_left: _Optional[int] = ..., levels_sent: _Optional[int] = ..., levels_dropped: _Optional[int] = ...) -> None: ...

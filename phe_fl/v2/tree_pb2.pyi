@@ -1,0 +1,324 @@
+from phe_fl.v2 import common_pb2 as _common_pb2
+from phe_fl.v2 import ml_pb2 as _ml_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChildMessage(_message.Message):
+    __slots__ = ("hello", "response")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    response: TreeResponse
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., response: _Optional[_Union[TreeResponse, _Mapping]] = ...) -> None: ...
+
+class ParentMessage(_message.Message):
+    __slots__ = ("welcome", "request")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    welcome: Welcome
+    request: TreeRequest
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., request: _Optional[_Union[TreeRequest, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("node_id", "params", "n_parties")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    N_PARTIES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    params: str
+    n_parties: int
+    def __init__(self, node_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("parent_id",)
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    parent_id: str
+    def __init__(self, parent_id: _Optional[str] = ...) -> None: ...
+
+class TreeRequest(_message.Message):
+    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    N_PARTIES_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
+    RELIN_ROUND_ONE_FIELD_NUMBER: _ClassVar[int]
+    RELIN_ROUND_TWO_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_RELIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_KEYS_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_ROTATION_KEYS_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_SWITCH_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    params: str
+    n_parties: int
+    deadline_s: float
+    public_key: PublicKeyShareRequest
+    install_joint_key: InstallJointKeyRequest
+    relin_round_one: RelinRoundOneRequest
+    relin_round_two: RelinRoundTwoRequest
+    install_relin_key: InstallRelinKeyRequest
+    rotation_keys: RotationKeysShareRequest
+    install_rotation_keys: InstallRotationKeysRequest
+    statistics: StatisticsRequest
+    decrypt_statistics: DecryptStatisticsRequest
+    decrypt_model: DecryptModelRequest
+    key_switch: KeySwitchRequest
+    refresh: RefreshShareRequest
+    prepare_training: PrepareTrainingRequest
+    gradient: GradientRequest
+    ping: PingRequest
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
+
+class TreeResponse(_message.Message):
+    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping", "error", "stats")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
+    RELIN_ROUND_ONE_FIELD_NUMBER: _ClassVar[int]
+    RELIN_ROUND_TWO_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_RELIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_KEYS_FIELD_NUMBER: _ClassVar[int]
+    INSTALL_ROTATION_KEYS_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    DECRYPT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_SWITCH_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    public_key: PublicKeyShareResponse
+    install_joint_key: InstallJointKeyResponse
+    relin_round_one: RelinRoundOneResponse
+    relin_round_two: RelinRoundTwoResponse
+    install_relin_key: InstallRelinKeyResponse
+    rotation_keys: RotationKeysShareResponse
+    install_rotation_keys: InstallRotationKeysResponse
+    statistics: StatisticsResponse
+    decrypt_statistics: DecryptStatisticsResponse
+    decrypt_model: DecryptModelResponse
+    key_switch: KeySwitchResponse
+    refresh: RefreshShareResponse
+    prepare_training: PrepareTrainingResponse
+    gradient: GradientResponse
+    ping: PingResponse
+    error: _common_pb2.Error
+    stats: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStats]
+    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
+
+class PublicKeyShareRequest(_message.Message):
+    __slots__ = ("crp",)
+    CRP_FIELD_NUMBER: _ClassVar[int]
+    crp: bytes
+    def __init__(self, crp: _Optional[bytes] = ...) -> None: ...
+
+class PublicKeyShareResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class InstallJointKeyRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class InstallJointKeyResponse(_message.Message):
+    __slots__ = ("installed_by",)
+    INSTALLED_BY_FIELD_NUMBER: _ClassVar[int]
+    installed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, installed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RelinRoundOneRequest(_message.Message):
+    __slots__ = ("crp",)
+    CRP_FIELD_NUMBER: _ClassVar[int]
+    crp: bytes
+    def __init__(self, crp: _Optional[bytes] = ...) -> None: ...
+
+class RelinRoundOneResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class RelinRoundTwoRequest(_message.Message):
+    __slots__ = ("round_one_aggregate",)
+    ROUND_ONE_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    round_one_aggregate: bytes
+    def __init__(self, round_one_aggregate: _Optional[bytes] = ...) -> None: ...
+
+class RelinRoundTwoResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class InstallRelinKeyRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class InstallRelinKeyResponse(_message.Message):
+    __slots__ = ("installed_by",)
+    INSTALLED_BY_FIELD_NUMBER: _ClassVar[int]
+    installed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, installed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RotationKeysShareRequest(_message.Message):
+    __slots__ = ("crp", "indices")
+    CRP_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    crp: bytes
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, crp: _Optional[bytes] = ..., indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RotationKeysShareResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class InstallRotationKeysRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class InstallRotationKeysResponse(_message.Message):
+    __slots__ = ("installed_by",)
+    INSTALLED_BY_FIELD_NUMBER: _ClassVar[int]
+    installed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, installed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatisticsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatisticsResponse(_message.Message):
+    __slots__ = ("encrypted_sums",)
+    ENCRYPTED_SUMS_FIELD_NUMBER: _ClassVar[int]
+    encrypted_sums: bytes
+    def __init__(self, encrypted_sums: _Optional[bytes] = ...) -> None: ...
+
+class DecryptStatisticsRequest(_message.Message):
+    __slots__ = ("ciphertext",)
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    ciphertext: bytes
+    def __init__(self, ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class DecryptStatisticsResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class DecryptModelRequest(_message.Message):
+    __slots__ = ("model_id", "ciphertext")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    ciphertext: bytes
+    def __init__(self, model_id: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class DecryptModelResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class KeySwitchRequest(_message.Message):
+    __slots__ = ("purpose", "querier", "querier_key", "ciphertext")
+    class Purpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PURPOSE_UNSPECIFIED: _ClassVar[KeySwitchRequest.Purpose]
+        POOLED_STATISTICS: _ClassVar[KeySwitchRequest.Purpose]
+        PREDICTION: _ClassVar[KeySwitchRequest.Purpose]
+    PURPOSE_UNSPECIFIED: KeySwitchRequest.Purpose
+    POOLED_STATISTICS: KeySwitchRequest.Purpose
+    PREDICTION: KeySwitchRequest.Purpose
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    QUERIER_FIELD_NUMBER: _ClassVar[int]
+    QUERIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    purpose: KeySwitchRequest.Purpose
+    querier: str
+    querier_key: bytes
+    ciphertext: bytes
+    def __init__(self, purpose: _Optional[_Union[KeySwitchRequest.Purpose, str]] = ..., querier: _Optional[str] = ..., querier_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class KeySwitchResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class RefreshShareRequest(_message.Message):
+    __slots__ = ("ciphertext", "crp")
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    CRP_FIELD_NUMBER: _ClassVar[int]
+    ciphertext: bytes
+    crp: bytes
+    def __init__(self, ciphertext: _Optional[bytes] = ..., crp: _Optional[bytes] = ...) -> None: ...
+
+class RefreshShareResponse(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: bytes
+    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+
+class PrepareTrainingRequest(_message.Message):
+    __slots__ = ("job", "standardization")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    job: _ml_pb2.GlmJobSpec
+    standardization: _ml_pb2.Standardization
+    def __init__(self, job: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
+
+class PrepareTrainingResponse(_message.Message):
+    __slots__ = ("global_batch",)
+    GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    global_batch: int
+    def __init__(self, global_batch: _Optional[int] = ...) -> None: ...
+
+class GradientRequest(_message.Message):
+    __slots__ = ("iteration", "global_batch", "weights")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    global_batch: int
+    weights: bytes
+    def __init__(self, iteration: _Optional[int] = ..., global_batch: _Optional[int] = ..., weights: _Optional[bytes] = ...) -> None: ...
+
+class GradientResponse(_message.Message):
+    __slots__ = ("gradient",)
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    gradient: bytes
+    def __init__(self, gradient: _Optional[bytes] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PingResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ...) -> None: ...
