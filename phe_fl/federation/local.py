@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -49,10 +50,14 @@ def write_configs(
     certificates: bool = True,
     allow_decryption: bool = False,
     holdout: float = 0.0,
+    data_files: Sequence[Path] | None = None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Node configs (and, unless told otherwise, certificates) for a tree where node i's
-    parent is (i-1)//fanout; only nodes with children (and the root) listen. Returns the
-    configs and the listening nodes' addresses by id."""
+    parent is (i-1)//fanout; only nodes with children (and the root) listen. Node i reads
+    shard i of ``dataset``, or ``data_files[i]`` (a CSV: features..., label) when given.
+    Returns the configs and the listening nodes' addresses by id."""
+    if data_files is not None and len(data_files) != n_nodes:
+        raise ValueError(f"{len(data_files)} data files for {n_nodes} nodes")
     ids = [f"node-{i}" for i in range(n_nodes)]
     if certificates:
         create_federation(workdir / "certs", ids, queriers)
@@ -68,6 +73,10 @@ def write_configs(
             parent_line = f'parent = {{ id = "{parent}", address = "{addresses[parent]}" }}\n'
         else:
             parent_line = ""
+        if data_files is not None:
+            data = f'path = "{Path(data_files[i]).resolve()}"'
+        else:
+            data = f'dataset = "{dataset}"\nshard = {i}\nshards = {n_nodes}\nholdout = {holdout}'
         text = f"""[node]
 id = "{node_id}"
 party = {i}
@@ -78,10 +87,7 @@ n_parties = {n_nodes}
 {parent_line}children = [{kids}]
 
 [data]
-dataset = "{dataset}"
-shard = {i}
-shards = {n_nodes}
-holdout = {holdout}
+{data}
 
 [tls]
 cert = "certs/nodes/{node_id}.pem"
@@ -110,6 +116,8 @@ class LocalCluster:
     deadline_s: float = 600.0
     allow_decryption: bool = False
     holdout: float = 0.0
+    data_files: Sequence[Path] | None = None
+    """Per-node CSV files (features..., label) instead of shards of the shipped dataset."""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)
     """Listening nodes' addresses by id (leaves have none)."""
@@ -140,6 +148,7 @@ class LocalCluster:
             params=self.params,
             allow_decryption=self.allow_decryption,
             holdout=self.holdout,
+            data_files=self.data_files,
         )
         self.processes = [self._spawn(cfg) for cfg in self.configs]
         self.wait_ready(timeout_s)
