@@ -20,72 +20,53 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
+import scaling  # noqa: E402
 
 from phe_fl.demo import demo_job  # noqa: E402
 from phe_fl.federation.local import LocalCluster  # noqa: E402
+from phe_fl.federation.messages import ProgressEvent  # noqa: E402
 from phe_fl.federation.querier import Querier  # noqa: E402
-from phe_fl.federation.serde import Event  # noqa: E402
-from phe_fl.mhe import (  # noqa: E402
-    Context,
-    QuerierKeyPair,
-    _backend,  # noqa: E402
-    get_parameter_set,
-)
-
-_MAP = re.compile(r"^iteration (\d+): MAP\+COMBINE/node$")
-_LEVELS = re.compile(r"levels left (\d+)")
+from phe_fl.mhe import get_parameter_set  # noqa: E402
 
 
-def ciphertext_bytes(params: str, level: int) -> int:
-    """OpenFHE's serialized size of one ciphertext at ``level`` (rescalings applied)."""
-    ctx = Context(get_parameter_set(params))
-    keys = QuerierKeyPair.generate(ctx)
-    ct = ctx.encrypt(np.zeros(4), keys.public_key, level=level)
-    return len(_backend.dump(ct._ct))
-
-
-def bytes_per_iteration(params: str, nodes: int, iterations: int) -> dict[str, object]:
-    sent: dict[int, dict[str, int]] = defaultdict(dict)
-    levels_after: dict[int, int] = {}
-
-    def on_event(ev: Event) -> None:
-        m = _MAP.match(ev.phase)
-        if m and ev.node_id:
-            sent[int(m[1])][ev.node_id] = ev.bytes_sent
-        if ev.phase == "iteration":
-            it = int(ev.message.split("/")[0])
-            lv = _LEVELS.search(ev.message)
-            if lv:
-                levels_after[it] = int(lv[1])
-
-    job = demo_job(params, iterations)  # the demo's logistic regression
+def bytes_per_iteration(params: str, nodes: int, iterations: int) -> dict[str, Any]:
+    """Train the demo's logistic regression on ``nodes`` node processes; per iteration and
+    node, the bytes it sent up against one ciphertext at the gradient's level (the rows
+    come from the training job's progress events, read by ``scaling.iteration_rows``)."""
+    events: list[ProgressEvent] = []
+    job = demo_job(params, iterations)
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalCluster(Path(tmp), n_nodes=nodes, fanout=2, params=params) as cluster,
     ):
-        querier = Querier(cluster.root_address, cluster.querier_tls(), params, on_event=on_event)
-        querier.setup("bench-keys")
-        t = time.perf_counter()
-        querier.train("bench-train", job)
-        train_s = time.perf_counter() - t
-        querier.close()
+        querier = Querier(
+            cluster.root_address, cluster.querier_tls(), params, on_event=events.append
+        )
+        try:
+            querier.setup("bench-keys")
+            events.clear()
+            t = time.perf_counter()
+            querier.train("bench-train", job)
+            train_s = time.perf_counter() - t
+        finally:
+            querier.close()
     depth = get_parameter_set(params).mult_depth
     rows = []
-    for it in sorted(sent):
-        level = depth - levels_after[it]  # the gradient ends at the updated weights' level
-        need = ciphertext_bytes(params, level)
-        for node, b in sorted(sent[it].items()):
+    for it in scaling.iteration_rows(events, nodes):
+        level = depth - it["levels_left_after"]  # the gradient ends at the updated weights' level
+        need = scaling.ciphertext_bytes(params, level)
+        for i, b in enumerate(it["bytes_sent"]):
             rows.append(
                 {
-                    "iteration": it,
-                    "node": node,
+                    "iteration": it["iteration"],
+                    "node": f"node-{i}",
                     "bytes_sent": b,
                     "ciphertext_bytes": need,
                     "level": level,
@@ -149,7 +130,7 @@ def main() -> int:
         f"({args.params}, {args.nodes} nodes):"
     )
     print(f"  {'iter':>4} {'node':<8} {'sent':>12} {'ciphertext':>12} {'ratio':>6}")
-    for r in b["rows"]:  # type: ignore[union-attr]
+    for r in b["rows"]:
         print(
             f"  {r['iteration']:>4} {r['node']:<8} {r['bytes_sent']:>12} "
             f"{r['ciphertext_bytes']:>12} {r['ratio']:6.3f}"

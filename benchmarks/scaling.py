@@ -1,13 +1,18 @@
 """Figures 1, 2 and 6a of the benchmark suite (issue #5): a real federation of node
 processes (``LocalCluster``, gRPC + TLS on localhost, fan-out 2) training logistic
 regression, measured from the per-node stats every node reports about itself
-(``NodeStats``, carried to the querier in the root's per-node events).
+(``NodeStats``, carried to the querier in the ``nodes`` of the root's ``ProgressEvent`` for
+each round over the tree).
 
-What one run measures, per training iteration (see ``parse_events``):
+What one run measures, per training iteration (see ``iteration_rows``):
 
 * ``wall_s``: the root's whole iteration (level management, collective refresh if any,
-  MAP+COMBINE round trip over the tree, REDUCE), the ``iteration`` event's seconds;
-* ``mapcombine_wall_s``: the root's MAP+COMBINE fan-out, start to finish;
+  MAP+COMBINE round trip over the tree, REDUCE), the ``ITERATION_DONE`` event's seconds;
+  ``refreshes``, ``levels_left_after``, ``levels_sent`` and ``levels_dropped`` are its
+  ``summary``;
+* ``mapcombine_wall_s``: the root's MAP+COMBINE fan-out, start to finish (the
+  ``MAP_COMBINE`` event's seconds; its ``nodes`` give every per-node figure below);
+* ``refresh_s``: the iteration's collective refreshes (``REFRESH`` events' seconds);
 * ``node_seconds``: each node's own MAP work (its encrypted gradient), as the node timed it;
 * ``node_combine_seconds``: each node's COMBINE, loading and adding its children's
   encrypted gradients to its own, as the node timed it (0 on leaves);
@@ -39,25 +44,22 @@ a machine with fewer cores than nodes their own MAP seconds include waiting for 
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
-from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import phe_fl.federation.local as _local
 from phe_fl.federation.local import LocalCluster
+from phe_fl.federation.messages import NodeStats, ProgressEvent, Stage
 from phe_fl.federation.querier import Querier
-from phe_fl.federation.serde import Event, NodeStats
 from phe_fl.mhe import Context, QuerierKeyPair, _backend, get_parameter_set
 from phe_fl.ml import TrainingJob
 
-_MAPW = re.compile(r"^iteration (\d+): MAP\+COMBINE$")
-_MAPN = re.compile(r"^iteration (\d+): MAP\+COMBINE/node$")
-_ITER = re.compile(r"^(\d+)/(\d+): (\d+) refresh\(es\), levels left (\d+)")
+START_TIMEOUT_S = 120.0
+"""How long the node processes may take to connect into a tree (many nodes, few cores)."""
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -88,37 +90,15 @@ def node_data(kind: str, n_nodes: int, rows: int, n_features: int, seed: int = 0
     return out
 
 
-def _with_csv_data(paths: list[Path], shards: list[Any]) -> None:
-    """Point every node config at its own CSV (features..., label) instead of a shard of
-    a named dataset: LocalCluster has no option for per-node data files."""
-    for i, path in enumerate(paths):
-        x, y = shards[i]
-        csv = path.parent / f"data-{path.stem}.csv"
-        np.savetxt(csv, np.column_stack([x, y]), delimiter=",", fmt="%.8g")
-        text = path.read_text()
-        text = re.sub(r"\[data\]\n.*?\n\n", f'[data]\npath = "{csv.name}"\n\n', text, flags=re.S)
-        path.write_text(text)
-
-
-class CsvCluster(LocalCluster):
-    """LocalCluster whose nodes read the given per-node CSV shards."""
-
-    shards: list[Any] = []
-
-    def start(self, timeout_s: float = 120.0) -> LocalCluster:
-        original = _local.write_configs
-        shards = self.shards
-
-        def write(*a: Any, **kw: Any) -> tuple[list[Path], list[str]]:
-            paths, addresses = original(*a, **kw)
-            _with_csv_data(paths, shards)
-            return paths, addresses
-
-        _local.write_configs = write  # type: ignore[assignment]
-        try:
-            return super().start(timeout_s)
-        finally:
-            _local.write_configs = original  # type: ignore[assignment]
+def write_csvs(folder: Path, shards: Sequence[Any]) -> list[Path]:
+    """One CSV per node (features..., label), for ``LocalCluster(data_files=...)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (x, y) in enumerate(shards):
+        path = folder / f"node-{i}.csv"
+        np.savetxt(path, np.column_stack([x, y]), delimiter=",", fmt="%.8g")
+        paths.append(path)
+    return paths
 
 
 # -- sizes -----------------------------------------------------------------------------------
@@ -221,71 +201,81 @@ def serial_chain(stats: dict[str, NodeStats]) -> float:
     return best
 
 
-def parse_events(events: list[Event], n_nodes: int) -> list[dict[str, Any]]:
-    walls: dict[int, float] = {}
-    nodes: dict[int, dict[str, NodeStats]] = defaultdict(dict)
-    refresh_pending = 0.0
-    refresh_of: dict[int, float] = {}
-    iters: list[dict[str, Any]] = []
+def iteration_rows(events: Iterable[ProgressEvent], n_nodes: int) -> list[dict[str, Any]]:
+    """One row per training iteration, from a training job's progress events in the order
+    the root streamed them. Each ``ITERATION_DONE`` event closes an iteration: its
+    MAP+COMBINE round and its collective refreshes are the events since the previous one
+    (a refresh runs at the start of the iteration whose summary counts it, before its MAP,
+    so its own ``iteration`` field names the previous MAP's). Other stages (validation,
+    rotation keys, PREPARE) are not part of any iteration and are left out."""
+    rows: list[dict[str, Any]] = []
+    mapcombine: ProgressEvent | None = None
+    refreshes: list[ProgressEvent] = []
     for ev in events:
-        m = _MAPW.match(ev.phase)
-        if m and not ev.node_id:
-            it = int(m[1])
-            walls[it] = ev.seconds
-            refresh_of[it] = refresh_pending
-            refresh_pending = 0.0
-            continue
-        m = _MAPN.match(ev.phase)
-        if m and ev.node_id:
-            if ev.stats is None:
-                raise ValueError(f"{ev.node_id} reported no NodeStats in {ev.phase!r}")
-            nodes[int(m[1])][ev.node_id] = ev.stats
-            continue
-        if ev.phase == "collective refresh" and not ev.node_id:
-            refresh_pending += ev.seconds
-            continue
-        if ev.phase == "iteration":
-            mi = _ITER.match(ev.message)
-            if mi:
-                iters.append(
-                    {
-                        "iteration": int(mi[1]),
-                        "wall_s": ev.seconds,
-                        "refreshes": int(mi[3]),
-                        "levels_left_after": int(mi[4]),
-                    }
-                )
-    ids = [f"node-{i}" for i in range(n_nodes)]
-    for row in iters:
-        it = row["iteration"]
-        per = nodes.get(it, {})
-        missing = [i for i in ids if i not in per]
-        if missing:
-            raise ValueError(f"iteration {it}: no stats from {missing}")
-        st = [per[i] for i in ids]
-        path_s, path = critical_path(per)
-        row.update(
-            mapcombine_wall_s=walls.get(it, float("nan")),
-            refresh_s=refresh_of.get(it, 0.0),
-            parents=[s.parent_id for s in st],
-            node_seconds=[s.seconds for s in st],
-            node_combine_seconds=[s.combine_seconds for s in st],
-            node_serialize_seconds=[s.serialize_seconds for s in st],
-            node_work_seconds=[s.work_seconds for s in st],
-            node_subtree_seconds=[s.subtree_seconds for s in st],
-            critical_path_s=path_s,
-            critical_path=path,
-            serial_chain_s=serial_chain(per),
-            bytes_sent=[s.bytes_sent for s in st],
-            bytes_from_parent=[s.bytes_from_parent for s in st],
-            bytes_from_children=[s.bytes_from_children for s in st],
-            bytes_received=[s.bytes_received for s in st],
-            bytes_to_children=[s.bytes_to_children for s in st],
-            weights_down_bytes=max(s.bytes_from_parent for s in st),
-            root_combine_s=st[0].combine_seconds,
+        if ev.stage is Stage.REFRESH:
+            refreshes.append(ev)
+        elif ev.stage is Stage.MAP_COMBINE:
+            if mapcombine is not None:
+                raise ValueError(f"iteration {ev.iteration}: a second MAP+COMBINE round")
+            mapcombine = ev
+        elif ev.stage is Stage.ITERATION_DONE:
+            rows.append(_iteration_row(ev, mapcombine, refreshes, n_nodes))
+            mapcombine, refreshes = None, []
+    return rows
+
+
+def _iteration_row(
+    done: ProgressEvent,
+    mapcombine: ProgressEvent | None,
+    refreshes: list[ProgressEvent],
+    n_nodes: int,
+) -> dict[str, Any]:
+    it, summary = done.iteration, done.summary
+    if summary is None:
+        raise ValueError(f"iteration {it}: the root sent no iteration summary")
+    if mapcombine is None or mapcombine.iteration != it:
+        found = "none" if mapcombine is None else f"iteration {mapcombine.iteration}'s"
+        raise ValueError(f"iteration {it}: its MAP+COMBINE round is {found}")
+    if len(refreshes) != summary.refreshes:
+        raise ValueError(
+            f"iteration {it}: {len(refreshes)} refresh rounds, the summary counts "
+            f"{summary.refreshes}"
         )
-        row["root_reduce_s"] = row["wall_s"] - row["mapcombine_wall_s"] - row["refresh_s"]
-    return iters
+    ids = [f"node-{i}" for i in range(n_nodes)]
+    per = {s.node_id: s for s in mapcombine.nodes}
+    if sorted(per) != sorted(ids) or len(mapcombine.nodes) != n_nodes:
+        senders = [s.node_id for s in mapcombine.nodes]
+        raise ValueError(f"iteration {it}: stats from {senders}, not one from each of {ids}")
+    st = [per[i] for i in ids]
+    path_s, path = critical_path(per)
+    refresh_s = sum((r.seconds for r in refreshes), 0.0)
+    return {
+        "iteration": it,
+        "wall_s": done.seconds,
+        "refreshes": summary.refreshes,
+        "levels_left_after": summary.levels_left,
+        "levels_sent": summary.levels_sent,
+        "levels_dropped": summary.levels_dropped,
+        "mapcombine_wall_s": mapcombine.seconds,
+        "refresh_s": refresh_s,
+        "parents": [s.parent_id for s in st],
+        "node_seconds": [s.seconds for s in st],
+        "node_combine_seconds": [s.combine_seconds for s in st],
+        "node_serialize_seconds": [s.serialize_seconds for s in st],
+        "node_work_seconds": [s.work_seconds for s in st],
+        "node_subtree_seconds": [s.subtree_seconds for s in st],
+        "critical_path_s": path_s,
+        "critical_path": path,
+        "serial_chain_s": serial_chain(per),
+        "bytes_sent": [s.bytes_sent for s in st],
+        "bytes_from_parent": [s.bytes_from_parent for s in st],
+        "bytes_from_children": [s.bytes_from_children for s in st],
+        "bytes_received": [s.bytes_received for s in st],
+        "bytes_to_children": [s.bytes_to_children for s in st],
+        "weights_down_bytes": max(s.bytes_from_parent for s in st),
+        "root_combine_s": st[0].combine_seconds,
+        "root_reduce_s": done.seconds - mapcombine.seconds - refresh_s,
+    }
 
 
 def run_training(
@@ -304,7 +294,7 @@ def run_training(
     job = make_job(params, n_features, iterations, batch)
     job.check_fits()
     shards = node_data(data, n_nodes, rows, n_features)
-    events: list[Event] = []
+    events: list[ProgressEvent] = []
     out: dict[str, Any] = {
         "params": params,
         "nodes": n_nodes,
@@ -318,12 +308,17 @@ def run_training(
         "rotation_keys": len(job.rotation_indices()),
     }
     with tempfile.TemporaryDirectory(prefix="phe-fl-suite-") as tmp:
-        cluster = CsvCluster(
-            Path(tmp), n_nodes=n_nodes, fanout=2, params=params, deadline_s=deadline_s
+        cluster = LocalCluster(
+            Path(tmp),
+            n_nodes=n_nodes,
+            fanout=2,
+            params=params,
+            deadline_s=deadline_s,
+            data_files=write_csvs(Path(tmp) / "data", shards),
         )
-        cluster.shards = shards
-        t0 = time.perf_counter()
-        with cluster:
+        try:  # not `with cluster`: a start that fails would leave the nodes running
+            t0 = time.perf_counter()
+            cluster.start(START_TIMEOUT_S)
             out["start_s"] = time.perf_counter() - t0
             q = Querier(
                 cluster.root_address,
@@ -343,8 +338,10 @@ def run_training(
             finally:
                 q.close()
                 out["node_peak_rss_bytes"] = [_peak_rss(p.pid) for p in cluster.processes]
+        finally:
+            cluster.stop()
     depth = get_parameter_set(params).mult_depth
-    iters = parse_events(events, n_nodes)
+    iters = iteration_rows(events, n_nodes)
     for row in iters:
         lvl = depth - row["levels_left_after"]  # the gradient travels at the new weights' level
         row["gradient_level"] = lvl

@@ -1,6 +1,7 @@
 """Smoke test of the benchmark suite (benchmarks/run.py): the smallest federation figure
 (2 node processes, 1 iteration, insecure 2^12 set), the MLP status and the expansion
-table, written to a temporary folder. About 10 s."""
+table, written to a temporary folder (about 10 s); and how scaling.py reads the root's
+progress events, on a hand-made stream."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _scaling() -> ModuleType:
 
 
 def test_critical_path_follows_the_reported_tree() -> None:
-    from phe_fl.federation.serde import NodeStats
+    from phe_fl.federation.messages import NodeStats
 
     scaling = _scaling()
 
@@ -48,6 +49,40 @@ def test_critical_path_follows_the_reported_tree() -> None:
     # a root slower than its whole subtree is the critical path alone
     stats["node-0"] = st("node-0", "", 5.0, 0.5)
     assert scaling.critical_path(stats) == (5.5, ["node-0"])
+
+
+def test_iteration_rows_read_the_typed_events() -> None:
+    from phe_fl.federation.messages import IterationSummary, NodeStats, ProgressEvent, Stage
+
+    scaling = _scaling()
+    root = NodeStats("node-0", 0.5, 10, combine_seconds=0.25, bytes_from_children=20)
+    child = NodeStats("node-1", 1.0, 20, bytes_from_parent=30, parent_id="node-0")
+
+    def done(it: int, refreshes: int, seconds: float) -> ProgressEvent:
+        summary = IterationSummary(refreshes, levels_left=4, levels_sent=6, levels_dropped=1)
+        return ProgressEvent(Stage.ITERATION_DONE, seconds, it, 2, summary=summary)
+
+    events = [
+        ProgressEvent(Stage.VALIDATE_SHARDS, 9.0, nodes=(root, child)),  # before iteration 1
+        ProgressEvent(Stage.MAP_COMBINE, 2.0, 1, 2, nodes=(child, root)),
+        done(1, 0, 3.0),
+        # iteration 2 refreshes before its MAP: the event names the previous MAP's iteration
+        ProgressEvent(Stage.REFRESH, 1.5, 1, 2, nodes=(root, child)),
+        ProgressEvent(Stage.MAP_COMBINE, 2.5, 2, 2, nodes=(root, child)),
+        done(2, 1, 5.0),
+    ]
+    one, two = scaling.iteration_rows(events, 2)
+    assert one["iteration"] == 1 and one["wall_s"] == 3.0 and one["refresh_s"] == 0.0
+    assert one["root_reduce_s"] == 1.0  # the iteration's 3 s less its MAP+COMBINE's 2 s
+    assert one["bytes_sent"] == [10, 20] and one["parents"] == ["", "node-0"]
+    assert one["critical_path"] == ["node-1", "node-0"] and one["critical_path_s"] == 1.25
+    assert (two["refreshes"], two["refresh_s"], two["root_reduce_s"]) == (1, 1.5, 1.0)
+    assert (two["levels_left_after"], two["levels_sent"], two["levels_dropped"]) == (4, 6, 1)
+    assert two["mapcombine_wall_s"] == 2.5 and two["weights_down_bytes"] == 30
+    with pytest.raises(ValueError, match="not one from each"):
+        scaling.iteration_rows(events[1:3], 3)
+    with pytest.raises(ValueError, match="refresh rounds"):
+        scaling.iteration_rows([events[4], done(2, 1, 5.0)], 2)
 
 
 def test_suite_smallest_figure(tmp_path: Path) -> None:

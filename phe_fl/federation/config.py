@@ -10,7 +10,8 @@ Example (``nodes/example/node-1.toml``)::
     params = "n14-depth5-128"
 
     [tree]
-    # the node dials out to its parent, whose certificate must name node:<id>
+    # the node dials out to its parent; TLS checks the parent's certificate carries the
+    # name <id>.node.phe-fl (phe-fl certs writes it into every node certificate)
     parent = { id = "node-0", address = "127.0.0.1:50051" }
     children = ["node-3"]    # ids; each child dials in with a certificate naming it
 

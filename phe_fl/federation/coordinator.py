@@ -91,22 +91,19 @@ class Coordinator:
             return tracker
 
     # -- rounds over the tree ---------------------------------------------------------------
-    def round(
-        self, job_id: str, step: m.TreeStep, emit: Emit | None, stage: m.Stage, **event: Any
-    ) -> Any:
+    def round(self, job_id: str, step: m.TreeStep, emit: Emit, stage: m.Stage, **event: Any) -> Any:
         """Ask the whole tree for ``step``; report it as ``stage``; return the result."""
         request = m.TreeRequest(
             job_id, self.member.params.name, self.member.config.n_parties, step, self.deadline_s
         )
         t = time.perf_counter()
         response = self.tree.contribute(request, self.id)
-        if emit is not None:
-            emit(m.ProgressEvent(stage, time.perf_counter() - t, nodes=response.stats, **event))
+        emit(m.ProgressEvent(stage, time.perf_counter() - t, nodes=response.stats, **event))
         return response.result
 
-    def install(self, job_id: str, step: m.TreeStep) -> None:
+    def install(self, job_id: str, step: m.TreeStep, emit: Emit) -> None:
         """Push public key material down the tree; every node installs it."""
-        self.round(job_id, step, None, m.Stage.KEYGEN_DONE)
+        self.round(job_id, step, emit, m.Stage.INSTALL_KEYS)
 
     def switch_to_querier(
         self,
@@ -146,7 +143,7 @@ class Coordinator:
         step = m.RotationKeysShareRequest(crp.to_bytes(), tuple(gen.indices))
         result = self.round(job_id, step, emit, m.Stage.KEYGEN_ROTATION_KEYS)
         keys_bytes = gen.finalize(gen.share_from_bytes(result.share)).to_bytes()
-        self.install(job_id, m.InstallRotationKeysRequest(keys_bytes))
+        self.install(job_id, m.InstallRotationKeysRequest(keys_bytes), emit)
 
     def model(self, model_id: str) -> EncryptedModel:
         model = self.models.get(model_id)
@@ -185,7 +182,7 @@ def _generate_keys(c: Coordinator, job_id: str, rotations: Sequence[int], emit: 
         job_id, m.PublicKeyShareRequest(crp.to_bytes()), emit, m.Stage.KEYGEN_PUBLIC_KEY
     )
     joint = pkg.finalize(pkg.share_from_bytes(result.share))
-    c.install(job_id, m.InstallJointKeyRequest(joint.to_bytes()))
+    c.install(job_id, m.InstallJointKeyRequest(joint.to_bytes()), emit)
 
     relin = RelinKeyGen(joint)
     party = c.member.require_party()
@@ -195,7 +192,7 @@ def _generate_keys(c: Coordinator, job_id: str, rotations: Sequence[int], emit: 
     )
     two = c.round(job_id, m.RelinRoundTwoRequest(one.share), emit, m.Stage.KEYGEN_RELIN_ROUND_TWO)
     relin_key = relin.finalize(relin.round2_share_from_bytes(two.share))
-    c.install(job_id, m.InstallRelinKeyRequest(relin_key.to_bytes()))
+    c.install(job_id, m.InstallRelinKeyRequest(relin_key.to_bytes()), emit)
     if rotations:
         c.ensure_rotations(job_id, rotations, emit)
 
@@ -236,11 +233,12 @@ def _train(c: Coordinator, job_id: str, job: m.TrainJob, querier: str, emit: Emi
     fed = TreeFederation(c, job_id, global_batch, emit, iterations=spec.iterations)
 
     def progress(report: IterationReport) -> None:
+        fed.iteration = report.iteration + 2  # a refresh before the next MAP belongs to it
         summary = m.IterationSummary(
-            report.refreshes,
-            report.levels_left_after,
-            report.levels_left_before,
-            report.levels_dropped,
+            refreshes=report.refreshes,
+            levels_left=report.levels_left_after,
+            levels_sent=report.levels_left_before,
+            levels_dropped=report.levels_dropped,
         )
         emit(
             m.ProgressEvent(
@@ -364,7 +362,7 @@ class TreeFederation:
         self._global_batch = global_batch
         self.emit = emit
         self.iterations = iterations
-        self.iteration = 0  # the last MAP's iteration, 1-based
+        self.iteration = 1  # the iteration under way, 1-based (its refreshes report it)
         self.decrypt_job = decrypt_job or job_id
 
     @property

@@ -151,7 +151,11 @@ class LocalCluster:
             data_files=self.data_files,
         )
         self.processes = [self._spawn(cfg) for cfg in self.configs]
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails
+            raise
         return self
 
     def _spawn(self, cfg: Path) -> subprocess.Popen[bytes]:

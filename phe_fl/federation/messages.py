@@ -157,6 +157,7 @@ class Stage(enum.Enum):
     ITERATION_DONE = "iteration"
     MODEL_DECRYPTION = "model decryption"
     EVALUATE = "evaluate encrypted queries"
+    INSTALL_KEYS = "keys installed down the tree"
 
     @property
     def label(self) -> str:

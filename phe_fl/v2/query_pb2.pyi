@@ -28,6 +28,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITERATION_DONE: _ClassVar[Stage]
     MODEL_DECRYPTION: _ClassVar[Stage]
     EVALUATE: _ClassVar[Stage]
+    INSTALL_KEYS: _ClassVar[Stage]
 STAGE_UNSPECIFIED: Stage
 KEYGEN_PUBLIC_KEY: Stage
 KEYGEN_RELIN_ROUND_ONE: Stage
@@ -45,6 +46,7 @@ REFRESH: Stage
 ITERATION_DONE: Stage
 MODEL_DECRYPTION: Stage
 EVALUATE: Stage
+INSTALL_KEYS: Stage
 
 class JobRequest(_message.Message):
     __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status")

@@ -50,20 +50,27 @@ def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
 
         train = _cli("query", "train", *common, "--job-id", "model-1", "--iterations", "6")
         assert train.returncode == 0, train.stderr
-        assert "iteration 6/6" in train.stdout and "stays encrypted" in train.stdout
+        assert "iteration 6/6" in train.stderr and "stays encrypted" in train.stdout
+        assert "[###" not in train.stdout  # progress goes to stderr, results to stdout
+
+        status = _cli("query", "status", *common)
+        assert status.returncode == 0, status.stderr
+        assert "3 node(s) connected" in status.stdout and "keys ready" in status.stdout
 
         x, y = load_holdout(DataSource("breast_cancer", None, 0, 1, 0.2))
         csv = tmp_path / "queries.csv"
         np.savetxt(csv, np.hstack([x, y[:, None]]), delimiter=",")
         pred = _cli("predict", *common, "--model", "model-1", "--input", str(csv), "--labels-last")
         assert pred.returncode == 0, pred.stderr
-        accuracy = float(pred.stdout.rsplit("accuracy ", 1)[1].split()[0])
+        accuracy = float(pred.stderr.rsplit("accuracy ", 1)[1].split()[0])
         print(pred.stdout[-300:])
         assert accuracy > 0.85
+        rows = np.loadtxt(pred.stdout.splitlines(), delimiter=",", skiprows=1, ndmin=2)
+        assert rows.shape == (len(x), 3)  # stdout is exactly the CSV
 
         refused = _cli("query", "model", *common, "--model", "model-1")
         assert refused.returncode == 2
-        assert "does not allow threshold decryption" in refused.stderr
+        assert "refuses decrypt_model: allow_decryption = false" in refused.stderr
 
         missing = _cli("predict", *common, "--model", "nope", "--input", str(csv))
         assert missing.returncode == 2 and "no trained model 'nope'" in missing.stderr

@@ -3,7 +3,6 @@ nodes, REDUCE and collective refreshes at the root; compared with the in-process
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,8 @@ from phe_fl.errors import PeerError
 from phe_fl.federation.config import DataSource
 from phe_fl.federation.data import load_local_data
 from phe_fl.federation.local import LocalCluster
+from phe_fl.federation.messages import NodeStats, ProgressEvent, Stage
 from phe_fl.federation.querier import Querier, TrainingRun
-from phe_fl.federation.serde import Event, NodeStats
 from phe_fl.mhe import INSECURE_TEST, Context, QuerierKeyPair
 from phe_fl.ml import GLMTrainer, TrainingJob, predict, setup_local
 from phe_fl.ml.glm import design_matrix
@@ -72,19 +71,23 @@ def _planned_broadcast_levels(job: TrainingJob) -> list[int]:
     return out
 
 
-_SENT = re.compile(r"^(\d+)/\d+: .*weights sent down with (\d+) levels")
+def _map_rounds(events: list[ProgressEvent]) -> dict[int, dict[str, NodeStats]]:
+    """Each iteration's MAP+COMBINE round: every node's own stats, by node id."""
+    rounds: dict[int, dict[str, NodeStats]] = {}
+    for e in events:
+        if e.stage is Stage.MAP_COMBINE:
+            assert e.iteration not in rounds and e.iterations == JOB.iterations
+            rounds[e.iteration] = {s.node_id: s for s in e.nodes}
+    return rounds
 
 
-def _check_weights_level(events: list[Event]) -> None:
+def _check_weights_level(events: list[ProgressEvent]) -> None:
     """The weights went down the tree at exactly the planned level, bytes included."""
-    sent = [int(m[2]) for e in events if e.phase == "iteration" and (m := _SENT.match(e.message))]
+    sent = [e.summary.levels_sent for e in events if e.summary is not None]
     planned = _planned_broadcast_levels(JOB)
     assert sent == planned, (sent, planned)
-    down = [
-        e.stats.bytes_from_parent
-        for e in events
-        if e.phase.endswith("MAP+COMBINE/node") and e.node_id == "node-1" and e.stats
-    ]
+    rounds = _map_rounds(events)
+    down = [rounds[it]["node-1"].bytes_from_parent for it in sorted(rounds)]
     assert len(down) == JOB.iterations
     tower = _ciphertext_bytes(2) - _ciphertext_bytes(1)
     for levels, got in zip(planned, down, strict=True):
@@ -93,15 +96,11 @@ def _check_weights_level(events: list[Event]) -> None:
     print(f"weights down with {sent} levels: {down} bytes")
 
 
-def _check_map_stats(events: list[Event]) -> None:
+def _check_map_stats(events: list[ProgressEvent]) -> None:
     """Every node reported, per iteration, its own MAP and COMBINE seconds and the bytes
     it sent up and down and received; the numbers agree between parents and children."""
-    per_iteration: dict[str, dict[str, NodeStats]] = {}
-    for e in events:
-        if e.phase.endswith("MAP+COMBINE/node"):
-            assert e.stats is not None and e.stats.node_id == e.node_id, e
-            per_iteration.setdefault(e.phase, {})[e.node_id] = e.stats
-    assert len(per_iteration) == JOB.iterations
+    per_iteration = _map_rounds(events)
+    assert sorted(per_iteration) == list(range(1, JOB.iterations + 1))
     smallest = _smallest_ciphertext_bytes()
     for phase, stats in per_iteration.items():
         assert set(stats) == {f"node-{i}" for i in range(N)}, phase
@@ -134,7 +133,7 @@ def _accuracy(weights: np.ndarray, run: TrainingRun) -> float:
 
 def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> None:
     with LocalCluster(tmp_path, n_nodes=N, fanout=2, params=PARAMS, allow_decryption=True) as c:
-        events: list[Event] = []
+        events: list[ProgressEvent] = []
         querier = Querier(c.root_address, c.querier_tls(), PARAMS, on_event=events.append)
         querier.setup("keys")
         run = querier.train("train-1", JOB)
@@ -148,15 +147,12 @@ def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> No
     print(f"max |score - plaintext score| {np.abs(scores - expected).max():.2e}")
     assert np.abs(scores - expected).max() < 2e-3
     assert len(run.refreshes) == JOB.iterations and sum(run.refreshes) >= 1  # a refresh inside
-    assert any(e.phase == "PREPARE: decrypt pooled statistics" for e in events)
+    assert any(e.stage is Stage.PREPARE_DECRYPT for e in events)
     pooled = np.vstack([x for x, _ in _shards()])
     assert run.mean is not None and run.std is not None
     assert np.abs(run.mean - pooled.mean(axis=0)).max() < 1e-4
     assert np.abs(run.std - pooled.std(axis=0)).max() < 1e-4
-    assert any(e.phase == "collective refresh" for e in events)
-    assert {e.node_id for e in events if e.phase.endswith("MAP+COMBINE/node")} == {
-        f"node-{i}" for i in range(N)
-    }
+    assert any(e.stage is Stage.REFRESH for e in events)
     _check_map_stats(events)
     _check_weights_level(events)
 
@@ -186,7 +182,7 @@ def test_model_decryption_needs_every_node_policy(tmp_path: Path) -> None:
         querier.setup("keys")
         querier.train("train-1", job)
         with pytest.raises(
-            PeerError, match="PERMISSION_DENIED.*does not allow threshold decryption"
+            PeerError, match="PERMISSION_DENIED.*refuses decrypt_model: allow_decryption = false"
         ):
             querier.model_weights("decrypt-1", "train-1")
         wrong = TrainingJob(n_features=29, params=PARAMS, iterations=1)
