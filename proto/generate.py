@@ -46,7 +46,8 @@ def main() -> int:
         fresh = generate(Path(tmp))
         if args.check:
             stale = [
-                f.name for f in fresh
+                f.name
+                for f in fresh
                 if not (OUT / f.name).exists() or not filecmp.cmp(f, OUT / f.name, shallow=False)
             ]
             committed = {p.name for p in OUT.glob("*_pb2*.py*")}

@@ -53,7 +53,13 @@ else:  # pragma: no cover - exercised on 3.10
 __all__ = ["ParentLink", "TlsPaths", "DataSource", "Policy", "NodeConfig", "load_node_config"]
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
+
+
+def _is_address(value: str) -> bool:
+    """host:port with a port in 1..65535."""
+    match = _ADDRESS.match(value)
+    return match is not None and 1 <= int(match[1]) <= 65535
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def _parent(tree: dict[str, Any], where: str) -> ParentLink | None:
     address = _get(raw, "address", str, f"{where} parent")
     if not _ID.match(pid):
         raise ConfigError(f"{where} parent: id {pid!r} must be 1-64 of A-Z a-z 0-9 _ -")
-    if not _ADDRESS.match(address):
+    if not _is_address(address):
         raise ConfigError(f"{where} parent: address {address!r} must be host:port")
     return ParentLink(pid, address)
 
@@ -155,7 +161,7 @@ def load_node_config(path: Path | str) -> NodeConfig:
     if not 0 <= party < n_parties:
         raise ConfigError(f"{where}: party {party} must be in 0..n_parties-1 ({n_parties - 1})")
     listen = _get(node, "listen", str, where, None)
-    if listen is not None and not _ADDRESS.match(listen):
+    if listen is not None and not _is_address(listen):
         raise ConfigError(f"{where}: listen {listen!r} must be host:port")
     params = _get(node, "params", str, where)
     try:
@@ -177,7 +183,7 @@ def load_node_config(path: Path | str) -> NodeConfig:
             )
     if len(set(children)) != len(children):
         raise ConfigError(f"{where}: duplicate child ids")
-    if node_id in children or (parent is not None and parent.id in children):
+    if node_id in children or (parent is not None and parent.id in (node_id, *children)):
         raise ConfigError(f"{where}: a node cannot be its own child or its parent's parent")
     if (children or parent is None) and listen is None:
         raise ConfigError(

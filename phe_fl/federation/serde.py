@@ -136,9 +136,10 @@ def standardization_to_proto(s: m.Standardization) -> ml_pb2.Standardization:
 def standardization_from_proto(s: ml_pb2.Standardization) -> m.Standardization:
     mean = np.asarray(s.mean, dtype=np.float64)
     std = np.asarray(s.std, dtype=np.float64)
-    if mean.shape != std.shape or not np.all(np.isfinite(mean)) or not np.all(std > 0):
+    finite = np.all(np.isfinite(mean)) and np.all(np.isfinite(std))
+    if mean.shape != std.shape or not finite or not np.all(std > 0):
         raise ProtocolError(
-            f"a standardization is as many finite means as positive deviations; got "
+            f"a standardization is as many finite means as finite positive deviations; got "
             f"{mean.size} means and {std.size} deviations"
         )
     return m.Standardization(mean, std)
@@ -281,6 +282,8 @@ def tree_request_from_proto(r: tree_pb2.TreeRequest) -> m.TreeRequest:
 def tree_response_to_proto(r: m.TreeResponse) -> tree_pb2.TreeResponse:
     out = tree_pb2.TreeResponse(stats=[node_stats_to_proto(s) for s in r.stats])
     if isinstance(r.result, m.Failure):
+        if r.result.code not in common_pb2.Error.Code.keys():
+            raise ProtocolError(f"unknown error code {r.result.code!r}")
         code = common_pb2.Error.Code.Value(r.result.code)
         out.error.CopyFrom(common_pb2.Error(code=code, message=r.result.message))
     else:

@@ -7,25 +7,26 @@ from pathlib import Path
 import pytest
 
 from phe_fl.errors import ConfigError
-from phe_fl.federation.config import load_node_config
+from phe_fl.federation.config import ParentLink, Policy, load_node_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "nodes" / "example"
 
+# a node in the middle of a tree: it has a parent and children, so it listens
 GOOD = """
 [node]
 id = "n1"
 party = 1
-n_parties = 3
+n_parties = 4
 listen = "127.0.0.1:5000"
 params = "n14-depth5-128"
 [tree]
-parent = "n0"
-children = [{ id = "n2", address = "127.0.0.1:5001" }]
+parent = { id = "n0", address = "127.0.0.1:4999" }
+children = ["n2", "n3"]
 [data]
 dataset = "breast_cancer"
 shard = 1
-shards = 3
+shards = 4
 [tls]
 cert = "c.pem"
 key = "c.key"
@@ -33,42 +34,251 @@ ca = "ca.pem"
 [policy]
 queriers = ["q"]
 """
+PARENT = 'parent = { id = "n0", address = "127.0.0.1:4999" }'
+CHILDREN = 'children = ["n2", "n3"]'
+LISTEN = 'listen = "127.0.0.1:5000"'
+
+
+def write(tmp_path: Path, text: str, name: str = "n1.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def edit(*changes: tuple[str, str]) -> str:
+    text = GOOD
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
 
 
 def test_example_federation_forms_a_tree_of_depth_two() -> None:
     configs = {c.id: c for c in map(load_node_config, sorted(EXAMPLE.glob("node-*.toml")))}
-    assert len(configs) == 5
-    assert configs["node-0"].is_root and configs["node-0"].parent is None
-    assert {c.id for c in configs["node-1"].children} == {"node-3", "node-4"}
-    assert configs["node-3"].parent == "node-1"
+    assert sorted(configs) == [f"node-{i}" for i in range(5)]
     assert sorted(c.party for c in configs.values()) == list(range(5))
+    root = configs["node-0"]
+    assert root.is_root and root.parent is None and root.listen is not None
+    assert root.children == ("node-1", "node-2")
+    assert configs["node-1"].children == ("node-3", "node-4")
+    assert configs["node-1"].parent == ParentLink("node-0", root.listen)
+    assert configs["node-3"].parent == ParentLink("node-1", configs["node-1"].listen)
+    for c in configs.values():
+        assert isinstance(c.children, tuple) and all(isinstance(k, str) for k in c.children)
+        if c.parent is not None:
+            parent = configs[c.parent.id]
+            assert c.id in parent.children  # the parent expects the child that dials it
+            assert c.parent.address == parent.listen  # and listens where the child dials
+        for child in c.children:
+            assert configs[child].parent is not None and configs[child].parent.id == c.id
+        if c.children or c.is_root:
+            assert c.listen is not None
+        else:  # leaves dial out and do not listen
+            assert c.listen is None
+    leaves = {c.id for c in configs.values() if not c.children}
+    assert leaves == {"node-2", "node-3", "node-4"}
+    depth = {"node-0": 0}
+    for node_id in ("node-1", "node-2", "node-3", "node-4"):
+        parent = configs[node_id].parent
+        assert parent is not None
+        depth[node_id] = depth[parent.id] + 1
+    assert max(depth.values()) == 2
     assert configs["node-2"].tls.ca == EXAMPLE / "certs" / "ca.pem"
+    assert len({c.params for c in configs.values()}) == 1
+    assert {c.n_parties for c in configs.values()} == {5}
 
 
 def test_good_config_loads(tmp_path: Path) -> None:
-    path = tmp_path / "n1.toml"
-    path.write_text(GOOD)
-    cfg = load_node_config(path)
-    assert cfg.party == 1 and cfg.children[0].address == "127.0.0.1:5001"
-    assert cfg.policy.queriers == ("q",) and not cfg.policy.allow_decryption
+    cfg = load_node_config(write(tmp_path, GOOD))
+    assert (cfg.id, cfg.party, cfg.n_parties, cfg.listen) == ("n1", 1, 4, "127.0.0.1:5000")
+    assert cfg.parent == ParentLink("n0", "127.0.0.1:4999")
+    assert cfg.children == ("n2", "n3") and not cfg.is_root
+    assert cfg.tls.cert == tmp_path / "c.pem" and cfg.tls.ca == tmp_path / "ca.pem"
+    assert cfg.data.dataset == "breast_cancer" and (cfg.data.shard, cfg.data.shards) == (1, 4)
+    assert cfg.policy == Policy(("q",), allow_decryption=False, release_statistics=True)
+    assert cfg.source == tmp_path / "n1.toml"
+
+
+def test_leaf_loads_without_listen(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, edit((LISTEN + "\n", ""), (CHILDREN, "children = []"))))
+    assert cfg.listen is None and cfg.children == () and cfg.parent is not None
+    no_children_key = load_node_config(write(tmp_path, edit((LISTEN + "\n", ""), (CHILDREN, ""))))
+    assert no_children_key.children == ()
+
+
+def test_root_loads_without_parent(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, edit(("party = 1", "party = 0"), (PARENT, ""))))
+    assert cfg.is_root and cfg.parent is None and cfg.children == ("n2", "n3")
+    leafless = load_node_config(
+        write(tmp_path, edit(("party = 1", "party = 0"), (PARENT, ""), (CHILDREN, "")))
+    )
+    assert leafless.is_root and leafless.children == () and leafless.listen is not None
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "match"),
+    ("changes", "match"),
     [
-        ("party = 1", "party = 3", r"\[node\]: party 3 must be in 0..n_parties-1"),
-        ("party = 1", 'party = "1"', r"field 'party' must be int"),
-        ('params = "n14-depth5-128"', 'params = "n99"', r"unknown parameter set 'n99'"),
-        ('listen = "127.0.0.1:5000"', 'listen = "nowhere"', r"listen 'nowhere' must be host:port"),
-        ('parent = "n0"', 'parent = ""', r"party 0 is the root"),
-        ("shard = 1", "shard = 7", r"\[data\]: shard 7"),
-        ('cert = "c.pem"\n', "", r"\[tls\]: missing required field 'cert'"),
-        ('id = "n1"', 'id = "bad id!"', r"id 'bad id!' must be"),
+        # [node]
+        pytest.param(
+            [("party = 1", "party = 4")],
+            r"\[node\]: party 4 must be in 0..n_parties-1",
+            id="party-out-of-range",
+        ),
+        pytest.param(
+            [("party = 1", 'party = "1"')],
+            r"\[node\]: field 'party' must be int",
+            id="party-string",
+        ),
+        pytest.param(
+            [("party = 1", "party = true")],
+            r"field 'party' must be int, got True",
+            id="party-bool",
+        ),
+        pytest.param(
+            [('params = "n14-depth5-128"', 'params = "n99"')],
+            r"unknown parameter set 'n99'",
+            id="unknown-params",
+        ),
+        pytest.param(
+            [(LISTEN, 'listen = "nowhere"')],
+            r"listen 'nowhere' must be host:port",
+            id="bad-listen",
+        ),
+        pytest.param(
+            [('id = "n1"', 'id = "bad id!"')], r"\[node\]: id 'bad id!' must be", id="bad-id"
+        ),
+        pytest.param(
+            [('id = "n1"\n', "")], r"\[node\]: missing required field 'id'", id="missing-id"
+        ),
+        # [tree]: parent
+        pytest.param(
+            [("party = 1", "party = 0")],
+            r"\[tree\]: party 0 is the root and has no parent",
+            id="root-with-parent",
+        ),
+        pytest.param(
+            [(PARENT, "")],
+            r"\[tree\]: party 0 is the root and has no parent; others need one",
+            id="no-parent",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = "n0"')],
+            r"\[tree\]: parent must be a table \{ id = ",
+            id="parent-as-string",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = { address = "127.0.0.1:4999" }')],
+            r"\[tree\] parent: missing required field 'id'",
+            id="parent-without-id",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = { id = "n0" }')],
+            r"\[tree\] parent: missing required field 'address'",
+            id="parent-without-address",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = { id = "n 0", address = "127.0.0.1:4999" }')],
+            r"\[tree\] parent: id 'n 0' must be 1-64 of",
+            id="bad-parent-id",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = { id = "n0", address = "127.0.0.1" }')],
+            r"\[tree\] parent: address '127.0.0.1' must be host:port",
+            id="parent-address-without-port",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = { id = "n0", address = 4999 }')],
+            r"\[tree\] parent: field 'address' must be str",
+            id="parent-address-not-string",
+        ),
+        # [tree]: children
+        pytest.param(
+            [(CHILDREN, 'children = ["n2", { id = "n3", address = "127.0.0.1:5001" }]')],
+            r"\[tree\]: children\[1\] must be a node id \(children dial in",
+            id="child-as-table-second",
+        ),
+        pytest.param(
+            [(CHILDREN, 'children = [{ id = "n2", address = "127.0.0.1:5001" }]')],
+            r"\[tree\]: children\[0\] must be a node id",
+            id="child-as-table-old-format",
+        ),
+        pytest.param(
+            [(CHILDREN, 'children = ["n2", "bad id"]')],
+            r"children\[1\] must be a node id",
+            id="bad-child-id",
+        ),
+        pytest.param(
+            [(CHILDREN, 'children = "n2"')],
+            r"\[tree\]: field 'children' must be list",
+            id="children-not-a-list",
+        ),
+        pytest.param(
+            [(CHILDREN, 'children = ["n2", "n3", "n2"]')],
+            r"\[tree\]: duplicate child ids",
+            id="duplicate-children",
+        ),
+        pytest.param(
+            [(CHILDREN, 'children = ["n2", "n1"]')], r"cannot be its own child", id="own-child"
+        ),
+        pytest.param(
+            [(CHILDREN, 'children = ["n0"]')],
+            r"cannot be its own child or its parent's parent",
+            id="parent-as-child",
+        ),
+        # listen: the root and nodes with children; never a leaf
+        pytest.param(
+            [(LISTEN + "\n", "")],
+            r"\[node\]: listen is required on the root and on nodes with",
+            id="inner-node-without-listen",
+        ),
+        pytest.param(
+            [(LISTEN + "\n", ""), ("party = 1", "party = 0"), (PARENT, ""), (CHILDREN, "")],
+            r"\[node\]: listen is required on the root",
+            id="root-without-listen",
+        ),
+        pytest.param(
+            [(CHILDREN, "children = []")],
+            r"\[node\]: a leaf does not listen .*remove listen = '127.0.0.1:5000'",
+            id="leaf-with-listen",
+        ),
+        pytest.param(
+            [(CHILDREN, "")],
+            r"a leaf does not listen \(it dials out to its parent\); remove",
+            id="leaf-without-children-key-with-listen",
+        ),
+        # [data], [tls], [policy]
+        pytest.param([("shard = 1", "shard = 7")], r"\[data\]: shard 7", id="shard-out-of-range"),
+        pytest.param(
+            [('dataset = "breast_cancer"', 'dataset = "x"\npath = "d.csv"')],
+            r"either dataset or",
+            id="dataset-and-path",
+        ),
+        pytest.param(
+            [("shards = 4", "shards = 4\nholdout = 1.0")],
+            r"\[data\]: holdout must be in \[0, 1\)",
+            id="holdout-one",
+        ),
+        pytest.param(
+            [('cert = "c.pem"\n', "")],
+            r"\[tls\]: missing required field 'cert'",
+            id="missing-cert",
+        ),
+        pytest.param(
+            [('queriers = ["q"]', "queriers = [1]")],
+            r"\[policy\]: queriers must be a list",
+            id="querier-not-string",
+        ),
+        pytest.param(
+            [('queriers = ["q"]', 'queriers = ["q"]\nallow_decryption = "yes"')],
+            r"\[policy\]: field 'allow_decryption' must be bool",
+            id="allow-decryption-string",
+        ),
     ],
 )
-def test_bad_configs_name_the_field(tmp_path: Path, old: str, new: str, match: str) -> None:
-    path = tmp_path / "n1.toml"
-    path.write_text(GOOD.replace(old, new, 1))
+def test_bad_configs_name_the_file_and_field(
+    tmp_path: Path, changes: list[tuple[str, str]], match: str
+) -> None:
+    path = write(tmp_path, edit(*changes))
     with pytest.raises(ConfigError, match=match) as info:
         load_node_config(path)
     assert str(path) in str(info.value)
@@ -77,7 +287,21 @@ def test_bad_configs_name_the_field(tmp_path: Path, old: str, new: str, match: s
 def test_missing_file_and_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_node_config(tmp_path / "nope.toml")
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[node\nid=")
+    bad = write(tmp_path, "[node\nid=", "bad.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_node_config(bad)
+
+
+def test_a_node_is_not_its_own_parent(tmp_path: Path) -> None:
+    path = write(tmp_path, edit((PARENT, 'parent = { id = "n1", address = "127.0.0.1:4999" }')))
+    with pytest.raises(ConfigError, match=r"\[tree\].*own"):
+        load_node_config(path)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_a_port_out_of_range_is_refused(tmp_path: Path, port: str) -> None:
+    path = write(
+        tmp_path, edit((PARENT, f'parent = {{ id = "n0", address = "127.0.0.1:{port}" }}'))
+    )
+    with pytest.raises(ConfigError, match="address .* must be host:port"):
+        load_node_config(path)

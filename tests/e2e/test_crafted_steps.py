@@ -1,0 +1,195 @@
+"""The test process is the root (the real node code, in-process) of two real leaf processes
+that dial in to it; it sends them crafted and out-of-order tree steps, as a faulty or
+hostile parent would. Each gets a clear typed error, the refusals leave audit lines in
+the leaf's log, and the leaves keep serving."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from phe_fl.errors import PeerError
+from phe_fl.federation import messages as m
+from phe_fl.federation.config import load_node_config
+from phe_fl.federation.local import write_configs
+from phe_fl.federation.node import Node, build_node
+from phe_fl.mhe import INSECURE_TEST, Context, QuerierKeyPair, RelinKeyGen
+
+PARAMS = INSECURE_TEST.name
+N = 3
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Harness:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.configs, self.addresses = write_configs(workdir, N, fanout=2, params=PARAMS)
+        self.root: Node = build_node(load_node_config(self.configs[0]), deadline_s=20).start()
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+        self.leaves = [
+            subprocess.Popen(
+                [sys.executable, "-m", "phe_fl.cli", "node", "--config", str(cfg)],
+                stdout=open(workdir / f"{cfg.stem}.log", "ab"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            for cfg in self.configs[1:]
+        ]
+        assert self.coordinator is not None
+
+    @property
+    def coordinator(self):  # type: ignore[no-untyped-def]
+        return self.root.coordinator
+
+    def wait_connected(self) -> None:
+        import time
+
+        deadline = time.monotonic() + 60
+        while self.root.children.connected() != ["node-1", "node-2"]:
+            assert time.monotonic() < deadline, self.root.children.connected()
+            time.sleep(0.2)
+
+    def ask(self, child: str, job: str, step: m.TreeStep, **kw: object) -> m.TreeResponse:
+        fields = {"params": PARAMS, "n_parties": N, **kw}
+        request = m.TreeRequest(job, str(fields["params"]), int(fields["n_parties"]), step, 10)  # type: ignore[call-overload]
+        return self.root.children.call(child, request, 10)
+
+    def log(self, child: str) -> str:
+        return (self.workdir / f"{child}.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for p in self.leaves:
+            p.terminate()
+            p.wait(timeout=10)
+        self.root.stop()
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    h = Harness(tmp_path_factory.mktemp("crafted"))
+    try:
+        h.wait_connected()
+        yield h
+    finally:
+        h.close()
+
+
+def _junk_ciphertext() -> bytes:
+    ctx = Context(INSECURE_TEST)
+    return ctx.encrypt([1.0], QuerierKeyPair.generate(ctx).public_key).to_bytes()
+
+
+def test_steps_before_key_generation_are_refused_by_the_state_machine(harness: Harness) -> None:
+    with pytest.raises(
+        PeerError,
+        match="FAILED_PRECONDITION: key generation on node node-1: step 'relin_round_one' "
+        "is not allowed in state 'new' \\(allowed there: ping, public_key\\)",
+    ):
+        harness.ask("node-1", "early", m.RelinRoundOneRequest(b"x"))
+    with pytest.raises(PeerError, match="FAILED_PRECONDITION.*'statistics'.*state 'new'"):
+        harness.ask("node-2", "early", m.StatisticsRequest())
+
+
+def test_a_share_of_the_wrong_kind_is_refused_mid_key_generation(harness: Harness) -> None:
+    """Half a key generation by hand (public key, joint key installed), then a relin CRP
+    that is a ciphertext; then the real setup under the same job id resumes from the
+    leaves' caches."""
+    c = harness.coordinator
+    crp = c.member.lead_public_key().to_bytes()
+    events: list[m.ProgressEvent] = []
+    share = c.round("keys", m.PublicKeyShareRequest(crp), events.append, m.Stage.KEYGEN_PUBLIC_KEY)
+    from phe_fl.mhe import PublicKeyGen
+
+    pkg = PublicKeyGen(c.ctx)
+    joint = pkg.finalize(pkg.share_from_bytes(share.share))
+    c.install("keys", m.InstallJointKeyRequest(joint.to_bytes()), events.append)
+    assert {
+        n.key_state
+        for n in c.round("keys", m.PingRequest(), events.append, m.Stage.KEYGEN_DONE).nodes
+    } >= {"joint_key"}
+    wrong = m.RelinRoundOneRequest(_junk_ciphertext())
+    with pytest.raises(PeerError, match="INVALID_ARGUMENT.*expected a relin"):
+        harness.ask("node-1", "keys", wrong)
+    result = c.run(m.JobRequest("keys", PARAMS, m.SetupJob()), "querier", events.append)
+    assert result == m.SetupResult("keys")
+    # the root answered the repeated public-key round from its cache: node-1 drew one share
+    assert harness.log("node-1").count("job=keys step=public_key ") == 1
+    RelinKeyGen(c.member.require_joint_key())  # the root holds the joint key
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"params": "n15-depth11-128"}, "INVALID_ARGUMENT: step for parameter set"),
+        ({"n_parties": N + 1}, "INVALID_ARGUMENT: step for 4 parties, this federation has 3"),
+    ],
+    ids=["wrong-params", "wrong-party-count"],
+)
+def test_a_step_for_another_federation_is_refused(harness: Harness, kw: dict, match: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(PeerError, match=match):
+        harness.ask("node-1", "other", m.StatisticsRequest(), **kw)
+
+
+def test_crafted_steps_after_key_generation(harness: Harness) -> None:
+    if harness.coordinator.keys.state != "ready":
+        pytest.skip("needs the key generation of the previous test")
+    ct = _junk_ciphertext()
+    with pytest.raises(PeerError, match="FAILED_PRECONDITION.*'public_key'.*state 'ready'"):
+        harness.ask("node-1", "keys-2", m.PublicKeyShareRequest(b"x"))
+    with pytest.raises(PeerError, match="INVALID_ARGUMENT"):
+        harness.ask(
+            "node-1",
+            "bad-ct",
+            m.KeySwitchRequest(m.Purpose.PREDICTION, "querier", b"k", b"junk" * 9),
+        )
+    with pytest.raises(
+        PeerError,
+        match="FAILED_PRECONDITION: training job 'never' on node node-2: step 'gradient' is "
+        "not allowed in state 'unprepared'",
+    ):
+        harness.ask("node-2", "never", m.GradientRequest(0, 10, ct))
+    with pytest.raises(
+        PeerError,
+        match="PERMISSION_DENIED: node node-1's policy refuses key_switch: querier 'mallory'",
+    ):
+        harness.ask(
+            "node-1", "steal", m.KeySwitchRequest(m.Purpose.PREDICTION, "mallory", b"k", ct)
+        )
+    with pytest.raises(
+        PeerError, match="PERMISSION_DENIED: node node-2's policy refuses decrypt_model"
+    ):
+        harness.ask("node-2", "decrypt", m.DecryptModelRequest("any", ct))
+    log = harness.log("node-1")
+    assert "job=steal step=key_switch requester=node-0 querier=mallory decision=refuse" in log
+    assert "decision=refuse" in harness.log("node-2")
+    # the leaves still serve: pooled statistics over the tree
+    events: list[m.ProgressEvent] = []
+    q = QuerierKeyPair.generate(harness.coordinator.ctx)
+    job = m.StatsJob(q.public_key.to_bytes())
+    result = harness.coordinator.run(m.JobRequest("stats", PARAMS, job), "querier", events.append)
+    values = q.decrypt(harness.coordinator.ctx.ciphertext_from_bytes(result.encrypted_sums))
+    assert round(values[60]) == 569  # the count: every sample of the three shards
+    assert (
+        "job=stats step=key_switch requester=node-0 querier=querier decision=contribute"
+        in harness.log("node-2")
+    )
+
+
+def test_a_second_copy_of_a_listening_node_refuses_to_start(harness: Harness) -> None:
+    """The in-process root listens; a process started with the same config must fail to
+    bind, not share the port (gRPC's default SO_REUSEPORT)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    copy = subprocess.run(
+        [sys.executable, "-m", "phe_fl.cli", "node", "--config", str(harness.configs[0])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert copy.returncode == 2, copy.stderr[-2000:]
+    assert "cannot listen on" in copy.stderr

@@ -1,0 +1,257 @@
+"""The federation's declared state machines and the one table from errors to status codes:
+a tracker takes exactly the declared steps, and a refusal names machine, state and step."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from phe_fl.errors import (
+    ConfigError,
+    CryptoError,
+    JobStateError,
+    KeyMismatchError,
+    LevelError,
+    ParameterError,
+    PartySetError,
+    PeerError,
+    PheFlError,
+    PolicyError,
+    ProtocolError,
+    SerializationError,
+)
+from phe_fl.federation import status
+from phe_fl.federation.messages import Failure
+from phe_fl.federation.state import FEDERATION_KEYS, JOB, KEYGEN, TRAINING, Machine, Tracker
+from phe_fl.v2 import common_pb2
+
+MACHINES = {"KEYGEN": KEYGEN, "FEDERATION_KEYS": FEDERATION_KEYS, "TRAINING": TRAINING, "JOB": JOB}
+# steps no machine declares (a state's name, another machine's step, near misses)
+UNDECLARED = ("", "bogus", "ready", "PUBLIC_KEY", "public_key ", "job:setup")
+
+
+def assert_refused(tracker: Tracker, step: str) -> JobStateError:
+    """``step`` is refused in the tracker's state, by name, and the state does not move."""
+    machine, before = tracker.machine, tracker.state
+    for attempt in (tracker.check, tracker.advance):
+        with pytest.raises(JobStateError) as info:
+            attempt(step)
+        assert tracker.state == before
+    message = str(info.value)
+    assert message.startswith(f"{machine.name} {tracker.subject}".strip() + ":")
+    assert f"step {step!r} is not allowed in state {before!r}" in message
+    allowed = machine.allowed(before)
+    assert f"(allowed there: {', '.join(allowed) or 'nothing'})" in message
+    return info.value
+
+
+def test_undeclared_steps_are_really_undeclared() -> None:
+    for machine in MACHINES.values():
+        assert not machine.steps & set(UNDECLARED), machine.name
+
+
+@pytest.mark.parametrize("name", MACHINES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), subject=st.sampled_from(["", "job-7", "of the federation"]))
+def test_tracker_takes_exactly_the_declared_steps(
+    name: str, data: st.DataObject, subject: str
+) -> None:
+    machine = MACHINES[name]
+    tracker = Tracker(machine, subject)
+    assert tracker.state == machine.initial
+    pool = sorted(machine.steps) + list(UNDECLARED)
+    for _ in range(data.draw(st.integers(0, 25), label="length")):
+        state = tracker.state
+        allowed = machine.allowed(state)
+        # half the time a step the state allows, so that long paths are walked too
+        follow = allowed and data.draw(st.booleans())
+        step = data.draw(st.sampled_from(allowed if follow else pool), label="step")
+        if (state, step) in machine.transitions:
+            after = machine.transitions[(state, step)]
+            assert tracker.check(step) == after
+            assert tracker.state == state  # check never moves
+            assert tracker.advance(step) == after
+            assert tracker.state == after
+        else:
+            assert_refused(tracker, step)
+        assert tracker.state in machine.states
+    event(f"ended in {tracker.state}")  # --hypothesis-show-statistics: the states reached
+
+
+def test_machine_declarations_are_consistent() -> None:
+    for machine in MACHINES.values():
+        assert machine.initial in machine.states
+        for (state, step), after in machine.transitions.items():
+            assert step in machine.allowed(state) and after in machine.states
+
+
+def test_keygen_full_path_from_new_to_ready() -> None:
+    tracker = Tracker(KEYGEN, "node-1")
+    assert tracker.state == "new"
+    assert_refused(tracker, "statistics")  # nothing is released before the keys exist
+    assert_refused(tracker, "install_joint_key")
+    path = [
+        ("public_key", "public_key"),
+        ("install_joint_key", "joint_key"),
+        ("relin_round_one", "relin_round_one"),
+        ("relin_round_two", "relin_round_two"),
+        ("install_relin_key", "ready"),
+    ]
+    for step, after in path:
+        assert tracker.check("ping") == tracker.state  # liveness in every state
+        assert_refused(tracker, "gradient")
+        assert tracker.advance(step) == after
+    for step in ("rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics"):
+        assert tracker.advance(step) == "ready"
+    for step in ("decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping"):
+        assert tracker.advance(step) == "ready"
+    error = assert_refused(tracker, "public_key")  # keys are generated once
+    assert "key generation node-1: step 'public_key' is not allowed in state 'ready'" in str(error)
+
+
+def test_keygen_steps_out_of_order_are_refused() -> None:
+    tracker = Tracker(KEYGEN)
+    tracker.advance("public_key")
+    error = assert_refused(tracker, "relin_round_one")
+    assert str(error).startswith("key generation: step 'relin_round_one'")
+    assert "(allowed there: install_joint_key, ping)" in str(error)
+
+
+def test_federation_keys_one_generation_at_a_time_and_resume() -> None:
+    keys = Tracker(FEDERATION_KEYS, "of the federation")
+    assert keys.state == "none"
+    assert_refused(keys, "train")  # jobs that need keys wait for them
+    assert keys.advance("setup") == "generating"
+    error = assert_refused(keys, "setup")  # a second setup while one runs
+    assert "federation keys of the federation: step 'setup'" in str(error)
+    assert "state 'generating'" in str(error)
+    assert_refused(keys, "stats")
+    assert keys.advance("status") == "generating"
+    assert keys.advance("interrupt") == "interrupted"
+    assert_refused(keys, "complete")
+    assert keys.advance("setup") == "generating"  # resumes the interrupted one
+    assert keys.advance("complete") == "ready"
+    for job in ("stats", "train", "model_weights", "model_info", "predict", "joint_key", "status"):
+        assert keys.advance(job) == "ready"
+    assert_refused(keys, "setup")  # once keys exist
+
+
+def test_training_gradient_only_after_prepare() -> None:
+    job = Tracker(TRAINING, "job-1")
+    assert_refused(job, "gradient")
+    assert job.advance("prepare_training") == "prepared"
+    assert job.advance("gradient") == "prepared"
+    assert job.advance("gradient") == "prepared"
+    assert_refused(job, "prepare_training")
+
+
+@pytest.mark.parametrize("end", ["succeed", "fail"])
+def test_a_job_id_runs_once(end: str) -> None:
+    job = Tracker(JOB, "job-1")
+    assert job.state == "unknown"
+    assert_refused(job, "succeed")
+    assert job.advance("submit") == "running"
+    assert_refused(job, "submit")
+    assert job.advance(end) == {"succeed": "done", "fail": "failed"}[end]
+    error = assert_refused(job, "submit")
+    assert "(allowed there: nothing)" in str(error)
+
+
+def test_concurrent_submits_of_one_job_id_let_exactly_one_through() -> None:
+    job = Tracker(JOB, "job-1")
+    barrier, outcomes = threading.Barrier(16), []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            job.advance("submit")
+            outcomes.append("ran")
+        except JobStateError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["ran"] + ["refused"] * 15
+    assert job.state == "running"
+
+
+def test_a_small_machine_refuses_what_it_does_not_declare() -> None:
+    door = Machine("door", "closed", {("closed", "open"): "open", ("open", "close"): "closed"})
+    tracker = Tracker(door)
+    assert door.states == {"closed", "open"} and door.steps == {"open", "close"}
+    assert_refused(tracker, "close")
+    assert tracker.advance("open") == "open"
+    assert tracker.advance("close") == "closed"
+
+
+# -- errors to status codes --------------------------------------------------------------------
+class _Both(PolicyError, JobStateError):
+    """Matches two rows of the table: the first one wins."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "name"),
+    [
+        (PolicyError("no"), "PERMISSION_DENIED"),
+        (JobStateError("out of order"), "FAILED_PRECONDITION"),
+        (PeerError("node-3", "down"), "ABORTED"),
+        (CryptoError("openfhe failed"), "INTERNAL"),
+        (ProtocolError("bad"), "INVALID_ARGUMENT"),
+        (KeyMismatchError("other key"), "INVALID_ARGUMENT"),
+        (PartySetError("party 9"), "INVALID_ARGUMENT"),
+        (ParameterError("bad"), "INVALID_ARGUMENT"),
+        (SerializationError("bad"), "INVALID_ARGUMENT"),
+        (ConfigError("bad"), "INVALID_ARGUMENT"),
+        (LevelError("bad"), "INVALID_ARGUMENT"),
+        (PheFlError("bad"), "INVALID_ARGUMENT"),
+        (_Both("both"), "PERMISSION_DENIED"),
+        (ValueError("x"), "INTERNAL"),
+        (RuntimeError("x"), "INTERNAL"),
+        (PermissionError("x"), "INTERNAL"),  # not phe-fl's PolicyError
+        (ConnectionError("x"), "INTERNAL"),  # not phe-fl's PeerError
+        (KeyError("x"), "INTERNAL"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v,
+)
+def test_status_name_maps_each_error(exc: BaseException, name: str) -> None:
+    assert status.status_name(exc) == name
+    assert status.grpc_status(exc) == getattr(grpc.StatusCode, name)
+    assert name in common_pb2.Error.Code.keys()  # a Failure with it serializes
+    failure = status.failure_for(exc)
+    assert isinstance(failure, Failure) and failure.code == name
+
+
+def test_status_table_order() -> None:
+    assert [(kind.__name__, name) for kind, name in status.STATUS_TABLE] == [
+        ("PolicyError", "PERMISSION_DENIED"),
+        ("JobStateError", "FAILED_PRECONDITION"),
+        ("PeerError", "ABORTED"),
+        ("CryptoError", "INTERNAL"),
+        ("PheFlError", "INVALID_ARGUMENT"),
+    ]
+
+
+def test_public_message_keeps_domain_words_and_hides_internals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert status.public_message(PolicyError("node-2 refuses")) == "node-2 refuses"
+    assert status.public_message(PeerError("node-3", "down")) == "node node-3: down"
+    secret = "secret-share 0xdeadbeef at /home/alice/keys"
+    for exc in (RuntimeError(secret), KeyError(secret), OSError(secret)):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="phe_fl.status"):
+            public = status.public_message(exc)
+        assert "deadbeef" not in public and "alice" not in public and "secret" not in public
+        assert type(exc).__name__ in public
+        # the details go to the node's own log
+        (record,) = [r for r in caplog.records if r.name == "phe_fl.status"]
+        assert record.exc_info is not None and record.exc_info[1] is exc
+        assert status.failure_for(exc) == Failure("INTERNAL", public)
