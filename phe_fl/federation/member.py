@@ -243,26 +243,20 @@ def _querier_key(mem: Member, step: m.KeySwitchRequest) -> QueryKeySwitch:
     return QueryKeySwitch(mem.ctx, QuerierPublicKey.from_bytes(mem.ctx, step.querier_key))
 
 
-def _install_joint_key(mem: Member, r: m.TreeRequest) -> list[str]:
-    assert isinstance(r.step, m.InstallJointKeyRequest)
-    mem.joint_key = JointPublicKey.from_bytes(mem.ctx, r.step.key)
-    return [mem.id]
+def _installer(
+    load: Callable[[Context, bytes], Any], attribute: str, *, install: bool
+) -> Callable[[Member, m.TreeRequest], list[str]]:
+    """Install a joint key sent down the tree (``install``: also into OpenFHE's
+    process-wide maps, which evaluation keys need)."""
 
+    def own(mem: Member, r: m.TreeRequest) -> list[str]:
+        key = load(mem.ctx, r.step.key)  # type: ignore[union-attr]
+        if install:
+            key.install()
+        setattr(mem, attribute, key)
+        return [mem.id]
 
-def _install_relin_key(mem: Member, r: m.TreeRequest) -> list[str]:
-    assert isinstance(r.step, m.InstallRelinKeyRequest)
-    key = RelinKey.from_bytes(mem.ctx, r.step.key)
-    key.install()
-    mem.relin_key = key
-    return [mem.id]
-
-
-def _install_rotation_keys(mem: Member, r: m.TreeRequest) -> list[str]:
-    assert isinstance(r.step, m.InstallRotationKeysRequest)
-    keys = RotationKeys.from_bytes(mem.ctx, r.step.key)
-    keys.install()
-    mem.rotation_keys = keys
-    return [mem.id]
+    return own
 
 
 def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:
@@ -283,7 +277,11 @@ RULES: dict[type[Any], Rule] = {
         lambda mem, s: mem.public_key_share(s.crp),
         m.PublicKeyShareResponse,
     ),
-    m.InstallJointKeyRequest: _lists(_install_joint_key, "installed_by", m.InstallJointKeyResponse),
+    m.InstallJointKeyRequest: _lists(
+        _installer(JointPublicKey.from_bytes, "joint_key", install=False),
+        "installed_by",
+        m.InstallJointKeyResponse,
+    ),
     m.RelinRoundOneRequest: _shares(
         _relin,
         lambda mem, s: mem.require_party().relin_round1(
@@ -299,7 +297,11 @@ RULES: dict[type[Any], Rule] = {
         combine=lambda mem, r, a, b: _relin(mem, r.step).aggregate_round2(a, b),
         answer=lambda acc: m.RelinRoundTwoResponse(acc.to_bytes()),
     ),
-    m.InstallRelinKeyRequest: _lists(_install_relin_key, "installed_by", m.InstallRelinKeyResponse),
+    m.InstallRelinKeyRequest: _lists(
+        _installer(RelinKey.from_bytes, "relin_key", install=True),
+        "installed_by",
+        m.InstallRelinKeyResponse,
+    ),
     m.RotationKeysShareRequest: _shares(
         _rotations,
         lambda mem, s: mem.require_party().rotation_keys(
@@ -308,7 +310,9 @@ RULES: dict[type[Any], Rule] = {
         m.RotationKeysShareResponse,
     ),
     m.InstallRotationKeysRequest: _lists(
-        _install_rotation_keys, "installed_by", m.InstallRotationKeysResponse
+        _installer(RotationKeys.from_bytes, "rotation_keys", install=True),
+        "installed_by",
+        m.InstallRotationKeysResponse,
     ),
     m.StatisticsRequest: _ciphertexts(
         lambda mem, r: mem.local_statistics(), "encrypted_sums", m.StatisticsResponse

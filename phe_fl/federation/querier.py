@@ -13,19 +13,13 @@ import numpy as np
 from phe_fl.errors import ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import TlsPaths
-from phe_fl.federation.serde import (
-    FrameReader,
-    job_reply_from_proto,
-    job_request_to_proto,
-    parse,
-    to_frames,
-)
+from phe_fl.federation.serde import FrameReader, job_request_frames, read_job_reply
 from phe_fl.federation.status import rpc_errors
 from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import TrainingJob
-from phe_fl.v2 import query_pb2, query_pb2_grpc
+from phe_fl.v2 import query_pb2_grpc
 
 __all__ = ["Querier", "PooledStats", "TrainingRun", "new_job_id"]
 
@@ -92,7 +86,7 @@ class Querier:
     def submit(self, job_id: str, job: m.Job, expect: type[R]) -> R:
         """Run ``job`` on the root; progress goes to ``on_event``; the result comes back."""
         request = m.JobRequest(job_id, self.ctx.params.name, job)
-        frames = to_frames(job_request_to_proto(request))
+        frames = job_request_frames(request)
         with rpc_errors("root"):
             replies: Iterator[object] = self._stub.Submit(frames, timeout=self.deadline_s)
             reader = FrameReader()
@@ -100,7 +94,7 @@ class Querier:
                 done = reader.feed(frame)  # type: ignore[arg-type]
                 if done is None:
                     continue
-                reply = parse(query_pb2.JobReply, done[1], job_reply_from_proto)
+                reply = read_job_reply(done[1])
                 if isinstance(reply, m.ProgressEvent):
                     if self.on_event is not None:
                         self.on_event(reply)

@@ -28,6 +28,15 @@ from phe_fl.ml import TrainingJob
 from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, tree_pb2
 
 __all__ = [
+    "Frame",
+    "child_message_frames",
+    "read_child_message",
+    "parent_message_frames",
+    "read_parent_message",
+    "job_request_frames",
+    "read_job_request",
+    "job_reply_frames",
+    "read_job_reply",
     "CHUNK",
     "MAX_MESSAGE_BYTES",
     "WIRE",
@@ -361,7 +370,11 @@ def job_reply_from_proto(reply: query_pb2.JobReply) -> m.ProgressEvent | m.JobRe
 
 
 # -- framing ----------------------------------------------------------------------------------
-def to_frames(message: PbMessage, call_id: int = 0) -> Iterator[common_pb2.Frame]:
+Frame = common_pb2.Frame
+"""What every phe_fl.v2 stream carries: slices of one typed message."""
+
+
+def to_frames(message: PbMessage, call_id: int = 0) -> Iterator[Frame]:
     """One serialized message as frames of at most :data:`CHUNK` bytes (at least one)."""
     data = message.SerializeToString()
     view = memoryview(data)
@@ -379,7 +392,7 @@ class FrameReader:
         self.max_message_bytes = max_message_bytes
         self._open: dict[int, tuple[int, bytearray]] = {}
 
-    def feed(self, frame: common_pb2.Frame) -> tuple[int, bytes] | None:
+    def feed(self, frame: Frame) -> tuple[int, bytes] | None:
         """The (call id, message bytes) this frame completes, or None."""
         call, size = frame.call_id, frame.total_size
         if size > self.max_message_bytes:
@@ -430,3 +443,40 @@ def parse(pb_cls: type[PbMessage], data: bytes, convert: Any) -> Any:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise ProtocolError(f"invalid {pb_cls.__name__}: {exc}") from None
+
+
+# -- what each stream carries, as frames and back -----------------------------------------------
+def child_message_frames(msg: m.Hello | m.TreeResponse, call_id: int = 0) -> Iterator[Frame]:
+    """Child -> parent on Tree.Connect."""
+    return to_frames(child_message_to_proto(msg), call_id)
+
+
+def read_child_message(data: bytes) -> m.Hello | m.TreeResponse:
+    return parse(tree_pb2.ChildMessage, data, child_message_from_proto)  # type: ignore[no-any-return]
+
+
+def parent_message_frames(msg: m.Welcome | m.TreeRequest, call_id: int = 0) -> Iterator[Frame]:
+    """Parent -> child on Tree.Connect."""
+    return to_frames(parent_message_to_proto(msg), call_id)
+
+
+def read_parent_message(data: bytes) -> m.Welcome | m.TreeRequest:
+    return parse(tree_pb2.ParentMessage, data, parent_message_from_proto)  # type: ignore[no-any-return]
+
+
+def job_request_frames(request: m.JobRequest) -> Iterator[Frame]:
+    """Querier -> root on Root.Submit."""
+    return to_frames(job_request_to_proto(request))
+
+
+def read_job_request(data: bytes) -> m.JobRequest:
+    return parse(query_pb2.JobRequest, data, job_request_from_proto)  # type: ignore[no-any-return]
+
+
+def job_reply_frames(reply: m.ProgressEvent | m.JobResult, call_id: int) -> Iterator[Frame]:
+    """Root -> querier on Root.Submit: events, then the result."""
+    return to_frames(job_reply_to_proto(reply), call_id)
+
+
+def read_job_reply(data: bytes) -> m.ProgressEvent | m.JobResult:
+    return parse(query_pb2.JobReply, data, job_reply_from_proto)  # type: ignore[no-any-return]

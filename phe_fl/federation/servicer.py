@@ -19,15 +19,14 @@ from phe_fl.federation.certs import require_role
 from phe_fl.federation.coordinator import Coordinator
 from phe_fl.federation.serde import (
     WIRE,
+    Frame,
     FrameReader,
-    job_reply_to_proto,
-    job_request_from_proto,
-    parse,
-    to_frames,
+    job_reply_frames,
+    read_job_request,
 )
 from phe_fl.federation.status import grpc_status, public_message
 from phe_fl.federation.tree import Children
-from phe_fl.v2 import common_pb2, query_pb2, query_pb2_grpc, tree_pb2_grpc
+from phe_fl.v2 import query_pb2_grpc, tree_pb2_grpc
 
 __all__ = ["TreeServicer", "RootServicer", "OldWireRefusal"]
 
@@ -46,8 +45,8 @@ class TreeServicer(tree_pb2_grpc.TreeServicer):
         self.children = children
 
     def Connect(  # noqa: N802 - gRPC method name
-        self, request_iterator: Iterable[common_pb2.Frame], context: grpc.ServicerContext
-    ) -> Iterator[common_pb2.Frame]:
+        self, request_iterator: Iterable[Frame], context: grpc.ServicerContext
+    ) -> Iterator[Frame]:
         who = require_role(context, "node", method="Tree.Connect")
         try:
             yield from self.children.serve(who.name, request_iterator, context.is_active)
@@ -63,8 +62,8 @@ class RootServicer(query_pb2_grpc.RootServicer):
         self.coordinator = coordinator
 
     def Submit(  # noqa: N802
-        self, request_iterator: Iterable[common_pb2.Frame], context: grpc.ServicerContext
-    ) -> Iterator[common_pb2.Frame]:
+        self, request_iterator: Iterable[Frame], context: grpc.ServicerContext
+    ) -> Iterator[Frame]:
         who = require_role(context, "querier", method="Root.Submit")
         try:
             request = _one_message(request_iterator)
@@ -75,12 +74,12 @@ class RootServicer(query_pb2_grpc.RootServicer):
         )
 
 
-def _one_message(frames: Iterable[common_pb2.Frame]) -> m.JobRequest:
+def _one_message(frames: Iterable[Frame]) -> m.JobRequest:
     reader = FrameReader()
     for frame in frames:
         done = reader.feed(frame)
         if done is not None:
-            return parse(query_pb2.JobRequest, done[1], job_request_from_proto)  # type: ignore[no-any-return]
+            return read_job_request(done[1])
     raise ProtocolError("the stream ended before a whole job request")
 
 
@@ -88,7 +87,7 @@ def _stream_job(
     job: Callable[[Callable[[m.ProgressEvent], None]], m.JobResult],
     job_id: str,
     context: grpc.ServicerContext,
-) -> Iterator[common_pb2.Frame]:
+) -> Iterator[Frame]:
     """Run ``job`` in a thread and stream its progress events, then its result."""
     events: queue.Queue[Any] = queue.Queue()
     done = object()
@@ -107,11 +106,11 @@ def _stream_job(
         item = events.get()
         if item is done:
             break
-        yield from to_frames(job_reply_to_proto(item), call)
+        yield from job_reply_frames(item, call)
         call += 1
     if "error" in outcome:
         _abort(context, outcome["error"])
-    yield from to_frames(job_reply_to_proto(outcome["result"]), call)
+    yield from job_reply_frames(outcome["result"], call)
 
 
 class OldWireRefusal(grpc.GenericRpcHandler):  # type: ignore[misc]

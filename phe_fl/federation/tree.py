@@ -34,16 +34,15 @@ from phe_fl.federation import messages as m
 from phe_fl.federation.certs import identity_host, load_channel_credentials
 from phe_fl.federation.config import NodeConfig, TlsPaths
 from phe_fl.federation.serde import (
+    Frame,
     FrameReader,
-    child_message_from_proto,
-    child_message_to_proto,
-    parent_message_from_proto,
-    parent_message_to_proto,
-    parse,
-    to_frames,
+    child_message_frames,
+    parent_message_frames,
+    read_child_message,
+    read_parent_message,
 )
 from phe_fl.federation.status import failure_for, rpc_errors
-from phe_fl.v2 import common_pb2, tree_pb2, tree_pb2_grpc
+from phe_fl.v2 import tree_pb2_grpc
 
 __all__ = ["Children", "ParentConnection", "open_channel", "CHANNEL_OPTIONS"]
 
@@ -59,6 +58,9 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 CONNECT_WAIT_S = 30.0
 """How long a step waits for a child that is not connected (yet, or again)."""
+MAX_RESENDS = 3
+"""How often a request is sent again to a child whose stream dropped while it was asked
+(a child that crashes on a request must not be asked it forever)."""
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 """A child's delays between attempts to reach its parent; the last one repeats."""
 
@@ -72,7 +74,7 @@ def open_channel(address: str, tls: TlsPaths, peer_id: str | None = None) -> grp
     return grpc.secure_channel(address, creds, options)
 
 
-def _messages(frames: Iterable[common_pb2.Frame]) -> Iterator[tuple[int, bytes]]:
+def _messages(frames: Iterable[Frame]) -> Iterator[tuple[int, bytes]]:
     reader = FrameReader()
     for frame in frames:
         done = reader.feed(frame)
@@ -88,7 +90,7 @@ class _Link:
 
     def __init__(self, child_id: str) -> None:
         self.child_id = child_id
-        self.outbox: queue.Queue[common_pb2.Frame | None] = queue.Queue()
+        self.outbox: queue.Queue[Frame | None] = queue.Queue()
         self._pending: dict[int, Future[m.TreeResponse]] = {}
         self._calls = itertools.count(1)
         self._lock = threading.Lock()
@@ -104,7 +106,7 @@ class _Link:
             call = next(self._calls)
             self._pending[call] = future
         future.add_done_callback(lambda _: self._forget(call))
-        for frame in to_frames(parent_message_to_proto(request), call):
+        for frame in parent_message_frames(request, call):
             self.outbox.put(frame)
         return future
 
@@ -157,8 +159,8 @@ class Children:
 
     # the gRPC handler of Tree.Connect delegates here
     def serve(
-        self, child_id: str, frames: Iterable[common_pb2.Frame], active: Callable[[], bool]
-    ) -> Iterator[common_pb2.Frame]:
+        self, child_id: str, frames: Iterable[Frame], active: Callable[[], bool]
+    ) -> Iterator[Frame]:
         """Run one child's stream: check its Hello, then send it requests and route its
         answers until it disconnects. ``child_id`` is from its verified certificate."""
         if child_id not in self._ids:
@@ -171,7 +173,7 @@ class Children:
             _, data = next(incoming)
         except StopIteration:
             raise ProtocolError(f"node {child_id} closed its stream before saying hello") from None
-        hello = parse(tree_pb2.ChildMessage, data, child_message_from_proto)
+        hello = read_child_message(data)
         self._check_hello(child_id, hello)
         link = self._attach(child_id)
         reader = threading.Thread(
@@ -181,7 +183,7 @@ class Children:
             daemon=True,
         )
         reader.start()
-        yield from to_frames(parent_message_to_proto(m.Welcome(self.node.id)))
+        yield from parent_message_frames(m.Welcome(self.node.id))
         try:
             while active() and not link.closed.is_set():
                 try:
@@ -231,7 +233,7 @@ class Children:
         reason = "it closed its stream"
         try:
             for call, data in incoming:
-                message = parse(tree_pb2.ChildMessage, data, child_message_from_proto)
+                message = read_child_message(data)
                 if not isinstance(message, m.TreeResponse):
                     raise ProtocolError("a second hello")
                 link.deliver(call, message)
@@ -258,10 +260,12 @@ class Children:
     ) -> m.TreeResponse:
         """``request`` to one child's subtree. A child that is not connected is waited
         for (up to :data:`CONNECT_WAIT_S` within ``timeout``); one whose stream drops
-        mid-call is asked again once it is back (the same request: it answers from its
-        cache if it already worked on it); an answer that is a Failure raises PeerError."""
+        mid-call is asked again once it is back, up to :data:`MAX_RESENDS` times (the same
+        request: it answers from its cache if it already worked on it); an answer that is
+        a Failure raises PeerError."""
         start = time.monotonic()
         budget = timeout if timeout is not None else float("inf")
+        resends = 0
         while True:
             left = budget - (time.monotonic() - start)
             link = self._wait(
@@ -282,7 +286,8 @@ class Children:
                     child_id, f"did not answer within its deadline ({max(left, 0):.1f} s)"
                 ) from None
             except _Disconnected:
-                if not wait or budget - (time.monotonic() - start) <= 0:
+                resends += 1
+                if not wait or resends > MAX_RESENDS or budget - (time.monotonic() - start) <= 0:
                     raise
                 log.warning(
                     "%s: %s dropped mid-call; asking again once it is back", self.node.id, child_id
@@ -361,9 +366,9 @@ class ParentConnection:
 
     def _session(self) -> None:
         channel = open_channel(self.parent.address, self.config.tls, peer_id=self.parent.id)
-        outbox: queue.Queue[common_pb2.Frame | None] = queue.Queue()
+        outbox: queue.Queue[Frame | None] = queue.Queue()
         hello = m.Hello(self.config.id, self.config.params, self.config.n_parties)
-        for frame in to_frames(child_message_to_proto(hello)):
+        for frame in child_message_frames(hello):
             outbox.put(frame)
         try:
             with rpc_errors(self.parent.id):
@@ -371,7 +376,7 @@ class ParentConnection:
                 call = stub.Connect(iter(outbox.get, None))
                 self._call = call
                 for number, data in _messages(call):
-                    message = parse(tree_pb2.ParentMessage, data, parent_message_from_proto)
+                    message = read_parent_message(data)
                     if isinstance(message, m.Welcome):
                         self._welcomed(message)
                     else:
@@ -389,12 +394,10 @@ class ParentConnection:
         )
         self.connected.set()
 
-    def _answer(
-        self, call: int, request: m.TreeRequest, outbox: queue.Queue[common_pb2.Frame | None]
-    ) -> None:
+    def _answer(self, call: int, request: m.TreeRequest, outbox: queue.Queue[Frame | None]) -> None:
         try:
             response = self.handle(request, self.parent.id)
         except Exception as exc:  # noqa: BLE001 - every failure goes up as a typed Failure
             response = m.TreeResponse(failure_for(exc))
-        for frame in to_frames(child_message_to_proto(response), call):
+        for frame in child_message_frames(response, call):
             outbox.put(frame)

@@ -24,7 +24,7 @@ from phe_fl.federation.certs import create_federation, load_server_credentials
 from phe_fl.federation.config import TlsPaths, load_node_config
 from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.querier import Querier
-from phe_fl.federation.serde import child_message_to_proto, to_frames
+from phe_fl.federation.serde import child_message_frames
 from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.v2 import tree_pb2_grpc
@@ -134,7 +134,7 @@ def _dial_as(cluster: LocalCluster, address: str, cert_of: str, says: str) -> gr
     stub = tree_pb2_grpc.TreeStub(channel)
     hello = m.Hello(says, PARAMS, N)
     try:
-        replies = stub.Connect(to_frames(child_message_to_proto(hello)), timeout=10)
+        replies = stub.Connect(child_message_frames(hello), timeout=10)
         with pytest.raises(grpc.RpcError) as info:
             list(replies)
         return info.value
