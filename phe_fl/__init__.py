@@ -2,6 +2,7 @@
 CKKS secret key, so the model and the querier's data stay encrypted end to end."""
 
 from phe_fl.errors import (
+    AuditError,
     ConfigError,
     CryptoError,
     JobStateError,
@@ -14,6 +15,7 @@ from phe_fl.errors import (
     PolicyError,
     ProtocolError,
     SerializationError,
+    StateError,
 )
 
 __version__ = "0.1.0"
@@ -32,4 +34,6 @@ __all__ = [
     "JobStateError",
     "PolicyError",
     "PeerError",
+    "StateError",
+    "AuditError",
 ]

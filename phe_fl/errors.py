@@ -22,6 +22,8 @@ __all__ = [
     "JobStateError",
     "PolicyError",
     "PeerError",
+    "StateError",
+    "AuditError",
 ]
 
 
@@ -75,3 +77,16 @@ class PeerError(PheFlError, ConnectionError):
     def __init__(self, node: str, message: str) -> None:
         super().__init__(f"node {node}: {message}")
         self.node = node
+
+
+class StateError(PheFlError, RuntimeError):
+    """A node's state directory cannot be used: another node's, federation's, parameter
+    set's or a newer format's, or a file in it is corrupt; the message names which."""
+
+
+class AuditError(PheFlError, ValueError):
+    """An audit log's hash chain is broken; the message names the line."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
