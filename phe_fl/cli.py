@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from phe_fl.errors import PheFlError
 
@@ -132,6 +133,12 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 activation_bound=args.bound,
                 params=args.params,
             )
+            if args.detach:
+                from phe_fl.federation.messages import TrainJob
+
+                info = querier.detach(job, TrainJob(spec))
+                print(f"job {job}: {info.state}; follow it with `phe-fl jobs watch {job}`")
+                return 0
             run = querier.train(job, spec)
             print(
                 f"job {job}: trained {len(run.refreshes)} iterations, "
@@ -149,6 +156,84 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 print(f"  feature {j:3d}: mean {m: .6f}  variance {v: .6f}")
     finally:
         querier.close()
+    return 0
+
+
+def _querier(args: argparse.Namespace, *, per_node: bool = False) -> Any:
+    from pathlib import Path
+
+    from phe_fl.federation.config import TlsPaths
+    from phe_fl.federation.progress import ProgressPrinter
+    from phe_fl.federation.querier import Querier
+
+    tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
+    printer = ProgressPrinter(per_node=per_node)
+    return Querier(args.root, tls, args.params, name=args.name, on_event=printer)
+
+
+def _job_line(j: Any) -> str:
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.updated))
+    extra = f", {j.iterations_done} iterations checkpointed" if j.kind == "train" else ""
+    resumed = f", resumed {j.resumes}x" if j.resumes else ""
+    error = f": {j.error}" if j.error else ""
+    return f"{j.job_id:<18} {j.kind:<14} {j.state:<12} {when}{extra}{resumed}{error}"
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from phe_fl.errors import ParameterError
+
+    querier = _querier(args, per_node=args.verbose)
+    try:
+        if args.action == "list":
+            jobs = querier.jobs()
+            print(f"{len(jobs)} job(s) of querier {args.name}")
+            for j in sorted(jobs, key=lambda j: j.created):
+                print("  " + _job_line(j))
+            return 0
+        if not args.job_id:
+            raise ParameterError(f"`phe-fl jobs {args.action}` needs a job id")
+        if args.action == "status":
+            info = querier.watch_info(args.job_id)
+            print(_job_line(info))
+        elif args.action == "cancel":
+            print(_job_line(querier.cancel(args.job_id)))
+        else:  # watch
+            result, info = querier.watch(args.job_id)
+            print(_job_line(info))
+            if result is not None:
+                print(f"  result: {type(result).__name__}")
+            return 0 if info.state == "done" else 1
+    finally:
+        querier.close()
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    querier = _querier(args)
+    try:
+        models = querier.models()
+    finally:
+        querier.close()
+    print(f"{len(models)} trained model(s) at the root (all still encrypted)")
+    for model in models:
+        s = model.spec
+        print(
+            f"  {model.model_id:<18} {s.model} regression, {s.n_features} features, "
+            f"{s.iterations} iterations, trained for {model.querier}, "
+            f"{sum(model.refreshes)} refreshes"
+        )
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phe_fl.federation.audit import format_summary, verify
+
+    path = Path(args.file)
+    print(format_summary(verify(path), path))
     return 0
 
 
@@ -258,7 +343,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--bound", type=float, default=8.0, help="train: sigmoid fit interval")
     query.add_argument("--model", default="", help="model: the training job id to decrypt")
     query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
+    query.add_argument(
+        "--detach",
+        action="store_true",
+        help="train: return once the root accepted the job (follow it with `jobs watch`)",
+    )
     query.set_defaults(func=_cmd_query)
+    jobs = sub.add_parser(
+        "jobs", help="as a querier, list, follow, re-attach to or cancel your jobs at the root"
+    )
+    jobs.add_argument("action", choices=["list", "status", "watch", "cancel"])
+    jobs.add_argument("job_id", nargs="?", default="", help="the job (status, watch, cancel)")
+    _querier_connection(jobs)
+    jobs.add_argument("--params", default="n14-depth5-128")
+    jobs.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
+    jobs.set_defaults(func=_cmd_jobs)
+    models = sub.add_parser("models", help="as a querier, list the trained models at the root")
+    models.add_argument("action", choices=["list"])
+    _querier_connection(models)
+    models.add_argument("--params", default="n14-depth5-128")
+    models.set_defaults(func=_cmd_models)
+    audit = sub.add_parser("audit", help="check a node's audit log (its hash chain)")
+    audit.add_argument("action", choices=["verify"])
+    audit.add_argument("file", help="the node's audit.jsonl (in its state dir)")
+    audit.set_defaults(func=_cmd_audit)
     pred = sub.add_parser(
         "predict",
         help="as a querier, get predictions of a trained (encrypted) model on your own samples;"

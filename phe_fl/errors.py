@@ -24,6 +24,7 @@ __all__ = [
     "PeerError",
     "StateError",
     "AuditError",
+    "JobCancelledError",
 ]
 
 
@@ -90,3 +91,7 @@ class AuditError(PheFlError, ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+
+
+class JobCancelledError(PheFlError, RuntimeError):
+    """A querier cancelled the job; it stopped at its next step."""

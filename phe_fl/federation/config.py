@@ -26,6 +26,10 @@ Example (``nodes/example/node-1.toml``)::
     key = "certs/nodes/node-1.key"
     ca = "certs/ca.pem"
 
+    [state]
+    dir = "state/node-1"       # what the node must not lose (its key share, keys, models,
+                               # jobs, answers, audit.jsonl); default: state/<id> beside this file
+
     [policy]
     queriers = ["querier"]     # who may receive results from this node's contributions
     allow_decryption = false   # threshold decryption to the root (e.g. the final model)
@@ -107,6 +111,7 @@ class NodeConfig:
     data: DataSource = field(default_factory=DataSource)
     policy: Policy = field(default_factory=Policy)
     source: Path | None = None
+    state_dir: Path = Path("state")
 
     @property
     def is_root(self) -> bool:
@@ -224,6 +229,8 @@ def load_node_config(path: Path | str) -> NodeConfig:
         _get(policy, "allow_decryption", bool, where, False),
         _get(policy, "release_statistics", bool, where, True),
     )
+    state = raw.get("state", {})
+    state_dir = base / _get(state, "dir", str, f"{path} [state]", f"state/{node_id}")
     return NodeConfig(
         node_id,
         party,
@@ -236,4 +243,5 @@ def load_node_config(path: Path | str) -> NodeConfig:
         source,
         pol,
         path,
+        state_dir,
     )

@@ -4,22 +4,31 @@ Each job kind has one handler in :data:`HANDLERS`; every handler is a sequence o
 each round one tree step asked of the whole tree through the root's own
 :class:`~phe_fl.federation.subtree.Subtree` (its own contribution included), reported to
 the querier as a typed :class:`~phe_fl.federation.messages.ProgressEvent`. Whether a job
-may run at all is decided by the root's policy, its federation-keys machine (by job
-kind) and the job registry (each job id runs once).
+may run at all is decided by the root's policy and its federation-keys machine (by job
+kind); jobs that use the tree are queued and run one at a time by the
+:class:`~phe_fl.federation.jobs.JobManager`, job control and read-only jobs answer at once.
+
+What the root must not lose lives in its state store: the federation-keys state and the
+CRPs it sampled as the lead (a resumed key generation resends the same ones), trained
+models and their standardization, and each training's checkpoint after every iteration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from phe_fl.errors import JobStateError, ProtocolError
+from phe_fl.errors import JobStateError, PeerError, ProtocolError
 from phe_fl.federation import messages as m
+from phe_fl.federation.jobs import Control, Job, JobManager
 from phe_fl.federation.policy import decide_job
 from phe_fl.federation.serde import JOB_NAMES
-from phe_fl.federation.state import FEDERATION_KEYS, JOB, Tracker
+from phe_fl.federation.state import FEDERATION_KEYS, Tracker
+from phe_fl.federation.store import NodeStore
 from phe_fl.federation.subtree import Subtree
 from phe_fl.mhe import (
     Ciphertext,
@@ -33,27 +42,62 @@ from phe_fl.mhe import (
     ThresholdDecrypt,
 )
 from phe_fl.mhe.context import FloatArray
-from phe_fl.ml import EncryptedModel, GLMTrainer, IterationReport, MapRequest
+from phe_fl.ml import (
+    EncryptedModel,
+    GLMTrainer,
+    IterationReport,
+    MapRequest,
+    TrainingJob,
+)
 from phe_fl.ml.datasets import pooled_mean_std
 
-__all__ = ["Coordinator", "TreeFederation", "Emit", "HANDLERS"]
+__all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 
 Emit = Callable[[m.ProgressEvent], None]
+
+RESUME_POLL_S = 1.0
+MAX_RESUMES = 20
+"""A training gives up after this many resumptions from its checkpoint."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of one job: what its rounds need to know."""
+
+    job_id: str
+    kind: str
+    querier: str
+    emit: Emit
+    control: Control
+    job: Job | None = None
 
 
 class Coordinator:
     """The root's job runner; ``deadline_s`` bounds every round over the tree."""
 
-    def __init__(self, tree: Subtree, *, deadline_s: float = 600.0) -> None:
+    def __init__(self, tree: Subtree, store: NodeStore, *, deadline_s: float = 600.0) -> None:
         self.tree = tree
         self.member = tree.member
+        self.store = store
         self.deadline_s = deadline_s
-        self.keys = Tracker(FEDERATION_KEYS, "of the federation")
-        self.keygen_job: str | None = None
         self.models: dict[str, EncryptedModel] = {}
-        self.standardizations: dict[str, m.Standardization | None] = {}
-        self._jobs: dict[str, Tracker] = {}
+        self.model_info: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        record = store.get("root", "keys") or {}
+        state = record.get("state", FEDERATION_KEYS.initial)
+        if state == "generating":  # the last process stopped in the middle
+            state = "interrupted"
+        self.keys = Tracker(FEDERATION_KEYS, "of the federation", state=state)
+        self.keygen_job: str | None = record.get("keygen_job")
+        self._save_keys()
+        self._load_models()
+        self.jobs = JobManager(store, self._execute)
+
+    def start(self) -> None:
+        self.jobs.start()
+
+    def stop(self) -> None:
+        self.jobs.stop()
 
     @property
     def ctx(self) -> Context:
@@ -63,8 +107,10 @@ class Coordinator:
     def id(self) -> str:
         return self.member.id
 
-    def run(self, request: m.JobRequest, querier: str, emit: Emit) -> m.JobResult:
-        """Run one job for ``querier`` (already authenticated by its certificate)."""
+    # -- the querier's requests ---------------------------------------------------------------
+    def submit(self, request: m.JobRequest, querier: str) -> Job | m.JobResult:
+        """A job for ``querier`` (authenticated by its certificate): job control and
+        read-only kinds answer at once; the others are queued (the :class:`Job` to follow)."""
         kind = JOB_NAMES[type(request.job)]
         decide_job(self.id, self.member.config.policy, request.job_id, request.job, querier)
         if request.params != self.member.params.name:
@@ -72,78 +118,67 @@ class Coordinator:
                 f"the querier uses parameter set {request.params!r}, this federation "
                 f"{self.member.params.name!r}"
             )
+        if kind in IMMEDIATE:
+            if kind in FEDERATION_KEYS.steps:
+                self.keys.check(kind)
+            run = Run(request.job_id, kind, querier, lambda e: None, Control())
+            return IMMEDIATE[kind](self, run, request.job)  # type: ignore[no-any-return]
+        if kind == "watch":
+            assert isinstance(request.job, m.WatchJob)
+            return self.jobs.get(request.job.job_id, querier)
+        self.keys.check(kind)  # refuse early; checked again when it runs
+        return self.jobs.submit(request, querier)
+
+    def _execute(self, job: Job) -> m.JobResult:
+        request = job.request
+        kind = job.info.kind
+        run = Run(request.job_id, kind, job.info.querier, job.emit, job.control, job)
         if kind != "setup":
             self.keys.check(kind)
-        job = self._register(request.job_id)
-        try:
-            result = HANDLERS[type(request.job)](self, request.job_id, request.job, querier, emit)
-        except BaseException:
-            job.advance("fail")
-            raise
-        job.advance("succeed")
-        return result  # type: ignore[no-any-return]
+        return HANDLERS[type(request.job)](self, run, request.job)  # type: ignore[no-any-return]
 
-    def _register(self, job_id: str) -> Tracker:
-        with self._lock:
-            tracker = self._jobs.get(job_id) or Tracker(JOB, repr(job_id))
-            tracker.advance("submit")  # refused for a job id that ran already
-            self._jobs[job_id] = tracker
-            return tracker
+    # -- what the root keeps -------------------------------------------------------------------
+    def _save_keys(self) -> None:
+        self.store.put("root", "keys", {"state": self.keys.state, "keygen_job": self.keygen_job})
 
-    # -- rounds over the tree ---------------------------------------------------------------
-    def round(self, job_id: str, step: m.TreeStep, emit: Emit, stage: m.Stage, **event: Any) -> Any:
-        """Ask the whole tree for ``step``; report it as ``stage``; return the result."""
-        request = m.TreeRequest(
-            job_id, self.member.params.name, self.member.config.n_parties, step, self.deadline_s
-        )
-        t = time.perf_counter()
-        response = self.tree.contribute(request, self.id)
-        emit(m.ProgressEvent(stage, time.perf_counter() - t, nodes=response.stats, **event))
-        return response.result
+    def lead_share(self, name: str, make: Callable[[], Any], load: Callable[[bytes], Any]) -> Any:
+        """A CRP the root samples as the lead, drawn once and kept: a resumed key
+        generation sends the same one again."""
+        data = self.store.get_blob(name)
+        if data is not None:
+            return load(data)
+        share = make()
+        self.store.put_blob(name, share.to_bytes())
+        return share
 
-    def install(self, job_id: str, step: m.TreeStep, emit: Emit) -> None:
-        """Push public key material down the tree; every node installs it."""
-        self.round(job_id, step, emit, m.Stage.INSTALL_KEYS)
+    def _load_models(self) -> None:
+        for model_id, record in self.store.items("models"):
+            data = self.store.get_blob(f"model-{model_id}")
+            if data is None:
+                continue
+            spec = TrainingJob(**record["spec"])
+            reports = [IterationReport(**r) for r in record["reports"]]
+            model = EncryptedModel(spec, self.ctx.ciphertext_from_bytes(data), reports)
+            self.models[model_id] = model
+            self.model_info[model_id] = record
 
-    def switch_to_querier(
-        self,
-        job_id: str,
-        ct: Ciphertext,
-        querier: str,
-        querier_key: bytes,
-        purpose: m.Purpose,
-        emit: Emit,
-        **event: Any,
-    ) -> Ciphertext:
-        """``ct`` switched to the querier's key by every node (each checks its policy)."""
-        proto = QueryKeySwitch(self.ctx, QuerierPublicKey.from_bytes(self.ctx, querier_key))
-        step = m.KeySwitchRequest(purpose, querier, querier_key, ct.to_bytes())
-        result = self.round(job_id, step, emit, m.Stage.KEY_SWITCH, **event)
-        return proto.finalize(proto.share_from_bytes(result.share), ct)
+    def save_model(
+        self, model_id: str, model: EncryptedModel, querier: str, std: m.Standardization | None
+    ) -> None:
+        self.store.put_blob(f"model-{model_id}", model.weights.to_bytes())
+        record = {
+            "spec": dataclasses.asdict(model.job),
+            "reports": [dataclasses.asdict(r) for r in model.reports],
+            "standardization": _std_to_dict(std),
+            "querier": querier,
+            "created": time.time(),
+        }
+        self.store.put("models", model_id, record)
+        self.models[model_id] = model
+        self.model_info[model_id] = record
 
-    def refresh(self, job_id: str, ct: Ciphertext, emit: Emit, **event: Any) -> Ciphertext:
-        """Bootstrap ``ct`` with every node: the root prepares it and samples the CRP."""
-        proto = Refresh(self.ctx)
-        prepared = proto.prepare(ct)
-        joint = self.member.require_joint_key()
-        crp = proto.gen_crp(joint)
-        step = m.RefreshShareRequest(prepared.to_bytes(), crp.to_bytes())
-        result = self.round(job_id, step, emit, m.Stage.REFRESH, **event)
-        return proto.finalize(proto.share_from_bytes(result.share), prepared, crp, joint)
-
-    def ensure_rotations(self, job_id: str, needed: Sequence[int], emit: Emit) -> None:
-        """Generate (collectively) rotation keys for every step in ``needed`` not yet
-        there; a new set replaces the old one everywhere, so it covers the union."""
-        keys = self.member.rotation_keys
-        have = set(keys.indices) if keys is not None else set()
-        if set(needed) <= have:
-            return
-        gen = RotationKeyGen(self.member.require_joint_key(), sorted(have | set(needed)))
-        crp = self.member.require_party().rotation_crp(gen)
-        step = m.RotationKeysShareRequest(crp.to_bytes(), tuple(gen.indices))
-        result = self.round(job_id, step, emit, m.Stage.KEYGEN_ROTATION_KEYS)
-        keys_bytes = gen.finalize(gen.share_from_bytes(result.share)).to_bytes()
-        self.install(job_id, m.InstallRotationKeysRequest(keys_bytes), emit)
+    def standardization(self, model_id: str) -> m.Standardization | None:
+        return _std_from_dict(self.model_info.get(model_id, {}).get("standardization"))
 
     def model(self, model_id: str) -> EncryptedModel:
         model = self.models.get(model_id)
@@ -151,9 +186,100 @@ class Coordinator:
             raise JobStateError(f"no trained model {model_id!r} at the root")
         return model
 
+    # -- rounds over the tree ---------------------------------------------------------------
+    def round(self, run: Run, step: m.TreeStep, stage: m.Stage, **event: Any) -> Any:
+        """Ask the whole tree for ``step``; report it as ``stage``; return the result."""
+        run.control.check()
+        request = m.TreeRequest(
+            run.job_id,
+            self.member.params.name,
+            self.member.config.n_parties,
+            step,
+            self.deadline_s,
+            run.kind,
+        )
+        t = time.perf_counter()
+        response = self.tree.contribute(request, self.id)
+        run.emit(m.ProgressEvent(stage, time.perf_counter() - t, nodes=response.stats, **event))
+        return response.result
+
+    def install(self, run: Run, step: m.TreeStep) -> None:
+        """Push public key material down the tree; every node installs it."""
+        self.round(run, step, m.Stage.INSTALL_KEYS)
+
+    def switch_to_querier(
+        self, run: Run, ct: Ciphertext, querier_key: bytes, purpose: m.Purpose, **event: Any
+    ) -> Ciphertext:
+        """``ct`` switched to the querier's key by every node (each checks its policy)."""
+        proto = QueryKeySwitch(self.ctx, QuerierPublicKey.from_bytes(self.ctx, querier_key))
+        step = m.KeySwitchRequest(purpose, run.querier, querier_key, ct.to_bytes())
+        result = self.round(run, step, m.Stage.KEY_SWITCH, **event)
+        return proto.finalize(proto.share_from_bytes(result.share), ct)
+
+    def refresh(self, run: Run, ct: Ciphertext, **event: Any) -> Ciphertext:
+        """Bootstrap ``ct`` with every node: the root prepares it and samples the CRP."""
+        proto = Refresh(self.ctx)
+        prepared = proto.prepare(ct)
+        joint = self.member.require_joint_key()
+        crp = proto.gen_crp(joint)
+        step = m.RefreshShareRequest(prepared.to_bytes(), crp.to_bytes())
+        result = self.round(run, step, m.Stage.REFRESH, **event)
+        return proto.finalize(proto.share_from_bytes(result.share), prepared, crp, joint)
+
+    def ensure_rotations(self, run: Run, needed: Sequence[int]) -> None:
+        """Generate (collectively) rotation keys for every step in ``needed`` not yet
+        there; a new set replaces the old one everywhere, so it covers the union."""
+        keys = self.member.rotation_keys
+        have = set(keys.indices) if keys is not None else set()
+        if set(needed) <= have:
+            return
+        gen = RotationKeyGen(self.member.require_joint_key(), sorted(have | set(needed)))
+        party = self.member.require_party()
+        name = "lead-rotation-crp-" + "_".join(str(i) for i in gen.indices)
+        crp = self.lead_share(name, lambda: party.rotation_crp(gen), gen.share_from_bytes)
+        step = m.RotationKeysShareRequest(crp.to_bytes(), tuple(gen.indices))
+        result = self.round(run, step, m.Stage.KEYGEN_ROTATION_KEYS)
+        keys_bytes = gen.finalize(gen.share_from_bytes(result.share)).to_bytes()
+        self.install(run, m.InstallRotationKeysRequest(keys_bytes))
+
+    def whole(self) -> list[str]:
+        """The nodes missing from the tree right now (a ping); [] when it is whole."""
+        request = m.TreeRequest(
+            "ping", self.member.params.name, self.member.config.n_parties, m.PingRequest(), 5.0
+        )
+        result = self.tree.contribute(request, self.id).result
+        assert isinstance(result, m.PingResponse)
+        connected = {n.node_id for n in result.nodes if n.key_state != "disconnected"}
+        missing = [n.node_id for n in result.nodes if n.key_state == "disconnected"]
+        if len(connected) < self.member.config.n_parties and not missing:
+            missing = ["(a node below a missing one)"]
+        return missing
+
+    def wait_whole(self, run: Run, why: BaseException) -> None:
+        """A round failed because a node is gone: wait until every node is back."""
+        run.emit(m.ProgressEvent(m.Stage.WAITING_FOR_NODES))
+        deadline = time.monotonic() + self.deadline_s
+        while True:
+            missing = self.whole()
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise PeerError(missing[0], f"still missing after {self.deadline_s:.0f} s ({why})")
+            run.control.wait(RESUME_POLL_S)
+
+
+def _std_to_dict(s: m.Standardization | None) -> dict[str, list[float]] | None:
+    return None if s is None else {"mean": s.mean.tolist(), "std": s.std.tolist()}
+
+
+def _std_from_dict(d: dict[str, list[float]] | None) -> m.Standardization | None:
+    import numpy as np
+
+    return None if d is None else m.Standardization(np.asarray(d["mean"]), np.asarray(d["std"]))
+
 
 # -- the jobs ------------------------------------------------------------------------------------
-def _setup(c: Coordinator, job_id: str, job: m.SetupJob, querier: str, emit: Emit) -> m.SetupResult:
+def _setup(c: Coordinator, run: Run, job: m.SetupJob) -> m.SetupResult:
     """Collective public, relinearization and rotation keys, installed on every node. An
     interrupted key generation resumes under its own job id: every node answers the
     steps it already did from its cache, and no CRP is ever sampled twice."""
@@ -161,58 +287,56 @@ def _setup(c: Coordinator, job_id: str, job: m.SetupJob, querier: str, emit: Emi
         resuming = c.keys.state == "interrupted"
         c.keys.advance("setup")  # refused while one runs or once keys exist
         if resuming:
-            emit(m.ProgressEvent(m.Stage.KEYGEN_RESUMED))
+            run.emit(m.ProgressEvent(m.Stage.KEYGEN_RESUMED))
         else:
-            c.keygen_job = job_id
-    keygen = c.keygen_job or job_id
+            c.keygen_job = run.job_id
+        c._save_keys()
+    keygen = dataclasses.replace(run, job_id=c.keygen_job or run.job_id)
     try:
-        _generate_keys(c, keygen, job.rotations, emit)
+        _generate_keys(c, keygen, job.rotations)
     except BaseException:
         c.keys.advance("interrupt")
+        c._save_keys()
         raise
     c.keys.advance("complete")
-    emit(m.ProgressEvent(m.Stage.KEYGEN_DONE))
-    return m.SetupResult(keygen)
+    c._save_keys()
+    run.emit(m.ProgressEvent(m.Stage.KEYGEN_DONE))
+    return m.SetupResult(keygen.job_id)
 
 
-def _generate_keys(c: Coordinator, job_id: str, rotations: Sequence[int], emit: Emit) -> None:
+def _generate_keys(c: Coordinator, run: Run, rotations: Sequence[int]) -> None:
     pkg = PublicKeyGen(c.ctx)
     crp = c.member.lead_public_key()
-    result = c.round(
-        job_id, m.PublicKeyShareRequest(crp.to_bytes()), emit, m.Stage.KEYGEN_PUBLIC_KEY
-    )
+    result = c.round(run, m.PublicKeyShareRequest(crp.to_bytes()), m.Stage.KEYGEN_PUBLIC_KEY)
     joint = pkg.finalize(pkg.share_from_bytes(result.share))
-    c.install(job_id, m.InstallJointKeyRequest(joint.to_bytes()), emit)
+    c.install(run, m.InstallJointKeyRequest(joint.to_bytes()))
 
     relin = RelinKeyGen(joint)
     party = c.member.require_party()
-    r_crp = party.relin_crp(relin)
-    one = c.round(
-        job_id, m.RelinRoundOneRequest(r_crp.to_bytes()), emit, m.Stage.KEYGEN_RELIN_ROUND_ONE
-    )
-    two = c.round(job_id, m.RelinRoundTwoRequest(one.share), emit, m.Stage.KEYGEN_RELIN_ROUND_TWO)
+    r_crp = c.lead_share("lead-relin-crp", lambda: party.relin_crp(relin), relin.share_from_bytes)
+    one = c.round(run, m.RelinRoundOneRequest(r_crp.to_bytes()), m.Stage.KEYGEN_RELIN_ROUND_ONE)
+    two = c.round(run, m.RelinRoundTwoRequest(one.share), m.Stage.KEYGEN_RELIN_ROUND_TWO)
     relin_key = relin.finalize(relin.round2_share_from_bytes(two.share))
-    c.install(job_id, m.InstallRelinKeyRequest(relin_key.to_bytes()), emit)
+    c.install(run, m.InstallRelinKeyRequest(relin_key.to_bytes()))
     if rotations:
-        c.ensure_rotations(job_id, rotations, emit)
+        c.ensure_rotations(run, rotations)
 
 
-def _stats(c: Coordinator, job_id: str, job: m.StatsJob, querier: str, emit: Emit) -> m.StatsResult:
+def _stats(c: Coordinator, run: Run, job: m.StatsJob) -> m.StatsResult:
     """Pooled [sum x | sum x^2 | count] of all nodes' data, switched to the querier's key."""
-    result = c.round(job_id, m.StatisticsRequest(), emit, m.Stage.STATISTICS)
+    result = c.round(run, m.StatisticsRequest(), m.Stage.STATISTICS)
     total = c.ctx.ciphertext_from_bytes(result.encrypted_sums)
-    purpose = m.Purpose.POOLED_STATISTICS
-    switched = c.switch_to_querier(job_id, total, querier, job.querier_key, purpose, emit)
+    switched = c.switch_to_querier(run, total, job.querier_key, m.Purpose.POOLED_STATISTICS)
     return m.StatsResult(switched.to_bytes())
 
 
-def _pooled_standardization(c: Coordinator, job_id: str, emit: Emit) -> m.Standardization:
+def _pooled_standardization(c: Coordinator, run: Run) -> m.Standardization:
     """PREPARE: pooled per-feature mean and standard deviation from encrypted per-node
     sums, threshold-decrypted at the root with every node's ``release_statistics``."""
-    result = c.round(job_id, m.StatisticsRequest(), emit, m.Stage.PREPARE_STATISTICS)
+    result = c.round(run, m.StatisticsRequest(), m.Stage.PREPARE_STATISTICS)
     total = c.ctx.ciphertext_from_bytes(result.encrypted_sums)
     step = m.DecryptStatisticsRequest(total.to_bytes())
-    share = c.round(job_id, step, emit, m.Stage.PREPARE_DECRYPT).share
+    share = c.round(run, step, m.Stage.PREPARE_DECRYPT).share
     proto = ThresholdDecrypt(c.ctx)
     d = c.member.X.shape[1]
     values = proto.finalize(proto.share_from_bytes(share), total, length=3 * d, decimals=8)
@@ -220,65 +344,133 @@ def _pooled_standardization(c: Coordinator, job_id: str, emit: Emit) -> m.Standa
     return m.Standardization(mean, std)
 
 
-def _train(c: Coordinator, job_id: str, job: m.TrainJob, querier: str, emit: Emit) -> m.TrainResult:
+def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
     """Train ``job.spec`` on every node's data (standardized with pooled statistics
-    unless told otherwise); the model stays encrypted at the root under ``job_id``."""
+    unless told otherwise); the model stays encrypted at the root under the job id.
+
+    The encrypted weights are checkpointed after every iteration. When a node goes
+    missing mid-iteration, or the root restarted, the training waits until every node is
+    back and resumes from the last checkpoint: at most the iteration in flight is lost.
+    """
     spec = job.spec
     if spec.params != c.member.params.name:
         raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
-    standardization = _pooled_standardization(c, job_id, emit) if job.standardize else None
-    step = m.PrepareTrainingRequest(spec, standardization)
-    global_batch = c.round(job_id, step, emit, m.Stage.VALIDATE_SHARDS).global_batch
-    c.ensure_rotations(job_id, spec.rotation_indices(), emit)
-    fed = TreeFederation(c, job_id, global_batch, emit, iterations=spec.iterations)
+    checkpoint = c.store.get("checkpoints", run.job_id)
+    if checkpoint is None:
+        std = _pooled_standardization(c, run) if job.standardize else None
+        checkpoint = {"standardization": _std_to_dict(std), "iteration": 0, "reports": []}
+        c.store.put("checkpoints", run.job_id, checkpoint)
+    resumes = 0
+    while True:
+        try:
+            model = _train_from(c, run, spec, checkpoint, resumed=resumes > 0 or _resuming(run))
+            break
+        except PeerError as exc:
+            resumes += 1
+            if resumes > MAX_RESUMES:
+                raise
+            c.wait_whole(run, exc)
+            checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint
+            if run.job is not None:
+                c.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
+    std = _std_from_dict(checkpoint["standardization"])
+    c.save_model(run.job_id, model, run.querier, std)
+    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std)
 
-    def progress(report: IterationReport) -> None:
-        fed.iteration = report.iteration + 2  # a refresh before the next MAP belongs to it
+
+def _resuming(run: Run) -> bool:
+    return run.job is not None and run.job.info.resumes > 0
+
+
+def _train_from(
+    c: Coordinator, run: Run, spec: TrainingJob, checkpoint: dict[str, Any], *, resumed: bool
+) -> EncryptedModel:
+    """The training loop from ``checkpoint`` (iteration 0: fresh weights)."""
+    std = _std_from_dict(checkpoint["standardization"])
+    step = m.PrepareTrainingRequest(spec, std)  # the same request: nodes answer from cache
+    global_batch = c.round(run, step, m.Stage.VALIDATE_SHARDS).global_batch
+    c.ensure_rotations(run, spec.rotation_indices())
+    fed = TreeFederation(c, run, global_batch, iterations=spec.iterations)
+    trainer = GLMTrainer(spec, fed)
+    start = int(checkpoint["iteration"])
+    reports = [IterationReport(**r) for r in checkpoint["reports"]]
+    if start == 0:
+        w = trainer.encrypt_initial()
+    else:
+        w = c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-weights"))
+        delta = c.store.get_blob(f"checkpoint-{run.job_id}-delta")
+        trainer.delta = None if delta is None else c.ctx.ciphertext_from_bytes(delta)
+    if resumed or start:
+        run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=start + 1, iterations=spec.iterations))
+    fed.iteration = start + 1
+    for it in range(start, spec.iterations):
+        run.control.check()
+        w, report = trainer.step(w, it, final=it == spec.iterations - 1)
+        reports.append(report)
+        _checkpoint(c, run, checkpoint, it + 1, w, trainer.delta, reports)
+        fed.iteration = it + 2  # a refresh before the next MAP belongs to it
         summary = m.IterationSummary(
             refreshes=report.refreshes,
             levels_left=report.levels_left_after,
             levels_sent=report.levels_left_before,
             levels_dropped=report.levels_dropped,
         )
-        emit(
+        run.emit(
             m.ProgressEvent(
                 m.Stage.ITERATION_DONE,
                 report.seconds,
-                iteration=report.iteration + 1,
+                iteration=it + 1,
                 iterations=spec.iterations,
                 summary=summary,
             )
         )
-
-    model = GLMTrainer(spec, fed).train(on_iteration=progress)
-    c.models[job_id] = model
-    c.standardizations[job_id] = standardization
-    return m.TrainResult(job_id, tuple(model.refreshes_per_iteration), standardization)
+    return EncryptedModel(spec, w, reports)
 
 
-def _model_weights(
-    c: Coordinator, job_id: str, job: m.ModelWeightsJob, querier: str, emit: Emit
-) -> m.ModelWeightsResult:
+def _checkpoint(
+    c: Coordinator,
+    run: Run,
+    checkpoint: dict[str, Any],
+    done: int,
+    w: Ciphertext,
+    delta: Ciphertext | None,
+    reports: list[IterationReport],
+) -> None:
+    """After iteration ``done``: the encrypted weights (and momentum step), then the
+    record naming them (blobs first: a record never points at a missing file)."""
+    c.store.put_blob(f"checkpoint-{run.job_id}-weights", w.to_bytes())
+    if delta is not None:
+        c.store.put_blob(f"checkpoint-{run.job_id}-delta", delta.to_bytes())
+    checkpoint.update(iteration=done, reports=[dataclasses.asdict(r) for r in reports])
+    c.store.put("checkpoints", run.job_id, checkpoint)
+    if run.job is not None:
+        c.jobs.note_progress(run.job, iterations_done=done)
+
+
+def _blob(c: Coordinator, name: str) -> bytes:
+    data = c.store.get_blob(name)
+    if data is None:
+        raise JobStateError(f"the root's state has no {name}")
+    return data
+
+
+def _model_weights(c: Coordinator, run: Run, job: m.ModelWeightsJob) -> m.ModelWeightsResult:
     """Threshold-decrypt a trained model: every node's policy must allow it."""
     model = c.model(job.model_id)
-    fed = TreeFederation(c, job.model_id, 0, emit, decrypt_job=job_id)
+    fed = TreeFederation(c, run, 0)
     layout = model.job.layout
-    slots = fed.decrypt_if_agreed(model.weights, length=layout.block)
+    slots = fed.decrypt_if_agreed(model.weights, length=layout.block, model_id=job.model_id)
     return m.ModelWeightsResult(layout.weights_from_slots(slots))
 
 
-def _model_info(
-    c: Coordinator, job_id: str, job: m.ModelInfoJob, querier: str, emit: Emit
-) -> m.ModelInfoResult:
+def _model_info(c: Coordinator, run: Run, job: m.ModelInfoJob) -> m.ModelInfoResult:
     model = c.model(job.model_id)
     return m.ModelInfoResult(
-        model.job, tuple(model.refreshes_per_iteration), c.standardizations.get(job.model_id)
+        model.job, tuple(model.refreshes_per_iteration), c.standardization(job.model_id)
     )
 
 
-def _predict(
-    c: Coordinator, job_id: str, job: m.PredictJob, querier: str, emit: Emit
-) -> m.PredictResult:
+def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
     """Evaluate a trained, still-encrypted model on a querier's encrypted samples and
     switch each result to the querier's key; every node checks its policy for the
     querier before contributing its key-switch share."""
@@ -291,36 +483,37 @@ def _predict(
     cts = [c.ctx.ciphertext_from_bytes(q) for q in job.queries]
     weights = model.weights
     if weights.levels_left < prediction_depth(model.job) + c.member.params.refresh_min_levels:
-        weights = c.refresh(job_id, weights, emit)
+        weights = c.refresh(run, weights)
         model.weights = weights  # later queries reuse the refreshed model
     t = time.perf_counter()
     results = evaluate(model.job, c.ctx, weights, cts)
-    emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
+    run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
     purpose = m.Purpose.PREDICTION
     scores = [
         c.switch_to_querier(
-            job_id, ct, querier, job.querier_key, purpose, emit, index=i + 1, count=len(results)
+            run, ct, job.querier_key, purpose, index=i + 1, count=len(results)
         ).to_bytes()
         for i, ct in enumerate(results)
     ]
     return m.PredictResult(tuple(scores))
 
 
-def _joint_key(
-    c: Coordinator, job_id: str, job: m.JointKeyJob, querier: str, emit: Emit
-) -> m.JointKeyResult:
+def _joint_key(c: Coordinator, run: Run, job: m.JointKeyJob) -> m.JointKeyResult:
     return m.JointKeyResult(c.member.require_joint_key().to_bytes())
 
 
 STATUS_DEADLINE_S = 5.0
 
 
-def _status(
-    c: Coordinator, job_id: str, job: m.StatusJob, querier: str, emit: Emit
-) -> m.StatusResult:
+def _status(c: Coordinator, run: Run, job: m.StatusJob) -> m.StatusResult:
     """Ping the tree: who is connected, in which key-generation state."""
     request = m.TreeRequest(
-        job_id, c.member.params.name, c.member.config.n_parties, m.PingRequest(), STATUS_DEADLINE_S
+        run.job_id,
+        c.member.params.name,
+        c.member.config.n_parties,
+        m.PingRequest(),
+        STATUS_DEADLINE_S,
+        run.kind,
     )
     result = c.tree.contribute(request, c.id).result
     assert isinstance(result, m.PingResponse)
@@ -329,17 +522,49 @@ def _status(
     return m.StatusResult(tuple(n for n in nodes if n.key_state != "disconnected"), missing)
 
 
+def _list_jobs(c: Coordinator, run: Run, job: m.ListJobsJob) -> m.ListJobsResult:
+    return m.ListJobsResult(tuple(c.jobs.list(run.querier)))
+
+
+def _cancel(c: Coordinator, run: Run, job: m.CancelJob) -> m.CancelResult:
+    return m.CancelResult(c.jobs.cancel(job.job_id, run.querier))
+
+
+def _list_models(c: Coordinator, run: Run, job: m.ListModelsJob) -> m.ListModelsResult:
+    out = []
+    for model_id, model in c.models.items():
+        info = c.model_info.get(model_id, {})
+        out.append(
+            m.ModelSummary(
+                model_id,
+                model.job,
+                info.get("querier", ""),
+                float(info.get("created", 0.0)),
+                tuple(model.refreshes_per_iteration),
+            )
+        )
+    return m.ListModelsResult(tuple(out))
+
+
 HANDLERS: dict[type[Any], Callable[..., Any]] = {
     m.SetupJob: _setup,
     m.StatsJob: _stats,
     m.TrainJob: _train,
     m.ModelWeightsJob: _model_weights,
-    m.ModelInfoJob: _model_info,
     m.PredictJob: _predict,
-    m.JointKeyJob: _joint_key,
-    m.StatusJob: _status,
 }
-"""One handler per job kind (the kinds of query.proto's JobRequest)."""
+"""Jobs that use the tree or the keys: queued, one at a time."""
+
+IMMEDIATE: dict[str, Callable[..., Any]] = {
+    "model_info": _model_info,
+    "joint_key": _joint_key,
+    "status": _status,
+    "list_jobs": _list_jobs,
+    "cancel": _cancel,
+    "list_models": _list_models,
+}
+"""Read-only jobs and job control: answered at once, never queued (``watch`` follows a
+job; the servicer streams it)."""
 
 
 # -- training over the tree ----------------------------------------------------------------------
@@ -348,22 +573,13 @@ class TreeFederation:
     round (each inner node adds its subtree's gradients on the way up)."""
 
     def __init__(
-        self,
-        coordinator: Coordinator,
-        job_id: str,
-        global_batch: int,
-        emit: Emit,
-        *,
-        iterations: int = 0,
-        decrypt_job: str | None = None,
+        self, coordinator: Coordinator, run: Run, global_batch: int, *, iterations: int = 0
     ) -> None:
         self.c = coordinator
-        self.job_id = job_id
+        self.run = run
         self._global_batch = global_batch
-        self.emit = emit
         self.iterations = iterations
         self.iteration = 1  # the iteration under way, 1-based (its refreshes report it)
-        self.decrypt_job = decrypt_job or job_id
 
     @property
     def ctx(self) -> Context:
@@ -385,9 +601,8 @@ class TreeFederation:
             request.iteration, request.global_batch, request.weights.to_bytes()
         )
         result = self.c.round(
-            self.job_id,
+            self.run,
             step,
-            self.emit,
             m.Stage.MAP_COMBINE,
             iteration=self.iteration,
             iterations=self.iterations,
@@ -398,12 +613,10 @@ class TreeFederation:
         return self.ctx.sum(cts)
 
     def refresh(self, ct: Ciphertext) -> Ciphertext:
-        return self.c.refresh(
-            self.job_id, ct, self.emit, iteration=self.iteration, iterations=self.iterations
-        )
+        return self.c.refresh(self.run, ct, iteration=self.iteration, iterations=self.iterations)
 
-    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray:
-        step = m.DecryptModelRequest(self.job_id, ct.to_bytes())
-        share = self.c.round(self.decrypt_job, step, self.emit, m.Stage.MODEL_DECRYPTION).share
+    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int, model_id: str = "") -> FloatArray:
+        step = m.DecryptModelRequest(model_id or self.run.job_id, ct.to_bytes())
+        share = self.c.round(self.run, step, m.Stage.MODEL_DECRYPTION).share
         proto = ThresholdDecrypt(self.ctx)
         return proto.finalize(proto.share_from_bytes(share), ct, length=length)

@@ -94,6 +94,9 @@ cert = "certs/nodes/{node_id}.pem"
 key = "certs/nodes/{node_id}.key"
 ca = "certs/ca.pem"
 
+[state]
+dir = "state/{node_id}"
+
 [policy]
 queriers = [{", ".join(f'"{q}"' for q in queriers)}]
 allow_decryption = {str(allow_decryption).lower()}

@@ -1,7 +1,9 @@
 """What every party does, whatever its place in the tree: its own share of each protocol
 step, its MAP on its plaintext shard, and installing the joint keys.
 
-A :class:`Member` holds this node's one secret-key share, its data and the public keys.
+A :class:`Member` holds this node's one secret-key share, its data and the public keys,
+and keeps them in the node's state store (the share in a 0600 file), so that a node
+killed at any moment comes back as the same party.
 :data:`RULES` declares, per tree step, how the member makes its contribution (``own``),
 reads a child's (``load``), adds two (``combine``) and answers (``answer``); the
 :class:`~phe_fl.federation.subtree.Subtree` runs that over the node's children. Before
@@ -11,6 +13,7 @@ the key-generation state machine (and the training job's) and the node's policy.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +23,13 @@ import numpy as np
 
 from phe_fl.errors import ParameterError, ProtocolError
 from phe_fl.federation import messages as m
+from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.data import load_local_data
 from phe_fl.federation.policy import decide
 from phe_fl.federation.serde import STEP_NAMES
 from phe_fl.federation.state import KEYGEN, TRAINING, Tracker
+from phe_fl.federation.store import NodeStore
 from phe_fl.mhe import (
     Ciphertext,
     Context,
@@ -39,11 +44,12 @@ from phe_fl.mhe import (
     RelinKeyGen,
     RotationKeyGen,
     RotationKeys,
+    SecretShare,
     ThresholdDecrypt,
     get_parameter_set,
 )
 from phe_fl.mhe.protocols._share import Share
-from phe_fl.ml import GLMParty, MapRequest
+from phe_fl.ml import GLMParty, MapRequest, TrainingJob
 
 __all__ = ["Member", "Rule", "RULES"]
 
@@ -51,8 +57,10 @@ __all__ = ["Member", "Rule", "RULES"]
 class Member:
     """One institution's party: one secret share, its plaintext shard, the joint keys."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, store: NodeStore, audit: AuditLog | None = None) -> None:
         self.config = config
+        self.store = store
+        self.audit = audit
         self.params = get_parameter_set(config.params)
         self.ctx = Context(self.params)
         self.X, self.y = load_local_data(config.data)
@@ -64,8 +72,44 @@ class Member:
         # The public-key share is drawn once with the secret share: a resumed key
         # generation resends it. At the root it is also the CRP (PublicKeyGen.gen_crp).
         self._public_key_share: Share | None = None
-        self._trainings: dict[str, tuple[Tracker, GLMParty | None]] = {}
+        self._trainings: dict[str, _Training] = {}
         self._lock = threading.Lock()
+        self._restore()
+
+    # -- the state store -----------------------------------------------------------------------
+    def _restore(self) -> None:
+        """What this node had committed before it last stopped."""
+        record = self.store.get("member", "keygen")
+        if record is not None:
+            self.keygen = Tracker(KEYGEN, f"on node {self.id}", state=record["state"])
+        secret = self.store.get_blob("secret-share")
+        if secret is not None:
+            self.party = Party(SecretShare.from_bytes(self.ctx, secret))
+        share = self.store.get_blob("public-key-share")
+        if share is not None:
+            self._public_key_share = PublicKeyGen(self.ctx).share_from_bytes(share)
+        for name, load, install in _KEYS:
+            data = self.store.get_blob(name)
+            if data is not None:
+                key = load(self.ctx, data)
+                if install:
+                    key.install()
+                setattr(self, name.replace("-", "_"), key)
+        for job_id, t in self.store.items("trainings"):
+            spec = TrainingJob(**t["spec"])
+            std = t["standardization"]
+            standardization = (
+                None
+                if std is None
+                else m.Standardization(np.asarray(std["mean"]), np.asarray(std["std"]))
+            )
+            tracker = Tracker(TRAINING, f"{job_id!r} on node {self.id}", state=t["state"])
+            self._trainings[job_id] = _Training(tracker, spec, standardization)
+
+    def _save_share(self, secret: SecretShare, share: Share) -> None:
+        """The secret share (0600 file) and the public-key share, before either is used."""
+        self.store.put_blob("secret-share", secret.to_bytes())
+        self.store.put_blob("public-key-share", share.to_bytes())
 
     @property
     def id(self) -> str:
@@ -87,27 +131,60 @@ class Member:
         step = STEP_NAMES[type(request.step)]
         self.keygen.check(step)
         if step in TRAINING.steps:
-            self._training(request.job_id).check(step)
-        decide(self.id, self.config.policy, request.job_id, request.step, requester)
+            self._training(request.job_id).tracker.check(step)
+        decide(
+            self.id,
+            self.config.policy,
+            request,
+            requester,
+            audit=self.audit,
+            rows=len(self.X) if isinstance(request.step, m.PrepareTrainingRequest) else None,
+        )
 
     def complete(self, request: m.TreeRequest) -> None:
-        """Advance the state machines once the subtree answered ``request``."""
+        """Advance the state machines once the subtree answered ``request``, and record
+        them (the caller holds a store transaction with the answer)."""
         step = STEP_NAMES[type(request.step)]
+        before = self.keygen.state
         self.keygen.advance(step)
+        if self.keygen.state != before:
+            self.store.put("member", "keygen", {"state": self.keygen.state})
         if step in TRAINING.steps:
-            self._training(request.job_id).advance(step)
+            t = self._training(request.job_id)
+            before = t.tracker.state
+            t.tracker.advance(step)
+            if t.tracker.state != before and t.spec is not None:
+                self.store.put(
+                    "trainings",
+                    request.job_id,
+                    {
+                        "state": t.tracker.state,
+                        "spec": dataclasses.asdict(t.spec),
+                        "standardization": None
+                        if t.standardization is None
+                        else {
+                            "mean": t.standardization.mean.tolist(),
+                            "std": t.standardization.std.tolist(),
+                        },
+                    },
+                )
 
-    def _training(self, job_id: str) -> Tracker:
+    def _training(self, job_id: str) -> _Training:
         with self._lock:
             if job_id not in self._trainings:
-                self._trainings[job_id] = (Tracker(TRAINING, f"{job_id!r} on node {self.id}"), None)
-            return self._trainings[job_id][0]
+                tracker = Tracker(TRAINING, f"{job_id!r} on node {self.id}")
+                self._trainings[job_id] = _Training(tracker)
+            return self._trainings[job_id]
 
     def trainer(self, job_id: str) -> GLMParty:
-        tracker, trainer = self._trainings.get(job_id, (None, None))
-        if trainer is None:
+        """This node's MAP side of a prepared training (rebuilt after a restart from the
+        job and standardization it prepared with)."""
+        t = self._trainings.get(job_id)
+        if t is None or t.spec is None:
             raise ProtocolError(f"training job {job_id!r} has no trainer on node {self.id}")
-        return trainer
+        if t.trainer is None:
+            t.trainer = self._make_trainer(t.spec, t.standardization)
+        return t.trainer
 
     # -- what the parts need ----------------------------------------------------------------
     def require_party(self) -> Party:
@@ -126,6 +203,7 @@ class Member:
         with self._lock:
             if self._public_key_share is None:
                 secret, crp = PublicKeyGen(self.ctx).gen_crp(self.config.n_parties)
+                self._save_share(secret, crp)
                 self.party = Party(secret)
                 self._public_key_share = crp
             return self._public_key_share
@@ -136,6 +214,7 @@ class Member:
             if self._public_key_share is None:
                 pkg = PublicKeyGen(self.ctx)
                 secret, share = pkg.gen_share(self.config.party, pkg.share_from_bytes(crp))
+                self._save_share(secret, share)
                 self.party = Party(secret)
                 self._public_key_share = share
             return self._public_key_share
@@ -152,22 +231,23 @@ class Member:
             raise ProtocolError(
                 f"job uses {job.params!r}, node {self.id} runs {self.params.name!r}"
             )
+        trainer = self._make_trainer(job, step.standardization)
+        t = self._training(job_id)
+        t.spec, t.standardization, t.trainer = job, step.standardization, trainer
+        return trainer.batch_size_at(0)
+
+    def _make_trainer(self, job: TrainingJob, std: m.Standardization | None) -> GLMParty:
         X = self.X
-        if step.standardization is not None:
-            s = step.standardization
-            if s.mean.size != X.shape[1]:
+        if std is not None:
+            if std.mean.size != X.shape[1]:
                 raise ProtocolError(
-                    f"standardization for {s.mean.size} features, node {self.id} has {X.shape[1]}"
+                    f"standardization for {std.mean.size} features, node {self.id} has {X.shape[1]}"
                 )
-            X = s.apply(X)
+            X = std.apply(X)
         try:
-            trainer = GLMParty(self.config.party, job, (X, self.y))
+            return GLMParty(self.config.party, job, (X, self.y))
         except ParameterError as exc:
             raise ParameterError(f"node {self.id}: {exc}") from None
-        with self._lock:
-            tracker, _ = self._trainings[job_id]
-            self._trainings[job_id] = (tracker, trainer)
-        return trainer.batch_size_at(0)
 
     def local_statistics(self) -> Ciphertext:
         """[sum x | sum x^2 | count] of the local data, encrypted under the joint key."""
@@ -176,6 +256,24 @@ class Member:
             raise ProtocolError(f"{d} features do not fit the statistics layout")
         vec = np.concatenate([self.X.sum(axis=0), (self.X**2).sum(axis=0), np.full(d, len(self.X))])
         return self.ctx.encrypt(vec, self.require_joint_key())
+
+
+@dataclass
+class _Training:
+    """This node's side of one training job."""
+
+    tracker: Tracker
+    spec: TrainingJob | None = None
+    standardization: m.Standardization | None = None
+    trainer: GLMParty | None = None
+
+
+_KEYS: tuple[tuple[str, Callable[[Context, bytes], Any], bool], ...] = (
+    ("joint-key", JointPublicKey.from_bytes, False),
+    ("relin-key", RelinKey.from_bytes, True),
+    ("rotation-keys", RotationKeys.from_bytes, True),
+)
+"""The joint keys a node keeps: blob name, loader, whether OpenFHE must install it."""
 
 
 # -- the rules, one per step -----------------------------------------------------------------
@@ -250,7 +348,9 @@ def _installer(
     process-wide maps, which evaluation keys need)."""
 
     def own(mem: Member, r: m.TreeRequest) -> list[str]:
-        key = load(mem.ctx, r.step.key)  # type: ignore[union-attr]
+        data = r.step.key  # type: ignore[union-attr]
+        key = load(mem.ctx, data)
+        mem.store.put_blob(attribute.replace("_", "-"), data)
         if install:
             key.install()
         setattr(mem, attribute, key)

@@ -78,6 +78,17 @@ __all__ = [
     "JointKeyResult",
     "StatusJob",
     "StatusResult",
+    "JobInfo",
+    "Accepted",
+    "WatchJob",
+    "WatchResult",
+    "ListJobsJob",
+    "ListJobsResult",
+    "CancelJob",
+    "CancelResult",
+    "ListModelsJob",
+    "ListModelsResult",
+    "ModelSummary",
     "Job",
     "JobResult",
     "JobRequest",
@@ -158,6 +169,8 @@ class Stage(enum.Enum):
     MODEL_DECRYPTION = "model decryption"
     EVALUATE = "evaluate encrypted queries"
     INSTALL_KEYS = "keys installed down the tree"
+    WAITING_FOR_NODES = "waiting for every node to be connected"
+    RESUMED = "resumed from the last checkpoint"
 
     @property
     def label(self) -> str:
@@ -409,6 +422,7 @@ class TreeRequest:
     n_parties: int
     step: TreeStep
     deadline_s: float = 0.0
+    job_kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -518,6 +532,77 @@ class StatusResult:
     missing: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's record at the root (see query.proto for the states)."""
+
+    job_id: str
+    kind: str
+    querier: str
+    state: str
+    created: float = 0.0
+    updated: float = 0.0
+    error: str = ""
+    iterations_done: int = 0
+    resumes: int = 0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The first reply to a submitted job."""
+
+    job: JobInfo
+
+
+@dataclass(frozen=True)
+class WatchJob:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    job: JobInfo
+
+
+@dataclass(frozen=True)
+class ListJobsJob:
+    pass
+
+
+@dataclass(frozen=True)
+class ListJobsResult:
+    jobs: tuple[JobInfo, ...]
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    job: JobInfo
+
+
+@dataclass(frozen=True)
+class ListModelsJob:
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model_id: str
+    spec: TrainingJob
+    querier: str
+    created: float
+    refreshes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ListModelsResult:
+    models: tuple[ModelSummary, ...]
+
+
 Job = (
     SetupJob
     | StatsJob
@@ -527,6 +612,10 @@ Job = (
     | PredictJob
     | JointKeyJob
     | StatusJob
+    | WatchJob
+    | ListJobsJob
+    | CancelJob
+    | ListModelsJob
 )
 JobResult = (
     SetupResult
@@ -537,6 +626,10 @@ JobResult = (
     | PredictResult
     | JointKeyResult
     | StatusResult
+    | WatchResult
+    | ListJobsResult
+    | CancelResult
+    | ListModelsResult
 )
 
 
@@ -545,3 +638,4 @@ class JobRequest:
     job_id: str
     params: str
     job: Job = field(default_factory=StatusJob)
+    detach: bool = False

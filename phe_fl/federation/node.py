@@ -7,7 +7,9 @@ root, the standard health service). A leaf opens no port at all.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -17,11 +19,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from phe_fl.errors import ConfigError
+from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.certs import certificate_identity, load_server_credentials
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.coordinator import Coordinator
 from phe_fl.federation.member import Member
 from phe_fl.federation.servicer import OldWireRefusal, RootServicer, TreeServicer
+from phe_fl.federation.store import NodeStore, StoreIdentity, federation_fingerprint
 from phe_fl.federation.subtree import Subtree
 from phe_fl.federation.tree import Children, ParentConnection
 from phe_fl.v2 import query_pb2_grpc, tree_pb2_grpc
@@ -50,8 +54,13 @@ class Node:
     coordinator: Coordinator | None
     server: grpc.Server | None
     parent: ParentConnection | None
+    store: NodeStore
+    audit: AuditLog
+    lock: int
 
     def start(self) -> Node:
+        if self.coordinator is not None:
+            self.coordinator.start()
         if self.server is not None:
             self.server.start()
         if self.parent is not None:
@@ -69,9 +78,14 @@ class Node:
         if self.parent is not None:
             self.parent.stop()
         self.children.close()
+        if self.coordinator is not None:
+            self.coordinator.stop()
         if self.server is not None:
             self.server.stop(grace=2).wait()
         self.subtree.close()
+        self.audit.close()
+        self.store.close()
+        os.close(self.lock)  # releases the run lock
 
 
 def _check_identity(config: NodeConfig) -> None:
@@ -84,13 +98,36 @@ def _check_identity(config: NodeConfig) -> None:
         )
 
 
+def open_state(config: NodeConfig) -> tuple[NodeStore, AuditLog, int]:
+    """The node's state store, audit log and run lock; refused if the directory belongs
+    to another node, federation, parameter set or a newer format, or if a process of this
+    node already runs on it (one party, one process)."""
+    ca = config.tls.ca.read_bytes()
+    identity = StoreIdentity(config.id, config.params, federation_fingerprint(ca, config.n_parties))
+    store = NodeStore(config.state_dir, identity)
+    lock = os.open(config.state_dir / "node.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        store.close()
+        raise ConfigError(
+            f"{config.source}: node {config.id} is already running on state dir "
+            f"{config.state_dir} (another process holds its lock); a node runs once"
+        ) from None
+    return store, AuditLog(config.state_dir / "audit.jsonl"), lock
+
+
 def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) -> Node:
     """Everything a node runs, ready to start()."""
     _check_identity(config)
-    member = Member(config)
+    store, audit, lock = open_state(config)
+    member = Member(config, store, audit)
     children = Children(config)
     subtree = Subtree(member, children)
-    coordinator = Coordinator(subtree, deadline_s=deadline_s) if config.parent is None else None
+    coordinator = (
+        Coordinator(subtree, store, deadline_s=deadline_s) if config.parent is None else None
+    )
     server = None
     if config.listen is not None:
         server = grpc.server(
@@ -118,7 +155,7 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
             )
         health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     parent = ParentConnection(config, subtree.contribute) if config.parent is not None else None
-    return Node(config, subtree, children, coordinator, server, parent)
+    return Node(config, subtree, children, coordinator, server, parent, store, audit, lock)
 
 
 def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:

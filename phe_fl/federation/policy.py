@@ -11,22 +11,27 @@ nothing and are always contributed; they are audited all the same.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from phe_fl.errors import PolicyError
 from phe_fl.federation import messages as m
+from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import Policy
 from phe_fl.federation.serde import JOB_NAMES, STEP_NAMES
 
 __all__ = ["Decision", "decide", "decide_job", "AUDIT_LOGGER"]
 
 AUDIT_LOGGER = "phe_fl.audit"
-audit = logging.getLogger(AUDIT_LOGGER)
+log = logging.getLogger(AUDIT_LOGGER)
 
 
 @dataclass(frozen=True)
 class Decision:
+    """One decision, as it goes into the node's audit log (one JSON line) and its log."""
+
     node_id: str
     job_id: str
     step: str
@@ -34,14 +39,70 @@ class Decision:
     allowed: bool
     reason: str
     querier: str = ""
+    job_kind: str = ""
+    purpose: str = ""
+    digest: str = ""
+    rows: int | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "contribute" if self.allowed else "refuse"
 
     def line(self) -> str:
         querier = f" querier={self.querier}" if self.querier else ""
-        verdict = "contribute" if self.allowed else "refuse"
         return (
             f"node={self.node_id} job={self.job_id} step={self.step} "
-            f"requester={self.requester}{querier} decision={verdict} reason={self.reason!r}"
+            f"requester={self.requester}{querier} decision={self.verdict} reason={self.reason!r}"
         )
+
+    def entry(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "node": self.node_id,
+            "job": self.job_id,
+            "job_kind": self.job_kind,
+            "step": self.step,
+            "requester": self.requester,
+            "purpose": self.purpose,
+            "decision": self.verdict,
+            "reason": self.reason,
+        }
+        if self.querier:
+            out["querier"] = self.querier
+        if self.digest:
+            out["digest"] = self.digest
+        if self.rows is not None:
+            out["rows"] = self.rows
+        return out
+
+
+_PURPOSES: dict[type[Any], str] = {
+    m.PublicKeyShareRequest: "key generation: public-key share",
+    m.RelinRoundOneRequest: "key generation: relinearization share, round 1",
+    m.RelinRoundTwoRequest: "key generation: relinearization share, round 2",
+    m.RotationKeysShareRequest: "key generation: rotation-key share",
+    m.InstallJointKeyRequest: "install the collective public key",
+    m.InstallRelinKeyRequest: "install the relinearization key",
+    m.InstallRotationKeysRequest: "install rotation keys",
+    m.StatisticsRequest: "encrypted local statistics",
+    m.DecryptStatisticsRequest: "statistics release (threshold decryption to the root)",
+    m.DecryptModelRequest: "model decryption (threshold decryption to the root)",
+    m.RefreshShareRequest: "collective refresh of an encrypted value",
+    m.PrepareTrainingRequest: "training participation",
+    m.GradientRequest: "training: encrypted gradient",
+    m.PingRequest: "liveness",
+}
+
+
+def _purpose(step: m.TreeStep) -> str:
+    if isinstance(step, m.KeySwitchRequest):
+        return f"key switch to querier {step.querier} ({step.purpose.value})"
+    return _PURPOSES[type(step)]
+
+
+def _digest(step: m.TreeStep) -> str:
+    """sha256 (hex, 32 characters) of the ciphertext a step asks about, if it has one."""
+    data = getattr(step, "ciphertext", None) or getattr(step, "weights", None)
+    return hashlib.sha256(data).hexdigest()[:32] if isinstance(data, bytes) else ""
 
 
 def _rule(policy: Policy, step: m.TreeStep) -> tuple[bool, str, str]:
@@ -67,30 +128,64 @@ def _rule(policy: Policy, step: m.TreeStep) -> tuple[bool, str, str]:
     return True, "the result stays encrypted under the collective key", ""
 
 
-def decide(node_id: str, policy: Policy, job_id: str, step: m.TreeStep, requester: str) -> Decision:
-    """Check ``step`` against ``policy``; audit the decision; raise PolicyError if no."""
+def decide(
+    node_id: str,
+    policy: Policy,
+    request: m.TreeRequest,
+    requester: str,
+    *,
+    audit: AuditLog | None = None,
+    rows: int | None = None,
+) -> Decision:
+    """Check ``request`` against ``policy``; audit the decision (the node's audit file and
+    the ``phe_fl.audit`` logger); raise PolicyError if no. A liveness ping decides nothing
+    and is not audited."""
+    step = request.step
     allowed, reason, querier = _rule(policy, step)
     decision = Decision(
-        node_id, job_id, STEP_NAMES[type(step)], requester, allowed, reason, querier
+        node_id,
+        request.job_id,
+        STEP_NAMES[type(step)],
+        requester,
+        allowed,
+        reason,
+        querier,
+        request.job_kind,
+        _purpose(step),
+        _digest(step),
+        rows,
     )
-    _record(decision)
+    if not isinstance(step, m.PingRequest):
+        _record(decision, audit)
     if not allowed:
         raise PolicyError(f"node {node_id}'s policy refuses {decision.step}: {reason}")
     return decision
 
 
-def decide_job(node_id: str, policy: Policy, job_id: str, job: m.Job, querier: str) -> Decision:
+def decide_job(
+    node_id: str,
+    policy: Policy,
+    job_id: str,
+    job: m.Job,
+    querier: str,
+    *,
+    audit: AuditLog | None = None,
+) -> Decision:
     """The root's decision to run a querier's job at all."""
     allowed = querier in policy.queriers
     reason = "querier in queriers" if allowed else f"querier {querier!r} is not in queriers"
+    kind = JOB_NAMES[type(job)]
     decision = Decision(
-        node_id, job_id, f"job:{JOB_NAMES[type(job)]}", querier, allowed, reason, querier
+        node_id, job_id, f"job:{kind}", querier, allowed, reason, querier, kind, "run a job"
     )
-    _record(decision)
+    _record(decision, audit if kind != "status" else None)  # status: liveness, like a ping
     if not allowed:
         raise PolicyError(f"the root does not accept jobs from querier {querier!r}")
     return decision
 
 
-def _record(decision: Decision) -> None:
-    audit.info("%s", decision.line())
+def _record(decision: Decision, audit: AuditLog | None) -> None:
+    """The audit file first (fsynced): a decision that is not on record is not taken."""
+    if audit is not None:
+        audit.append(decision.entry())
+    log.info("%s", decision.line())

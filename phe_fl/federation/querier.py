@@ -10,11 +10,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from phe_fl.errors import ProtocolError
+from phe_fl.errors import PeerError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import TlsPaths
 from phe_fl.federation.serde import FrameReader, job_request_frames, read_job_reply
-from phe_fl.federation.status import rpc_errors
+from phe_fl.federation.status import PeerTimeout, rpc_errors
 from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
 from phe_fl.mhe.context import FloatArray
@@ -80,29 +80,86 @@ class Querier:
         self.deadline_s = deadline_s
         self.on_event = on_event
         self._joint: JointPublicKey | None = None
+        self.last_accepted: m.JobInfo | None = None
         self._channel = open_channel(root_address, tls)
         self._stub = query_pb2_grpc.RootStub(self._channel)  # type: ignore[no-untyped-call]
 
     def submit(self, job_id: str, job: m.Job, expect: type[R]) -> R:
-        """Run ``job`` on the root; progress goes to ``on_event``; the result comes back."""
-        request = m.JobRequest(job_id, self.ctx.params.name, job)
-        frames = job_request_frames(request)
-        with rpc_errors("root"):
-            replies: Iterator[object] = self._stub.Submit(frames, timeout=self.deadline_s)
-            reader = FrameReader()
-            for frame in replies:
-                done = reader.feed(frame)  # type: ignore[arg-type]
-                if done is None:
-                    continue
-                reply = read_job_reply(done[1])
-                if isinstance(reply, m.ProgressEvent):
-                    if self.on_event is not None:
-                        self.on_event(reply)
-                elif isinstance(reply, expect):
-                    return reply
-                else:
-                    raise ProtocolError(f"expected {expect.__name__}, got {type(reply).__name__}")
+        """Run ``job`` on the root and wait for its result; progress goes to
+        ``on_event``. If this querier's deadline passes first, the job goes on at the
+        root: the error says how to follow it."""
+        replies = self._replies(m.JobRequest(job_id, self.ctx.params.name, job))
+        for reply in replies:
+            if isinstance(reply, expect):
+                return reply
+            raise ProtocolError(f"expected {expect.__name__}, got {type(reply).__name__}")
         raise ProtocolError(f"the root ended job {job_id!r} without a result")
+
+    def _replies(self, request: m.JobRequest) -> Iterator[m.JobResult]:
+        """The results of ``request`` (events go to ``on_event``, acceptance is noted)."""
+        accepted: m.JobInfo | None = None
+        try:
+            with rpc_errors("root"):
+                frames = self._stub.Submit(job_request_frames(request), timeout=self.deadline_s)
+                reader = FrameReader()
+                for frame in frames:
+                    done = reader.feed(frame)
+                    if done is None:
+                        continue
+                    reply = read_job_reply(done[1])
+                    if isinstance(reply, m.ProgressEvent):
+                        if self.on_event is not None:
+                            self.on_event(reply)
+                    elif isinstance(reply, m.Accepted):
+                        accepted = reply.job
+                        self.last_accepted = accepted
+                    else:
+                        yield reply
+        except PeerTimeout:
+            if accepted is not None:
+                raise PeerError(
+                    "root",
+                    f"stopped waiting after {self.deadline_s:.0f} s; job {accepted.job_id} goes "
+                    f"on at the root: follow it with `phe-fl jobs watch {accepted.job_id}`",
+                ) from None
+            raise
+
+    def detach(self, job_id: str, job: m.Job) -> m.JobInfo:
+        """Submit ``job`` and return as soon as the root accepted it."""
+        request = m.JobRequest(job_id, self.ctx.params.name, job, detach=True)
+        for _ in self._replies(request):
+            pass
+        if self.last_accepted is None or self.last_accepted.job_id != job_id:
+            raise ProtocolError(f"the root did not accept job {job_id!r}")
+        return self.last_accepted
+
+    def watch(self, job_id: str) -> tuple[m.JobResult | None, m.JobInfo]:
+        """Re-attach to a job: its events (to ``on_event``), then its result (None if it
+        failed or has none for this querier) and its final record."""
+        request = m.JobRequest(new_job_id(), self.ctx.params.name, m.WatchJob(job_id))
+        result: m.JobResult | None = None
+        for reply in self._replies(request):
+            if isinstance(reply, m.WatchResult):
+                return result, reply.job
+            result = reply
+        raise ProtocolError(f"the root ended the watch of {job_id!r} without its record")
+
+    def watch_info(self, job_id: str) -> m.JobInfo:
+        """A job's record now (without following it)."""
+        for info in self.jobs():
+            if info.job_id == job_id:
+                return info
+        raise ProtocolError(f"no job {job_id!r} of querier {self.name!r} at the root")
+
+    def jobs(self) -> list[m.JobInfo]:
+        """This querier's jobs at the root."""
+        return list(self.submit(new_job_id(), m.ListJobsJob(), m.ListJobsResult).jobs)
+
+    def cancel(self, job_id: str) -> m.JobInfo:
+        return self.submit(new_job_id(), m.CancelJob(job_id), m.CancelResult).job
+
+    def models(self) -> list[m.ModelSummary]:
+        return list(self.submit(new_job_id(), m.ListModelsJob(), m.ListModelsResult).models)
 
     def setup(self, job_id: str, rotations: Sequence[int] = ()) -> str:
         """Collective key generation across the federation; the key generation's job id

@@ -28,6 +28,10 @@ from phe_fl.ml import TrainingJob
 from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, tree_pb2
 
 __all__ = [
+    "job_request_bytes",
+    "job_result_bytes",
+    "tree_response_bytes",
+    "read_tree_response",
     "Frame",
     "child_message_frames",
     "read_child_message",
@@ -102,6 +106,10 @@ _JOBS: dict[str, tuple[type[Any], type[Any]]] = {
     "predict": (m.PredictJob, m.PredictResult),
     "joint_key": (m.JointKeyJob, m.JointKeyResult),
     "status": (m.StatusJob, m.StatusResult),
+    "watch": (m.WatchJob, m.WatchResult),
+    "list_jobs": (m.ListJobsJob, m.ListJobsResult),
+    "cancel": (m.CancelJob, m.CancelResult),
+    "list_models": (m.ListModelsJob, m.ListModelsResult),
 }
 STEP_NAMES: dict[type[Any], str] = {}
 for _name, (_req, _resp) in _STEPS.items():
@@ -119,14 +127,6 @@ def node_stats_to_proto(s: m.NodeStats) -> common_pb2.NodeStats:
 
 def node_stats_from_proto(s: common_pb2.NodeStats) -> m.NodeStats:
     return m.NodeStats(**{f.name: getattr(s, f.name) for f in dataclasses.fields(m.NodeStats)})
-
-
-def node_status_to_proto(s: m.NodeStatus) -> common_pb2.NodeStatus:
-    return common_pb2.NodeStatus(**dataclasses.asdict(s))
-
-
-def node_status_from_proto(s: common_pb2.NodeStatus) -> m.NodeStatus:
-    return m.NodeStatus(s.node_id, s.parent_id, s.key_state)
 
 
 def glm_job_to_proto(job: TrainingJob) -> ml_pb2.GlmJobSpec:
@@ -202,50 +202,70 @@ def _hints(cls: Any) -> dict[str, Any]:
 def _to_pb(obj: Any, pb_cls: type[PbMessage]) -> PbMessage:
     msg = pb_cls()
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if value is None:
-            continue
-        if isinstance(value, m.Purpose):
-            setattr(msg, f.name, tree_pb2.KeySwitchRequest.Purpose.Value(value.name))
-        elif isinstance(value, TrainingJob):
-            getattr(msg, f.name).CopyFrom(glm_job_to_proto(value))
-        elif isinstance(value, m.Standardization):
-            getattr(msg, f.name).CopyFrom(standardization_to_proto(value))
-        elif isinstance(value, np.ndarray):
-            getattr(msg, f.name).extend(value.tolist())
-        elif isinstance(value, tuple):
-            getattr(msg, f.name).extend(
-                node_status_to_proto(v) if isinstance(v, m.NodeStatus) else v for v in value
-            )
-        else:
-            setattr(msg, f.name, value)
+        _set(msg, f.name, getattr(obj, f.name))
     return msg
+
+
+def _set(msg: PbMessage, name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, m.Purpose):
+        setattr(msg, name, tree_pb2.KeySwitchRequest.Purpose.Value(value.name))
+    elif isinstance(value, TrainingJob):
+        getattr(msg, name).CopyFrom(glm_job_to_proto(value))
+    elif isinstance(value, m.Standardization):
+        getattr(msg, name).CopyFrom(standardization_to_proto(value))
+    elif isinstance(value, np.ndarray):
+        getattr(msg, name).extend(value.tolist())
+    elif isinstance(value, tuple):
+        field = getattr(msg, name)
+        for v in value:
+            if dataclasses.is_dataclass(v):
+                field.add().CopyFrom(_to_pb(v, _pb_class(msg, name)))
+            else:
+                field.append(v)
+    elif dataclasses.is_dataclass(value):
+        getattr(msg, name).CopyFrom(_to_pb(value, _pb_class(msg, name)))
+    else:
+        setattr(msg, name, value)
+
+
+def _pb_class(msg: PbMessage, name: str) -> type[PbMessage]:
+    """The generated class of message field ``name`` of ``msg``."""
+    return msg.DESCRIPTOR.fields_by_name[name].message_type._concrete_class  # type: ignore[no-any-return]
 
 
 def _from_pb(msg: PbMessage, cls: type[T]) -> T:
     hints = _hints(cls)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        hint, raw = hints[f.name], getattr(msg, f.name)
-        if hint is m.Purpose:
-            name = tree_pb2.KeySwitchRequest.Purpose.Name(raw)
-            kwargs[f.name] = _enum(m.Purpose, name, "key-switch purpose")
-        elif hint is TrainingJob:
-            if not msg.HasField(f.name):
-                raise ProtocolError(f"{type(msg).__name__} lacks its {f.name}")
-            kwargs[f.name] = glm_job_from_proto(raw)
-        elif hint == m.Standardization | None:
-            has = msg.HasField(f.name)
-            kwargs[f.name] = standardization_from_proto(raw) if has else None
-        elif hint == tuple[m.NodeStatus, ...]:
-            kwargs[f.name] = tuple(node_status_from_proto(v) for v in raw)
-        elif typing.get_origin(hint) is tuple:
-            kwargs[f.name] = tuple(raw)
-        elif hint is FloatArray:
-            kwargs[f.name] = np.asarray(raw, dtype=np.float64)
-        else:
-            kwargs[f.name] = raw
+        kwargs[f.name] = _get(msg, f.name, hints[f.name])
     return cls(**kwargs)
+
+
+def _get(msg: PbMessage, name: str, hint: Any) -> Any:
+    raw = getattr(msg, name)
+    if hint is m.Purpose:
+        purpose = tree_pb2.KeySwitchRequest.Purpose.Name(raw)
+        return _enum(m.Purpose, purpose, "key-switch purpose")
+    if hint is TrainingJob:
+        if not msg.HasField(name):
+            raise ProtocolError(f"{type(msg).__name__} lacks its {name}")
+        return glm_job_from_proto(raw)
+    if hint == m.Standardization | None:
+        return standardization_from_proto(raw) if msg.HasField(name) else None
+    if hint is FloatArray:
+        return np.asarray(raw, dtype=np.float64)
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if dataclasses.is_dataclass(item):
+            return tuple(_from_pb(v, item) for v in raw)  # type: ignore[arg-type]
+        return tuple(raw)
+    if dataclasses.is_dataclass(hint):
+        if not msg.HasField(name):
+            raise ProtocolError(f"{type(msg).__name__} lacks its {name}")
+        return _from_pb(raw, hint)  # type: ignore[arg-type]
+    return raw
 
 
 def _oneof_to_pb(
@@ -277,7 +297,11 @@ _JOB_RESULTS = {res: name for name, (_, res) in _JOBS.items()}
 def tree_request_to_proto(r: m.TreeRequest) -> tree_pb2.TreeRequest:
     name, step = _oneof_to_pb(_REQUESTS, r.step, tree_pb2.TreeRequest)
     out = tree_pb2.TreeRequest(
-        job_id=r.job_id, params=r.params, n_parties=r.n_parties, deadline_s=r.deadline_s
+        job_id=r.job_id,
+        params=r.params,
+        n_parties=r.n_parties,
+        deadline_s=r.deadline_s,
+        job_kind=r.job_kind,
     )
     getattr(out, name).CopyFrom(step)
     return out
@@ -285,7 +309,7 @@ def tree_request_to_proto(r: m.TreeRequest) -> tree_pb2.TreeRequest:
 
 def tree_request_from_proto(r: tree_pb2.TreeRequest) -> m.TreeRequest:
     step = _oneof_from_pb(r, "step", _STEPS, 0)
-    return m.TreeRequest(r.job_id, r.params, r.n_parties, step, r.deadline_s)
+    return m.TreeRequest(r.job_id, r.params, r.n_parties, step, r.deadline_s, r.job_kind)
 
 
 def tree_response_to_proto(r: m.TreeResponse) -> tree_pb2.TreeResponse:
@@ -342,28 +366,32 @@ def parent_message_from_proto(msg: tree_pb2.ParentMessage) -> m.Welcome | m.Tree
 # -- the querier's jobs -----------------------------------------------------------------------
 def job_request_to_proto(r: m.JobRequest) -> query_pb2.JobRequest:
     name, job = _oneof_to_pb(_JOB_REQUESTS, r.job, query_pb2.JobRequest)
-    out = query_pb2.JobRequest(job_id=r.job_id, params=r.params)
+    out = query_pb2.JobRequest(job_id=r.job_id, params=r.params, detach=r.detach)
     getattr(out, name).CopyFrom(job)
     return out
 
 
 def job_request_from_proto(r: query_pb2.JobRequest) -> m.JobRequest:
-    return m.JobRequest(r.job_id, r.params, _oneof_from_pb(r, "job", _JOBS, 0))
+    return m.JobRequest(r.job_id, r.params, _oneof_from_pb(r, "job", _JOBS, 0), r.detach)
 
 
-def job_reply_to_proto(reply: m.ProgressEvent | m.JobResult) -> query_pb2.JobReply:
+def job_reply_to_proto(reply: m.ProgressEvent | m.Accepted | m.JobResult) -> query_pb2.JobReply:
     if isinstance(reply, m.ProgressEvent):
         return query_pb2.JobReply(event=progress_event_to_proto(reply))
+    if isinstance(reply, m.Accepted):
+        return query_pb2.JobReply(accepted=_to_pb(reply.job, query_pb2.JobInfo))
     name, result = _oneof_to_pb(_JOB_RESULTS, reply, query_pb2.JobResult)
     out = query_pb2.JobReply()
     getattr(out.result, name).CopyFrom(result)
     return out
 
 
-def job_reply_from_proto(reply: query_pb2.JobReply) -> m.ProgressEvent | m.JobResult:
+def job_reply_from_proto(reply: query_pb2.JobReply) -> m.ProgressEvent | m.Accepted | m.JobResult:
     kind = reply.WhichOneof("body")
     if kind == "event":
         return progress_event_from_proto(reply.event)
+    if kind == "accepted":
+        return m.Accepted(_from_pb(reply.accepted, m.JobInfo))
     if kind == "result":
         return _oneof_from_pb(reply.result, "result", _JOBS, 1)  # type: ignore[no-any-return]
     raise ProtocolError("empty reply from the root")
@@ -473,10 +501,29 @@ def read_job_request(data: bytes) -> m.JobRequest:
     return parse(query_pb2.JobRequest, data, job_request_from_proto)  # type: ignore[no-any-return]
 
 
-def job_reply_frames(reply: m.ProgressEvent | m.JobResult, call_id: int) -> Iterator[Frame]:
+def job_reply_frames(
+    reply: m.ProgressEvent | m.Accepted | m.JobResult, call_id: int
+) -> Iterator[Frame]:
     """Root -> querier on Root.Submit: events, then the result."""
     return to_frames(job_reply_to_proto(reply), call_id)
 
 
-def read_job_reply(data: bytes) -> m.ProgressEvent | m.JobResult:
+def read_job_reply(data: bytes) -> m.ProgressEvent | m.Accepted | m.JobResult:
     return parse(query_pb2.JobReply, data, job_reply_from_proto)  # type: ignore[no-any-return]
+
+
+# -- what the state store keeps, as bytes and back ----------------------------------------------
+def job_request_bytes(request: m.JobRequest) -> bytes:
+    return job_request_to_proto(request).SerializeToString()  # type: ignore[no-any-return]
+
+
+def job_result_bytes(result: m.JobResult) -> bytes:
+    return job_reply_to_proto(result).SerializeToString()  # type: ignore[no-any-return]
+
+
+def tree_response_bytes(response: m.TreeResponse) -> bytes:
+    return tree_response_to_proto(response).SerializeToString()  # type: ignore[no-any-return]
+
+
+def read_tree_response(data: bytes) -> m.TreeResponse:
+    return parse(tree_pb2.TreeResponse, data, tree_response_from_proto)  # type: ignore[no-any-return]

@@ -6,17 +6,16 @@ domain object and reports a domain error with the status of the one table in
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn
 
 import grpc
 
-from phe_fl.errors import ProtocolError
+from phe_fl.errors import JobCancelledError, JobStateError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.certs import require_role
 from phe_fl.federation.coordinator import Coordinator
+from phe_fl.federation.jobs import Job
 from phe_fl.federation.serde import (
     WIRE,
     Frame,
@@ -56,7 +55,9 @@ class TreeServicer(tree_pb2_grpc.TreeServicer):
 
 
 class RootServicer(query_pb2_grpc.RootServicer):
-    """Root.Submit: one querier job; progress events stream back, then its result."""
+    """Root.Submit: one querier job. Job control and read-only kinds answer at once; a
+    submitted job is accepted, then (unless detached) followed: its progress events, then
+    its result. A watch follows an earlier job the same way. Leaving does not stop a job."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
@@ -67,11 +68,43 @@ class RootServicer(query_pb2_grpc.RootServicer):
         who = require_role(context, "querier", method="Root.Submit")
         try:
             request = _one_message(request_iterator)
-        except Exception as exc:  # noqa: BLE001
+            outcome = self.coordinator.submit(request, who.name)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             _abort(context, exc)
-        yield from _stream_job(
-            lambda emit: self.coordinator.run(request, who.name, emit), request.job_id, context
-        )
+        if not isinstance(outcome, Job):
+            yield from job_reply_frames(outcome, 0)
+            return
+        replies = _follow(self.coordinator, outcome, watching=isinstance(request.job, m.WatchJob))
+        if request.detach:
+            replies = iter([m.Accepted(outcome.info)])
+        call = 0
+        try:
+            for reply in replies:
+                yield from job_reply_frames(reply, call)
+                call += 1
+        except Exception as exc:  # noqa: BLE001 - the job's own error, as its status
+            _abort(context, exc)
+
+
+def _follow(
+    coordinator: Coordinator, job: Job, *, watching: bool
+) -> Iterator[m.ProgressEvent | m.Accepted | m.JobResult]:
+    """Accepted, the job's events, then its result (or its error, raised); a watch ends
+    with the job's record."""
+    yield m.Accepted(job.info)
+    yield from job.follow()
+    result = coordinator.jobs.result(job)
+    if not watching:
+        if job.error is not None:
+            raise job.error
+        if job.info.state == "failed":
+            raise JobStateError(f"job {job.info.job_id} failed: {job.info.error}")
+        if job.info.state == "cancelled":
+            raise JobCancelledError(f"job {job.info.job_id} was cancelled")
+    if result is not None:
+        yield result
+    if watching:
+        yield m.WatchResult(job.info)
 
 
 def _one_message(frames: Iterable[Frame]) -> m.JobRequest:
@@ -81,36 +114,6 @@ def _one_message(frames: Iterable[Frame]) -> m.JobRequest:
         if done is not None:
             return read_job_request(done[1])
     raise ProtocolError("the stream ended before a whole job request")
-
-
-def _stream_job(
-    job: Callable[[Callable[[m.ProgressEvent], None]], m.JobResult],
-    job_id: str,
-    context: grpc.ServicerContext,
-) -> Iterator[Frame]:
-    """Run ``job`` in a thread and stream its progress events, then its result."""
-    events: queue.Queue[Any] = queue.Queue()
-    done = object()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = job(events.put)
-        except Exception as exc:  # noqa: BLE001 - re-raised as a status below
-            outcome["error"] = exc
-        events.put(done)
-
-    threading.Thread(target=work, name=f"job-{job_id}", daemon=True).start()
-    call = 0
-    while True:
-        item = events.get()
-        if item is done:
-            break
-        yield from job_reply_frames(item, call)
-        call += 1
-    if "error" in outcome:
-        _abort(context, outcome["error"])
-    yield from job_reply_frames(outcome["result"], call)
 
 
 class OldWireRefusal(grpc.GenericRpcHandler):  # type: ignore[misc]

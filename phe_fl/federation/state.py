@@ -113,22 +113,32 @@ JOB = Machine(
     "job",
     "unknown",
     {
-        ("unknown", "submit"): "running",
+        ("unknown", "submit"): "queued",
+        ("queued", "start"): "running",
+        ("queued", "cancel"): "cancelled",
+        ("queued", "fail"): "failed",
         ("running", "succeed"): "done",
         ("running", "fail"): "failed",
+        ("running", "cancel"): "cancelled",
+        ("running", "interrupt"): "interrupted",
+        ("interrupted", "resume"): "running",
+        ("interrupted", "cancel"): "cancelled",
+        ("interrupted", "fail"): "failed",
     },
 )
-"""A querier's job at the root: each job id runs once."""
+"""A querier's job at the root: each job id runs once; a root restart interrupts it."""
 
 
 class Tracker:
     """The current state of one machine, thread-safe. ``check`` refuses a step the state
     does not allow; ``advance`` moves (after the step succeeded)."""
 
-    def __init__(self, machine: Machine, subject: str = "") -> None:
+    def __init__(self, machine: Machine, subject: str = "", *, state: str | None = None) -> None:
         self.machine = machine
         self.subject = subject
-        self._state = machine.initial
+        if state is not None and state not in machine.states:
+            raise JobStateError(f"{machine.name} {subject}: no state {state!r}")
+        self._state = machine.initial if state is None else state
         self._lock = threading.Lock()
 
     @property

@@ -13,6 +13,7 @@ import grpc
 
 from phe_fl.errors import (
     CryptoError,
+    JobCancelledError,
     JobStateError,
     PeerError,
     PheFlError,
@@ -20,11 +21,12 @@ from phe_fl.errors import (
 )
 from phe_fl.federation.messages import Failure
 
-__all__ = ["STATUS_TABLE", "status_name", "grpc_status", "failure_for", "rpc_errors"]
+__all__ = ["PeerTimeout", "STATUS_TABLE", "status_name", "grpc_status", "failure_for", "rpc_errors"]
 
 log = logging.getLogger("phe_fl.status")
 
 STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
+    (JobCancelledError, "CANCELLED"),
     (PolicyError, "PERMISSION_DENIED"),
     (JobStateError, "FAILED_PRECONDITION"),
     (PeerError, "ABORTED"),  # a node further down failed; not worth a retry here
@@ -58,6 +60,10 @@ def failure_for(exc: BaseException) -> Failure:
     return Failure(status_name(exc), public_message(exc))
 
 
+class PeerTimeout(PeerError):
+    """This process's own deadline for a peer passed (the peer may still be working)."""
+
+
 @contextmanager
 def rpc_errors(peer: str) -> Iterator[None]:
     """A gRPC failure, or a malformed answer, inside the block becomes a PeerError
@@ -68,7 +74,7 @@ def rpc_errors(peer: str) -> Iterator[None]:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise PeerError(peer, f"did not answer within its deadline ({details})") from None
+            raise PeerTimeout(peer, f"did not answer within its deadline ({details})") from None
         if code == grpc.StatusCode.UNIMPLEMENTED:
             raise PeerError(peer, f"does not speak phe_fl.v2 (UNIMPLEMENTED: {details})") from None
         raise PeerError(peer, f"{code.name if code else 'ERROR'}: {details}") from None

@@ -1,9 +1,11 @@
 """What a node with children adds to its party's work: it asks its subtree for the same
 step, adds the answers to its own (COMBINE on the way up) and measures what each cost.
 
-Every answer is cached per request (job, step and payloads, not the deadline), so a
-parent's retry gets the same bytes and no share is ever drawn again with fresh noise. A
-leaf is a subtree without children; the root runs every round of a job through its own.
+Every answer is kept per request (job, step and payloads, not the deadline) in the node's
+state store, written before it is sent, in one transaction with the state-machine moves it
+made: a parent's retry, even after this node restarted, gets the same bytes, and no share
+is ever drawn again with fresh noise. A leaf is a subtree without children; the root runs
+every round of a job through its own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields, replace
@@ -20,11 +23,20 @@ from typing import Any, Protocol
 from phe_fl.errors import ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.member import RULES, Member
-from phe_fl.federation.serde import RESPONSE_TYPES, STEP_NAMES, tree_request_to_proto
+from phe_fl.federation.serde import (
+    RESPONSE_TYPES,
+    STEP_NAMES,
+    read_tree_response,
+    tree_request_to_proto,
+    tree_response_bytes,
+)
 
 __all__ = ["Subtree", "ChildCaller", "payload_bytes", "child_deadline"]
 
 log = logging.getLogger("phe_fl.subtree")
+
+MEMORY_CACHE = 32
+"""Answers also kept in memory (the rest are read back from the state store)."""
 
 
 class ChildCaller(Protocol):
@@ -69,8 +81,9 @@ class Subtree:
 
     def __init__(self, member: Member, children: ChildCaller) -> None:
         self.member = member
+        self.store = member.store
         self.children = children
-        self._cache: dict[bytes, m.TreeResponse] = {}
+        self._cache: OrderedDict[bytes, m.TreeResponse] = OrderedDict()
         self._locks: dict[bytes, threading.Lock] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
@@ -84,23 +97,47 @@ class Subtree:
     def contribute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
         """This subtree's aggregated answer to ``request`` (cached for retries)."""
         if isinstance(request.step, m.PingRequest):
-            return self._compute(request, requester)  # a status, never cached
+            return self._compute(request, requester)  # a status, never kept
         key = _digest(request)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:  # a retry racing the original waits for it instead of recomputing
-            hit = self._cache.get(key)
+            hit = self._answered(key)
             if hit is not None:
                 log.info(
-                    "%s: resending cached %s for job %s",
+                    "%s: resending the kept %s answer for job %s",
                     self.id,
                     STEP_NAMES[type(request.step)],
                     request.job_id,
                 )
                 return hit
             response = self._compute(request, requester)
-            self._cache[key] = response
+            self._keep(key, request, response)
             return response
+
+    def _answered(self, key: bytes) -> m.TreeResponse | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            data = self.store.get_blob(f"answer-{key.hex()}")
+            if data is not None:
+                hit = read_tree_response(data)
+        return hit
+
+    def _keep(self, key: bytes, request: m.TreeRequest, response: m.TreeResponse) -> None:
+        """The answer, then (in one transaction) its record and the state moves it made."""
+        self.store.put_blob(f"answer-{key.hex()}", tree_response_bytes(response))
+        with self.store.transaction():
+            self.member.complete(request)
+            self.store.put(
+                "answers",
+                key.hex(),
+                {"job": request.job_id, "step": STEP_NAMES[type(request.step)]},
+            )
+        self._cache[key] = response
+        while len(self._cache) > MEMORY_CACHE:
+            self._cache.popitem(last=False)
+        with self._lock:
+            self._locks.pop(key, None)
 
     def _compute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
         """Own contribution while the children work on theirs, then COMBINE; the node's
@@ -165,7 +202,6 @@ class Subtree:
             bytes_to_children=request_bytes * len(futures),
             parent_id=parent.id if parent else "",
         )
-        self.member.complete(request)
         return m.TreeResponse(result, (mine, *stats))
 
     def close(self) -> None:

@@ -51,6 +51,7 @@ class Error(_message.Message):
         INTERNAL: _ClassVar[Error.Code]
         DEADLINE_EXCEEDED: _ClassVar[Error.Code]
         UNAVAILABLE: _ClassVar[Error.Code]
+        CANCELLED: _ClassVar[Error.Code]
     CODE_UNSPECIFIED: Error.Code
     INVALID_ARGUMENT: Error.Code
     FAILED_PRECONDITION: Error.Code
@@ -59,6 +60,7 @@ class Error(_message.Message):
     INTERNAL: Error.Code
     DEADLINE_EXCEEDED: Error.Code
     UNAVAILABLE: Error.Code
+    CANCELLED: Error.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: Error.Code

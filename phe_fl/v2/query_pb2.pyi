@@ -29,6 +29,8 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_DECRYPTION: _ClassVar[Stage]
     EVALUATE: _ClassVar[Stage]
     INSTALL_KEYS: _ClassVar[Stage]
+    WAITING_FOR_NODES: _ClassVar[Stage]
+    RESUMED: _ClassVar[Stage]
 STAGE_UNSPECIFIED: Stage
 KEYGEN_PUBLIC_KEY: Stage
 KEYGEN_RELIN_ROUND_ONE: Stage
@@ -47,9 +49,11 @@ ITERATION_DONE: Stage
 MODEL_DECRYPTION: Stage
 EVALUATE: Stage
 INSTALL_KEYS: Stage
+WAITING_FOR_NODES: Stage
+RESUMED: Stage
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status")
+    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "watch", "list_jobs", "cancel", "list_models", "detach")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +64,11 @@ class JobRequest(_message.Message):
     PREDICT_FIELD_NUMBER: _ClassVar[int]
     JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    LIST_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    LIST_MODELS_FIELD_NUMBER: _ClassVar[int]
+    DETACH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: str
     setup: SetupJob
@@ -70,18 +79,25 @@ class JobRequest(_message.Message):
     predict: PredictJob
     joint_key: JointKeyJob
     status: StatusJob
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ...) -> None: ...
+    watch: WatchJob
+    list_jobs: ListJobsJob
+    cancel: CancelJob
+    list_models: ListModelsJob
+    detach: bool
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ..., watch: _Optional[_Union[WatchJob, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsJob, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsJob, _Mapping]] = ..., detach: _Optional[bool] = ...) -> None: ...
 
 class JobReply(_message.Message):
-    __slots__ = ("event", "result")
+    __slots__ = ("event", "result", "accepted")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     event: ProgressEvent
     result: JobResult
-    def __init__(self, event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...
+    accepted: JobInfo
+    def __init__(self, event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., accepted: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status")
+    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "watch", "list_jobs", "cancel", "list_models")
     SETUP_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +106,10 @@ class JobResult(_message.Message):
     PREDICT_FIELD_NUMBER: _ClassVar[int]
     JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
+    LIST_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    LIST_MODELS_FIELD_NUMBER: _ClassVar[int]
     setup: SetupResult
     stats: StatsResult
     train: TrainResult
@@ -98,7 +118,11 @@ class JobResult(_message.Message):
     predict: PredictResult
     joint_key: JointKeyResult
     status: StatusResult
-    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ...) -> None: ...
+    watch: WatchResult
+    list_jobs: ListJobsResult
+    cancel: CancelResult
+    list_models: ListModelsResult
+    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ..., watch: _Optional[_Union[WatchResult, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsResult, _Mapping]] = ..., cancel: _Optional[_Union[CancelResult, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResult, _Mapping]] = ...) -> None: ...
 
 class SetupJob(_message.Message):
     __slots__ = ("rotations",)
@@ -207,6 +231,86 @@ class StatusResult(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     missing: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "kind", "querier", "state", "created", "updated", "error", "iterations_done", "resumes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERIER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_DONE_FIELD_NUMBER: _ClassVar[int]
+    RESUMES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    kind: str
+    querier: str
+    state: str
+    created: float
+    updated: float
+    error: str
+    iterations_done: int
+    resumes: int
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., querier: _Optional[str] = ..., state: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., error: _Optional[str] = ..., iterations_done: _Optional[int] = ..., resumes: _Optional[int] = ...) -> None: ...
+
+class WatchJob(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchResult(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class ListJobsJob(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResult(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class CancelJob(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelResult(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class ListModelsJob(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResult(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
+
+class ModelSummary(_message.Message):
+    __slots__ = ("model_id", "spec", "querier", "created", "refreshes")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    QUERIER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    spec: _ml_pb2.GlmJobSpec
+    querier: str
+    created: float
+    refreshes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model_id: _Optional[str] = ..., spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., querier: _Optional[str] = ..., created: _Optional[float] = ..., refreshes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ProgressEvent(_message.Message):
     __slots__ = ("stage", "seconds", "iteration", "iterations", "index", "count", "nodes", "summary")

@@ -42,11 +42,12 @@ class Welcome(_message.Message):
     def __init__(self, parent_id: _Optional[str] = ...) -> None: ...
 
 class TreeRequest(_message.Message):
-    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping")
+    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     N_PARTIES_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    JOB_KIND_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     INSTALL_JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     RELIN_ROUND_ONE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +67,7 @@ class TreeRequest(_message.Message):
     params: str
     n_parties: int
     deadline_s: float
+    job_kind: str
     public_key: PublicKeyShareRequest
     install_joint_key: InstallJointKeyRequest
     relin_round_one: RelinRoundOneRequest
@@ -81,7 +83,7 @@ class TreeRequest(_message.Message):
     prepare_training: PrepareTrainingRequest
     gradient: GradientRequest
     ping: PingRequest
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
 
 class TreeResponse(_message.Message):
     __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping", "error", "stats")

@@ -16,9 +16,11 @@ import pytest
 from phe_fl.errors import PeerError
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import load_node_config
+from phe_fl.federation.coordinator import Coordinator, Run
+from phe_fl.federation.jobs import Control, Job
 from phe_fl.federation.local import write_configs
 from phe_fl.federation.node import Node, build_node
-from phe_fl.mhe import INSECURE_TEST, Context, QuerierKeyPair, RelinKeyGen
+from phe_fl.mhe import INSECURE_TEST, Context, PublicKeyGen, QuerierKeyPair, RelinKeyGen
 
 PARAMS = INSECURE_TEST.name
 N = 3
@@ -79,6 +81,16 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         h.close()
 
 
+def _run(c: Coordinator, request: m.JobRequest) -> m.JobResult | None:
+    """Submit as the querier "querier" and wait for the job to end."""
+    job = c.submit(request, "querier")
+    assert isinstance(job, Job)
+    list(job.follow())
+    if job.error is not None:
+        raise job.error
+    return c.jobs.result(job)
+
+
 def _junk_ciphertext() -> bytes:
     ctx = Context(INSECURE_TEST)
     return ctx.encrypt([1.0], QuerierKeyPair.generate(ctx).public_key).to_bytes()
@@ -102,21 +114,17 @@ def test_a_share_of_the_wrong_kind_is_refused_mid_key_generation(harness: Harnes
     c = harness.coordinator
     crp = c.member.lead_public_key().to_bytes()
     events: list[m.ProgressEvent] = []
-    share = c.round("keys", m.PublicKeyShareRequest(crp), events.append, m.Stage.KEYGEN_PUBLIC_KEY)
-    from phe_fl.mhe import PublicKeyGen
-
+    run = Run("keys", "setup", "querier", events.append, Control())
+    share = c.round(run, m.PublicKeyShareRequest(crp), m.Stage.KEYGEN_PUBLIC_KEY)
     pkg = PublicKeyGen(c.ctx)
     joint = pkg.finalize(pkg.share_from_bytes(share.share))
-    c.install("keys", m.InstallJointKeyRequest(joint.to_bytes()), events.append)
-    assert {
-        n.key_state
-        for n in c.round("keys", m.PingRequest(), events.append, m.Stage.KEYGEN_DONE).nodes
-    } >= {"joint_key"}
+    c.install(run, m.InstallJointKeyRequest(joint.to_bytes()))
+    states = {n.key_state for n in c.round(run, m.PingRequest(), m.Stage.KEYGEN_DONE).nodes}
+    assert states == {"joint_key"}
     wrong = m.RelinRoundOneRequest(_junk_ciphertext())
     with pytest.raises(PeerError, match="INVALID_ARGUMENT.*expected a relin"):
         harness.ask("node-1", "keys", wrong)
-    result = c.run(m.JobRequest("keys", PARAMS, m.SetupJob()), "querier", events.append)
-    assert result == m.SetupResult("keys")
+    assert _run(c, m.JobRequest("keys", PARAMS, m.SetupJob())) == m.SetupResult("keys")
     # the root answered the repeated public-key round from its cache: node-1 drew one share
     assert harness.log("node-1").count("job=keys step=public_key ") == 1
     RelinKeyGen(c.member.require_joint_key())  # the root holds the joint key
@@ -168,10 +176,10 @@ def test_crafted_steps_after_key_generation(harness: Harness) -> None:
     assert "job=steal step=key_switch requester=node-0 querier=mallory decision=refuse" in log
     assert "decision=refuse" in harness.log("node-2")
     # the leaves still serve: pooled statistics over the tree
-    events: list[m.ProgressEvent] = []
     q = QuerierKeyPair.generate(harness.coordinator.ctx)
     job = m.StatsJob(q.public_key.to_bytes())
-    result = harness.coordinator.run(m.JobRequest("stats", PARAMS, job), "querier", events.append)
+    result = _run(harness.coordinator, m.JobRequest("stats", PARAMS, job))
+    assert isinstance(result, m.StatsResult)
     values = q.decrypt(harness.coordinator.ctx.ciphertext_from_bytes(result.encrypted_sums))
     assert round(values[60]) == 569  # the count: every sample of the three shards
     assert (
@@ -181,8 +189,9 @@ def test_crafted_steps_after_key_generation(harness: Harness) -> None:
 
 
 def test_a_second_copy_of_a_listening_node_refuses_to_start(harness: Harness) -> None:
-    """The in-process root listens; a process started with the same config must fail to
-    bind, not share the port (gRPC's default SO_REUSEPORT)."""
+    """The in-process root runs; a process started with the same config must refuse to
+    run (its state dir is locked), not share the port (gRPC's default SO_REUSEPORT) or
+    the key share."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     copy = subprocess.run(
         [sys.executable, "-m", "phe_fl.cli", "node", "--config", str(harness.configs[0])],
@@ -192,4 +201,4 @@ def test_a_second_copy_of_a_listening_node_refuses_to_start(harness: Harness) ->
         env=env,
     )
     assert copy.returncode == 2, copy.stderr[-2000:]
-    assert "cannot listen on" in copy.stderr
+    assert "node node-0 is already running on state dir" in copy.stderr

@@ -238,40 +238,38 @@ def _until(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) ->
         time.sleep(0.2)
 
 
-def test_restarted_nodes_reconnect_by_themselves(tmp_path: Path) -> None:
-    """Leaf, inner node and root each restart; every connection comes back without
-    anyone else restarting. A restarted node has no keys yet (durable state is another
-    issue): jobs fail with a clear FAILED_PRECONDITION naming it, never a hang."""
+def test_restarted_nodes_reconnect_and_are_the_same_party(tmp_path: Path) -> None:
+    """Leaf, inner node and root are each killed (SIGKILL) and restarted from their
+    config: every connection comes back without anyone else restarting, and each node
+    comes back with its key share and keys from its state dir: the pooled statistics,
+    decrypted by the querier, are right after every restart."""
+    X = _pooled()
     with LocalCluster(tmp_path, n_nodes=N, fanout=2, params=PARAMS, deadline_s=20) as c:
         querier = Querier(c.root_address, c.querier_tls(), PARAMS, deadline_s=60)
         querier.setup("keys")
-        for index in (4, 1):
+        for index in (4, 1, 0):
             os.kill(c.processes[index].pid, signal.SIGKILL)
             c.processes[index].wait()
-            gone = f"node-{index}"
-            _until(lambda gone=gone: gone in c.status().missing, f"{gone} reported missing")
+            if index:
+                gone = f"node-{index}"
+                _until(lambda gone=gone: gone in c.status().missing, f"{gone} reported missing")
             c.start_node(index)
             c.wait_ready(60)
-        states = {n.node_id: n.key_state for n in c.status().nodes}
-        assert states == {
-            "node-0": "ready",
-            "node-1": "new",
-            "node-2": "ready",
-            "node-3": "ready",
-            "node-4": "new",
-        }
-        with pytest.raises(
-            PeerError,
-            match="FAILED_PRECONDITION: key generation on node node-1: step 'statistics' is "
-            "not allowed in state 'new'",
-        ):
-            querier.stats("after-restart", 30)
+            states = {n.node_id: n.key_state for n in c.status().nodes}
+            assert states == {f"node-{i}": "ready" for i in range(N)}, states
+            querier.close()
+            querier = Querier(c.root_address, c.querier_tls(), PARAMS, deadline_s=60)
+            stats = querier.stats(f"after-restart-{index}", 30)
+            assert stats.count == len(X)
+            assert np.abs(stats.mean - X.mean(axis=0)).max() < 1e-5
         querier.close()
-        c.stop_node(0)
-        c.start_node(0)
-        c.wait_ready(60)  # node-1 and node-2 dialed the new root again
-        assert {n.node_id for n in c.status().nodes} == {f"node-{i}" for i in range(N)}
         assert "connected to parent node-0" in c.log(2).split("no connection to parent")[-1]
+        with pytest.raises(PeerError, match="'setup' is not allowed in state 'ready'"):
+            q = Querier(c.root_address, c.querier_tls(), PARAMS, deadline_s=60)
+            try:
+                q.setup("keys-again")
+            finally:
+                q.close()
 
 
 def test_key_generation_interrupted_by_a_stalled_node_resumes(tmp_path: Path) -> None:

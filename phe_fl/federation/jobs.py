@@ -1,0 +1,276 @@
+"""Jobs, not calls: the root's registry of querier jobs.
+
+A submitted job gets a record at once (persisted in the root's state store) and runs on
+the root's one worker thread, in submission order: jobs that touch the tree or the keys
+never interleave. The querier may follow it, detach and re-attach (``watch``), list its
+jobs or cancel one; its own deadline governs only its own waiting. Each job's progress
+events are kept in memory for followers; its record and result (encrypted for the
+querier, or public) are in the store, so they outlive a root restart. A job that was
+running when the root stopped is ``interrupted``: a training resumes from its last
+checkpoint, anything else fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from phe_fl.errors import JobCancelledError, JobStateError, PolicyError, ProtocolError
+from phe_fl.federation import messages as m
+from phe_fl.federation.serde import (
+    JOB_NAMES,
+    job_request_bytes,
+    job_result_bytes,
+    read_job_reply,
+    read_job_request,
+)
+from phe_fl.federation.state import JOB, Tracker
+from phe_fl.federation.store import NodeStore
+
+__all__ = ["JobManager", "Job", "Control", "RESUMABLE_KINDS"]
+
+log = logging.getLogger("phe_fl.jobs")
+
+RESUMABLE_KINDS = frozenset({"train"})
+"""Kinds a root restart resumes (they checkpoint); the others fail and are submitted again."""
+
+Emit = Callable[[m.ProgressEvent], None]
+
+
+class Control:
+    """What a running job checks between its steps."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        """Stop here if the job was cancelled."""
+        if self._cancel.is_set():
+            raise JobCancelledError("the job was cancelled")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake up (and stop) at once on cancel."""
+        if self._cancel.wait(seconds):
+            raise JobCancelledError("the job was cancelled")
+
+
+class Job:
+    """One job: its request, record, events so far and outcome."""
+
+    def __init__(self, request: m.JobRequest, info: m.JobInfo) -> None:
+        self.request = request
+        self.info = info
+        self.tracker = Tracker(JOB, repr(info.job_id))
+        self.control = Control()
+        self.events: list[m.ProgressEvent] = []
+        self.result: m.JobResult | None = None
+        self.error: BaseException | None = None
+        self._changed = threading.Condition()
+
+    @property
+    def ended(self) -> bool:
+        return self.info.state in ("done", "failed", "cancelled")
+
+    def emit(self, event: m.ProgressEvent) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    def follow(self, timeout_s: float | None = None) -> Iterator[m.ProgressEvent]:
+        """Its events so far, then live ones, until it ends (or ``timeout_s`` passes)."""
+        seen = 0
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._changed:
+                while seen == len(self.events) and not self.ended:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    self._changed.wait(left if left is not None else 1.0)
+                new, ended = self.events[seen:], self.ended
+            seen += len(new)
+            yield from new
+            if ended and seen == len(self.events):
+                return
+
+    def _update(self, **changes: Any) -> None:
+        with self._changed:
+            self.info = replace(self.info, updated=time.time(), **changes)
+            self._changed.notify_all()
+
+
+Runner = Callable[[Job], m.JobResult]
+
+
+class JobManager:
+    """The root's jobs: records in ``store``, executed one at a time by ``run``."""
+
+    def __init__(self, store: NodeStore, run: Runner) -> None:
+        self.store = store
+        self.run = run
+        self._jobs: dict[str, Job] = {}
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="jobs", daemon=True)
+
+    def start(self) -> None:
+        self._restore()
+        self._worker.start()
+
+    def stop(self) -> None:
+        for job in list(self._jobs.values()):
+            job.control.cancel()
+        self._queue.put(None)
+
+    # -- records ----------------------------------------------------------------------------
+    def _save(self, job: Job) -> None:
+        self.store.put("jobs", job.info.job_id, _info_to_dict(job.info))
+
+    def _restore(self) -> None:
+        """Jobs the last root process left unfinished: trainings resume (from their
+        checkpoint, once every node is back), the rest fail."""
+        for job_id, record in self.store.items("jobs"):
+            info = _info_from_dict(record)
+            data = self.store.get_blob(f"request-{job_id}")
+            if data is None:
+                continue
+            job = Job(read_job_request(data), info)
+            job.tracker = Tracker(JOB, repr(job_id), state=info.state)
+            self._jobs[job_id] = job
+            if job.ended:
+                continue
+            if info.kind in RESUMABLE_KINDS:
+                if info.state == "running":
+                    job.tracker.advance("interrupt")
+                job._update(state=job.tracker.state)
+                self._save(job)
+                log.info("job %s (%s) resumes after the root's restart", job_id, info.kind)
+                self._queue.put(job)
+            else:
+                self._finish(
+                    job,
+                    error=JobStateError(
+                        f"job {job_id} ({info.kind}) was interrupted by a restart of the root; "
+                        "submit it again"
+                    ),
+                )
+
+    # -- the querier's verbs ----------------------------------------------------------------
+    def submit(self, request: m.JobRequest, querier: str) -> Job:
+        """Register and queue ``request``; refused if its id was used before."""
+        kind = JOB_NAMES[type(request.job)]
+        now = time.time()
+        with self._lock:
+            existing = self._jobs.get(request.job_id)
+            if existing is not None:
+                existing.tracker.check("submit")  # refused: names the job's state
+            info = m.JobInfo(request.job_id, kind, querier, "unknown", now, now)
+            job = Job(request, info)
+            job.tracker.advance("submit")
+            job._update(state=job.tracker.state)
+            self._jobs[request.job_id] = job
+            self.store.put_blob(f"request-{request.job_id}", job_request_bytes(request))
+            self._save(job)
+        self._queue.put(job)
+        return job
+
+    def get(self, job_id: str, querier: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobStateError(f"no job {job_id!r} at the root")
+        if job.info.querier != querier:
+            raise PolicyError(f"job {job_id!r} belongs to another querier")
+        return job
+
+    def list(self, querier: str) -> list[m.JobInfo]:
+        return [j.info for j in self._jobs.values() if j.info.querier == querier]
+
+    def cancel(self, job_id: str, querier: str) -> m.JobInfo:
+        job = self.get(job_id, querier)
+        job.tracker.check("cancel")  # refused once it ended
+        job.control.cancel()
+        if job.info.state in ("queued", "interrupted") and not self._is_current(job):
+            self._finish(job, error=JobCancelledError("the job was cancelled"))
+        return job.info
+
+    def result(self, job: Job) -> m.JobResult | None:
+        """The job's result, from memory or (after a restart) from the store."""
+        if job.result is not None:
+            return job.result
+        data = self.store.get_blob(f"result-{job.info.job_id}")
+        if data is None:
+            return None
+        reply = read_job_reply(data)
+        if isinstance(reply, (m.ProgressEvent, m.Accepted)):
+            raise ProtocolError(f"stored result of job {job.info.job_id} is not a result")
+        return reply
+
+    # -- execution ----------------------------------------------------------------------------
+    _current: Job | None = None
+
+    def _is_current(self, job: Job) -> bool:
+        return self._current is job
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.ended:
+                continue  # cancelled while queued
+            self._current = job
+            try:
+                resuming = job.tracker.state == "interrupted"
+                job.tracker.advance("resume" if resuming else "start")
+                job._update(state=job.tracker.state)
+                self._save(job)
+                try:
+                    result = self.run(job)
+                except BaseException as exc:  # noqa: BLE001 - recorded; followers see it
+                    self._finish(job, error=exc)
+                else:
+                    self._finish(job, result=result)
+            finally:
+                self._current = None
+
+    def _finish(
+        self, job: Job, *, result: m.JobResult | None = None, error: BaseException | None = None
+    ) -> None:
+        if error is None:
+            step, message = "succeed", ""
+        elif isinstance(error, JobCancelledError):
+            step, message = "cancel", str(error)
+        else:
+            step, message = "fail", str(error) if isinstance(error, Exception) else "stopped"
+        job.tracker.advance(step)
+        job.result, job.error = result, error
+        if result is not None:  # the blob first: a record never names a missing result
+            self.store.put_blob(f"result-{job.info.job_id}", job_result_bytes(result))
+        job._update(state=job.tracker.state, error=message)
+        self._save(job)
+        log.info("job %s (%s): %s %s", job.info.job_id, job.info.kind, job.info.state, message)
+
+    def note_progress(self, job: Job, **changes: Any) -> None:
+        """Record training progress (iterations checkpointed, resumes) in the job's record."""
+        job._update(**changes)
+        self._save(job)
+
+
+def _info_to_dict(info: m.JobInfo) -> dict[str, Any]:
+    return {f: getattr(info, f) for f in m.JobInfo.__dataclass_fields__}
+
+
+def _info_from_dict(record: dict[str, Any]) -> m.JobInfo:
+    return m.JobInfo(**{f: record[f] for f in m.JobInfo.__dataclass_fields__ if f in record})
