@@ -234,7 +234,7 @@ class JobManager:
             try:
                 resuming = job.tracker.state == "interrupted"
                 job.tracker.advance("resume" if resuming else "start")
-                job._update(state=job.tracker.state)
+                job._update(state=job.tracker.state, started=time.time())
                 self._save(job)
                 try:
                     result = self.run(job)

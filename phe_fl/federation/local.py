@@ -121,6 +121,7 @@ class LocalCluster:
     holdout: float = 0.0
     data_files: Sequence[Path] | None = None
     """Per-node CSV files (features..., label) instead of shards of the shipped dataset."""
+    queriers: tuple[str, ...] = ("querier",)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)
     """Listening nodes' addresses by id (leaves have none)."""
@@ -152,6 +153,7 @@ class LocalCluster:
             allow_decryption=self.allow_decryption,
             holdout=self.holdout,
             data_files=self.data_files,
+            queriers=self.queriers,
         )
         self.processes = [self._spawn(cfg) for cfg in self.configs]
         try:
@@ -202,7 +204,10 @@ class LocalCluster:
 
     def status(self) -> StatusResult:
         """Who is connected, asked of the root as the cluster's querier."""
-        querier = Querier(self.root_address, self.querier_tls(), self.params, deadline_s=10)
+        name = self.queriers[0]
+        querier = Querier(
+            self.root_address, self.querier_tls(name), self.params, name=name, deadline_s=10
+        )
         try:
             return querier.status()
         finally:
@@ -213,7 +218,10 @@ class LocalCluster:
         want = self.n_nodes if nodes is None else nodes
         deadline = time.monotonic() + timeout_s
         last = "the root did not answer"
-        querier = Querier(self.root_address, self.querier_tls(), self.params, deadline_s=10)
+        name = self.queriers[0]
+        querier = Querier(
+            self.root_address, self.querier_tls(name), self.params, name=name, deadline_s=10
+        )
         try:
             while True:
                 for i, proc in enumerate(self.processes):

@@ -545,6 +545,7 @@ class JobInfo:
     error: str = ""
     iterations_done: int = 0
     resumes: int = 0
+    started: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,10 @@ class Subtree:
             return response
 
     def _answered(self, key: bytes) -> m.TreeResponse | None:
+        """An answer already given. Only a committed record counts: an answer file whose
+        record is missing was written by a process killed before it sent the answer."""
         hit = self._cache.get(key)
-        if hit is None:
+        if hit is None and self.store.get("answers", key.hex()) is not None:
             data = self.store.get_blob(f"answer-{key.hex()}")
             if data is not None:
                 hit = read_tree_response(data)

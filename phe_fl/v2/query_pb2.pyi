@@ -233,7 +233,7 @@ class StatusResult(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "kind", "querier", "state", "created", "updated", "error", "iterations_done", "resumes")
+    __slots__ = ("job_id", "kind", "querier", "state", "created", "updated", "error", "iterations_done", "resumes", "started")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     QUERIER_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +243,7 @@ class JobInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_DONE_FIELD_NUMBER: _ClassVar[int]
     RESUMES_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: str
     querier: str
@@ -252,7 +253,8 @@ class JobInfo(_message.Message):
     error: str
     iterations_done: int
     resumes: int
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., querier: _Optional[str] = ..., state: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., error: _Optional[str] = ..., iterations_done: _Optional[int] = ..., resumes: _Optional[int] = ...) -> None: ...
+    started: float
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., querier: _Optional[str] = ..., state: _Optional[str] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., error: _Optional[str] = ..., iterations_done: _Optional[int] = ..., resumes: _Optional[int] = ..., started: _Optional[float] = ...) -> None: ...
 
 class WatchJob(_message.Message):
     __slots__ = ("job_id",)
