@@ -234,7 +234,8 @@ class JobManager:
             try:
                 resuming = job.tracker.state == "interrupted"
                 job.tracker.advance("resume" if resuming else "start")
-                job._update(state=job.tracker.state, started=time.time())
+                resumes = job.info.resumes + int(resuming)
+                job._update(state=job.tracker.state, started=time.time(), resumes=resumes)
                 self._save(job)
                 try:
                     result = self.run(job)

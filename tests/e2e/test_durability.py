@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JOB = TrainingJob(
     n_features=30,
     params=PARAMS,
-    iterations=6,
+    iterations=8,
     batch_size=16,
     learning_rate=0.3,
     activation_degree=3,
@@ -47,6 +47,8 @@ JOB = TrainingJob(
     allow_model_decryption=True,
 )
 SEED = int(os.environ.get("PHE_FL_KILL_SEED", "20261204"))
+ROUNDS = range(int(os.environ.get("PHE_FL_KILL_ROUNDS", "1")))
+"""More rounds of the kill loop (a new random kill point each): PHE_FL_KILL_ROUNDS=10."""
 
 pytestmark = pytest.mark.slow
 
@@ -126,9 +128,10 @@ def trial() -> Trial:
     assert t.wrong_decryptions == 0
 
 
+@pytest.mark.parametrize("rnd", ROUNDS)
 @pytest.mark.parametrize("role", list(ROLES))
-def test_kill_during_key_generation(tmp_path: Path, trial: Trial, role: str) -> None:
-    rng = random.Random(f"{SEED}-setup-{role}")
+def test_kill_during_key_generation(tmp_path: Path, trial: Trial, role: str, rnd: int) -> None:
+    rng = random.Random(f"{SEED}-{rnd}-setup-{role}")
     at = rng.uniform(0.05, 1.2)
     with LocalCluster(tmp_path, n_nodes=N, fanout=2, params=PARAMS, deadline_s=20) as c:
         q = _querier(c)
@@ -144,9 +147,9 @@ def test_kill_during_key_generation(tmp_path: Path, trial: Trial, role: str) -> 
         c.wait_ready(60)
         if rerun:  # a failed key generation is run again: it resumes, nothing redrawn
             q = _querier(c)
-            q.setup("keys-again")
+            q.setup(f"keys-again-{rnd}")
             q.close()
-        _check_keys(c, trial, f"setup-{role}")
+        _check_keys(c, trial, f"setup-{role}-{rnd}")
         trial.add(role=role, phase="setup", at=at, outcome=outcome[:26], rerun=rerun)
 
 
@@ -168,25 +171,30 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> LocalCluster:
     c.stop()
 
 
+@pytest.mark.parametrize("rnd", ROUNDS)
 @pytest.mark.parametrize("role", list(ROLES))
 def test_kill_during_training_resumes_from_the_checkpoint(
-    keyed: LocalCluster, trial: Trial, role: str
+    keyed: LocalCluster, trial: Trial, role: str, rnd: int
 ) -> None:
-    rng = random.Random(f"{SEED}-train-{role}")
-    at = rng.uniform(0.3, 2.0)
+    rng = random.Random(f"{SEED}-{rnd}-train-{role}")
+    after, jitter = rng.randint(1, 4), rng.uniform(0.0, 0.3)
     c = keyed
-    job_id = f"train-{role}"
+    job_id = f"train-{role}-{rnd}"
     q = _querier(c)
     info = q.detach(job_id, m.TrainJob(JOB))
+    t0 = time.monotonic()
+    while q.watch_info(job_id).iterations_done < after:  # kill it mid-training
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.05)
     q.close()
-    assert info.state in ("queued", "running")
-    _kill_and_restart(c, ROLES[role], at)
+    at = time.monotonic() - t0 + jitter
+    _kill_and_restart(c, ROLES[role], jitter)
     c.wait_ready(60)
     q = _querier(c)
     result, info = q.watch(job_id)  # re-attach (after a root restart, to the resumed job)
     assert info.state == "done", info
     assert isinstance(result, m.TrainResult)
-    weights = q.model_weights(f"decrypt-{role}", job_id)
+    weights = q.model_weights(f"decrypt-{role}-{rnd}", job_id)
     q.close()
     std = result.standardization
     assert std is not None
@@ -197,6 +205,8 @@ def test_kill_during_training_resumes_from_the_checkpoint(
     assert err < 1e-3, err
     lost = _gradient_rounds(c, job_id) - JOB.iterations
     assert 0 <= lost <= 1, lost
+    if role == "root":  # the new root process resumed the job from its checkpoint
+        assert info.resumes == 1 and info.iterations_done == JOB.iterations
     trial.add(
         role=role,
         phase="training",
@@ -208,14 +218,15 @@ def test_kill_during_training_resumes_from_the_checkpoint(
     )
 
 
+@pytest.mark.parametrize("rnd", ROUNDS)
 @pytest.mark.parametrize("role", list(ROLES))
-def test_kill_during_prediction(keyed: LocalCluster, trial: Trial, role: str) -> None:
-    rng = random.Random(f"{SEED}-predict-{role}")
+def test_kill_during_prediction(keyed: LocalCluster, trial: Trial, role: str, rnd: int) -> None:
+    rng = random.Random(f"{SEED}-{rnd}-predict-{role}")
     at = rng.uniform(0.05, 0.6)
     c = keyed
     q = _querier(c)
-    run, job = q.model_info("info", "train-leaf")
-    weights = q.model_weights(f"w-{role}", "train-leaf")
+    run, job = q.model_info(f"info-{role}-{rnd}", "train-leaf-0")
+    weights = q.model_weights(f"w-{role}-{rnd}", "train-leaf-0")
     q.close()
     x = _pooled()[:60]
     expected = np.clip(job.activation(_margins(job, run.standardize(x), weights)), 0, 1)
@@ -224,7 +235,7 @@ def test_kill_during_prediction(keyed: LocalCluster, trial: Trial, role: str) ->
     def predict() -> None:
         qq = _querier(c)
         try:
-            qq.predict(f"predict-{role}", run, job, x)
+            qq.predict(f"predict-{role}-{rnd}", run, job, x)
             outcome.append("completed")
         except PeerError as exc:
             outcome.append(f"failed: {str(exc)[:40]}")
@@ -237,7 +248,7 @@ def test_kill_during_prediction(keyed: LocalCluster, trial: Trial, role: str) ->
     t.join()
     c.wait_ready(60)
     q = _querier(c)
-    scores = q.predict(f"predict-{role}-again", run, job, x)  # run again, whatever happened
+    scores = q.predict(f"predict-{role}-{rnd}-again", run, job, x)  # run again, whatever happened
     q.close()
     err = float(np.abs(scores - expected).max())
     if err >= 2e-3:

@@ -91,34 +91,46 @@ def standardizations(draw: st.DrawFn) -> m.Standardization:
     return m.Standardization(_floats(mean), _floats(std))
 
 
+_PB_MODULES = {
+    "common.proto": common_pb2,
+    "ml.proto": ml_pb2,
+    "tree.proto": tree_pb2,
+    "query.proto": query_pb2,
+}
+
+
 def _pb_class(owner: type[PbMessage], field: str) -> type[PbMessage]:
     """The generated class of message field ``field`` of ``owner``."""
     desc = owner.DESCRIPTOR.fields_by_name[field].message_type
-    module = {"tree.proto": tree_pb2, "query.proto": query_pb2}[desc.file.name.split("/")[-1]]
+    module = _PB_MODULES[desc.file.name.split("/")[-1]]
     return getattr(module, desc.name)  # type: ignore[no-any-return]
 
 
 @functools.cache
 def flat(cls: type[Any], pb_cls: type[PbMessage]) -> st.SearchStrategy[Any]:
-    """Instances of a flat domain message, each field drawn within its proto field's range."""
+    """Instances of a domain message, each field drawn within its proto field's range;
+    nested messages (one, or a tuple of them) are drawn the same way, from their own proto."""
     hints = typing.get_type_hints(cls, vars(m))
     fields = pb_cls.DESCRIPTOR.fields_by_name
     kwargs: dict[str, st.SearchStrategy[Any]] = {}
     for f in dataclasses.fields(cls):
         hint, fd = hints[f.name], fields[f.name]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else None
         if hint is m.Purpose:
             kwargs[f.name] = st.sampled_from(m.Purpose)
         elif hint is TrainingJob:
             kwargs[f.name] = training_jobs()
         elif hint == m.Standardization | None:
             kwargs[f.name] = st.none() | standardizations()
-        elif hint == tuple[m.NodeStatus, ...]:
-            status = flat(m.NodeStatus, common_pb2.NodeStatus)
-            kwargs[f.name] = st.lists(status, max_size=3).map(tuple)
         elif hint is FloatArray:
             kwargs[f.name] = st.lists(FINITE, max_size=8).map(_floats)
-        elif typing.get_origin(hint) is tuple:
+        elif item is not None and dataclasses.is_dataclass(item):
+            nested = flat(item, _pb_class(pb_cls, f.name))
+            kwargs[f.name] = st.lists(nested, max_size=3).map(tuple)
+        elif item is not None:
             kwargs[f.name] = st.lists(_SCALARS[fd.type], max_size=4).map(tuple)
+        elif dataclasses.is_dataclass(hint):
+            kwargs[f.name] = flat(hint, _pb_class(pb_cls, f.name))
         else:
             kwargs[f.name] = _SCALARS[fd.type]
     return st.builds(cls, **kwargs)
@@ -173,6 +185,9 @@ ENVELOPES_AND_NESTED = {
     m.Hello,
     m.Welcome,
     m.JobRequest,
+    m.JobInfo,  # a job's record: in Accepted, WatchResult, ListJobsResult, CancelResult
+    m.Accepted,  # the JobReply body ``accepted``
+    m.ModelSummary,  # in ListModelsResult
 }
 
 
@@ -219,6 +234,8 @@ def _domain_proto_pairs() -> list[Any]:
         (m.ProgressEvent, query_pb2.ProgressEvent),
         (m.Hello, tree_pb2.Hello),
         (m.Welcome, tree_pb2.Welcome),
+        (m.JobInfo, query_pb2.JobInfo),
+        (m.ModelSummary, query_pb2.ModelSummary),
     ]
     for name, (req, resp) in serde._STEPS.items():
         pairs += [(req, _pb_class(tree_pb2.TreeRequest, name))]
@@ -234,11 +251,44 @@ def test_domain_fields_mirror_proto_fields(cls: type[Any], pb_cls: type[PbMessag
     assert {f.name for f in dataclasses.fields(cls)} == set(pb_cls.DESCRIPTOR.fields_by_name)
 
 
+def _plain_fields(pb_cls: type[PbMessage]) -> set[str]:
+    """The fields of a proto message outside its oneofs."""
+    return {f.name for f in pb_cls.DESCRIPTOR.fields if f.containing_oneof is None}
+
+
+@pytest.mark.parametrize(
+    ("cls", "pb_cls", "oneof", "field"),
+    [
+        (m.TreeRequest, tree_pb2.TreeRequest, "step", "step"),
+        (m.TreeResponse, tree_pb2.TreeResponse, "result", "result"),
+        (m.JobRequest, query_pb2.JobRequest, "job", "job"),
+    ],
+    ids=["TreeRequest", "TreeResponse", "JobRequest"],
+)
+def test_envelope_fields_mirror_proto_fields(
+    cls: type[Any], pb_cls: type[PbMessage], oneof: str, field: str
+) -> None:
+    """An envelope is its proto's plain fields (job_kind, detach included) plus its oneof."""
+    assert oneof in pb_cls.DESCRIPTOR.oneofs_by_name
+    assert {f.name for f in dataclasses.fields(cls)} == _plain_fields(pb_cls) | {field}
+
+
+def test_accepted_is_the_job_replys_accepted_job_info() -> None:
+    (only,) = dataclasses.fields(m.Accepted)
+    assert typing.get_type_hints(m.Accepted, vars(m))[only.name] is m.JobInfo
+    accepted = query_pb2.JobReply.DESCRIPTOR.fields_by_name["accepted"]
+    assert accepted.containing_oneof.name == "body"
+    assert accepted.message_type is query_pb2.JobInfo.DESCRIPTOR
+    assert set(_oneof(query_pb2.JobReply, "body")) == {"event", "result", "accepted"}
+
+
 def test_enums_match_the_proto_enums() -> None:
     assert {s.name for s in m.Stage} == set(query_pb2.Stage.keys()) - {"STAGE_UNSPECIFIED"}
+    assert {"WAITING_FOR_NODES", "RESUMED"} <= {s.name for s in m.Stage}
     purposes = set(tree_pb2.KeySwitchRequest.Purpose.keys())
     assert {p.name for p in m.Purpose} == purposes - {"PURPOSE_UNSPECIFIED"}
     codes = {name for _, name in STATUS_TABLE} | {"INTERNAL"}
+    assert "CANCELLED" in codes  # a cancelled job's failure, as a node reports it
     assert codes <= set(common_pb2.Error.Code.keys())  # every failure a node reports encodes
 
 
@@ -250,10 +300,11 @@ def test_every_tree_step_request_roundtrips(name: str, data: st.DataObject) -> N
     req_cls = serde._STEPS[name][0]
     step = data.draw(flat(req_cls, _pb_class(tree_pb2.TreeRequest, name)), label="step")
     request = m.TreeRequest(
-        data.draw(TEXT), data.draw(TEXT), data.draw(U32), step, data.draw(FINITE)
+        data.draw(TEXT), data.draw(TEXT), data.draw(U32), step, data.draw(FINITE), data.draw(TEXT)
     )
     pb = serde.parent_message_to_proto(request)
     assert pb.request.WhichOneof("step") == name
+    assert pb.request.job_kind == request.job_kind
     assert_same(through_wire(pb, serde.parent_message_from_proto), request)
     assert_same(serde.tree_request_from_proto(serde.tree_request_to_proto(request)), request)
 
@@ -269,6 +320,9 @@ def test_every_tree_step_response_roundtrips_with_stats(name: str, data: st.Data
     assert pb.response.WhichOneof("result") == name
     assert_same(through_wire(pb, serde.child_message_from_proto), response)
     assert_same(serde.tree_response_from_proto(serde.tree_response_to_proto(response)), response)
+    stored = serde.tree_response_bytes(response)  # as the state store keeps an answer
+    assert stored == serde.tree_response_to_proto(response).SerializeToString()
+    assert_same(serde.read_tree_response(stored), response)
 
 
 @PROPERTY
@@ -303,10 +357,12 @@ def test_hello_and_welcome_roundtrip(hello: m.Hello, welcome: m.Welcome) -> None
 @given(data=st.data())
 def test_every_querier_job_roundtrips(name: str, data: st.DataObject) -> None:
     job = data.draw(flat(serde._JOBS[name][0], _pb_class(query_pb2.JobRequest, name)), label="job")
-    request = m.JobRequest(data.draw(TEXT), data.draw(TEXT), job)
+    request = m.JobRequest(data.draw(TEXT), data.draw(TEXT), job, data.draw(st.booleans()))
     pb = serde.job_request_to_proto(request)
-    assert pb.WhichOneof("job") == name
+    assert pb.WhichOneof("job") == name and pb.detach == request.detach
     assert_same(through_wire(pb, serde.job_request_from_proto), request)
+    stored = serde.job_request_bytes(request)  # as the root keeps a submitted job
+    assert_same(serde.read_job_request(stored), request)
 
 
 @pytest.mark.parametrize("name", list(serde._JOBS))
@@ -318,6 +374,40 @@ def test_every_job_result_roundtrips(name: str, data: st.DataObject) -> None:
     pb = serde.job_reply_to_proto(result)
     assert pb.WhichOneof("body") == "result" and pb.result.WhichOneof("result") == name
     assert_same(through_wire(pb, serde.job_reply_from_proto), result)
+    stored = serde.job_result_bytes(result)  # as the root keeps a job's result
+    assert stored == pb.SerializeToString()
+    assert_same(serde.read_job_reply(stored), result)
+
+
+@PROPERTY
+@given(info=flat(m.JobInfo, query_pb2.JobInfo))
+def test_accepted_roundtrips_as_the_replys_accepted_body(info: m.JobInfo) -> None:
+    accepted = m.Accepted(info)
+    pb = serde.job_reply_to_proto(accepted)
+    assert pb.WhichOneof("body") == "accepted" and pb.accepted.job_id == info.job_id
+    assert_same(through_wire(pb, serde.job_reply_from_proto), accepted)
+
+
+def test_job_control_results_carry_their_nested_records() -> None:
+    done = m.JobInfo("job-1", "train", "alice", "done", 1.5, 2.5, "", 7, 1)
+    failed = m.JobInfo("job-2", "stats", "alice", "failed", 3.0, 4.0, "node-3 refused")
+    summary = m.ModelSummary("job-1", TrainingJob(4, iterations=7), "alice", 2.5, (3, 6))
+    results = [
+        m.WatchResult(done),
+        m.CancelResult(failed),
+        m.ListJobsResult((done, failed)),
+        m.ListJobsResult(()),
+        m.ListModelsResult((summary, dataclasses.replace(summary, model_id="job-9", refreshes=()))),
+    ]
+    for result in results:
+        got = through_wire(serde.job_reply_to_proto(result), serde.job_reply_from_proto)
+        assert got == result
+    pb = serde.job_reply_to_proto(results[2])
+    assert [j.state for j in pb.result.list_jobs.jobs] == ["done", "failed"]
+    assert pb.result.list_jobs.jobs[0].iterations_done == 7
+    pb = serde.job_reply_to_proto(results[4])
+    assert pb.result.list_models.models[0].spec.iterations == 7
+    assert list(pb.result.list_models.models[0].refreshes) == [3, 6]
 
 
 @PROPERTY
@@ -530,6 +620,39 @@ REFUSED = [
         r"got 2 means and 1 deviations",
         id="train-result-std-lengths",
     ),
+    pytest.param(
+        query_pb2.JobReply(result=query_pb2.JobResult(watch=query_pb2.WatchResult())),
+        serde.job_reply_from_proto,
+        r"WatchResult lacks its job",
+        id="watch-result-without-job",
+    ),
+    pytest.param(
+        query_pb2.JobReply(result=query_pb2.JobResult(cancel=query_pb2.CancelResult())),
+        serde.job_reply_from_proto,
+        r"CancelResult lacks its job",
+        id="cancel-result-without-job",
+    ),
+    pytest.param(
+        query_pb2.JobReply(
+            result=query_pb2.JobResult(
+                list_models=query_pb2.ListModelsResult(
+                    models=[
+                        query_pb2.ModelSummary(model_id="m", spec=_spec()),
+                        query_pb2.ModelSummary(model_id="x"),
+                    ]
+                )
+            )
+        ),
+        serde.job_reply_from_proto,
+        r"ModelSummary lacks its spec",
+        id="model-summary-without-spec",
+    ),
+    pytest.param(
+        query_pb2.JobReply(event=query_pb2.ProgressEvent(stage=99)),
+        serde.job_reply_from_proto,
+        r"invalid JobReply: .*Stage.*99",
+        id="stage-out-of-range",
+    ),
 ]
 
 
@@ -580,6 +703,14 @@ def test_invalid_glm_job_spec_is_refused_naming_the_field(field: str, value: Any
         through_wire(train, serde.job_request_from_proto)
     with pytest.raises(ParameterError, match=match):
         through_wire(_prepare(job=spec), serde.tree_request_from_proto)
+    summary = query_pb2.ModelSummary(model_id="m", spec=spec)
+    listed = query_pb2.JobReply(
+        result=query_pb2.JobResult(list_models=query_pb2.ListModelsResult(models=[summary]))
+    )
+    with pytest.raises(ParameterError, match=match):  # nested in a tuple of messages, too
+        through_wire(listed, serde.job_reply_from_proto)
+    with pytest.raises(ParameterError, match=match):  # and from the state store's bytes
+        serde.read_job_request(train.SerializeToString())
 
 
 def test_a_job_that_does_not_fit_its_parameter_set_is_refused() -> None:
@@ -600,6 +731,15 @@ def test_a_message_in_the_wrong_place_is_refused() -> None:
         serde.job_request_to_proto(m.JobRequest("j", "p", m.SetupResult("k")))  # type: ignore[arg-type]
     with pytest.raises(ProtocolError, match=r"SetupJob is not a message of JobResult"):
         serde.job_reply_to_proto(m.SetupJob())  # type: ignore[arg-type]
+    info = m.JobInfo("j", "stats", "q", "queued")
+    with pytest.raises(ProtocolError, match=r"Accepted is not a message of JobRequest"):
+        serde.job_request_to_proto(m.JobRequest("j", "p", m.Accepted(info)))  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match=r"JobInfo is not a message of JobResult"):
+        serde.job_reply_to_proto(info)  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match=r"WatchJob is not a message of JobResult"):
+        serde.job_result_bytes(m.WatchJob("j"))  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match=r"PingRequest is not a message of TreeResponse"):
+        serde.tree_response_bytes(m.TreeResponse(m.PingRequest()))  # type: ignore[arg-type]
 
 
 # -- framing -----------------------------------------------------------------------------------
@@ -661,6 +801,117 @@ def test_interleaved_calls_reassemble(payloads: dict[int, bytes], data: st.DataO
             done[out[0]] = out[1]
     assert done == {cid: msg.SerializeToString() for cid, msg in messages.items()}
     assert not reader.incomplete
+
+
+def _step_messages(side: int) -> st.SearchStrategy[Any]:
+    """Any tree step's request (side 0) or response (side 1), every field drawn."""
+    owner = (tree_pb2.TreeRequest, tree_pb2.TreeResponse)[side]
+    return st.one_of(
+        [flat(pair[side], _pb_class(owner, name)) for name, pair in serde._STEPS.items()]
+    )
+
+
+def _job_messages(side: int) -> st.SearchStrategy[Any]:
+    """Any querier job (side 0) or job result (side 1), every field drawn."""
+    owner = (query_pb2.JobRequest, query_pb2.JobResult)[side]
+    return st.one_of(
+        [flat(pair[side], _pb_class(owner, name)) for name, pair in serde._JOBS.items()]
+    )
+
+
+FAILURES = st.builds(m.Failure, st.sampled_from(sorted(common_pb2.Error.Code.keys())), TEXT)
+TREE_REQUESTS = st.builds(m.TreeRequest, TEXT, TEXT, U32, _step_messages(0), FINITE, TEXT)
+TREE_RESPONSES = st.builds(m.TreeResponse, _step_messages(1) | FAILURES, STATS)
+JOB_REQUESTS = st.builds(m.JobRequest, TEXT, TEXT, _job_messages(0), st.booleans())
+ACCEPTED = st.builds(m.Accepted, flat(m.JobInfo, query_pb2.JobInfo))
+
+# stream: (message strategy, to frames, read back, takes a call id)
+STREAMS: dict[str, tuple[st.SearchStrategy[Any], Any, Any, bool]] = {
+    "child": (
+        flat(m.Hello, tree_pb2.Hello) | TREE_RESPONSES,
+        serde.child_message_frames,
+        serde.read_child_message,
+        True,
+    ),
+    "parent": (
+        flat(m.Welcome, tree_pb2.Welcome) | TREE_REQUESTS,
+        serde.parent_message_frames,
+        serde.read_parent_message,
+        True,
+    ),
+    "job-request": (JOB_REQUESTS, serde.job_request_frames, serde.read_job_request, False),
+    "job-reply": (
+        PROGRESS_EVENTS | ACCEPTED | _job_messages(1),
+        serde.job_reply_frames,
+        serde.read_job_reply,
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+@PROPERTY
+@given(data=st.data(), call_id=U64)
+def test_each_stream_reassembles_from_its_frames(
+    stream: str, data: st.DataObject, call_id: int
+) -> None:
+    messages, to_stream, read, takes_call_id = STREAMS[stream]
+    msg = data.draw(messages, label="message")
+    with mock.patch.object(serde, "CHUNK", 7):  # small chunks: many frames per message
+        frames = list(to_stream(msg, call_id) if takes_call_id else to_stream(msg))
+    size = frames[0].total_size
+    assert len(frames) == max(1, math.ceil(size / 7))
+    want_call = call_id if takes_call_id else 0
+    assert all(f.call_id == want_call and f.total_size == size for f in frames)
+    reader = FrameReader()
+    outs = [reader.feed(f) for f in frames]
+    assert outs[:-1] == [None] * (len(frames) - 1) and outs[-1] is not None
+    call, body = outs[-1]
+    assert call == want_call and len(body) == size and not reader.incomplete
+    assert_same(read(body), msg)
+
+
+@pytest.mark.parametrize(
+    ("read", "data", "match"),
+    [
+        (serde.read_child_message, b"", r"empty message from a child"),
+        (serde.read_child_message, b"\xff", r"malformed ChildMessage"),
+        (serde.read_parent_message, b"", r"empty message from the parent"),
+        (serde.read_parent_message, b"\x0a\x05ab", r"malformed ParentMessage"),
+        (serde.read_job_request, b"", r"JobRequest carries no job"),
+        (serde.read_job_request, b"\x08", r"malformed JobRequest"),
+        (serde.read_job_reply, b"", r"empty reply from the root"),
+        (serde.read_job_reply, b"\x1a\x80\x80\x80\x80\x10", r"malformed JobReply"),
+        (serde.read_tree_response, b"", r"TreeResponse carries no result"),
+        (serde.read_tree_response, b"\xff", r"malformed TreeResponse"),
+    ],
+    ids=[
+        "child-empty",
+        "child-bad-tag",
+        "parent-empty",
+        "parent-cut-short",
+        "job-request-empty",
+        "job-request-no-value",
+        "job-reply-empty",
+        "job-reply-absurd-length",
+        "tree-response-empty",
+        "tree-response-bad-tag",
+    ],
+)
+def test_stream_readers_refuse_malformed_bytes(read: Any, data: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        read(data)
+
+
+def test_a_stored_result_reads_back_as_a_result_not_an_event() -> None:
+    """What the state store keeps for a job is a whole JobReply: the reader tells its kind."""
+    result = m.StatsResult(b"sums")
+    assert serde.read_job_reply(serde.job_result_bytes(result)) == result
+    event = serde.job_reply_to_proto(m.ProgressEvent(m.Stage.RESUMED, iteration=3))
+    got = serde.read_job_reply(event.SerializeToString())
+    assert got == m.ProgressEvent(m.Stage.RESUMED, iteration=3)
+    failure = m.TreeResponse(m.Failure("CANCELLED", "the job was cancelled"), ())
+    assert serde.read_tree_response(serde.tree_response_bytes(failure)) == failure
 
 
 def test_a_frame_disagreeing_with_its_calls_size_is_refused() -> None:

@@ -4,6 +4,7 @@ a tracker takes exactly the declared steps, and a refusal names machine, state a
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import grpc
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from phe_fl.errors import (
     ConfigError,
     CryptoError,
+    JobCancelledError,
     JobStateError,
     KeyMismatchError,
     LevelError,
@@ -62,8 +64,10 @@ def test_tracker_takes_exactly_the_declared_steps(
     name: str, data: st.DataObject, subject: str
 ) -> None:
     machine = MACHINES[name]
-    tracker = Tracker(machine, subject)
-    assert tracker.state == machine.initial
+    # from the initial state, or from any state a restarted process found on record
+    start = data.draw(st.none() | st.sampled_from(sorted(machine.states)), label="start")
+    tracker = Tracker(machine, subject, state=start)
+    assert tracker.state == (machine.initial if start is None else start)
     pool = sorted(machine.steps) + list(UNDECLARED)
     for _ in range(data.draw(st.integers(0, 25), label="length")):
         state = tracker.state
@@ -150,16 +154,115 @@ def test_training_gradient_only_after_prepare() -> None:
     assert_refused(job, "prepare_training")
 
 
-@pytest.mark.parametrize("end", ["succeed", "fail"])
+def test_the_job_machine_is_exactly_as_documented() -> None:
+    assert JOB.initial == "unknown"
+    assert dict(JOB.transitions) == {
+        ("unknown", "submit"): "queued",
+        ("queued", "start"): "running",
+        ("queued", "cancel"): "cancelled",
+        ("queued", "fail"): "failed",
+        ("running", "succeed"): "done",
+        ("running", "fail"): "failed",
+        ("running", "cancel"): "cancelled",
+        ("running", "interrupt"): "interrupted",
+        ("interrupted", "resume"): "running",
+        ("interrupted", "cancel"): "cancelled",
+        ("interrupted", "fail"): "failed",
+    }
+    assert JOB.states == {
+        "unknown",
+        "queued",
+        "running",
+        "interrupted",
+        "done",
+        "failed",
+        "cancelled",
+    }
+    for end in ("done", "failed", "cancelled"):  # an ended job takes no step at all
+        assert JOB.allowed(end) == []
+
+
+@pytest.mark.parametrize("end", ["succeed", "fail", "cancel"])
 def test_a_job_id_runs_once(end: str) -> None:
     job = Tracker(JOB, "job-1")
     assert job.state == "unknown"
     assert_refused(job, "succeed")
-    assert job.advance("submit") == "running"
+    assert_refused(job, "start")  # nothing runs before it is submitted
+    assert job.advance("submit") == "queued"
     assert_refused(job, "submit")
-    assert job.advance(end) == {"succeed": "done", "fail": "failed"}[end]
-    error = assert_refused(job, "submit")
-    assert "(allowed there: nothing)" in str(error)
+    assert_refused(job, "succeed")  # a queued job has not run
+    assert_refused(job, "resume")  # only an interrupted job resumes
+    assert job.advance("start") == "running"
+    assert_refused(job, "submit")
+    assert_refused(job, "start")
+    assert job.advance(end) == {"succeed": "done", "fail": "failed", "cancel": "cancelled"}[end]
+    for step in ("submit", "start", "resume", "cancel"):
+        error = assert_refused(job, step)
+        assert "(allowed there: nothing)" in str(error)
+
+
+def test_an_interrupted_job_resumes_and_may_be_interrupted_again() -> None:
+    job = Tracker(JOB, "job-1")
+    job.advance("submit")
+    job.advance("start")
+    assert job.advance("interrupt") == "interrupted"
+    assert_refused(job, "start")  # it resumes; it does not start over
+    assert_refused(job, "succeed")  # an interrupted job is not running
+    assert_refused(job, "interrupt")
+    assert job.advance("resume") == "running"
+    assert job.advance("interrupt") == "interrupted"
+    assert job.advance("resume") == "running"
+    assert job.advance("succeed") == "done"
+
+
+@pytest.mark.parametrize(
+    ("path", "end", "state"),
+    [
+        (["submit"], "cancel", "cancelled"),
+        (["submit"], "fail", "failed"),
+        (["submit", "start", "interrupt"], "cancel", "cancelled"),
+        (["submit", "start", "interrupt"], "fail", "failed"),
+        (["submit", "start"], "cancel", "cancelled"),
+    ],
+    ids=[
+        "queued-cancel",
+        "queued-fail",
+        "interrupted-cancel",
+        "interrupted-fail",
+        "running-cancel",
+    ],
+)
+def test_a_job_that_never_finishes_running_ends_cancelled_or_failed(
+    path: list[str], end: str, state: str
+) -> None:
+    job = Tracker(JOB, "job-1")
+    for step in path:
+        job.advance(step)
+    assert job.advance(end) == state
+    assert_refused(job, "resume")
+    assert_refused(job, "start")
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "interrupted", "done", "cancelled"])
+def test_a_tracker_starts_in_the_state_on_record(state: str) -> None:
+    job = Tracker(JOB, "'job-1'", state=state)
+    assert job.state == state and job.subject == "'job-1'"
+    for step in JOB.allowed(state):
+        assert job.check(step) == JOB.transitions[(state, step)]
+    assert job.state == state
+    error = assert_refused(job, "submit")  # a job on record was submitted already
+    assert f"job 'job-1': step 'submit' is not allowed in state {state!r}" in str(error)
+
+
+@pytest.mark.parametrize("name", MACHINES)
+@pytest.mark.parametrize("state", ["", "bogus", "Running", "submit", "ready ", "none!"])
+def test_a_tracker_refuses_to_start_in_an_undeclared_state(name: str, state: str) -> None:
+    machine = MACHINES[name]
+    assert state not in machine.states
+    message = re.escape(f"{machine.name} job-9: no state {state!r}")
+    with pytest.raises(JobStateError, match=rf"^{message}$"):
+        Tracker(machine, "job-9", state=state)
+    assert Tracker(machine, "job-9", state=None).state == machine.initial
 
 
 def test_concurrent_submits_of_one_job_id_let_exactly_one_through() -> None:
@@ -180,7 +283,7 @@ def test_concurrent_submits_of_one_job_id_let_exactly_one_through() -> None:
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["ran"] + ["refused"] * 15
-    assert job.state == "running"
+    assert job.state == "queued"
 
 
 def test_a_small_machine_refuses_what_it_does_not_declare() -> None:
@@ -197,9 +300,14 @@ class _Both(PolicyError, JobStateError):
     """Matches two rows of the table: the first one wins."""
 
 
+class _CancelledByPolicy(JobCancelledError, PolicyError):
+    """A cancellation is reported as one, whatever else it is."""
+
+
 @pytest.mark.parametrize(
     ("exc", "name"),
     [
+        (JobCancelledError("the job was cancelled"), "CANCELLED"),
         (PolicyError("no"), "PERMISSION_DENIED"),
         (JobStateError("out of order"), "FAILED_PRECONDITION"),
         (PeerError("node-3", "down"), "ABORTED"),
@@ -213,6 +321,7 @@ class _Both(PolicyError, JobStateError):
         (LevelError("bad"), "INVALID_ARGUMENT"),
         (PheFlError("bad"), "INVALID_ARGUMENT"),
         (_Both("both"), "PERMISSION_DENIED"),
+        (_CancelledByPolicy("both"), "CANCELLED"),
         (ValueError("x"), "INTERNAL"),
         (RuntimeError("x"), "INTERNAL"),
         (PermissionError("x"), "INTERNAL"),  # not phe-fl's PolicyError
@@ -231,6 +340,7 @@ def test_status_name_maps_each_error(exc: BaseException, name: str) -> None:
 
 def test_status_table_order() -> None:
     assert [(kind.__name__, name) for kind, name in status.STATUS_TABLE] == [
+        ("JobCancelledError", "CANCELLED"),
         ("PolicyError", "PERMISSION_DENIED"),
         ("JobStateError", "FAILED_PRECONDITION"),
         ("PeerError", "ABORTED"),
