@@ -53,6 +53,23 @@ def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
         assert "iteration 6/6" in train.stderr and "stays encrypted" in train.stdout
         assert "[###" not in train.stdout  # progress goes to stderr, results to stdout
 
+        detached = _cli(
+            "query", "train", *common, "--job-id", "model-2", "--iterations", "2", "--detach"
+        )
+        assert detached.returncode == 0, detached.stderr
+        assert "follow it with `phe-fl jobs watch model-2`" in detached.stdout
+        watch = _cli("jobs", "watch", "model-2", *common)
+        assert watch.returncode == 0, watch.stderr
+        assert "model-2" in watch.stdout and " done " in watch.stdout
+        assert "iteration 2/2" in watch.stderr  # the job's progress, replayed
+        listed = _cli("jobs", "list", *common)
+        assert listed.returncode == 0 and "model-1" in listed.stdout and "train" in listed.stdout
+        models = _cli("models", "list", *common)
+        assert models.returncode == 0, models.stderr
+        assert "model-1" in models.stdout and "model-2" in models.stdout
+        audit = _cli("audit", "verify", str(c.workdir / "state" / "node-1" / "audit.jsonl"))
+        assert audit.returncode == 0 and "chain intact" in audit.stdout, audit.stderr
+
         status = _cli("query", "status", *common)
         assert status.returncode == 0, status.stderr
         assert "3 node(s) connected" in status.stdout and "keys ready" in status.stdout
