@@ -16,6 +16,7 @@ models and their standardization, and each training's checkpoint after every ite
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 
 Emit = Callable[[m.ProgressEvent], None]
 
+_JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 RESUME_POLL_S = 1.0
 MAX_RESUMES = 20
 """A training gives up after this many resumptions from its checkpoint."""
@@ -112,7 +114,18 @@ class Coordinator:
         """A job for ``querier`` (authenticated by its certificate): job control and
         read-only kinds answer at once; the others are queued (the :class:`Job` to follow)."""
         kind = JOB_NAMES[type(request.job)]
-        decide_job(self.id, self.member.config.policy, request.job_id, request.job, querier)
+        if not _JOB_ID.fullmatch(request.job_id):
+            raise ProtocolError(
+                f"invalid job id {request.job_id[:80]!r}: 1-128 of A-Z a-z 0-9 _ . : -"
+            )
+        decide_job(
+            self.id,
+            self.member.config.policy,
+            request.job_id,
+            request.job,
+            querier,
+            audit=self.member.audit,
+        )
         if request.params != self.member.params.name:
             raise ProtocolError(
                 f"the querier uses parameter set {request.params!r}, this federation "

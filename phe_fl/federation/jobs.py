@@ -42,28 +42,43 @@ RESUMABLE_KINDS = frozenset({"train"})
 Emit = Callable[[m.ProgressEvent], None]
 
 
+class RootStopping(Exception):
+    """The root process is stopping: the job ends here, interrupted, not cancelled (a
+    training resumes when the root starts again)."""
+
+
 class Control:
-    """What a running job checks between its steps."""
+    """What a running job checks between its steps: a querier's cancel, or the root
+    stopping."""
 
     def __init__(self) -> None:
         self._cancel = threading.Event()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
 
     def cancel(self) -> None:
         self._cancel.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
     def check(self) -> None:
-        """Stop here if the job was cancelled."""
+        """Stop here if the job was cancelled or the root is stopping."""
         if self._cancel.is_set():
             raise JobCancelledError("the job was cancelled")
+        if self._stopping.is_set():
+            raise RootStopping()
 
     def wait(self, seconds: float) -> None:
-        """Sleep, but wake up (and stop) at once on cancel."""
-        if self._cancel.wait(seconds):
-            raise JobCancelledError("the job was cancelled")
+        """Sleep, but wake up (and stop) at once on cancel or stop."""
+        self._wake.wait(seconds)
+        self.check()
 
 
 class Job:
@@ -123,16 +138,24 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._current: Job | None = None
+        self._stopped = threading.Event()
         self._worker = threading.Thread(target=self._work, name="jobs", daemon=True)
 
     def start(self) -> None:
         self._restore()
         self._worker.start()
 
-    def stop(self) -> None:
-        for job in list(self._jobs.values()):
-            job.control.cancel()
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the current job's next step; it stays on record as interrupted."""
+        self._stopped.set()
+        with self._lock:
+            current = self._current
+        if current is not None:
+            current.control.stop()
         self._queue.put(None)
+        if self._worker.is_alive():
+            self._worker.join(timeout_s)
 
     # -- records ----------------------------------------------------------------------------
     def _save(self, job: Job) -> None:
@@ -180,9 +203,10 @@ class JobManager:
             job = Job(request, info)
             job.tracker.advance("submit")
             job._update(state=job.tracker.state)
-            self._jobs[request.job_id] = job
+            # on record before it is known: a request the store refuses leaves no job
             self.store.put_blob(f"request-{request.job_id}", job_request_bytes(request))
             self._save(job)
+            self._jobs[request.job_id] = job
         self._queue.put(job)
         return job
 
@@ -199,10 +223,11 @@ class JobManager:
 
     def cancel(self, job_id: str, querier: str) -> m.JobInfo:
         job = self.get(job_id, querier)
-        job.tracker.check("cancel")  # refused once it ended
-        job.control.cancel()
-        if job.info.state in ("queued", "interrupted") and not self._is_current(job):
-            self._finish(job, error=JobCancelledError("the job was cancelled"))
+        with self._lock:  # against the worker picking it up at this moment
+            job.tracker.check("cancel")  # refused once it ended
+            job.control.cancel()
+            if self._current is not job:  # not running: it ends here, never runs
+                self._finish(job, error=JobCancelledError("the job was cancelled"))
         return job.info
 
     def result(self, job: Job) -> m.JobResult | None:
@@ -218,33 +243,37 @@ class JobManager:
         return reply
 
     # -- execution ----------------------------------------------------------------------------
-    _current: Job | None = None
-
-    def _is_current(self, job: Job) -> bool:
-        return self._current is job
-
     def _work(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             job = self._queue.get()
             if job is None:
                 return
-            if job.ended:
-                continue  # cancelled while queued
-            self._current = job
-            try:
+            with self._lock:
+                if job.ended:
+                    continue  # cancelled while queued
+                self._current = job
                 resuming = job.tracker.state == "interrupted"
                 job.tracker.advance("resume" if resuming else "start")
                 resumes = job.info.resumes + int(resuming)
                 job._update(state=job.tracker.state, started=time.time(), resumes=resumes)
                 self._save(job)
-                try:
-                    result = self.run(job)
-                except BaseException as exc:  # noqa: BLE001 - recorded; followers see it
+            try:
+                result = self.run(job)
+            except RootStopping:
+                with self._lock:
+                    job.tracker.advance("interrupt")
+                    job._update(state=job.tracker.state)
+                    self._save(job)
+                return
+            except BaseException as exc:  # noqa: BLE001 - recorded; followers see it
+                with self._lock:
                     self._finish(job, error=exc)
-                else:
+            else:
+                with self._lock:
                     self._finish(job, result=result)
             finally:
-                self._current = None
+                with self._lock:
+                    self._current = None
 
     def _finish(
         self, job: Job, *, result: m.JobResult | None = None, error: BaseException | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from phe_fl.errors import JobCancelledError, JobStateError, PolicyError
+from phe_fl.errors import JobCancelledError, JobStateError, PheFlError, PolicyError
 from phe_fl.federation import messages as m
 from phe_fl.federation.jobs import RESUMABLE_KINDS, Control, Job, JobManager
 from phe_fl.federation.store import NodeStore, StoreIdentity
@@ -153,7 +153,8 @@ def test_a_submitted_job_is_queued_and_its_events_and_result_reach_its_followers
     assert live == events
     assert job.info.state == "done" and job.info.error == "" and job.error is None
     assert job.result == m.StatsResult(b"job-1") == manager.result(job)
-    assert job.info.created == created <= job.info.updated
+    assert job.info.created == created <= job.info.started <= job.info.updated
+    assert job.info.resumes == 0
     late = list(job.follow(timeout_s=0.5))  # a later follower gets them all, then the end
     assert late == events
     wait_ended(blocker)
@@ -300,6 +301,7 @@ def test_cancel_of_a_queued_job_ends_it_without_running_it(root: Root) -> None:
     wait_ended(after)  # the queue is drained: the cancelled job would have run by now
     assert calls == ["blocker", "after"]
     assert target.info.state == "cancelled" and manager.result(target) is None
+    assert target.info.started == 0.0  # never started
     assert blocker.info.state == after.info.state == "done"
 
 
@@ -417,6 +419,8 @@ def test_records_and_results_survive_a_new_root_on_the_same_store(root: Root) ->
         assert list(job.follow(timeout_s=WAIT_S)) == []
     assert second.get("s-fail", "alice").info.error == "node-2 is gone"
     assert second.get("t-cancel", "alice").info.error == "the job was cancelled"
+    assert second.get("t-cancel", "alice").info.started == 0.0  # it never ran
+    assert second.get("t-done", "alice").info.started > 0.0
     assert second.result(second.get("t-done", "alice")) == m.TrainResult("t-done", (3,), None)
     assert second.result(second.get("s-done", "alice")) == m.StatsResult(b"s-done")
     assert second.result(second.get("s-fail", "alice")) is None
@@ -492,10 +496,11 @@ def test_a_root_killed_mid_job_resumes_a_training_and_fails_the_rest(
     root: Root, state: Path, running: str, queued: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     kill_a_root_mid_job(state, running, queued)
-    calls: list[tuple[str, str, int]] = []
+    calls: list[tuple[str, str, int, int]] = []
 
     def run(job: Job) -> m.JobResult:
-        calls.append((job.info.job_id, job.info.state, job.info.iterations_done))
+        info = job.info
+        calls.append((info.job_id, info.state, info.iterations_done, info.resumes))
         return result_for(job)
 
     with caplog.at_level(logging.INFO, logger="phe_fl.jobs"):
@@ -509,8 +514,10 @@ def test_a_root_killed_mid_job_resumes_a_training_and_fails_the_rest(
     if running == "train":
         # running at the kill: interrupted, then resumed (the runner called again), then done
         assert "job job-1 (train) resumes after the root's restart" in caplog.text
-        assert calls == [("job-1", "running", 2), ("sentinel", "running", 0)]
+        # resumes = 1: it went running -> interrupted -> running (resume), not a fresh start
+        assert calls == [("job-1", "running", 2, 1), ("sentinel", "running", 0, 0)]
         assert job1.info.state == "done" and job1.info.error == ""
+        assert job1.info.resumes == 1 and job1.info.started > job1.info.created
         assert manager.result(job1) == m.TrainResult("job-1", (3,), None)
         # queued at the kill, and not resumable: failed, saying why
         assert job2.info.state == "failed"
@@ -521,19 +528,14 @@ def test_a_root_killed_mid_job_resumes_a_training_and_fails_the_rest(
         assert job1.info.error == f"job job-1 (stats) {restarted}"
         assert isinstance(job1.error, JobStateError) and manager.result(job1) is None
         # queued at the kill, a training: it starts as if nothing happened
-        assert calls == [("job-2", "running", 0), ("sentinel", "running", 0)]
-        assert job2.info.state == "done"
+        assert calls == [("job-2", "running", 0, 0), ("sentinel", "running", 0, 0)]
+        assert job2.info.state == "done" and job2.info.resumes == 0
         assert manager.result(job2) == m.TrainResult("job-2", (3,), None)
     with pytest.raises(JobStateError, match=r"job 'job-1': step 'submit' is not allowed"):
         manager.submit(stats("job-1"), "alice")
 
 
-# -- known library bugs (strict: each fails loudly once fixed, to be unmarked then) ----------
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs.py JobManager.stop() cancels every job's Control, so a training running when "
-    "the root stops gracefully ends 'cancelled' on record and the next root does not resume it",
-)
+# -- bugs found by these tests, fixed --------------------------------------------------------
 def test_a_training_running_when_the_root_stops_resumes_on_the_next_root(root: Root) -> None:
     started = threading.Event()
 
@@ -557,13 +559,12 @@ def test_a_training_running_when_the_root_stops_resumes_on_the_next_root(root: R
     assert second.get("t-1", "alice").info.state == "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs.py JobManager.submit registers the job in memory before the store refuses a "
-    "job id that is not a blob name (e.g. with a space): a 'queued' job that never runs",
-)
 def test_a_job_id_the_store_refuses_leaves_no_job_behind(root: Root) -> None:
     manager = root.open(result_for)
-    with pytest.raises(Exception, match=r"bad blob name"):
-        manager.submit(stats("my job"), "alice")
-    assert manager.list("alice") == []
+    try:
+        job = manager.submit(stats("my job"), "alice")  # `phe-fl query --job-id "my job"`
+    except PheFlError:  # refused (today: StateError, bad blob name 'request-my job')
+        assert manager.list("alice") == [], "a refused job id is left queued forever"
+    else:  # or accepted: then it runs
+        wait_ended(job)
+        assert job.info.state == "done"
