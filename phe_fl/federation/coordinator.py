@@ -337,21 +337,22 @@ def _generate_keys(c: Coordinator, run: Run, rotations: Sequence[int]) -> None:
 
 def _stats(c: Coordinator, run: Run, job: m.StatsJob) -> m.StatsResult:
     """Pooled [sum x | sum x^2 | count] of all nodes' data, switched to the querier's key."""
-    result = c.round(run, m.StatisticsRequest(), m.Stage.STATISTICS)
+    if job.n_features < 1:
+        raise ProtocolError(f"a stats job needs a positive feature count, got {job.n_features}")
+    result = c.round(run, m.StatisticsRequest(job.n_features), m.Stage.STATISTICS)
     total = c.ctx.ciphertext_from_bytes(result.encrypted_sums)
     switched = c.switch_to_querier(run, total, job.querier_key, m.Purpose.POOLED_STATISTICS)
     return m.StatsResult(switched.to_bytes())
 
 
-def _pooled_standardization(c: Coordinator, run: Run) -> m.Standardization:
+def _pooled_standardization(c: Coordinator, run: Run, d: int) -> m.Standardization:
     """PREPARE: pooled per-feature mean and standard deviation from encrypted per-node
     sums, threshold-decrypted at the root with every node's ``release_statistics``."""
-    result = c.round(run, m.StatisticsRequest(), m.Stage.PREPARE_STATISTICS)
+    result = c.round(run, m.StatisticsRequest(d), m.Stage.PREPARE_STATISTICS)
     total = c.ctx.ciphertext_from_bytes(result.encrypted_sums)
     step = m.DecryptStatisticsRequest(total.to_bytes())
     share = c.round(run, step, m.Stage.PREPARE_DECRYPT).share
     proto = ThresholdDecrypt(c.ctx)
-    d = c.member.X.shape[1]
     values = proto.finalize(proto.share_from_bytes(share), total, length=3 * d, decimals=8)
     mean, std = pooled_mean_std(values[2 * d], values[:d], values[d : 2 * d])
     return m.Standardization(mean, std)
@@ -370,7 +371,7 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
         raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
     checkpoint = c.store.get("checkpoints", run.job_id)
     if checkpoint is None:
-        std = _pooled_standardization(c, run) if job.standardize else None
+        std = _pooled_standardization(c, run, spec.n_features) if job.standardize else None
         checkpoint = {"standardization": _std_to_dict(std), "iteration": 0, "reports": []}
         c.store.put("checkpoints", run.job_id, checkpoint)
     resumes = 0

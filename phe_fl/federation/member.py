@@ -249,9 +249,11 @@ class Member:
         except ParameterError as exc:
             raise ParameterError(f"node {self.id}: {exc}") from None
 
-    def local_statistics(self) -> Ciphertext:
+    def local_statistics(self, n_features: int) -> Ciphertext:
         """[sum x | sum x^2 | count] of the local data, encrypted under the joint key."""
         d = self.X.shape[1]
+        if d != n_features:
+            raise ProtocolError(f"node {self.id} has {d} features, the job declares {n_features}")
         if 3 * d > self.params.slots:
             raise ProtocolError(f"{d} features do not fit the statistics layout")
         vec = np.concatenate([self.X.sum(axis=0), (self.X**2).sum(axis=0), np.full(d, len(self.X))])
@@ -415,7 +417,9 @@ RULES: dict[type[Any], Rule] = {
         m.InstallRotationKeysResponse,
     ),
     m.StatisticsRequest: _ciphertexts(
-        lambda mem, r: mem.local_statistics(), "encrypted_sums", m.StatisticsResponse
+        lambda mem, r: mem.local_statistics(r.step.n_features),
+        "encrypted_sums",
+        m.StatisticsResponse,
     ),
     m.DecryptStatisticsRequest: _shares(
         lambda mem, s: ThresholdDecrypt(mem.ctx), _decrypt, m.DecryptStatisticsResponse

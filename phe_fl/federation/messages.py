@@ -280,7 +280,7 @@ class InstallRotationKeysResponse:
 
 @dataclass(frozen=True)
 class StatisticsRequest:
-    pass
+    n_features: int
 
 
 @dataclass(frozen=True)
@@ -457,6 +457,7 @@ class SetupResult:
 @dataclass(frozen=True)
 class StatsJob:
     querier_key: bytes
+    n_features: int
 
 
 @dataclass(frozen=True)

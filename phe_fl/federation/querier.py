@@ -172,7 +172,7 @@ class Querier:
 
     def stats(self, job_id: str, n_features: int) -> PooledStats:
         """Pooled statistics of every node's data; only this querier can read them."""
-        job = m.StatsJob(self.keys.public_key.to_bytes())
+        job = m.StatsJob(self.keys.public_key.to_bytes(), n_features)
         result = self.submit(job_id, job, m.StatsResult)
         ct = self.ctx.ciphertext_from_bytes(result.encrypted_sums)
         values = self.keys.decrypt(ct, length=3 * n_features, decimals=6)

@@ -137,10 +137,12 @@ class SetupResult(_message.Message):
     def __init__(self, keygen_job_id: _Optional[str] = ...) -> None: ...
 
 class StatsJob(_message.Message):
-    __slots__ = ("querier_key",)
+    __slots__ = ("querier_key", "n_features")
     QUERIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     querier_key: bytes
-    def __init__(self, querier_key: _Optional[bytes] = ...) -> None: ...
+    n_features: int
+    def __init__(self, querier_key: _Optional[bytes] = ..., n_features: _Optional[int] = ...) -> None: ...
 
 class StatsResult(_message.Message):
     __slots__ = ("encrypted_sums",)

@@ -210,8 +210,10 @@ class InstallRotationKeysResponse(_message.Message):
     def __init__(self, installed_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatisticsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("n_features",)
+    N_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    n_features: int
+    def __init__(self, n_features: _Optional[int] = ...) -> None: ...
 
 class StatisticsResponse(_message.Message):
     __slots__ = ("encrypted_sums",)

@@ -104,7 +104,7 @@ def test_steps_before_key_generation_are_refused_by_the_state_machine(harness: H
     ):
         harness.ask("node-1", "early", m.RelinRoundOneRequest(b"x"))
     with pytest.raises(PeerError, match="FAILED_PRECONDITION.*'statistics'.*state 'new'"):
-        harness.ask("node-2", "early", m.StatisticsRequest())
+        harness.ask("node-2", "early", m.StatisticsRequest(30))
 
 
 def test_a_share_of_the_wrong_kind_is_refused_mid_key_generation(harness: Harness) -> None:
@@ -140,7 +140,7 @@ def test_a_share_of_the_wrong_kind_is_refused_mid_key_generation(harness: Harnes
 )
 def test_a_step_for_another_federation_is_refused(harness: Harness, kw: dict, match: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(PeerError, match=match):
-        harness.ask("node-1", "other", m.StatisticsRequest(), **kw)
+        harness.ask("node-1", "other", m.StatisticsRequest(30), **kw)
 
 
 def test_crafted_steps_after_key_generation(harness: Harness) -> None:
@@ -177,7 +177,7 @@ def test_crafted_steps_after_key_generation(harness: Harness) -> None:
     assert "decision=refuse" in harness.log("node-2")
     # the leaves still serve: pooled statistics over the tree
     q = QuerierKeyPair.generate(harness.coordinator.ctx)
-    job = m.StatsJob(q.public_key.to_bytes())
+    job = m.StatsJob(q.public_key.to_bytes(), 30)
     result = _run(harness.coordinator, m.JobRequest("stats", PARAMS, job))
     assert isinstance(result, m.StatsResult)
     values = q.decrypt(harness.coordinator.ctx.ciphertext_from_bytes(result.encrypted_sums))

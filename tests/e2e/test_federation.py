@@ -108,6 +108,15 @@ def test_keygen_and_stats_over_the_tree_match_plaintext(cluster: LocalCluster) -
     assert {s.node_id for s in switch[0].nodes} == {f"node-{i}" for i in range(N)}
 
 
+def test_stats_with_the_wrong_feature_count_is_refused_naming_the_node(
+    cluster: LocalCluster,
+) -> None:
+    querier = Querier(cluster.root_address, cluster.querier_tls(), PARAMS)
+    with pytest.raises(PeerError, match="node node-0 has 30 features, the job declares 29"):
+        querier.stats("stats-29", 29)
+    querier.close()
+
+
 def test_querier_with_certificate_from_another_ca_is_refused(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ Runner = Callable[[Job], m.JobResult]
 
 
 def stats(job_id: str) -> m.JobRequest:
-    return m.JobRequest(job_id, PARAMS, m.StatsJob(b"querier key"))
+    return m.JobRequest(job_id, PARAMS, m.StatsJob(b"querier key", 4))
 
 
 def train(job_id: str) -> m.JobRequest:
@@ -440,7 +440,7 @@ from phe_fl.federation.store import NodeStore, StoreIdentity
 from phe_fl.ml import TrainingJob
 
 state, running, queued, node, params, federation = sys.argv[1:7]
-JOBS = {"train": m.TrainJob(TrainingJob(4, iterations=5)), "stats": m.StatsJob(b"querier key")}
+JOBS = {"train": m.TrainJob(TrainingJob(4, iterations=5)), "stats": m.StatsJob(b"querier key", 4)}
 submitted = threading.Event()
 
 

@@ -38,7 +38,7 @@ STEPS: dict[str, m.TreeStep] = {
     "install_relin_key": m.InstallRelinKeyRequest(b"rk"),
     "rotation_keys": m.RotationKeysShareRequest(b"crp", (1, 2, 4)),
     "install_rotation_keys": m.InstallRotationKeysRequest(b"rot"),
-    "statistics": m.StatisticsRequest(),
+    "statistics": m.StatisticsRequest(30),
     "decrypt_statistics": m.DecryptStatisticsRequest(b"stats-ct"),
     "decrypt_model": m.DecryptModelRequest("model-9", b"model-ct"),
     "key_switch": m.KeySwitchRequest(m.Purpose.PREDICTION, QUERIER, b"qk", b"switch-ct"),
@@ -85,7 +85,7 @@ POLICIES = [
 ]
 JOBS: dict[str, m.Job] = {
     "setup": m.SetupJob((1, -1)),
-    "stats": m.StatsJob(b"qk"),
+    "stats": m.StatsJob(b"qk", 30),
     "train": m.TrainJob(TrainingJob(4)),
     "model_weights": m.ModelWeightsJob("model-9"),
     "model_info": m.ModelInfoJob("model-9"),
