@@ -3,13 +3,98 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from phe_fl.errors import PheFlError
+from phe_fl.errors import ConfigError, ParameterError, PheFlError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from phe_fl.mhe.context import FloatArray
+
+__all__ = ["main", "read_query_csv", "check_query_width"]
+
+
+# -- argument types: refuse a nonsense value while parsing, before anything runs ---------
+def _int_at_least(minimum: int, what: str = "") -> Callable[[str], int]:
+    """An argparse ``type=`` for integers >= ``minimum``."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if what:
+        wanted += f" ({what})"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    """An argparse ``type=`` for finite numbers > 0 (refuses nan, inf, 0, negatives)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds > 0, got {text!r}"
+        ) from None
+
+
+def _rotation_steps(text: str) -> list[int]:
+    """``1,2,-4``: comma-separated non-zero integers (empty: none)."""
+    steps = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            step = int(part)
+        except ValueError:
+            step = 0
+        if step == 0:
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated non-zero integers (rotation steps, e.g. 1,2,4), "
+                f"got {part!r} in {text!r}"
+            )
+        steps.append(step)
+    return steps
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: ``phe-fl: error: ...`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"phe-fl: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<what>: <path>`` for an OSError (``No such file or directory: certs/ca.pem``)."""
+    if exc.filename is None:
+        return str(exc) or type(exc).__name__
+    what = exc.strerror or type(exc).__name__
+    where = str(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    return f"{what}: {where}"
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
@@ -37,13 +122,22 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",")]
 
 
-def _cmd_certs(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _check_output_folder(path: Path, option: str) -> None:
+    """Refuse, before writing anything, an output folder that is a file or lies under one."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if folder.is_dir():
+                return
+            if folder == path:
+                raise ConfigError(f"{option} {path} is a file, not a folder")
+            raise ConfigError(f"{option} {path} lies under {folder}, which is not a folder")
 
-    from phe_fl.errors import ParameterError
+
+def _cmd_certs(args: argparse.Namespace) -> int:
     from phe_fl.federation.certs import create_federation, issue_certificate
 
     out = Path(args.out)
+    _check_output_folder(out, "--out")
     hosts = _csv(args.hosts)
     if args.add_node is not None or args.add_querier is not None:
         if args.nodes is not None or args.queriers is not None:
@@ -98,12 +192,34 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from phe_fl.federation.config import TlsPaths
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
+    from phe_fl.mhe import get_parameter_set
 
+    # everything checkable here is checked before connecting
+    if args.job == "setup":
+        slots = get_parameter_set(args.params).slots
+        out_of_range = [r for r in args.rotations if not -slots < r < slots]
+        if out_of_range:
+            raise ParameterError(
+                f"--rotations {out_of_range} out of range for parameter set {args.params} "
+                f"(steps must be within +-{slots - 1})"
+            )
+    elif args.job == "train":
+        from phe_fl.ml import TrainingJob
+
+        spec = TrainingJob(
+            n_features=args.features,
+            iterations=args.iterations,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            activation_degree=args.degree,
+            activation_bound=args.bound,
+            params=args.params,
+        )
+    elif args.job == "model" and not args.model:
+        raise ParameterError("`phe-fl query model` needs --model (the training job id)")
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
     querier = Querier(
         args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
@@ -111,8 +227,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     try:
         job = args.job_id or new_job_id()
         if args.job == "setup":
-            rotations = [int(r) for r in args.rotations.split(",") if r]
-            keygen = querier.setup(job, rotations)
+            keygen = querier.setup(job, args.rotations)
             print(f"job {job}: collective keys ready (key generation {keygen})")
         elif args.job == "status":
             status = querier.status(job)
@@ -122,17 +237,6 @@ def _cmd_query(args: argparse.Namespace) -> int:
             for missing in status.missing:
                 print(f"  {missing:<16} NOT CONNECTED")
         elif args.job == "train":
-            from phe_fl.ml import TrainingJob
-
-            spec = TrainingJob(
-                n_features=args.features,
-                iterations=args.iterations,
-                learning_rate=args.learning_rate,
-                batch_size=args.batch_size,
-                activation_degree=args.degree,
-                activation_bound=args.bound,
-                params=args.params,
-            )
             if args.detach:
                 from phe_fl.federation.messages import TrainJob
 
@@ -160,8 +264,6 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _querier(args: argparse.Namespace, *, per_node: bool = False) -> Any:
-    from pathlib import Path
-
     from phe_fl.federation.config import TlsPaths
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier
@@ -182,8 +284,6 @@ def _job_line(j: Any) -> str:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from phe_fl.errors import ParameterError
-
     querier = _querier(args, per_node=args.verbose)
     try:
         if args.action == "list":
@@ -228,8 +328,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from phe_fl.federation.audit import format_summary, verify
 
     path = Path(args.file)
@@ -237,27 +335,69 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def read_query_csv(
+    path: Path | str, n_features: int | None = None, *, labels_last: bool = False
+) -> tuple[FloatArray, FloatArray | None]:
+    """The samples of ``phe-fl predict --input``: ``(x, y)``, ``y`` the last column when
+    ``labels_last`` (else None). A file that is missing, empty, not numeric, ragged or
+    holds nan/inf is a ConfigError naming it; with ``n_features``, so is a wrong width."""
+    import warnings
 
     import numpy as np
 
-    from phe_fl.errors import ConfigError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on an empty file; refused below
+            table = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except OSError as exc:
+        what = exc.strerror if isinstance(exc.strerror, str) else str(exc)
+        raise ConfigError(f"--input {path} cannot be read: {what}") from None
+    except ValueError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--input {path} is not a numeric CSV: {detail}") from None
+    if table.size == 0:
+        raise ConfigError(f"--input {path} holds no samples")
+    if not np.isfinite(table).all():
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(table))[0])
+        raise ConfigError(f"--input {path}: row {row + 1}, column {col + 1} is not a finite number")
+    if labels_last:
+        if table.shape[1] < 2:
+            raise ConfigError(
+                f"--input {path} has 1 column; with --labels-last it needs features and a label"
+            )
+        x, y = table[:, :-1], table[:, -1]
+    else:
+        x, y = table, None
+    if n_features is not None:
+        check_query_width(x, n_features, path, labels_last=labels_last)
+    return x, y
+
+
+def check_query_width(
+    x: FloatArray, n_features: int, path: Path | str, *, labels_last: bool = False
+) -> None:
+    """Refuse samples whose width is not the model's feature count, naming both."""
+    if x.shape[1] != n_features:
+        label = " (besides the --labels-last label column)" if labels_last else ""
+        raise ConfigError(
+            f"--input {path} has {x.shape[1]} feature column(s){label}, "
+            f"but the model takes {n_features} feature(s)"
+        )
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.federation.config import TlsPaths
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
 
-    try:
-        table = np.loadtxt(args.input, delimiter=",", ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {args.input} as a numeric CSV: {exc}") from None
-    x, y = (table[:, :-1], table[:, -1]) if args.labels_last else (table, None)
+    x, y = read_query_csv(args.input, labels_last=args.labels_last)  # before connecting
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
     querier = Querier(
         args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
     )
     try:
         run, job = querier.model_info(new_job_id(), args.model)
+        check_query_width(x, job.n_features, args.input, labels_last=args.labels_last)
         scores = querier.predict(new_job_id(), run, job, x)
     finally:
         querier.close()
@@ -280,18 +420,21 @@ def _querier_connection(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="phe-fl", description=__doc__)
+    parser = _Parser(prog="phe-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="start a federation of N node processes on this machine and query it"
     )
     demo.add_argument(
-        "--providers", type=int, default=5, help="number of data providers (default 5)"
+        "--providers",
+        type=_int_at_least(2, "a federation needs at least two data providers"),
+        default=5,
+        help="number of data providers (default 5)",
     )
     demo.add_argument(
         "--params", default="n15-depth11-128", help="parameter set (see `phe-fl params`)"
     )
-    demo.add_argument("--iterations", type=int, default=10, help="training iterations")
+    demo.add_argument("--iterations", type=_positive_int, default=10, help="training iterations")
     demo.set_defaults(func=_cmd_demo)
     params = sub.add_parser("params", help="list the named parameter sets")
     params.set_defaults(func=_cmd_params)
@@ -313,13 +456,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="localhost,127.0.0.1",
         help="comma-separated DNS names / IP addresses the certificates are valid for",
     )
-    certs.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    certs.add_argument(
+        "--days", type=_positive_int, default=365, help="validity in days (default 365)"
+    )
     certs.add_argument("--overwrite", action="store_true", help="replace existing files")
     certs.set_defaults(func=_cmd_certs)
     node = sub.add_parser("node", help="run one data-provider node from its TOML config")
     node.add_argument("--config", required=True, help="the node's TOML file (see nodes/)")
     node.add_argument(
-        "--deadline", type=float, default=600.0, help="seconds a child may take per step"
+        "--deadline",
+        type=_positive_seconds,
+        default=600.0,
+        help="seconds a child may take per step (default 600)",
     )
     node.set_defaults(func=_cmd_node)
     query = sub.add_parser("query", help="as a querier, run a job on the federation's root")
@@ -333,14 +481,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _querier_connection(query)
     query.add_argument("--params", default="n14-depth5-128")
-    query.add_argument("--rotations", default="", help="setup: rotation steps, e.g. 1,2,4")
-    query.add_argument("--features", type=int, default=30, help="stats: number of features")
+    query.add_argument(
+        "--rotations", type=_rotation_steps, default=[], help="setup: rotation steps, e.g. 1,2,4"
+    )
+    query.add_argument(
+        "--features", type=_positive_int, default=30, help="stats, train: number of features"
+    )
     query.add_argument("--job-id", default="", help="job id (default: random)")
-    query.add_argument("--iterations", type=int, default=10, help="train: iterations")
-    query.add_argument("--learning-rate", type=float, default=0.3, help="train: learning rate")
-    query.add_argument("--batch-size", type=int, default=16, help="train: samples per node")
-    query.add_argument("--degree", type=int, default=5, help="train: sigmoid polynomial degree")
-    query.add_argument("--bound", type=float, default=8.0, help="train: sigmoid fit interval")
+    query.add_argument("--iterations", type=_positive_int, default=10, help="train: iterations")
+    query.add_argument(
+        "--learning-rate", type=_positive_float, default=0.3, help="train: learning rate"
+    )
+    query.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="train: samples per node"
+    )
+    query.add_argument(
+        "--degree", type=_positive_int, default=5, help="train: sigmoid polynomial degree"
+    )
+    query.add_argument(
+        "--bound", type=_positive_float, default=8.0, help="train: sigmoid fit interval"
+    )
     query.add_argument("--model", default="", help="model: the training job id to decrypt")
     query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     query.add_argument(
@@ -386,8 +546,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except PheFlError as exc:
+    except PheFlError as exc:  # before OSError: PolicyError and PeerError are OSErrors too
         print(f"phe-fl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a missing certificate, a folder given for a file, no permission
+        print(f"phe-fl: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("phe-fl: interrupted", file=sys.stderr)

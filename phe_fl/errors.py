@@ -25,6 +25,7 @@ __all__ = [
     "StateError",
     "AuditError",
     "JobCancelledError",
+    "BusyError",
 ]
 
 
@@ -95,3 +96,7 @@ class AuditError(PheFlError, ValueError):
 
 class JobCancelledError(PheFlError, RuntimeError):
     """A querier cancelled the job; it stopped at its next step."""
+
+
+class BusyError(PheFlError, RuntimeError):
+    """A peer already has as many requests in flight as a node serves it at once."""

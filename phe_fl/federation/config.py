@@ -146,13 +146,26 @@ def _parent(tree: dict[str, Any], where: str) -> ParentLink | None:
     return ParentLink(pid, address)
 
 
+def _read_config_text(path: Path) -> str:
+    """The node config's text; a path that is missing, a folder or unreadable is a
+    ConfigError naming it."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"node config {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"node config {path} is a folder, not the node's TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"node config {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"node config {path} is not a text file") from None
+
+
 def load_node_config(path: Path | str) -> NodeConfig:
     """Read and validate a node's TOML file; every error names the file and the field."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"node config {path} does not exist") from None
+        raw = tomllib.loads(_read_config_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     base = path.parent

@@ -26,7 +26,7 @@ from typing import Any
 from phe_fl.errors import JobStateError, PeerError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.jobs import Control, Job, JobManager
-from phe_fl.federation.policy import decide_job
+from phe_fl.federation.policy import decide_job, decide_querier
 from phe_fl.federation.serde import JOB_NAMES
 from phe_fl.federation.state import FEDERATION_KEYS, Tracker
 from phe_fl.federation.store import NodeStore
@@ -57,6 +57,18 @@ __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 Emit = Callable[[m.ProgressEvent], None]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+MAX_QUERIES = 256
+"""Encrypted query ciphertexts one predict job may carry."""
+
+
+def _ciphertext_bytes(ctx: Context) -> int:
+    """Envelope bytes of a fresh ciphertext of this parameter set (the largest kind)."""
+    from phe_fl.mhe import QuerierKeyPair
+
+    keys = QuerierKeyPair.generate(ctx)
+    return len(ctx.encrypt([0.0], keys.public_key).to_bytes())
+
+
 RESUME_POLL_S = 1.0
 MAX_RESUMES = 20
 """A training gives up after this many resumptions from its checkpoint."""
@@ -94,6 +106,8 @@ class Coordinator:
         self._save_keys()
         self._load_models()
         self.jobs = JobManager(store, self._execute)
+        self.max_request_bytes = (MAX_QUERIES + 4) * _ciphertext_bytes(self.ctx)
+        """The largest job request a querier may send: a key and MAX_QUERIES ciphertexts."""
 
     def start(self) -> None:
         self.jobs.start()
@@ -110,6 +124,10 @@ class Coordinator:
         return self.member.id
 
     # -- the querier's requests ---------------------------------------------------------------
+    def admit_querier(self, querier: str) -> None:
+        """Refuse a querier outside the policy before it sends anything."""
+        decide_querier(self.id, self.member.config.policy, querier, audit=self.member.audit)
+
     def submit(self, request: m.JobRequest, querier: str) -> Job | m.JobResult:
         """A job for ``querier`` (authenticated by its certificate): job control and
         read-only kinds answer at once; the others are queued (the :class:`Job` to follow)."""

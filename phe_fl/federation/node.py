@@ -7,13 +7,15 @@ root, the standard health service). A leaf opens no port at all.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
+import resource
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +26,7 @@ from phe_fl.federation.certs import certificate_identity, load_server_credential
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.coordinator import Coordinator
 from phe_fl.federation.member import Member
-from phe_fl.federation.servicer import OldWireRefusal, RootServicer, TreeServicer
+from phe_fl.federation.servicer import OldWireRefusal, PeerLimiter, RootServicer, TreeServicer
 from phe_fl.federation.store import NodeStore, StoreIdentity, federation_fingerprint
 from phe_fl.federation.subtree import Subtree
 from phe_fl.federation.tree import Children, ParentConnection
@@ -35,6 +37,13 @@ __all__ = ["Node", "build_node", "serve_forever", "DEFAULT_DEADLINE_S"]
 log = logging.getLogger("phe_fl.node")
 
 DEFAULT_DEADLINE_S = 600.0
+READY_SERVICE = "phe_fl.v2.Ready"
+"""Health-check service name that is SERVING only while the node is ready (keys
+installed, every child and its parent connected); the empty name is liveness."""
+QUERIES_PER_QUERIER = 4
+QUERIES_IN_ALL = 12
+"""Querier streams a root serves at once (per querier, in all); the worker pool keeps
+threads beyond them for the children's streams and health checks."""
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 8 << 20),
     ("grpc.max_send_message_length", 8 << 20),
@@ -57,6 +66,26 @@ class Node:
     store: NodeStore
     audit: AuditLog
     lock: int
+    health: health.HealthServicer | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def ready(self) -> bool:
+        """Keys installed, every child connected, connected to its parent."""
+        member = self.subtree.member
+        children = set(self.children.connected()) == set(self.config.children)
+        parent = self.parent is None or self.parent.connected.is_set()
+        return member.keygen.state == "ready" and children and parent
+
+    def _report_readiness(self) -> None:
+        """Liveness on service "", readiness on :data:`READY_SERVICE`, for probes."""
+        assert self.health is not None
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        while not self._stopping.wait(1.0):
+            self.health.set(READY_SERVICE, serving if self.ready else not_serving)
 
     def start(self) -> Node:
         if self.coordinator is not None:
@@ -65,6 +94,8 @@ class Node:
             self.server.start()
         if self.parent is not None:
             self.parent.start()
+        if self.health is not None:
+            threading.Thread(target=self._report_readiness, name="health", daemon=True).start()
         where = f"listening on {self.config.listen}" if self.config.listen else "no listening port"
         up = (
             f", dialing parent {self.config.parent.id} at {self.config.parent.address}"
@@ -75,6 +106,9 @@ class Node:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()  # every service NOT_SERVING from now on
         if self.parent is not None:
             self.parent.stop()
         self.children.close()
@@ -129,17 +163,21 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
         Coordinator(subtree, store, deadline_s=deadline_s) if config.parent is None else None
     )
     server = None
+    health_servicer = None
     if config.listen is not None:
         server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=16 + 2 * len(config.children), thread_name_prefix=config.id
+                max_workers=QUERIES_IN_ALL + 8 + 2 * len(config.children),
+                thread_name_prefix=config.id,
             ),
             options=SERVER_OPTIONS,
         )
         if config.children:
             tree_pb2_grpc.add_TreeServicer_to_server(TreeServicer(children), server)  # type: ignore[no-untyped-call]
         if coordinator is not None:
-            query_pb2_grpc.add_RootServicer_to_server(RootServicer(coordinator), server)  # type: ignore[no-untyped-call]
+            limiter = PeerLimiter(per_peer=QUERIES_PER_QUERIER, total=QUERIES_IN_ALL)
+            root = RootServicer(coordinator, limiter)
+            query_pb2_grpc.add_RootServicer_to_server(root, server)  # type: ignore[no-untyped-call]
         server.add_generic_rpc_handlers((OldWireRefusal(),))
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -154,12 +192,26 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
                 "perhaps this node started twice, using it?)"
             )
         health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_servicer.set(READY_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
     parent = ParentConnection(config, subtree.contribute) if config.parent is not None else None
-    return Node(config, subtree, children, coordinator, server, parent, store, audit, lock)
+    return Node(
+        config, subtree, children, coordinator, server, parent, store, audit, lock, health_servicer
+    )
+
+
+def no_core_dumps() -> None:
+    """A crash must never write this process's memory (its key share) to disk."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0: no core, no ptrace by others
+    except (OSError, AttributeError):  # not Linux: the rlimit above still holds
+        log.warning("could not mark the process non-dumpable (prctl unavailable)")
 
 
 def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
     """Run a node until SIGTERM or SIGINT, then stop gracefully."""
+    no_core_dumps()
     node = build_node(config, deadline_s=deadline_s)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

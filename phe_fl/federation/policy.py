@@ -22,7 +22,7 @@ from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import Policy
 from phe_fl.federation.serde import JOB_NAMES, STEP_NAMES
 
-__all__ = ["Decision", "decide", "decide_job", "AUDIT_LOGGER"]
+__all__ = ["Decision", "decide", "decide_job", "decide_querier", "AUDIT_LOGGER"]
 
 AUDIT_LOGGER = "phe_fl.audit"
 log = logging.getLogger(AUDIT_LOGGER)
@@ -182,6 +182,18 @@ def decide_job(
     if not allowed:
         raise PolicyError(f"the root does not accept jobs from querier {querier!r}")
     return decision
+
+
+def decide_querier(
+    node_id: str, policy: Policy, querier: str, *, audit: AuditLog | None = None
+) -> None:
+    """Whether the root listens to ``querier`` at all (before it sends anything): only a
+    refusal is recorded here; an accepted querier's job is decided by :func:`decide_job`."""
+    if querier in policy.queriers:
+        return
+    reason = f"querier {querier!r} is not in queriers"
+    _record(Decision(node_id, "-", "connect", querier, False, reason, querier), audit)
+    raise PolicyError(f"the root does not accept jobs from querier {querier!r}")
 
 
 def _record(decision: Decision, audit: AuditLog | None) -> None:

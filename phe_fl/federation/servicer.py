@@ -6,12 +6,14 @@ domain object and reports a domain error with the status of the one table in
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import grpc
 
-from phe_fl.errors import JobCancelledError, JobStateError, ProtocolError
+from phe_fl.errors import BusyError, JobCancelledError, JobStateError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.certs import require_role
 from phe_fl.federation.coordinator import Coordinator
@@ -23,18 +25,55 @@ from phe_fl.federation.serde import (
     job_reply_frames,
     read_job_request,
 )
-from phe_fl.federation.status import grpc_status, public_message
+from phe_fl.federation.status import grpc_status, public_message, status_name
 from phe_fl.federation.tree import Children
 from phe_fl.v2 import query_pb2_grpc, tree_pb2_grpc
 
-__all__ = ["TreeServicer", "RootServicer", "OldWireRefusal"]
+__all__ = ["TreeServicer", "RootServicer", "OldWireRefusal", "PeerLimiter"]
 
 log = logging.getLogger("phe_fl.servicer")
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
-    context.abort(grpc_status(exc), public_message(exc))
+REQUEST_TIMEOUT_S = 60.0
+"""A querier's whole job request must arrive within this (a stalled upload frees its thread)."""
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, who: object = "?") -> NoReturn:
+    """One WARNING line per refused request (details at DEBUG), then the status."""
+    message = public_message(exc)
+    log.warning("refused a request from %s: %s: %s", who, status_name(exc), message[:300])
+    log.debug("refusal details", exc_info=exc)
+    context.abort(grpc_status(exc), message)
     raise AssertionError("unreachable")  # context.abort raises
+
+
+class PeerLimiter:
+    """At most ``per_peer`` requests of one peer and ``total`` in all at once: a member
+    holding streams open cannot take every worker thread (health checks and the tree's
+    own streams need some)."""
+
+    def __init__(self, per_peer: int, total: int) -> None:
+        self.per_peer = per_peer
+        self.total = total
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, peer: str) -> Iterator[None]:
+        with self._lock:
+            mine = self._counts.get(peer, 0)
+            if mine >= self.per_peer:
+                raise BusyError(f"{peer} already has {mine} requests in flight here")
+            if sum(self._counts.values()) >= self.total:
+                raise BusyError(f"this node serves {self.total} requests at once; try later")
+            self._counts[peer] = mine + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._counts[peer] -= 1
+                if not self._counts[peer]:
+                    del self._counts[peer]
 
 
 class TreeServicer(tree_pb2_grpc.TreeServicer):
@@ -50,8 +89,7 @@ class TreeServicer(tree_pb2_grpc.TreeServicer):
         try:
             yield from self.children.serve(who.name, request_iterator, context.is_active)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-            log.warning("refused a connection from %s: %s", who, exc)
-            _abort(context, exc)
+            _abort(context, exc, who)
 
 
 class RootServicer(query_pb2_grpc.RootServicer):
@@ -59,31 +97,39 @@ class RootServicer(query_pb2_grpc.RootServicer):
     submitted job is accepted, then (unless detached) followed: its progress events, then
     its result. A watch follows an earlier job the same way. Leaving does not stop a job."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, limiter: PeerLimiter) -> None:
         self.coordinator = coordinator
+        self.limiter = limiter
 
     def Submit(  # noqa: N802
         self, request_iterator: Iterable[Frame], context: grpc.ServicerContext
     ) -> Iterator[Frame]:
         who = require_role(context, "querier", method="Root.Submit")
         try:
-            request = _one_message(request_iterator)
-            outcome = self.coordinator.submit(request, who.name)
+            self.coordinator.admit_querier(who.name)  # before reading a single frame
+            with self.limiter.hold(str(who)):
+                yield from self._submit(who.name, request_iterator, context)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-            _abort(context, exc)
+            _abort(context, exc, who)
+
+    def _submit(
+        self, querier: str, request_iterator: Iterable[Frame], context: grpc.ServicerContext
+    ) -> Iterator[Frame]:
+        watchdog = threading.Timer(REQUEST_TIMEOUT_S, context.cancel)
+        watchdog.start()
+        try:
+            request = _one_message(request_iterator, self.coordinator.max_request_bytes)
+        finally:
+            watchdog.cancel()
+        outcome = self.coordinator.submit(request, querier)
         if not isinstance(outcome, Job):
             yield from job_reply_frames(outcome, 0)
             return
         replies = _follow(self.coordinator, outcome, watching=isinstance(request.job, m.WatchJob))
         if request.detach:
             replies = iter([m.Accepted(outcome.info)])
-        call = 0
-        try:
-            for reply in replies:
-                yield from job_reply_frames(reply, call)
-                call += 1
-        except Exception as exc:  # noqa: BLE001 - the job's own error, as its status
-            _abort(context, exc)
+        for call, reply in enumerate(replies):  # the job's own error ends it as its status
+            yield from job_reply_frames(reply, call)
 
 
 def _follow(
@@ -107,8 +153,8 @@ def _follow(
         yield m.WatchResult(job.info)
 
 
-def _one_message(frames: Iterable[Frame]) -> m.JobRequest:
-    reader = FrameReader()
+def _one_message(frames: Iterable[Frame], max_bytes: int) -> m.JobRequest:
+    reader = FrameReader(max_bytes)
     for frame in frames:
         done = reader.feed(frame)
         if done is not None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import grpc
 
 from phe_fl.errors import (
+    BusyError,
     CryptoError,
     JobCancelledError,
     JobStateError,
@@ -27,6 +28,7 @@ log = logging.getLogger("phe_fl.status")
 
 STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
     (JobCancelledError, "CANCELLED"),
+    (BusyError, "RESOURCE_EXHAUSTED"),
     (PolicyError, "PERMISSION_DENIED"),
     (JobStateError, "FAILED_PRECONDITION"),
     (PeerError, "ABORTED"),  # a node further down failed; not worth a retry here

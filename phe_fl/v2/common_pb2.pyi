@@ -52,6 +52,7 @@ class Error(_message.Message):
         DEADLINE_EXCEEDED: _ClassVar[Error.Code]
         UNAVAILABLE: _ClassVar[Error.Code]
         CANCELLED: _ClassVar[Error.Code]
+        RESOURCE_EXHAUSTED: _ClassVar[Error.Code]
     CODE_UNSPECIFIED: Error.Code
     INVALID_ARGUMENT: Error.Code
     FAILED_PRECONDITION: Error.Code
@@ -61,6 +62,7 @@ class Error(_message.Message):
     DEADLINE_EXCEEDED: Error.Code
     UNAVAILABLE: Error.Code
     CANCELLED: Error.Code
+    RESOURCE_EXHAUSTED: Error.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: Error.Code
