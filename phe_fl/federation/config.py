@@ -29,6 +29,7 @@ Example (``nodes/example/node-1.toml``)::
     [state]
     dir = "state/node-1"       # what the node must not lose (its key share, keys, models,
                                # jobs, answers, audit.jsonl); default: state/<id> beside this file
+    max_answer_bytes = 2147483648  # answers kept for retries (oldest evicted, then refused)
 
     [policy]
     queriers = ["querier"]     # who may receive results from this node's contributions
@@ -112,6 +113,7 @@ class NodeConfig:
     policy: Policy = field(default_factory=Policy)
     source: Path | None = None
     state_dir: Path = Path("state")
+    max_answer_bytes: int = 2 << 30
 
     @property
     def is_root(self) -> bool:
@@ -244,6 +246,12 @@ def load_node_config(path: Path | str) -> NodeConfig:
     )
     state = raw.get("state", {})
     state_dir = base / _get(state, "dir", str, f"{path} [state]", f"state/{node_id}")
+    max_answer_bytes = _get(state, "max_answer_bytes", int, f"{path} [state]", 2 << 30)
+    if max_answer_bytes < 1 << 20:
+        raise ConfigError(
+            f"{path} [state]: max_answer_bytes must be at least 1 MiB (1048576), "
+            f"got {max_answer_bytes}"
+        )
     return NodeConfig(
         node_id,
         party,
@@ -257,4 +265,5 @@ def load_node_config(path: Path | str) -> NodeConfig:
         pol,
         path,
         state_dir,
+        max_answer_bytes,
     )

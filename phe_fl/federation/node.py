@@ -158,7 +158,7 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
     store, audit, lock = open_state(config)
     member = Member(config, store, audit)
     children = Children(config)
-    subtree = Subtree(member, children)
+    subtree = Subtree(member, children, max_answer_bytes=config.max_answer_bytes)
     coordinator = (
         Coordinator(subtree, store, deadline_s=deadline_s) if config.parent is None else None
     )

@@ -14,13 +14,13 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields, replace
 from typing import Any, Protocol
 
-from phe_fl.errors import ProtocolError
+from phe_fl.errors import JobStateError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.member import RULES, Member
 from phe_fl.federation.serde import (
@@ -37,6 +37,9 @@ log = logging.getLogger("phe_fl.subtree")
 
 MEMORY_CACHE = 32
 """Answers also kept in memory (the rest are read back from the state store)."""
+DEFAULT_MAX_ANSWER_BYTES = 2 << 30
+"""Bytes of answers a node keeps on disk (``[state] max_answer_bytes``); beyond it the
+oldest are evicted, and a request for an evicted answer is refused, never recomputed."""
 
 
 class ChildCaller(Protocol):
@@ -79,10 +82,23 @@ def _digest(request: m.TreeRequest) -> bytes:
 class Subtree:
     """A node's party plus the subtrees of its children."""
 
-    def __init__(self, member: Member, children: ChildCaller) -> None:
+    def __init__(
+        self,
+        member: Member,
+        children: ChildCaller,
+        *,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    ) -> None:
         self.member = member
         self.store = member.store
         self.children = children
+        self.max_answer_bytes = max_answer_bytes
+        self._kept: deque[tuple[str, int]] = deque()  # answers on disk, oldest first
+        self._kept_bytes = 0
+        for name, record in self.store.items("answers"):
+            if not record.get("evicted"):
+                self._kept.append((name, int(record.get("bytes", 0))))
+                self._kept_bytes += int(record.get("bytes", 0))
         self._cache: OrderedDict[bytes, m.TreeResponse] = OrderedDict()
         self._locks: dict[bytes, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -117,29 +133,50 @@ class Subtree:
 
     def _answered(self, key: bytes) -> m.TreeResponse | None:
         """An answer already given. Only a committed record counts: an answer file whose
-        record is missing was written by a process killed before it sent the answer."""
+        record is missing was written by a process killed before it sent the answer. An
+        answer evicted by the bound is refused, never computed again."""
         hit = self._cache.get(key)
-        if hit is None and self.store.get("answers", key.hex()) is not None:
-            data = self.store.get_blob(f"answer-{key.hex()}")
-            if data is not None:
-                hit = read_tree_response(data)
-        return hit
+        if hit is not None:
+            return hit
+        record = self.store.get("answers", key.hex())
+        if record is None:
+            return None
+        if record.get("evicted"):
+            raise JobStateError(
+                f"node {self.id} answered this {record['step']} request of job "
+                f"{record['job']} already and no longer keeps the answer (its bound is "
+                f"{self.max_answer_bytes} bytes): it will not draw a share again"
+            )
+        data = self.store.get_blob(f"answer-{key.hex()}")
+        return None if data is None else read_tree_response(data)
 
     def _keep(self, key: bytes, request: m.TreeRequest, response: m.TreeResponse) -> None:
-        """The answer, then (in one transaction) its record and the state moves it made."""
-        self.store.put_blob(f"answer-{key.hex()}", tree_response_bytes(response))
+        """The answer, then (in one transaction) its record and the state moves it made;
+        then the oldest answers beyond the bound are evicted (their records stay)."""
+        data = tree_response_bytes(response)
+        self.store.put_blob(f"answer-{key.hex()}", data)
+        step = STEP_NAMES[type(request.step)]
         with self.store.transaction():
             self.member.complete(request)
             self.store.put(
-                "answers",
-                key.hex(),
-                {"job": request.job_id, "step": STEP_NAMES[type(request.step)]},
+                "answers", key.hex(), {"job": request.job_id, "step": step, "bytes": len(data)}
             )
         self._cache[key] = response
         while len(self._cache) > MEMORY_CACHE:
             self._cache.popitem(last=False)
         with self._lock:
             self._locks.pop(key, None)
+            self._kept.append((key.hex(), len(data)))
+            self._kept_bytes += len(data)
+            while self._kept_bytes > self.max_answer_bytes and len(self._kept) > 1:
+                self._evict(*self._kept.popleft())
+
+    def _evict(self, name: str, size: int) -> None:
+        record = self.store.get("answers", name) or {}
+        self.store.put("answers", name, {**record, "evicted": True})
+        self.store.delete_blob(f"answer-{name}")
+        self._cache.pop(bytes.fromhex(name), None)
+        self._kept_bytes -= size
 
     def _compute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
         """Own contribution while the children work on theirs, then COMBINE; the node's

@@ -28,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Harness:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, leaf_state: str = "") -> None:
         self.workdir = workdir
         self.configs, self.addresses = write_configs(workdir, N, fanout=2, params=PARAMS)
+        for cfg in self.configs[1:]:  # extra [state] settings for the leaves
+            cfg.write_text(cfg.read_text().replace("[state]\n", f"[state]\n{leaf_state}"))
         self.root: Node = build_node(load_node_config(self.configs[0]), deadline_s=20).start()
         env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
         self.leaves = [
@@ -202,3 +204,26 @@ def test_a_second_copy_of_a_listening_node_refuses_to_start(harness: Harness) ->
     )
     assert copy.returncode == 2, copy.stderr[-2000:]
     assert "node node-0 is already running on state dir" in copy.stderr
+
+
+def test_answers_beyond_the_bound_are_evicted_and_then_refused(tmp_path: Path) -> None:
+    """A leaf keeps at most 1 MiB of answers: the oldest go, and a retry of an evicted
+    request is refused (FAILED_PRECONDITION), never answered with a share drawn again."""
+    h = Harness(tmp_path, leaf_state="max_answer_bytes = 1048576\n")
+    try:
+        h.wait_connected()
+        assert _run(h.coordinator, m.JobRequest("keys", PARAMS, m.SetupJob())) is not None
+        ct = _junk_ciphertext()
+        asks = [m.DecryptStatisticsRequest(ct) for _ in range(12)]
+        for i, step in enumerate(asks):
+            h.ask("node-1", f"decrypt-{i}", step)
+        state = tmp_path / "state" / "node-1" / "blobs"
+        kept = sum(p.stat().st_size for p in state.glob("answer-*"))
+        assert kept <= 1 << 20, kept
+        with pytest.raises(PeerError, match="FAILED_PRECONDITION.*no longer keeps the answer"):
+            h.ask("node-1", "decrypt-0", asks[0])
+        again = h.ask("node-1", "decrypt-11", asks[11])  # the newest is still kept
+        assert again.result is not None
+        assert h.log("node-1").count("job=decrypt-11 step=decrypt_statistics") == 1
+    finally:
+        h.close()
