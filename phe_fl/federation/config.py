@@ -7,6 +7,8 @@ Example (``nodes/example/node-1.toml``)::
     party = 1                # party index; 0 is the root, which leads every protocol
     n_parties = 5
     listen = "127.0.0.1:50052"  # only nodes with children (and the root) listen
+    health = "127.0.0.1:9052"   # optional: plaintext gRPC health probes (liveness on "",
+                                # readiness on "phe_fl.v2.Ready"), for any node
     params = "n14-depth5-128"
 
     [tree]
@@ -114,6 +116,7 @@ class NodeConfig:
     source: Path | None = None
     state_dir: Path = Path("state")
     max_answer_bytes: int = 2 << 30
+    health: str | None = None
 
     @property
     def is_root(self) -> bool:
@@ -183,6 +186,9 @@ def load_node_config(path: Path | str) -> NodeConfig:
     listen = _get(node, "listen", str, where, None)
     if listen is not None and not _is_address(listen):
         raise ConfigError(f"{where}: listen {listen!r} must be host:port")
+    health = _get(node, "health", str, where, None)
+    if health is not None and not _is_address(health):
+        raise ConfigError(f"{where}: health {health!r} must be host:port")
     params = _get(node, "params", str, where)
     try:
         get_parameter_set(params)
@@ -266,4 +272,5 @@ def load_node_config(path: Path | str) -> NodeConfig:
         path,
         state_dir,
         max_answer_bytes,
+        health,
     )

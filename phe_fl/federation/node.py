@@ -67,6 +67,7 @@ class Node:
     audit: AuditLog
     lock: int
     health: health.HealthServicer | None = None
+    probes: grpc.Server | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -94,6 +95,8 @@ class Node:
             self.server.start()
         if self.parent is not None:
             self.parent.start()
+        if self.probes is not None:
+            self.probes.start()
         if self.health is not None:
             threading.Thread(target=self._report_readiness, name="health", daemon=True).start()
         where = f"listening on {self.config.listen}" if self.config.listen else "no listening port"
@@ -116,6 +119,8 @@ class Node:
             self.coordinator.stop()
         if self.server is not None:
             self.server.stop(grace=2).wait()
+        if self.probes is not None:
+            self.probes.stop(grace=1).wait()
         self.subtree.close()
         self.audit.close()
         self.store.close()
@@ -163,7 +168,10 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
         Coordinator(subtree, store, deadline_s=deadline_s) if config.parent is None else None
     )
     server = None
-    health_servicer = None
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(READY_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    probes = _probe_server(config, health_servicer) if config.health is not None else None
     if config.listen is not None:
         server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -179,7 +187,6 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
             root = RootServicer(coordinator, limiter)
             query_pb2_grpc.add_RootServicer_to_server(root, server)  # type: ignore[no-untyped-call]
         server.add_generic_rpc_handlers((OldWireRefusal(),))
-        health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         creds = load_server_credentials(config.tls.cert, config.tls.key, config.tls.ca)
         try:
@@ -191,12 +198,35 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
                 f"{config.source}: cannot listen on {config.listen} (is another process, "
                 "perhaps this node started twice, using it?)"
             )
-        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        health_servicer.set(READY_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
     parent = ParentConnection(config, subtree.contribute) if config.parent is not None else None
     return Node(
-        config, subtree, children, coordinator, server, parent, store, audit, lock, health_servicer
+        config,
+        subtree,
+        children,
+        coordinator,
+        server,
+        parent,
+        store,
+        audit,
+        lock,
+        health_servicer,
+        probes,
     )
+
+
+def _probe_server(config: NodeConfig, servicer: health.HealthServicer) -> grpc.Server:
+    """``[node] health``: the health service alone, in plaintext, for an orchestrator's
+    probes (any node, a leaf included); it tells liveness and readiness, nothing else."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=SERVER_OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    assert config.health is not None
+    try:
+        port = server.add_insecure_port(config.health)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{config.source}: cannot serve health probes on {config.health}")
+    return server
 
 
 def no_core_dumps() -> None:

@@ -86,10 +86,17 @@ class TreeServicer(tree_pb2_grpc.TreeServicer):
         self, request_iterator: Iterable[Frame], context: grpc.ServicerContext
     ) -> Iterator[Frame]:
         who = require_role(context, "node", method="Tree.Connect")
+        # a child that connects and never says hello must not hold a thread forever
+        watchdog = threading.Timer(REQUEST_TIMEOUT_S, context.cancel)
+        watchdog.start()
         try:
-            yield from self.children.serve(who.name, request_iterator, context.is_active)
+            yield from self.children.serve(
+                who.name, request_iterator, context.is_active, on_hello=watchdog.cancel
+            )
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             _abort(context, exc, who)
+        finally:
+            watchdog.cancel()
 
 
 class RootServicer(query_pb2_grpc.RootServicer):

@@ -159,7 +159,12 @@ class Children:
 
     # the gRPC handler of Tree.Connect delegates here
     def serve(
-        self, child_id: str, frames: Iterable[Frame], active: Callable[[], bool]
+        self,
+        child_id: str,
+        frames: Iterable[Frame],
+        active: Callable[[], bool],
+        *,
+        on_hello: Callable[[], None] = lambda: None,
     ) -> Iterator[Frame]:
         """Run one child's stream: check its Hello, then send it requests and route its
         answers until it disconnects. ``child_id`` is from its verified certificate."""
@@ -175,6 +180,7 @@ class Children:
             raise ProtocolError(f"node {child_id} closed its stream before saying hello") from None
         hello = read_child_message(data)
         self._check_hello(child_id, hello)
+        on_hello()
         link = self._attach(child_id)
         reader = threading.Thread(
             target=self._read,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,15 @@ from phe_fl.v2 import query_pb2_grpc
 PARAMS = INSECURE_TEST.name
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+PROBE = _free_port()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with LocalCluster(
@@ -43,6 +53,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         for i, cfg in enumerate(c.configs):
             cfg.write_text(cfg.read_text().replace('"querier", "outsider"', '"querier"'))
             c.stop_node(i)
+        leaf = c.configs[2]  # and a probe port on a leaf, which has no other port
+        text = leaf.read_text().replace("[node]\n", f'[node]\nhealth = "127.0.0.1:{PROBE}"\n')
+        leaf.write_text(text)
         for i in range(3):
             c.start_node(i)
         c.wait_ready(60)
@@ -155,6 +168,23 @@ def test_readiness_follows_keys_and_children(cluster: LocalCluster) -> None:
     cluster.start_node(2)
     cluster.wait_ready(60)
     _until(lambda: _health(cluster, READY_SERVICE) == serving)
+
+
+def test_a_leaf_answers_probes_on_its_plaintext_health_port(cluster: LocalCluster) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{PROBE}")
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    def status(service: str) -> int:
+        request = health_pb2.HealthCheckRequest(service=service)
+        return int(stub.Check(request, timeout=2).status)
+
+    assert status("") == health_pb2.HealthCheckResponse.SERVING
+    if {n.key_state for n in cluster.status().nodes} != {"ready"}:
+        q = Querier(cluster.root_address, cluster.querier_tls(), PARAMS, deadline_s=60)
+        q.setup("keys-for-probes")
+        q.close()
+    _until(lambda: status(READY_SERVICE) == health_pb2.HealthCheckResponse.SERVING)
+    channel.close()
 
 
 def test_nodes_never_dump_core(cluster: LocalCluster) -> None:
