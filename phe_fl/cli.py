@@ -196,34 +196,44 @@ def _cmd_query(args: argparse.Namespace) -> int:
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
     from phe_fl.mhe import get_parameter_set
+    from phe_fl.ml import TrainingJob
 
-    # everything checkable here is checked before connecting
-    if args.job == "setup":
-        slots = get_parameter_set(args.params).slots
-        out_of_range = [r for r in args.rotations if not -slots < r < slots]
-        if out_of_range:
-            raise ParameterError(
-                f"--rotations {out_of_range} out of range for parameter set {args.params} "
-                f"(steps must be within +-{slots - 1})"
+    def checked(params: str) -> TrainingJob | None:
+        """What can be checked without the federation (before connecting, when the
+        parameter set is given): rotations in range, a valid training job."""
+        if args.job == "setup":
+            slots = get_parameter_set(params).slots
+            out_of_range = [r for r in args.rotations if not -slots < r < slots]
+            if out_of_range:
+                raise ParameterError(
+                    f"--rotations {out_of_range} out of range for parameter set {params} "
+                    f"(steps must be within +-{slots - 1})"
+                )
+        elif args.job == "train":
+            return TrainingJob(
+                n_features=args.features,
+                iterations=args.iterations,
+                learning_rate=args.learning_rate,
+                batch_size=args.batch_size,
+                activation_degree=args.degree,
+                activation_bound=args.bound,
+                params=params,
             )
-    elif args.job == "train":
-        from phe_fl.ml import TrainingJob
+        elif args.job == "model" and not args.model:
+            raise ParameterError("`phe-fl query model` needs --model (the training job id)")
+        return None
 
-        spec = TrainingJob(
-            n_features=args.features,
-            iterations=args.iterations,
-            learning_rate=args.learning_rate,
-            batch_size=args.batch_size,
-            activation_degree=args.degree,
-            activation_bound=args.bound,
-            params=args.params,
-        )
-    elif args.job == "model" and not args.model:
-        raise ParameterError("`phe-fl query model` needs --model (the training job id)")
+    spec = checked(args.params) if args.params else None
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
     querier = Querier(
         args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
     )
+    if not args.params:  # learned from the root
+        try:
+            spec = checked(querier.ctx.params.name)
+        except BaseException:
+            querier.close()
+            raise
     try:
         job = args.job_id or new_job_id()
         if args.job == "setup":
@@ -237,6 +247,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
             for missing in status.missing:
                 print(f"  {missing:<16} NOT CONNECTED")
         elif args.job == "train":
+            assert spec is not None  # checked() builds it for a training
             if args.detach:
                 from phe_fl.federation.messages import TrainJob
 
@@ -480,7 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decrypt a trained model (every node's policy must allow it)",
     )
     _querier_connection(query)
-    query.add_argument("--params", default="n14-depth5-128")
+    query.add_argument(
+        "--params", default=None, help="parameter set (default: ask the root for the federation's)"
+    )
     query.add_argument(
         "--rotations", type=_rotation_steps, default=[], help="setup: rotation steps, e.g. 1,2,4"
     )
@@ -515,13 +528,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs.add_argument("action", choices=["list", "status", "watch", "cancel"])
     jobs.add_argument("job_id", nargs="?", default="", help="the job (status, watch, cancel)")
     _querier_connection(jobs)
-    jobs.add_argument("--params", default="n14-depth5-128")
+    jobs.add_argument(
+        "--params", default=None, help="parameter set (default: ask the root for the federation's)"
+    )
     jobs.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     jobs.set_defaults(func=_cmd_jobs)
     models = sub.add_parser("models", help="as a querier, list the trained models at the root")
     models.add_argument("action", choices=["list"])
     _querier_connection(models)
-    models.add_argument("--params", default="n14-depth5-128")
+    models.add_argument(
+        "--params", default=None, help="parameter set (default: ask the root for the federation's)"
+    )
     models.set_defaults(func=_cmd_models)
     audit = sub.add_parser("audit", help="check a node's audit log (its hash chain)")
     audit.add_argument("action", choices=["verify"])
@@ -533,7 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         " they leave this process encrypted and only you can read the scores",
     )
     _querier_connection(pred)
-    pred.add_argument("--params", default="n15-depth11-128")
+    pred.add_argument(
+        "--params", default=None, help="parameter set (default: ask the root for the federation's)"
+    )
     pred.add_argument("--model", required=True, help="the training job id of the model")
     pred.add_argument("--input", required=True, help="CSV of samples, one row each")
     pred.add_argument(

@@ -144,7 +144,8 @@ class Coordinator:
             querier,
             audit=self.member.audit,
         )
-        if request.params != self.member.params.name:
+        learning = kind == "status" and request.params == ""  # asks which set to use
+        if request.params != self.member.params.name and not learning:
             raise ProtocolError(
                 f"the querier uses parameter set {request.params!r}, this federation "
                 f"{self.member.params.name!r}"
@@ -551,7 +552,8 @@ def _status(c: Coordinator, run: Run, job: m.StatusJob) -> m.StatusResult:
     assert isinstance(result, m.PingResponse)
     nodes = result.nodes
     missing = tuple(n.node_id for n in nodes if n.key_state == "disconnected")
-    return m.StatusResult(tuple(n for n in nodes if n.key_state != "disconnected"), missing)
+    connected = tuple(n for n in nodes if n.key_state != "disconnected")
+    return m.StatusResult(connected, missing, c.member.params.name)
 
 
 def _list_jobs(c: Coordinator, run: Run, job: m.ListJobsJob) -> m.ListJobsResult:

@@ -531,6 +531,7 @@ class StatusJob:
 class StatusResult:
     nodes: tuple[NodeStatus, ...]
     missing: tuple[str, ...] = ()
+    params: str = ""
 
 
 @dataclass(frozen=True)

@@ -62,20 +62,19 @@ class TrainingRun:
 
 
 class Querier:
-    """A querier's connection to the root; ``on_event`` sees every progress event."""
+    """A querier's connection to the root; ``on_event`` sees every progress event.
+    Without ``params`` it asks the root for the federation's parameter set."""
 
     def __init__(
         self,
         root_address: str,
         tls: TlsPaths,
-        params: str,
+        params: str | None = None,
         *,
         name: str = "querier",
         deadline_s: float = 600.0,
         on_event: Callable[[m.ProgressEvent], None] | None = None,
     ) -> None:
-        self.ctx = Context(get_parameter_set(params))
-        self.keys = QuerierKeyPair.generate(self.ctx)
         self.name = name
         self.deadline_s = deadline_s
         self.on_event = on_event
@@ -83,6 +82,19 @@ class Querier:
         self.last_accepted: m.JobInfo | None = None
         self._channel = open_channel(root_address, tls)
         self._stub = query_pb2_grpc.RootStub(self._channel)  # type: ignore[no-untyped-call]
+        try:
+            self.ctx = Context(get_parameter_set(params or self._federation_params()))
+        except BaseException:
+            self._channel.close()
+            raise
+        self.keys = QuerierKeyPair.generate(self.ctx)
+
+    def _federation_params(self) -> str:
+        """The federation's parameter set, asked of the root (no need to repeat it)."""
+        for reply in self._replies(m.JobRequest(new_job_id(), "", m.StatusJob())):
+            if isinstance(reply, m.StatusResult) and reply.params:
+                return reply.params
+        raise ProtocolError("the root did not say which parameter set it uses")
 
     def submit(self, job_id: str, job: m.Job, expect: type[R]) -> R:
         """Run ``job`` on the root and wait for its result; progress goes to

@@ -227,12 +227,14 @@ class StatusJob(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResult(_message.Message):
-    __slots__ = ("nodes", "missing")
+    __slots__ = ("nodes", "missing", "params")
     NODES_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     missing: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+    params: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., params: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "kind", "querier", "state", "created", "updated", "error", "iterations_done", "resumes", "started")

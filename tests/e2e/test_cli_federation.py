@@ -62,9 +62,11 @@ def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
         assert watch.returncode == 0, watch.stderr
         assert "model-2" in watch.stdout and " done " in watch.stdout
         assert "iteration 2/2" in watch.stderr  # the job's progress, replayed
-        listed = _cli("jobs", "list", *common)
+        learned = common[:-2]  # no --params: the querier asks the root for the federation's
+        assert learned[-2] == "--ca"
+        listed = _cli("jobs", "list", *learned)
         assert listed.returncode == 0 and "model-1" in listed.stdout and "train" in listed.stdout
-        models = _cli("models", "list", *common)
+        models = _cli("models", "list", *learned)
         assert models.returncode == 0, models.stderr
         assert "model-1" in models.stdout and "model-2" in models.stdout
         audit = _cli("audit", "verify", str(c.workdir / "state" / "node-1" / "audit.jsonl"))

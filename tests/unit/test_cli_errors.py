@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 # an address nothing listens on and certificate files that do not exist: every case
 # below must be refused before any of them is used
 QUERIER = ["--root", "127.0.0.1:9", "--cert", "no.pem", "--key", "no.key", "--ca", "no-ca.pem"]
+QUERIER += ["--params", "n14-depth5-128"]  # given: checks happen before connecting
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
