@@ -178,8 +178,11 @@ def _check_days(days: int) -> int:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Write atomically (temp file + rename) with ``mode`` set from creation on, so a
-    private key is never readable by others, not even briefly."""
+    private key is never readable by others, not even briefly. A folder holding a
+    private key is made 0700 whatever the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mode & 0o077 == 0:  # a private file: its folder is private too
+        os.chmod(path.parent, 0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -414,6 +417,7 @@ def create_federation(
     ca_key = _new_key()
     ca_cert = _make_ca(ca_key, ca_days)
     out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)  # it holds the CA's private key
     _write(ca_key_path, _key_pem(ca_key), 0o600)
     _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
     for role, group in members.items():

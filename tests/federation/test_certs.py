@@ -357,3 +357,13 @@ def test_cli_writes_the_layout_and_adds_members(tmp_path):
     assert done.returncode == 2 and "refusing to overwrite" in done.stderr
     done = _cli("--out", str(tmp_path / "other"), "--nodes", "0,0")
     assert done.returncode == 2 and "duplicate node id '0'" in done.stderr
+
+
+def test_folders_holding_private_keys_are_0700_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        create_federation(tmp_path / "fed", ["n0", "n1"], ["q"])
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "fed", tmp_path / "fed" / "nodes", tmp_path / "fed" / "queriers"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
