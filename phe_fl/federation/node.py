@@ -2,7 +2,8 @@
 
 A node with a parent dials out to it (:class:`~phe_fl.federation.tree.ParentConnection`);
 a node with children, and the root, listen (children's streams, the querier's jobs at the
-root, the standard health service). A leaf opens no port at all.
+root, the standard health service). A leaf opens no port (but an optional plaintext
+health-probe port, `[node] health`).
 """
 
 from __future__ import annotations
