@@ -162,7 +162,11 @@ class Context:
     def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
         env = Envelope.unpack(data, Kind.CIPHERTEXT, self.params.fingerprint)
         (payload,) = _single(env)
-        raw = _backend.load("ciphertext", payload)
+        raw = _backend.load("ciphertext", payload, self.params)  # validated, then parsed
+        if raw.NumberCiphertextElements() not in (2, 3):
+            raise SerializationError(
+                f"ciphertext: {raw.NumberCiphertextElements()} ring elements (expected 2 or 3)"
+            )
         if raw.NumberCiphertextElements() == 2:
             with openfhe_errors("loading a ciphertext"):
                 raw = _backend.rehome(self.cc, self.params, raw)

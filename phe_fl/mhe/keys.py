@@ -87,7 +87,7 @@ class _KeyObject:
             raise SerializationError(
                 f"{cls.__name__}: expected {n_blobs} payloads, got {len(env.blobs)}"
             )
-        return env, _backend.load(cls.LOADER, env.blobs[0])
+        return env, _backend.load(cls.LOADER, env.blobs[0], ctx.params)
 
 
 class SecretShare(_KeyObject):
@@ -292,7 +292,7 @@ class QuerierKeyPair:
         env = Envelope.unpack(data, Kind.QUERIER_SECRET_KEY, ctx.params.fingerprint)
         if len(env.blobs) != 2:
             raise SerializationError("querier key pair: expected 2 payloads")
-        secret = _backend.load("private_key", env.blobs[0])
+        secret = _backend.load("private_key", env.blobs[0], ctx.params)
         return cls(ctx, QuerierPublicKey.from_bytes(ctx, env.blobs[1]), secret)
 
     def __repr__(self) -> str:

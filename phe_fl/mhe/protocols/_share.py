@@ -73,7 +73,7 @@ class Share:
         if not env.parties:
             raise SerializationError(f"{cls.__name__}: names no contributing party")
         pairs = zip(cls.LOADERS, env.blobs, strict=True)
-        raw = tuple(_backend.load(kind, blob) for kind, blob in pairs)
+        raw = tuple(_backend.load(kind, blob, ctx.params) for kind, blob in pairs)
         return cls(ctx, raw, env.n_parties, env.parties, env.subject, data=bytes(data))
 
     def __repr__(self) -> str:

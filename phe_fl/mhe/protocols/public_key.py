@@ -66,7 +66,7 @@ class PublicKeyGen(Protocol[PublicKeyShare]):
         raw = share.raw[0]
         if share.n_parties == 1:
             with openfhe_errors("public-key finalization"):
-                raw = _backend.load("public_key", _backend.dump(raw))
+                raw = _backend.load("public_key", _backend.dump(raw), self.ctx.params)
         raw.SetKeyTag(share.joint_tag)
         return JointPublicKey(self.ctx, raw)
 

@@ -48,7 +48,7 @@ class RefreshCRP:
         env = Envelope.unpack(data, Kind.REFRESH_CRP, ctx.params.fingerprint)
         if len(env.blobs) != 1:
             raise SerializationError("refresh CRP: expected one payload")
-        return cls(ctx, _backend.load("ciphertext", env.blobs[0]), data=bytes(data))
+        return cls(ctx, _backend.load("ciphertext", env.blobs[0], ctx.params), data=bytes(data))
 
 
 class RefreshShare(Share):
