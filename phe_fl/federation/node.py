@@ -49,8 +49,11 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 8 << 20),
     ("grpc.max_send_message_length", 8 << 20),
     ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
+    # Children and queriers ping every 20 s (tree.CHANNEL_OPTIONS), also while a long
+    # round sends no data; gRPC servers accept one ping per 5 minutes by default and close
+    # the connection after two early ones (GOAWAY "too many pings").
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
 ]
 
 

@@ -313,3 +313,18 @@ def test_a_child_that_is_not_connected_yet_is_waited_for(tmp_path: Path) -> None
         finally:
             restart.join()
             querier.close()
+
+
+@pytest.mark.slow
+def test_idle_streams_survive_keepalive_pings(tmp_path: Path) -> None:
+    """Children ping their parent every 20 s, also while nothing is sent (a long round, or
+    no job at all). A server that refused those pings would close the connection after
+    about a minute ("too many pings"): nothing may drop in 70 s of silence."""
+    with LocalCluster(tmp_path, n_nodes=3, fanout=2, params=PARAMS, deadline_s=30) as c:
+        time.sleep(70)
+        for i in (1, 2):
+            log = c.log(i)  # (a leaf may start before its parent listens: one early retry)
+            assert log.count("connected to parent node-0") == 1, log[-2000:]
+            after = log.split("connected to parent node-0", 1)[1]
+            assert "no connection to parent" not in after, after[-2000:]
+        assert len(c.status().nodes) == 3

@@ -341,6 +341,7 @@ def test_status_name_maps_each_error(exc: BaseException, name: str) -> None:
 def test_status_table_order() -> None:
     assert [(kind.__name__, name) for kind, name in status.STATUS_TABLE] == [
         ("JobCancelledError", "CANCELLED"),
+        ("BusyError", "RESOURCE_EXHAUSTED"),
         ("PolicyError", "PERMISSION_DENIED"),
         ("JobStateError", "FAILED_PRECONDITION"),
         ("PeerError", "ABORTED"),
