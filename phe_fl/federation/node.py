@@ -50,10 +50,11 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", 8 << 20),
     ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
     # Children and queriers ping every 20 s (tree.CHANNEL_OPTIONS), also while a long
-    # round sends no data; gRPC servers accept one ping per 5 minutes by default and close
-    # the connection after two early ones (GOAWAY "too many pings").
+    # round sends no data; a gRPC server accepts one ping per 5 minutes by default and
+    # closes the connection after two early ones (GOAWAY "too many pings"). This is the
+    # server's minimum (grpc core's GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS).
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "child_message_frames",
     "read_child_message",
     "parent_message_frames",
+    "parent_message_bytes",
+    "frames_of",
     "read_parent_message",
     "job_request_frames",
     "read_job_request",
@@ -403,8 +405,13 @@ Frame = common_pb2.Frame
 
 
 def to_frames(message: PbMessage, call_id: int = 0) -> Iterator[Frame]:
-    """One serialized message as frames of at most :data:`CHUNK` bytes (at least one)."""
-    data = message.SerializeToString()
+    """One serialized message as frames of at most :data:`CHUNK` bytes (at least one),
+    made as they are consumed (a queue of frames would hold a second copy)."""
+    return frames_of(message.SerializeToString(), call_id)
+
+
+def frames_of(data: bytes, call_id: int = 0) -> Iterator[Frame]:
+    """Frames of an already serialized message (one serialization sent to many)."""
     view = memoryview(data)
     for off in range(0, max(len(data), 1), CHUNK):
         yield common_pb2.Frame(
@@ -420,7 +427,7 @@ class FrameReader:
         self.max_message_bytes = max_message_bytes
         self._open: dict[int, tuple[int, bytearray]] = {}
 
-    def feed(self, frame: Frame) -> tuple[int, bytes] | None:
+    def feed(self, frame: Frame) -> tuple[int, bytearray] | None:
         """The (call id, message bytes) this frame completes, or None."""
         call, size = frame.call_id, frame.total_size
         if size > self.max_message_bytes:
@@ -444,14 +451,14 @@ class FrameReader:
         if len(buf) < size:
             return None
         del self._open[call]
-        return call, bytes(buf)
+        return call, buf  # no copy: a message may be hundreds of MB (a rotation-key share)
 
     @property
     def incomplete(self) -> bool:
         return bool(self._open)
 
 
-def decode(pb_cls: type[T], data: bytes) -> T:
+def decode(pb_cls: type[T], data: bytes | bytearray) -> T:
     """Parse ``data`` as ``pb_cls``; a malformed message is a ProtocolError."""
     msg = pb_cls()
     try:
@@ -461,7 +468,7 @@ def decode(pb_cls: type[T], data: bytes) -> T:
     return msg
 
 
-def parse(pb_cls: type[PbMessage], data: bytes, convert: Any) -> Any:
+def parse(pb_cls: type[PbMessage], data: bytes | bytearray, convert: Any) -> Any:
     """Decode and convert to the domain type; any failure is a ProtocolError (or the
     domain's own validation error, e.g. ParameterError for a bad job spec)."""
     msg = decode(pb_cls, data)
@@ -479,7 +486,7 @@ def child_message_frames(msg: m.Hello | m.TreeResponse, call_id: int = 0) -> Ite
     return to_frames(child_message_to_proto(msg), call_id)
 
 
-def read_child_message(data: bytes) -> m.Hello | m.TreeResponse:
+def read_child_message(data: bytes | bytearray) -> m.Hello | m.TreeResponse:
     return parse(tree_pb2.ChildMessage, data, child_message_from_proto)  # type: ignore[no-any-return]
 
 
@@ -488,7 +495,12 @@ def parent_message_frames(msg: m.Welcome | m.TreeRequest, call_id: int = 0) -> I
     return to_frames(parent_message_to_proto(msg), call_id)
 
 
-def read_parent_message(data: bytes) -> m.Welcome | m.TreeRequest:
+def parent_message_bytes(msg: m.Welcome | m.TreeRequest) -> bytes:
+    """A parent's message serialized once, to be framed for each child (:func:`frames_of`)."""
+    return parent_message_to_proto(msg).SerializeToString()  # type: ignore[no-any-return]
+
+
+def read_parent_message(data: bytes | bytearray) -> m.Welcome | m.TreeRequest:
     return parse(tree_pb2.ParentMessage, data, parent_message_from_proto)  # type: ignore[no-any-return]
 
 
@@ -497,7 +509,7 @@ def job_request_frames(request: m.JobRequest) -> Iterator[Frame]:
     return to_frames(job_request_to_proto(request))
 
 
-def read_job_request(data: bytes) -> m.JobRequest:
+def read_job_request(data: bytes | bytearray) -> m.JobRequest:
     return parse(query_pb2.JobRequest, data, job_request_from_proto)  # type: ignore[no-any-return]
 
 
@@ -508,7 +520,7 @@ def job_reply_frames(
     return to_frames(job_reply_to_proto(reply), call_id)
 
 
-def read_job_reply(data: bytes) -> m.ProgressEvent | m.Accepted | m.JobResult:
+def read_job_reply(data: bytes | bytearray) -> m.ProgressEvent | m.Accepted | m.JobResult:
     return parse(query_pb2.JobReply, data, job_reply_from_proto)  # type: ignore[no-any-return]
 
 
@@ -525,5 +537,5 @@ def tree_response_bytes(response: m.TreeResponse) -> bytes:
     return tree_response_to_proto(response).SerializeToString()  # type: ignore[no-any-return]
 
 
-def read_tree_response(data: bytes) -> m.TreeResponse:
+def read_tree_response(data: bytes | bytearray) -> m.TreeResponse:
     return parse(tree_pb2.TreeResponse, data, tree_response_from_proto)  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields, replace
 from typing import Any, Protocol
@@ -36,7 +36,8 @@ __all__ = ["Subtree", "ChildCaller", "payload_bytes", "child_deadline"]
 log = logging.getLogger("phe_fl.subtree")
 
 MEMORY_CACHE = 32
-"""Answers also kept in memory (the rest are read back from the state store)."""
+MEMORY_CACHE_ITEM = 8 << 20
+"""Answers (up to this size each) also kept in memory; the rest are read from the store."""
 DEFAULT_MAX_ANSWER_BYTES = 2 << 30
 """Bytes of answers a node keeps on disk (``[state] max_answer_bytes``); beyond it the
 oldest are evicted, and a request for an evicted answer is refused, never recomputed."""
@@ -72,6 +73,12 @@ def child_deadline(deadline_s: float) -> float:
     """What a child gets of its parent's deadline: less, so that the node that stalls is
     the one named in the error, not its ancestors. 0 means no deadline."""
     return 0.0 if deadline_s <= 0 else max(0.5, deadline_s * 0.8 - 0.5)
+
+
+def _taking(futures: list[tuple[str, Future[m.TreeResponse]]]) -> Iterator[tuple[str, Any]]:
+    """Each child's future, dropped from the list once handed out (its result with it)."""
+    while futures:
+        yield futures.pop(0)
 
 
 def _digest(request: m.TreeRequest) -> bytes:
@@ -161,7 +168,8 @@ class Subtree:
             self.store.put(
                 "answers", key.hex(), {"job": request.job_id, "step": step, "bytes": len(data)}
             )
-        self._cache[key] = response
+        if len(data) <= MEMORY_CACHE_ITEM:  # large answers are read back from the store
+            self._cache[key] = response
         while len(self._cache) > MEMORY_CACHE:
             self._cache.popitem(last=False)
         with self._lock:
@@ -203,7 +211,8 @@ class Subtree:
         stats: list[m.NodeStats] = []
         combine_seconds = 0.0
         from_children = 0
-        for child, future in futures:
+        asked = len(futures)
+        for child, future in _taking(futures):
             if is_ping:
                 try:
                     received = future.result()
@@ -222,7 +231,9 @@ class Subtree:
                 )
             t0 = time.perf_counter()
             loaded = rule.load(self.member, request, received.result)
+            del received  # the child's bytes: a share may be hundreds of MB
             acc = rule.combine(self.member, request, acc, loaded)
+            del loaded
             combine_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         result = rule.answer(acc)
@@ -238,7 +249,7 @@ class Subtree:
             subtree_seconds=t_end - t_start,
             bytes_from_parent=0 if parent is None else request_bytes,
             bytes_from_children=from_children,
-            bytes_to_children=request_bytes * len(futures),
+            bytes_to_children=request_bytes * asked,
             parent_id=parent.id if parent else "",
         )
         return m.TreeResponse(result, (mine, *stats))

@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,6 +38,8 @@ from phe_fl.federation.serde import (
     Frame,
     FrameReader,
     child_message_frames,
+    frames_of,
+    parent_message_bytes,
     parent_message_frames,
     read_child_message,
     read_parent_message,
@@ -74,7 +77,13 @@ def open_channel(address: str, tls: TlsPaths, peer_id: str | None = None) -> grp
     return grpc.secure_channel(address, creds, options)
 
 
-def _messages(frames: Iterable[Frame]) -> Iterator[tuple[int, bytes]]:
+def _chain(outbox: queue.Queue[Iterator[Frame] | None]) -> Iterator[Frame]:
+    """The frames of each queued message in turn, until None."""
+    for frames in iter(outbox.get, None):
+        yield from frames
+
+
+def _messages(frames: Iterable[Frame]) -> Iterator[tuple[int, bytearray]]:
     reader = FrameReader()
     for frame in frames:
         done = reader.feed(frame)
@@ -90,14 +99,15 @@ class _Link:
 
     def __init__(self, child_id: str) -> None:
         self.child_id = child_id
-        self.outbox: queue.Queue[Frame | None] = queue.Queue()
+        self.outbox: queue.Queue[Iterator[Frame] | None] = queue.Queue()
         self._pending: dict[int, Future[m.TreeResponse]] = {}
         self._calls = itertools.count(1)
         self._lock = threading.Lock()
         self.closed = threading.Event()
         self.reason = ""
 
-    def send(self, request: m.TreeRequest) -> Future[m.TreeResponse]:
+    def send(self, request: m.TreeRequest, data: bytes) -> Future[m.TreeResponse]:
+        """``request`` (``data``: its serialization, shared by all children) to the child."""
         future: Future[m.TreeResponse] = Future()
         with self._lock:
             if self.closed.is_set():
@@ -106,8 +116,7 @@ class _Link:
             call = next(self._calls)
             self._pending[call] = future
         future.add_done_callback(lambda _: self._forget(call))
-        for frame in parent_message_frames(request, call):
-            self.outbox.put(frame)
+        self.outbox.put(frames_of(data, call))  # framed as it is sent
         return future
 
     def _forget(self, call: int) -> None:
@@ -148,6 +157,8 @@ class Children:
         self._ids = tuple(node.children)
         self._links: dict[str, _Link] = {}
         self._changed = threading.Condition()
+        self._encoding = threading.Lock()
+        self._last: tuple[weakref.ref[m.TreeRequest], bytes] | None = None
 
     @property
     def ids(self) -> Sequence[str]:
@@ -193,12 +204,12 @@ class Children:
         try:
             while active() and not link.closed.is_set():
                 try:
-                    frame = link.outbox.get(timeout=1.0)
+                    message = link.outbox.get(timeout=1.0)
                 except queue.Empty:
                     continue
-                if frame is None:
+                if message is None:
                     break
-                yield frame
+                yield from message
         finally:
             self._detach(link, "its stream closed")
 
@@ -235,11 +246,12 @@ class Children:
                 log.info("%s: child %s disconnected (%s)", self.node.id, link.child_id, reason)
             self._changed.notify_all()
 
-    def _read(self, link: _Link, incoming: Iterator[tuple[int, bytes]]) -> None:
+    def _read(self, link: _Link, incoming: Iterator[tuple[int, bytearray]]) -> None:
         reason = "it closed its stream"
         try:
             for call, data in incoming:
                 message = read_child_message(data)
+                del data  # an answer may be hundreds of MB: keep one copy, not two
                 if not isinstance(message, m.TreeResponse):
                     raise ProtocolError("a second hello")
                 link.deliver(call, message)
@@ -260,6 +272,22 @@ class Children:
                 if left <= 0:
                     return None
                 self._changed.wait(left)
+
+    def _encoded(self, request: m.TreeRequest) -> bytes:
+        """The request serialized once for all children (a rotation-key request or a key
+        install is hundreds of MB at 2^15); kept only while the request object lives."""
+        with self._encoding:
+            hit = self._last
+            if hit is not None and hit[0]() is request:
+                return hit[1]
+            data = parent_message_bytes(request)
+            self._last = (weakref.ref(request, self._forget_encoding), data)
+            return data
+
+    def _forget_encoding(self, ref: object) -> None:
+        last = self._last
+        if last is not None and last[0] is ref:
+            self._last = None
 
     def call(
         self, child_id: str, request: m.TreeRequest, timeout: float | None, *, wait: bool = True
@@ -283,7 +311,7 @@ class Children:
                     f"is not connected to {self.node.id} (a child dials out to its parent: "
                     "is it running, and can it reach this address?)",
                 )
-            future = link.send(request)
+            future = link.send(request, self._encoded(request))
             try:
                 response = future.result(None if left == float("inf") else max(left, 0.1))
             except FutureTimeout:
@@ -372,17 +400,17 @@ class ParentConnection:
 
     def _session(self) -> None:
         channel = open_channel(self.parent.address, self.config.tls, peer_id=self.parent.id)
-        outbox: queue.Queue[Frame | None] = queue.Queue()
+        outbox: queue.Queue[Iterator[Frame] | None] = queue.Queue()
         hello = m.Hello(self.config.id, self.config.params, self.config.n_parties)
-        for frame in child_message_frames(hello):
-            outbox.put(frame)
+        outbox.put(child_message_frames(hello))
         try:
             with rpc_errors(self.parent.id):
                 stub = tree_pb2_grpc.TreeStub(channel)  # type: ignore[no-untyped-call]
-                call = stub.Connect(iter(outbox.get, None))
+                call = stub.Connect(_chain(outbox))
                 self._call = call
                 for number, data in _messages(call):
                     message = read_parent_message(data)
+                    del data  # a request may be hundreds of MB: keep one copy, not two
                     if isinstance(message, m.Welcome):
                         self._welcomed(message)
                     else:
@@ -400,10 +428,11 @@ class ParentConnection:
         )
         self.connected.set()
 
-    def _answer(self, call: int, request: m.TreeRequest, outbox: queue.Queue[Frame | None]) -> None:
+    def _answer(
+        self, call: int, request: m.TreeRequest, outbox: queue.Queue[Iterator[Frame] | None]
+    ) -> None:
         try:
             response = self.handle(request, self.parent.id)
         except Exception as exc:  # noqa: BLE001 - every failure goes up as a typed Failure
             response = m.TreeResponse(failure_for(exc))
-        for frame in child_message_frames(response, call):
-            outbox.put(frame)
+        outbox.put(child_message_frames(response, call))
