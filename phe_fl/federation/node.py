@@ -41,6 +41,9 @@ DEFAULT_DEADLINE_S = 600.0
 READY_SERVICE = "phe_fl.v2.Ready"
 """Health-check service name that is SERVING only while the node is ready (keys
 installed, every child and its parent connected); the empty name is liveness."""
+STREAMS_PER_CHILD = 2
+"""Tree streams one child may hold at once (a reconnecting child briefly has two); a
+certificate that is not a configured child is refused before its stream is read."""
 QUERIES_PER_QUERIER = 4
 QUERIES_IN_ALL = 12
 """Querier streams a root serves at once (per querier, in all); the worker pool keeps
@@ -180,13 +183,16 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
     if config.listen is not None:
         server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=QUERIES_IN_ALL + 8 + 2 * len(config.children),
+                max_workers=QUERIES_IN_ALL + 8 + STREAMS_PER_CHILD * len(config.children),
                 thread_name_prefix=config.id,
             ),
             options=SERVER_OPTIONS,
         )
         if config.children:
-            tree_pb2_grpc.add_TreeServicer_to_server(TreeServicer(children), server)  # type: ignore[no-untyped-call]
+            tree_streams = STREAMS_PER_CHILD * len(config.children)
+            streams = PeerLimiter(per_peer=STREAMS_PER_CHILD, total=tree_streams)
+            tree = TreeServicer(children, streams)
+            tree_pb2_grpc.add_TreeServicer_to_server(tree, server)  # type: ignore[no-untyped-call]
         if coordinator is not None:
             limiter = PeerLimiter(per_peer=QUERIES_PER_QUERIER, total=QUERIES_IN_ALL)
             root = RootServicer(coordinator, limiter)

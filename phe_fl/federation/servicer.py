@@ -79,20 +79,23 @@ class PeerLimiter:
 class TreeServicer(tree_pb2_grpc.TreeServicer):
     """Tree.Connect: a child's long-lived stream (see :mod:`phe_fl.federation.tree`)."""
 
-    def __init__(self, children: Children) -> None:
+    def __init__(self, children: Children, limiter: PeerLimiter) -> None:
         self.children = children
+        self.limiter = limiter
 
     def Connect(  # noqa: N802 - gRPC method name
         self, request_iterator: Iterable[Frame], context: grpc.ServicerContext
     ) -> Iterator[Frame]:
         who = require_role(context, "node", method="Tree.Connect")
-        # a child that connects and never says hello must not hold a thread forever
+        # a child that connects and never says hello must not hold a thread forever, and a
+        # certificate cannot hold more streams than a reconnecting child needs
         watchdog = threading.Timer(REQUEST_TIMEOUT_S, context.cancel)
         watchdog.start()
         try:
-            yield from self.children.serve(
-                who.name, request_iterator, context.is_active, on_hello=watchdog.cancel
-            )
+            with self.limiter.hold(str(who)):
+                yield from self.children.serve(
+                    who.name, request_iterator, context.is_active, on_hello=watchdog.cancel
+                )
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             _abort(context, exc, who)
         finally:

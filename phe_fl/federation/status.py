@@ -49,11 +49,21 @@ def grpc_status(exc: BaseException) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, status_name(exc))
 
 
+MAX_MESSAGE_CHARS = 2000
+"""A status message quotes what was wrong, never all of it: gRPC refuses status details
+over 16 KiB, and an echoed 70 000-character field would turn a clean refusal into a
+stream reset."""
+
+
 def public_message(exc: BaseException) -> str:
-    """What may leave the node: a domain error's own words; never the internals (or
-    anything secret) of an unexpected failure, which go to the node's log."""
+    """What may leave the node: a domain error's own words (cut to
+    :data:`MAX_MESSAGE_CHARS`); never the internals (or anything secret) of an unexpected
+    failure, which go to the node's log."""
     if isinstance(exc, PheFlError):
-        return str(exc)
+        text = str(exc)
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[: MAX_MESSAGE_CHARS - 40] + f"... ({len(text)} characters in all)"
+        return text
     log.error("internal error: %s", type(exc).__name__, exc_info=exc)
     return f"internal error ({type(exc).__name__}); see the node's log"
 
