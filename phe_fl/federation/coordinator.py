@@ -163,6 +163,7 @@ class Coordinator:
 
     def _execute(self, job: Job) -> m.JobResult:
         request = job.request
+        assert request is not None  # a queued or running job still has its request
         kind = job.info.kind
         run = Run(request.job_id, kind, job.info.querier, job.emit, job.control, job)
         if kind != "setup":

@@ -85,7 +85,8 @@ class Job:
     """One job: its request, record, events so far and outcome."""
 
     def __init__(self, request: m.JobRequest, info: m.JobInfo) -> None:
-        self.request = request
+        self.request: m.JobRequest | None = request
+        """None once the job ended (it is in the store)."""
         self.info = info
         self.tracker = Tracker(JOB, repr(info.job_id))
         self.control = Control()
@@ -285,9 +286,12 @@ class JobManager:
         else:
             step, message = "fail", str(error) if isinstance(error, Exception) else "stopped"
         job.tracker.advance(step)
-        job.result, job.error = result, error
+        job.error = error
         if result is not None:  # the blob first: a record never names a missing result
             self.store.put_blob(f"result-{job.info.job_id}", job_result_bytes(result))
+        # an ended job keeps its record and events in memory, not its request or result
+        # (a predict job's are many ciphertexts): followers read the result from the store
+        job.request, job.result = None, None
         job._update(state=job.tracker.state, error=message)
         self._save(job)
         log.info("job %s (%s): %s %s", job.info.job_id, job.info.kind, job.info.state, message)

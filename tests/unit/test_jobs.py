@@ -152,7 +152,8 @@ def test_a_submitted_job_is_queued_and_its_events_and_result_reach_its_followers
     assert not follower.is_alive()
     assert live == events
     assert job.info.state == "done" and job.info.error == "" and job.error is None
-    assert job.result == m.StatsResult(b"job-1") == manager.result(job)
+    assert manager.result(job) == m.StatsResult(b"job-1")  # read back from the store
+    assert job.result is None and job.request is None  # an ended job holds neither
     assert job.info.created == created <= job.info.started <= job.info.updated
     assert job.info.resumes == 0
     late = list(job.follow(timeout_s=0.5))  # a later follower gets them all, then the end
@@ -227,7 +228,7 @@ def test_a_duplicate_job_id_is_refused_naming_the_jobs_state(root: Root) -> None
     refused("dup", "done")
     refused("next", "done")
     assert calls == ["dup", "next"]  # each id ran once
-    assert manager.get("dup", "alice") is dup and dup.request == stats("dup")
+    assert manager.get("dup", "alice") is dup and dup.request is None  # ended: in the store
     assert manager.result(dup) == m.StatsResult(b"dup")
     assert manager.list("bob") == []  # a refused submit leaves no record
 
