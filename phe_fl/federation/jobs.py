@@ -286,6 +286,8 @@ class JobManager:
         else:
             step, message = "fail", str(error) if isinstance(error, Exception) else "stopped"
         job.tracker.advance(step)
+        if error is not None:  # its traceback would keep the failed job's frames alive
+            error.__traceback__, error.__context__, error.__cause__ = None, None, None
         job.error = error
         if result is not None:  # the blob first: a record never names a missing result
             self.store.put_blob(f"result-{job.info.job_id}", job_result_bytes(result))

@@ -331,6 +331,17 @@ def _lists(
     )
 
 
+MAX_GLOBAL_BATCH = 1 << 40
+
+
+def _batch(value: int) -> int:
+    """A subtree's samples per iteration: a count, not any 64-bit number (a sum of those
+    would overflow the next request)."""
+    if not 0 <= value <= MAX_GLOBAL_BATCH:
+        raise ProtocolError(f"reports {value} samples per iteration, more than can be")
+    return int(value)
+
+
 def _relin(mem: Member, step: Any) -> RelinKeyGen:
     return RelinKeyGen(mem.require_joint_key())
 
@@ -444,7 +455,7 @@ RULES: dict[type[Any], Rule] = {
     ),
     m.PrepareTrainingRequest: Rule(
         own=lambda mem, r: mem.prepare_training(r.step, r.job_id),
-        load=lambda mem, r, res: int(res.global_batch),
+        load=lambda mem, r, res: _batch(res.global_batch),
         combine=lambda mem, r, a, b: a + b,
         answer=lambda acc: m.PrepareTrainingResponse(int(acc)),
     ),

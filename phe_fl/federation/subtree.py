@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields, replace
 from typing import Any, Protocol
 
-from phe_fl.errors import JobStateError, ProtocolError
+from phe_fl.errors import JobStateError, PheFlError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.member import RULES, Member
 from phe_fl.federation.serde import (
@@ -230,7 +230,10 @@ class Subtree:
                     f"{STEP_NAMES[type(request.step)]}"
                 )
             t0 = time.perf_counter()
-            loaded = rule.load(self.member, request, received.result)
+            try:
+                loaded = rule.load(self.member, request, received.result)
+            except PheFlError as exc:  # the child's answer is bad: name the child
+                raise ProtocolError(f"node {child}'s answer: {exc}") from None
             del received  # the child's bytes: a share may be hundreds of MB
             acc = rule.combine(self.member, request, acc, loaded)
             del loaded

@@ -104,8 +104,8 @@ MAX_RSS_GROWTH_MB = 400.0
 """Allowed growth of one node process's resident memory over a run. Bounded caches fill
 up during a run: a party keeps its last 256 shares and partial decryptions (Party's
 cache, about 170 MB at insecure-test-n12, reached after ~130 key switches) and a node
-its last 32 answers; the root also keeps every job's request and result in memory
-(about 1 MB per stats job here), which a long run adds on top."""
+its last 32 answers; the root also keeps what each failed job references (about 0.5 MB
+per failed stats job here, see tests/hostile/README.md), which a long run adds on top."""
 
 CLEAN, OK, WRONG, CRASH, HANG = "error", "ok", "wrong-status", "crash", "hang"
 COLUMNS = (CLEAN, OK, WRONG, CRASH, HANG)
