@@ -277,14 +277,9 @@ class Coordinator:
 
     def whole(self) -> list[str]:
         """The nodes missing from the tree right now (a ping); [] when it is whole."""
-        request = m.TreeRequest(
-            "ping", self.member.params.name, self.member.config.n_parties, m.PingRequest(), 5.0
-        )
-        result = self.tree.contribute(request, self.id).result
-        assert isinstance(result, m.PingResponse)
-        connected = {n.node_id for n in result.nodes if n.key_state != "disconnected"}
-        missing = [n.node_id for n in result.nodes if n.key_state == "disconnected"]
-        if len(connected) < self.member.config.n_parties and not missing:
+        status = _status(self, Run("ping", "status", "", lambda e: None, Control()), m.StatusJob())
+        missing = list(status.missing)
+        if len(status.nodes) < self.member.config.n_parties and not missing:
             missing = ["(a node below a missing one)"]
         return missing
 
