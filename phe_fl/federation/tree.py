@@ -30,7 +30,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 
-from phe_fl.errors import JobStateError, PeerError, PolicyError, ProtocolError
+from phe_fl.errors import JobStateError, PeerError, PheFlError, PolicyError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.certs import identity_host, load_channel_credentials
 from phe_fl.federation.config import NodeConfig, TlsPaths
@@ -409,8 +409,15 @@ class ParentConnection:
                 call = stub.Connect(_chain(outbox))
                 self._call = call
                 for number, data in _messages(call):
-                    message = read_parent_message(data)
-                    del data  # a request may be hundreds of MB: keep one copy, not two
+                    try:
+                        message = read_parent_message(data)
+                    except PheFlError as exc:
+                        # a whole message that does not decode: answer that call, keep the
+                        # link (a framing error above still ends the stream)
+                        self._refuse(number, exc, outbox)
+                        continue
+                    finally:
+                        del data  # a request may be hundreds of MB: keep one copy, not two
                     if isinstance(message, m.Welcome):
                         self._welcomed(message)
                     else:
@@ -427,6 +434,16 @@ class ParentConnection:
             "%s: connected to parent %s at %s", self.config.id, self.parent.id, self.parent.address
         )
         self.connected.set()
+
+    def _refuse(
+        self, call: int, exc: PheFlError, outbox: queue.Queue[Iterator[Frame] | None]
+    ) -> None:
+        if not self.connected.is_set():
+            raise exc  # no Welcome yet: this is not our parent speaking our protocol
+        log.warning(
+            "%s: refused a malformed request from %s: %s", self.config.id, self.parent.id, exc
+        )
+        outbox.put(child_message_frames(m.TreeResponse(failure_for(exc)), call))
 
     def _answer(
         self, call: int, request: m.TreeRequest, outbox: queue.Queue[Iterator[Frame] | None]

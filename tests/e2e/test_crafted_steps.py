@@ -190,6 +190,29 @@ def test_crafted_steps_after_key_generation(harness: Harness) -> None:
     )
 
 
+def test_a_request_that_does_not_decode_is_answered_and_the_link_stays(harness: Harness) -> None:
+    """A whole message from the parent that is not a valid request (here: no step) gets a
+    typed INVALID_ARGUMENT answer for its call; the leaf keeps the same link."""
+    import time
+
+    from phe_fl.v2 import tree_pb2
+
+    link = harness.root.children._wait("node-1", time.monotonic() + 30)
+    assert link is not None
+    no_step = tree_pb2.ParentMessage(
+        request=tree_pb2.TreeRequest(job_id="no-step", params=PARAMS, n_parties=N, deadline_s=10)
+    )
+    placeholder = m.TreeRequest("no-step", PARAMS, N, m.PingRequest(), 10)
+    response = link.send(placeholder, no_step.SerializeToString()).result(20)
+    assert isinstance(response.result, m.Failure), response
+    assert response.result.code == "INVALID_ARGUMENT", response.result
+    assert "TreeRequest" in response.result.message
+    assert harness.root.children._wait("node-1", time.monotonic()) is link  # not redialed
+    assert not link.closed.is_set()
+    assert isinstance(harness.ask("node-1", "after", m.PingRequest()).result, m.PingResponse)
+    assert "refused a malformed request from node-0" in harness.log("node-1")
+
+
 def test_a_second_copy_of_a_listening_node_refuses_to_start(harness: Harness) -> None:
     """The in-process root runs; a process started with the same config must refuse to
     run (its state dir is locked), not share the port (gRPC's default SO_REUSEPORT) or
