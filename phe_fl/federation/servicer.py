@@ -38,6 +38,16 @@ REQUEST_TIMEOUT_S = 60.0
 """A querier's whole job request must arrive within this (a stalled upload frees its thread)."""
 
 
+def _end(context: grpc.ServicerContext, exc: BaseException, who: object = "?") -> None:
+    """How a stream that failed ends: a peer that cancelled it (its request iterator
+    raised, or the call is over) is ordinary and gets one INFO line; anything else is a
+    refusal (:func:`_abort`)."""
+    if isinstance(exc, grpc.RpcError) or not context.is_active():
+        log.info("%s ended its stream before its answer", who)
+        return
+    _abort(context, exc, who)
+
+
 def _abort(context: grpc.ServicerContext, exc: BaseException, who: object = "?") -> NoReturn:
     """One WARNING line per refused request (details at DEBUG), then the status."""
     message = public_message(exc)
@@ -97,7 +107,7 @@ class TreeServicer(tree_pb2_grpc.TreeServicer):
                     who.name, request_iterator, context.is_active, on_hello=watchdog.cancel
                 )
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-            _abort(context, exc, who)
+            _end(context, exc, who)
         finally:
             watchdog.cancel()
 
@@ -120,7 +130,7 @@ class RootServicer(query_pb2_grpc.RootServicer):
             with self.limiter.hold(str(who)):
                 yield from self._submit(who.name, request_iterator, context)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-            _abort(context, exc, who)
+            _end(context, exc, who)
 
     def _submit(
         self, querier: str, request_iterator: Iterable[Frame], context: grpc.ServicerContext

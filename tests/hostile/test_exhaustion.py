@@ -17,11 +17,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from phe_fl.federation import messages as m
 from phe_fl.federation.config import TlsPaths
 from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.node import QUERIES_PER_QUERIER, READY_SERVICE
 from phe_fl.federation.querier import Querier
-from phe_fl.federation.serde import Frame
+from phe_fl.federation.serde import Frame, job_request_frames
 from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.v2 import query_pb2_grpc
@@ -199,3 +200,27 @@ def _until(condition: object, timeout_s: float = 15.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.3)
+
+
+def test_a_peer_that_cancels_its_stream_leaves_no_error_in_the_log(cluster: LocalCluster) -> None:
+    """A querier that gives up mid-request or mid-answer (Ctrl-C, a dropped laptop) is
+    ordinary: the root logs at most a line about it, never an ERROR with a traceback."""
+    before = len(cluster.log(0))
+    tls = cluster.querier_tls()
+    calls, release = _stalled_streams(cluster, tls, 3)
+    time.sleep(1.0)  # the root holds them, waiting for their requests
+    for call in calls:
+        call.cancel()  # type: ignore[attr-defined]
+    release.set()
+    channel = open_channel(cluster.root_address, tls)
+    stub = query_pb2_grpc.RootStub(channel)
+    status = m.JobRequest("cancelled-status", PARAMS, m.StatusJob())
+    for _ in range(3):  # a status request whose answer is never read
+        stub.Submit(job_request_frames(status), timeout=10).cancel()
+    channel.close()
+    q = Querier(cluster.root_address, tls, PARAMS, deadline_s=20)
+    time.sleep(1.0)
+    assert len(q.status().nodes) == 3
+    q.close()
+    tail = cluster.log(0)[before:]
+    assert " ERROR " not in tail and "Traceback" not in tail, tail[-3000:]
