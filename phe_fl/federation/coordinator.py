@@ -41,6 +41,7 @@ from phe_fl.mhe import (
     RelinKeyGen,
     RotationKeyGen,
     ThresholdDecrypt,
+    ciphertext_bytes,
 )
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import (
@@ -59,14 +60,6 @@ Emit = Callable[[m.ProgressEvent], None]
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_QUERIES = 256
 """Encrypted query ciphertexts one predict job may carry."""
-
-
-def _ciphertext_bytes(ctx: Context) -> int:
-    """Envelope bytes of a fresh ciphertext of this parameter set (the largest kind)."""
-    from phe_fl.mhe import QuerierKeyPair
-
-    keys = QuerierKeyPair.generate(ctx)
-    return len(ctx.encrypt([0.0], keys.public_key).to_bytes())
 
 
 RESUME_POLL_S = 1.0
@@ -106,7 +99,7 @@ class Coordinator:
         self._save_keys()
         self._load_models()
         self.jobs = JobManager(store, self._execute)
-        self.max_request_bytes = (MAX_QUERIES + 4) * _ciphertext_bytes(self.ctx)
+        self.max_request_bytes = (MAX_QUERIES + 4) * (ciphertext_bytes(self.ctx.params) + 4096)
         """The largest job request a querier may send: a key and MAX_QUERIES ciphertexts."""
 
     def start(self) -> None:

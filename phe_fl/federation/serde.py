@@ -47,6 +47,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "WIRE",
     "FrameReader",
+    "tree_message_limit",
     "to_frames",
     "decode",
     "node_stats_to_proto",
@@ -419,13 +420,30 @@ def frames_of(data: bytes, call_id: int = 0) -> Iterator[Frame]:
         )
 
 
+def tree_message_limit(params: str) -> int:
+    """The largest message a tree stream of the parameter set ``params`` accepts: what
+    its largest step can carry (:func:`phe_fl.mhe.largest_message_bytes`), at most what
+    protobuf can parse."""
+    from phe_fl.mhe import get_parameter_set, largest_message_bytes
+
+    return min(MAX_MESSAGE_BYTES, largest_message_bytes(get_parameter_set(params)))
+
+
 class FrameReader:
     """Reassembles the messages of one stream from its frames (they may interleave by
-    call id); refuses inconsistent sizes, overlong messages and too many open messages."""
+    call id); refuses inconsistent sizes, overlong messages, too many open messages, and
+    open messages that together declare more than ``max_open_bytes`` (default: one
+    largest message and 64 MiB), before buffering them."""
 
-    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, max_message_bytes: int = MAX_MESSAGE_BYTES, max_open_bytes: int | None = None
+    ) -> None:
         self.max_message_bytes = max_message_bytes
+        self.max_open_bytes = (
+            max_open_bytes if max_open_bytes is not None else max_message_bytes + (64 << 20)
+        )
         self._open: dict[int, tuple[int, bytearray]] = {}
+        self._declared = 0
 
     def feed(self, frame: Frame) -> tuple[int, bytearray] | None:
         """The (call id, message bytes) this frame completes, or None."""
@@ -443,14 +461,21 @@ class FrameReader:
         else:
             if len(self._open) >= MAX_PENDING_MESSAGES:
                 raise ProtocolError(f"more than {MAX_PENDING_MESSAGES} messages open at once")
+            if self._declared + size > self.max_open_bytes:
+                raise ProtocolError(
+                    f"messages open at once would declare {self._declared + size} bytes; "
+                    f"the limit is {self.max_open_bytes}"
+                )
             buf = bytearray()
             self._open[call] = (size, buf)
+            self._declared += size
         buf += frame.data
         if len(buf) > size:
             raise ProtocolError(f"call {call}: frames overrun the declared {size} bytes")
         if len(buf) < size:
             return None
         del self._open[call]
+        self._declared -= size
         return call, buf  # no copy: a message may be hundreds of MB (a rotation-key share)
 
     @property

@@ -43,6 +43,7 @@ from phe_fl.federation.serde import (
     parent_message_frames,
     read_child_message,
     read_parent_message,
+    tree_message_limit,
 )
 from phe_fl.federation.status import failure_for, rpc_errors
 from phe_fl.v2 import tree_pb2_grpc
@@ -83,8 +84,9 @@ def _chain(outbox: queue.Queue[Iterator[Frame] | None]) -> Iterator[Frame]:
         yield from frames
 
 
-def _messages(frames: Iterable[Frame]) -> Iterator[tuple[int, bytearray]]:
-    reader = FrameReader()
+def _messages(frames: Iterable[Frame], limit: int) -> Iterator[tuple[int, bytearray]]:
+    """The whole messages of a tree stream; none may declare more than ``limit`` bytes."""
+    reader = FrameReader(limit)
     for frame in frames:
         done = reader.feed(frame)
         if done is not None:
@@ -159,6 +161,7 @@ class Children:
         self._changed = threading.Condition()
         self._encoding = threading.Lock()
         self._last: tuple[weakref.ref[m.TreeRequest], bytes] | None = None
+        self._limit = tree_message_limit(node.params)
 
     @property
     def ids(self) -> Sequence[str]:
@@ -184,7 +187,7 @@ class Children:
                 f"node {child_id} is not a child of {self.node.id} "
                 f"(its children: {', '.join(self._ids) or 'none'})"
             )
-        incoming = _messages(frames)
+        incoming = _messages(frames, self._limit)
         try:
             _, data = next(incoming)
         except StopIteration:
@@ -357,6 +360,7 @@ class ParentConnection:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{config.id}-up")
         self._thread = threading.Thread(target=self._run, name=f"{config.id}->parent", daemon=True)
         self._call: grpc.Future | None = None
+        self._limit = tree_message_limit(config.params)
 
     def start(self) -> ParentConnection:
         self._thread.start()
@@ -408,7 +412,7 @@ class ParentConnection:
                 stub = tree_pb2_grpc.TreeStub(channel)  # type: ignore[no-untyped-call]
                 call = stub.Connect(_chain(outbox))
                 self._call = call
-                for number, data in _messages(call):
+                for number, data in _messages(call, self._limit):
                     try:
                         message = read_parent_message(data)
                     except PheFlError as exc:

@@ -6,7 +6,13 @@ its own secret share (``gen_share``), shares ``aggregate`` in any order, the roo
 ``finalize``s. Shares and keys serialize themselves with ``to_bytes``/``from_bytes``.
 """
 
-from phe_fl.mhe.context import Ciphertext, Context
+from phe_fl.mhe.context import (
+    MAX_ROTATION_KEYS,
+    Ciphertext,
+    Context,
+    ciphertext_bytes,
+    largest_message_bytes,
+)
 from phe_fl.mhe.keys import (
     JointPublicKey,
     QuerierKeyPair,
@@ -45,6 +51,9 @@ from phe_fl.mhe.simulation import LocalFederation
 
 __all__ = [
     "Context",
+    "MAX_ROTATION_KEYS",
+    "largest_message_bytes",
+    "ciphertext_bytes",
     "Ciphertext",
     "ParameterSet",
     "PARAMETER_SETS",

@@ -213,6 +213,7 @@ class _Layout:
     versions: dict[str, int] = field(default_factory=dict)
     digits: int | None = None  # elements per vector of a key-switching key
     map_parts: dict[str, bytes] = field(default_factory=dict)  # eval-key map headers
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of the largest local sample
 
 
 class _OtherContext(SerializationError):
@@ -547,6 +548,7 @@ def _learn(layout: _Layout, kind: str, obj: Any) -> None:
     if at < 0:
         raise SerializationError(f"{kind}: key tag not found in a local object")
     layout.prefixes[kind] = local[:at]
+    layout.sizes[kind] = len(local)
     _learn_parsed(layout, kind, local, dump(LOADERS[kind](local, ofhe.BINARY)))
 
 
@@ -619,6 +621,13 @@ def _learn_map(layout: _Layout, obj: Any, indices: list[int], key_tag: str) -> N
     parts["later_tail"] = local[at + 12 : later_tag]
     layout.versions = {k: v for k, v in layout.versions.items() if not k.startswith(kind)}
     _learn_parsed(layout, kind, local, dump(LOADERS[kind](local, ofhe.BINARY)))
+
+
+def object_bytes(params: ParameterSet) -> dict[str, int]:
+    """Serialized bytes of the largest object of each kind of ``params`` (a fresh
+    ciphertext at the top level, a public key, a secret key, one key-switching key): what
+    a transport may expect a step to carry, learned from local objects."""
+    return dict(_layout_for(params).sizes)
 
 
 def check_payload(kind: str, data: bytes, params: ParameterSet | None = None) -> None:

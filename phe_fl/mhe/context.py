@@ -22,7 +22,39 @@ from phe_fl.mhe.params import ParameterSet
 if TYPE_CHECKING:
     from phe_fl.mhe.keys import JointPublicKey, QuerierPublicKey
 
-__all__ = ["Context", "Ciphertext", "FloatArray"]
+__all__ = [
+    "Context",
+    "Ciphertext",
+    "FloatArray",
+    "MAX_ROTATION_KEYS",
+    "largest_message_bytes",
+    "ciphertext_bytes",
+]
+
+MAX_ROTATION_KEYS = 128
+"""Rotation steps one key generation may ask for: a GLM needs about 2 log2(slots), and
+the bound keeps the largest protocol message (that round's shares) to a size a node can
+check before it buffers it (:func:`largest_message_bytes`)."""
+
+
+def ciphertext_bytes(params: ParameterSet) -> int:
+    """OpenFHE bytes of a fresh ciphertext of ``params`` (the largest ciphertext)."""
+    return _backend.object_bytes(params)["ciphertext"]
+
+
+def largest_message_bytes(params: ParameterSet) -> int:
+    """The most payload bytes one protocol step of ``params`` can legitimately carry.
+
+    The rotation-key round dominates (at most :data:`MAX_ROTATION_KEYS` key-switching
+    keys in a share); a relinearization share is a few key-switching keys and every other
+    step a few ciphertexts, counted generously. A transport refuses a message that
+    declares more before it buffers it. Sizes are learned from local objects (one key
+    generation per process and parameter set, shared with payload validation).
+    """
+    sizes = _backend.object_bytes(params)
+    keys = (MAX_ROTATION_KEYS + 4) * sizes["eval_key"]
+    return keys + 64 * sizes["ciphertext"] + 4 * sizes["public_key"] + (1 << 20)
+
 
 FloatArray = npt.NDArray[np.float64]
 

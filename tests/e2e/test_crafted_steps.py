@@ -213,6 +213,26 @@ def test_a_request_that_does_not_decode_is_answered_and_the_link_stays(harness: 
     assert "refused a malformed request from node-0" in harness.log("node-1")
 
 
+def test_a_message_larger_than_any_step_of_the_parameter_set_is_refused(
+    harness: Harness,
+) -> None:
+    """A parent declaring a message larger than the largest step of the federation's
+    parameter set can carry is cut off before the leaf buffers it; the leaf dials in again."""
+    import time
+
+    from phe_fl.federation.serde import Frame, tree_message_limit
+
+    limit = tree_message_limit(PARAMS)
+    link = harness.root.children._wait("node-2", time.monotonic() + 30)
+    assert link is not None
+    link.outbox.put(iter([Frame(call_id=10**9, total_size=limit + 1, data=b"x" * 1024)]))
+    assert link.closed.wait(20)
+    again = harness.root.children._wait("node-2", time.monotonic() + 30)
+    assert again is not None and again is not link
+    assert isinstance(harness.ask("node-2", "after-big", m.PingRequest()).result, m.PingResponse)
+    assert f"message of {limit + 1} bytes exceeds the limit of {limit}" in harness.log("node-2")
+
+
 def test_a_second_copy_of_a_listening_node_refuses_to_start(harness: Harness) -> None:
     """The in-process root runs; a process started with the same config must refuse to
     run (its state dir is locked), not share the port (gRPC's default SO_REUSEPORT) or

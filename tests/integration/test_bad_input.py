@@ -778,3 +778,13 @@ def test_error_messages_about_secrets_carry_no_secret_bytes(fed, querier):
     for msg in messages:
         assert not leaks(msg, material), msg
         assert len(msg) < 1000, msg
+
+
+def test_one_key_generation_makes_at_most_max_rotation_keys(fed):
+    """The cap that bounds the largest tree message (phe_fl.mhe.largest_message_bytes)."""
+    from phe_fl.mhe import MAX_ROTATION_KEYS
+
+    steps = range(1, MAX_ROTATION_KEYS + 1)
+    assert len(RotationKeyGen(fed.joint_key, steps).indices) == MAX_ROTATION_KEYS
+    with pytest.raises(ParameterError, match="129 rotation steps asked; .* at most 128"):
+        RotationKeyGen(fed.joint_key, range(1, MAX_ROTATION_KEYS + 2))

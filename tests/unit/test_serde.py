@@ -956,6 +956,26 @@ def test_too_many_open_calls_are_refused() -> None:
     assert reader.feed(_frame(MAX_PENDING_MESSAGES, 2, b"a")) is None  # and frees a place
 
 
+def test_open_messages_cannot_together_declare_more_than_the_bound() -> None:
+    """64 messages just under the limit each would buffer 64 times the largest message:
+    what all open messages declare is bounded, and freed when one completes."""
+    reader = FrameReader(max_message_bytes=100, max_open_bytes=150)
+    assert reader.feed(_frame(1, 100, b"x")) is None
+    with pytest.raises(ProtocolError, match=r"would declare 151 bytes; the limit is 150"):
+        reader.feed(_frame(2, 51, b"x"))
+    assert reader.feed(_frame(3, 50, b"y")) is None  # 150 in all: fine
+    assert reader.feed(_frame(1, 100, b"x" * 99)) == (1, b"x" * 100)
+    assert reader.feed(_frame(4, 100, b"z")) is None  # the completed one freed its bytes
+
+
+def test_a_tree_stream_is_bounded_by_its_parameter_set() -> None:
+    from phe_fl.mhe import INSECURE_TEST, N16_128, largest_message_bytes
+
+    small = serde.tree_message_limit(INSECURE_TEST.name)
+    assert small == largest_message_bytes(INSECURE_TEST) < serde.MAX_MESSAGE_BYTES
+    assert serde.tree_message_limit(N16_128.name) == serde.MAX_MESSAGE_BYTES  # protobuf's cap
+
+
 def test_generated_protobuf_code_is_up_to_date() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "proto" / "generate.py"), "--check"],

@@ -12,6 +12,7 @@ from phe_fl.errors import KeyMismatchError, ParameterError
 from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Kind
+from phe_fl.mhe.context import MAX_ROTATION_KEYS
 from phe_fl.mhe.keys import JointPublicKey, RotationKeys, SecretShare
 from phe_fl.mhe.protocols._share import Protocol, Share
 
@@ -33,6 +34,11 @@ class RotationKeyGen(Protocol[RotationKeysShare]):
         if not steps or bad:
             raise ParameterError(
                 f"rotation steps must be non-zero and within +-{slots - 1}; got {bad or 'none'}"
+            )
+        if len(steps) > MAX_ROTATION_KEYS:
+            raise ParameterError(
+                f"{len(steps)} rotation steps asked; one key generation makes at most "
+                f"{MAX_ROTATION_KEYS}"
             )
         self.indices = tuple(steps)
 
