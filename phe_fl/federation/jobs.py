@@ -22,6 +22,7 @@ from typing import Any
 
 from phe_fl.errors import JobCancelledError, JobStateError, PolicyError, ProtocolError
 from phe_fl.federation import messages as m
+from phe_fl.federation.observability import log_context
 from phe_fl.federation.serde import (
     JOB_NAMES,
     job_request_bytes,
@@ -219,6 +220,10 @@ class JobManager:
             raise PolicyError(f"job {job_id!r} belongs to another querier")
         return job
 
+    def states(self) -> list[str]:
+        """Every job's state (for the ``phe_fl_jobs`` metric)."""
+        return [j.info.state for j in list(self._jobs.values())]
+
     def list(self, querier: str) -> list[m.JobInfo]:
         return [j.info for j in self._jobs.values() if j.info.querier == querier]
 
@@ -259,7 +264,8 @@ class JobManager:
                 job._update(state=job.tracker.state, started=time.time(), resumes=resumes)
                 self._save(job)
             try:
-                result = self.run(job)
+                with log_context(job=job.info.job_id, peer=job.info.querier):
+                    result = self.run(job)
             except RootStopping:
                 with self._lock:
                     job.tracker.advance("interrupt")

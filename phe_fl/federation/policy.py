@@ -20,6 +20,7 @@ from phe_fl.errors import PolicyError
 from phe_fl.federation import messages as m
 from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import Policy
+from phe_fl.federation.observability import METRICS
 from phe_fl.federation.serde import JOB_NAMES, STEP_NAMES
 
 __all__ = ["Decision", "decide", "decide_job", "decide_querier", "AUDIT_LOGGER"]
@@ -200,4 +201,5 @@ def _record(decision: Decision, audit: AuditLog | None) -> None:
     """The audit file first (fsynced): a decision that is not on record is not taken."""
     if audit is not None:
         audit.append(decision.entry())
+    METRICS.decisions.labels(decision.step, decision.verdict).inc()
     log.info("%s", decision.line())

@@ -18,6 +18,7 @@ from phe_fl.federation import messages as m
 from phe_fl.federation.certs import require_role
 from phe_fl.federation.coordinator import Coordinator
 from phe_fl.federation.jobs import Job
+from phe_fl.federation.observability import METRICS, log_context
 from phe_fl.federation.serde import (
     WIRE,
     Frame,
@@ -51,6 +52,7 @@ def _end(context: grpc.ServicerContext, exc: BaseException, who: object = "?") -
 def _abort(context: grpc.ServicerContext, exc: BaseException, who: object = "?") -> NoReturn:
     """One WARNING line per refused request (details at DEBUG), then the status."""
     message = public_message(exc)
+    METRICS.refused_requests.labels(status_name(exc)).inc()
     log.warning("refused a request from %s: %s: %s", who, status_name(exc), message[:300])
     log.debug("refusal details", exc_info=exc)
     context.abort(grpc_status(exc), message)
@@ -102,7 +104,7 @@ class TreeServicer(tree_pb2_grpc.TreeServicer):
         watchdog = threading.Timer(REQUEST_TIMEOUT_S, context.cancel)
         watchdog.start()
         try:
-            with self.limiter.hold(str(who)):
+            with self.limiter.hold(str(who)), log_context(peer=who.name):
                 yield from self.children.serve(
                     who.name, request_iterator, context.is_active, on_hello=watchdog.cancel
                 )
@@ -127,7 +129,7 @@ class RootServicer(query_pb2_grpc.RootServicer):
         who = require_role(context, "querier", method="Root.Submit")
         try:
             self.coordinator.admit_querier(who.name)  # before reading a single frame
-            with self.limiter.hold(str(who)):
+            with self.limiter.hold(str(who)), log_context(peer=who.name):
                 yield from self._submit(who.name, request_iterator, context)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             _end(context, exc, who)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from phe_fl.errors import JobStateError, PheFlError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.member import RULES, Member
+from phe_fl.federation.observability import METRICS
 from phe_fl.federation.serde import (
     RESPONSE_TYPES,
     STEP_NAMES,
@@ -255,6 +256,8 @@ class Subtree:
             bytes_to_children=request_bytes * asked,
             parent_id=parent.id if parent else "",
         )
+        if not is_ping:
+            METRICS.step(STEP_NAMES[type(request.step)], mine)
         return m.TreeResponse(result, (mine, *stats))
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from phe_fl.errors import JobStateError, PeerError, PheFlError, PolicyError, Pro
 from phe_fl.federation import messages as m
 from phe_fl.federation.certs import identity_host, load_channel_credentials
 from phe_fl.federation.config import NodeConfig, TlsPaths
+from phe_fl.federation.observability import log_context
 from phe_fl.federation.serde import (
     Frame,
     FrameReader,
@@ -250,6 +251,10 @@ class Children:
             self._changed.notify_all()
 
     def _read(self, link: _Link, incoming: Iterator[tuple[int, bytearray]]) -> None:
+        with log_context(peer=link.child_id):
+            self._read_answers(link, incoming)
+
+    def _read_answers(self, link: _Link, incoming: Iterator[tuple[int, bytearray]]) -> None:
         reason = "it closed its stream"
         try:
             for call, data in incoming:
@@ -453,7 +458,8 @@ class ParentConnection:
         self, call: int, request: m.TreeRequest, outbox: queue.Queue[Iterator[Frame] | None]
     ) -> None:
         try:
-            response = self.handle(request, self.parent.id)
+            with log_context(job=request.job_id, peer=self.parent.id):
+                response = self.handle(request, self.parent.id)
         except Exception as exc:  # noqa: BLE001 - every failure goes up as a typed Failure
             response = m.TreeResponse(failure_for(exc))
         outbox.put(child_message_frames(response, call))
