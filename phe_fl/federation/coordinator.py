@@ -58,8 +58,6 @@ __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 Emit = Callable[[m.ProgressEvent], None]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-MAX_QUERIES = 256
-"""Encrypted query ciphertexts one predict job may carry."""
 
 
 RESUME_POLL_S = 1.0
@@ -99,7 +97,7 @@ class Coordinator:
         self._save_keys()
         self._load_models()
         self.jobs = JobManager(store, self._execute)
-        self.max_request_bytes = (MAX_QUERIES + 4) * (ciphertext_bytes(self.ctx.params) + 4096)
+        self.max_request_bytes = (m.MAX_QUERIES + 4) * (ciphertext_bytes(self.ctx.params) + 4096)
         """The largest job request a querier may send: a key and MAX_QUERIES ciphertexts."""
 
     def start(self) -> None:

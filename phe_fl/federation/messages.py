@@ -443,6 +443,11 @@ class Welcome:
     parent_id: str
 
 
+MAX_QUERIES = 256
+"""Encrypted query ciphertexts one predict job may carry (the root refuses a request of
+more bytes); a querier splits a larger input into several jobs."""
+
+
 # -- the querier's jobs: one request and one result per kind ---------------------------------
 @dataclass(frozen=True)
 class SetupJob:

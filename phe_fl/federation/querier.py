@@ -25,6 +25,10 @@ __all__ = ["Querier", "PooledStats", "TrainingRun", "new_job_id"]
 
 R = TypeVar("R")
 
+QUERIES_PER_JOB = m.MAX_QUERIES // 8
+"""Query ciphertexts per predict job (32: about 200 MB at a 2^15 ring), well under what
+the root accepts."""
+
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
@@ -210,18 +214,46 @@ class Querier:
         """The trained model in the clear: refused unless every node's policy allows it."""
         return self.submit(job_id, m.ModelWeightsJob(model_id), m.ModelWeightsResult).weights
 
-    def predict(self, job_id: str, run: TrainingRun, job: TrainingJob, x: FloatArray) -> FloatArray:
+    def predict(
+        self,
+        job_id: str,
+        run: TrainingRun,
+        job: TrainingJob,
+        x: FloatArray,
+        *,
+        on_rows: Callable[[int, int], None] | None = None,
+    ) -> FloatArray:
         """Scores of the trained model ``run`` on ``x``: the samples leave this process
-        encrypted under the joint key and come back switched to this querier's key."""
-        from phe_fl.ml.prediction import decode_scores, encrypt_queries
+        encrypted under the joint key and come back switched to this querier's key.
 
+        Any number of rows: they go in jobs of at most :data:`QUERIES_PER_JOB` ciphertexts
+        (``job_id``, then ``job_id-2``, ...), so the querier and the root hold one job's
+        ciphertexts at a time; ``on_rows(done, total)`` follows them."""
+        x = run.standardize(np.atleast_2d(np.asarray(x, dtype=np.float64)))
         if self._joint is None:
             self._joint = self.joint_key(f"{job_id}-key")
-        x = run.standardize(np.atleast_2d(np.asarray(x, dtype=np.float64)))
+        rows = job.layout.samples_per_ct * QUERIES_PER_JOB
+        scores = []
+        for part, start in enumerate(range(0, len(x), rows)):
+            chunk = x[start : start + rows]
+            scores.append(
+                self._predict_chunk(job_id if not part else f"{job_id}-{part + 1}", run, job, chunk)
+            )
+            if on_rows is not None:
+                on_rows(start + len(chunk), len(x))
+        return np.concatenate(scores)
+
+    def _predict_chunk(
+        self, job_id: str, run: TrainingRun, job: TrainingJob, x: FloatArray
+    ) -> FloatArray:
+        from phe_fl.ml.prediction import decode_scores, encrypt_queries
+
+        assert self._joint is not None
         queries = encrypt_queries(job, self.ctx, x, self._joint)
         request = m.PredictJob(
             run.model_id, self.keys.public_key.to_bytes(), tuple(q.to_bytes() for q in queries)
         )
+        del queries
         result = self.submit(job_id, request, m.PredictResult)
         slots = [
             self.keys.decrypt(self.ctx.ciphertext_from_bytes(s), decimals=8) for s in result.scores

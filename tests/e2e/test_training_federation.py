@@ -131,7 +131,12 @@ def _accuracy(weights: np.ndarray, run: TrainingRun) -> float:
     return float((predict(JOB, weights, X) == y).mean())
 
 
-def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> None:
+def test_training_over_the_tree_matches_the_in_process_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phe_fl.federation.querier as querier_module
+
+    per = JOB.layout.samples_per_ct
     with LocalCluster(tmp_path, n_nodes=N, fanout=2, params=PARAMS, allow_decryption=True) as c:
         events: list[ProgressEvent] = []
         querier = Querier(c.root_address, c.querier_tls(), PARAMS, on_event=events.append)
@@ -140,7 +145,20 @@ def test_training_over_the_tree_matches_the_in_process_run(tmp_path: Path) -> No
         remote = querier.model_weights("decrypt-1", "train-1")
         x_query = np.vstack([x for x, _ in _shards()])[:40]
         scores = querier.predict("predict-1", run, JOB, x_query)
+        # more rows than one job carries: here one ciphertext per job, so three jobs
+        monkeypatch.setattr(querier_module, "QUERIES_PER_JOB", 1)
+        x_many = np.vstack([x for x, _ in _shards()])[: 2 * per + 3]
+        progress: list[tuple[int, int]] = []
+        many = querier.predict(
+            "predict-many", run, JOB, x_many, on_rows=lambda d, t: progress.append((d, t))
+        )
+        jobs = {j.job_id: j.kind for j in querier.jobs()}
         querier.close()
+    n = len(x_many)
+    assert progress == [(per, n), (2 * per, n), (n, n)]
+    assert {"predict-many", "predict-many-2", "predict-many-3"} <= set(jobs)
+    margins_many = design_matrix(JOB, run.standardize(x_many)) @ remote
+    assert np.abs(many - np.clip(JOB.activation(margins_many), 0.0, 1.0)).max() < 2e-3
     # Oblivious prediction computes the same polynomial as the plaintext model.
     margins = design_matrix(JOB, run.standardize(x_query)) @ remote
     expected = np.clip(JOB.activation(margins), 0.0, 1.0)
