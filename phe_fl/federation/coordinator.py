@@ -187,13 +187,19 @@ class Coordinator:
             self.model_info[model_id] = record
 
     def save_model(
-        self, model_id: str, model: EncryptedModel, querier: str, std: m.Standardization | None
+        self,
+        model_id: str,
+        model: EncryptedModel,
+        querier: str,
+        std: m.Standardization | None,
+        schema: m.DataSchema | None,
     ) -> None:
         self.store.put_blob(f"model-{model_id}", model.weights.to_bytes())
         record = {
             "spec": dataclasses.asdict(model.job),
             "reports": [dataclasses.asdict(r) for r in model.reports],
             "standardization": _std_to_dict(std),
+            "schema": None if schema is None else dataclasses.asdict(schema),
             "querier": querier,
             "created": time.time(),
         }
@@ -203,6 +209,29 @@ class Coordinator:
 
     def standardization(self, model_id: str) -> m.Standardization | None:
         return _std_from_dict(self.model_info.get(model_id, {}).get("standardization"))
+
+    def schema(self, model_id: str) -> m.DataSchema | None:
+        """The data the model takes, as the nodes declared it when it was trained."""
+        return _schema_from_dict(self.model_info.get(model_id, {}).get("schema"))
+
+    def require_one_schema(self, run: Run) -> m.DataSchema | None:
+        """Every connected node's data must fit one model (same column names, order,
+        types and declared transformations) before any key work or training: a node
+        whose schema digest differs from the root's is named and the job refused."""
+        status = _status(self, dataclasses.replace(run, emit=lambda e: None), m.StatusJob())
+        mine = self.member.schema
+        ref = mine.digest if mine is not None else ""
+        differ = sorted(n.node_id for n in status.nodes if n.schema_digest != ref)
+        if differ:
+            theirs = {n.node_id: n.schema_digest[:12] or "no data" for n in status.nodes}
+            raise JobStateError(
+                f"node(s) {', '.join(differ)} hold data of another schema than the root "
+                f"{self.id} (column names, order, types or declared transformations differ; "
+                f"digests: {self.id} {ref[:12] or 'no data'}, "
+                + ", ".join(f"{n} {theirs[n]}" for n in differ)
+                + "): refused before any key work"
+            )
+        return mine
 
     def model(self, model_id: str) -> EncryptedModel:
         model = self.models.get(model_id)
@@ -291,6 +320,17 @@ def _std_to_dict(s: m.Standardization | None) -> dict[str, list[float]] | None:
     return None if s is None else {"mean": s.mean.tolist(), "std": s.std.tolist()}
 
 
+def _schema_from_dict(d: dict[str, Any] | None) -> m.DataSchema | None:
+    if d is None:
+        return None
+    transforms = tuple(
+        m.Transform(t["name"], tuple(t["columns"]), tuple(t["values"])) for t in d["transforms"]
+    )
+    return m.DataSchema(
+        tuple(d["features"]), d["label"], tuple(d["classes"]), transforms, d["digest"]
+    )
+
+
 def _std_from_dict(d: dict[str, list[float]] | None) -> m.Standardization | None:
     import numpy as np
 
@@ -302,9 +342,11 @@ def _setup(c: Coordinator, run: Run, job: m.SetupJob) -> m.SetupResult:
     """Collective public, relinearization and rotation keys, installed on every node. An
     interrupted key generation resumes under its own job id: every node answers the
     steps it already did from its cache, and no CRP is ever sampled twice."""
+    c.keys.check("setup")  # refused while one runs or once keys exist, before the ping
+    c.require_one_schema(run)
     with c._lock:
         resuming = c.keys.state == "interrupted"
-        c.keys.advance("setup")  # refused while one runs or once keys exist
+        c.keys.advance("setup")
         if resuming:
             run.emit(m.ProgressEvent(m.Stage.KEYGEN_RESUMED))
         else:
@@ -345,6 +387,7 @@ def _stats(c: Coordinator, run: Run, job: m.StatsJob) -> m.StatsResult:
     """Pooled [sum x | sum x^2 | count] of all nodes' data, switched to the querier's key."""
     if job.n_features < 1:
         raise ProtocolError(f"a stats job needs a positive feature count, got {job.n_features}")
+    c.require_one_schema(run)
     result = c.round(run, m.StatisticsRequest(job.n_features), m.Stage.STATISTICS)
     total = c.ctx.ciphertext_from_bytes(result.encrypted_sums)
     switched = c.switch_to_querier(run, total, job.querier_key, m.Purpose.POOLED_STATISTICS)
@@ -377,8 +420,21 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
         raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
     checkpoint = c.store.get("checkpoints", run.job_id)
     if checkpoint is None:
+        schema = c.require_one_schema(run)
+        if schema is not None and len(schema.features) != spec.n_features:
+            raise ProtocolError(
+                f"the job declares {spec.n_features} features; the nodes' data has "
+                f"{len(schema.features)} ({', '.join(schema.features[:8])}"
+                + (", ..." if len(schema.features) > 8 else "")
+                + ")"
+            )
         std = _pooled_standardization(c, run, spec.n_features) if job.standardize else None
-        checkpoint = {"standardization": _std_to_dict(std), "iteration": 0, "reports": []}
+        checkpoint = {
+            "standardization": _std_to_dict(std),
+            "schema": None if schema is None else dataclasses.asdict(schema),
+            "iteration": 0,
+            "reports": [],
+        }
         c.store.put("checkpoints", run.job_id, checkpoint)
     resumes = 0
     while True:
@@ -394,8 +450,9 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             if run.job is not None:
                 c.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
     std = _std_from_dict(checkpoint["standardization"])
-    c.save_model(run.job_id, model, run.querier, std)
-    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std)
+    schema = _schema_from_dict(checkpoint.get("schema"))
+    c.save_model(run.job_id, model, run.querier, std, schema)
+    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std, schema)
 
 
 def _resuming(run: Run) -> bool:
@@ -486,7 +543,10 @@ def _model_weights(c: Coordinator, run: Run, job: m.ModelWeightsJob) -> m.ModelW
 def _model_info(c: Coordinator, run: Run, job: m.ModelInfoJob) -> m.ModelInfoResult:
     model = c.model(job.model_id)
     return m.ModelInfoResult(
-        model.job, tuple(model.refreshes_per_iteration), c.standardization(job.model_id)
+        model.job,
+        tuple(model.refreshes_per_iteration),
+        c.standardization(job.model_id),
+        c.schema(job.model_id),
     )
 
 
@@ -540,7 +600,7 @@ def _status(c: Coordinator, run: Run, job: m.StatusJob) -> m.StatusResult:
     nodes = result.nodes
     missing = tuple(n.node_id for n in nodes if n.key_state == "disconnected")
     connected = tuple(n for n in nodes if n.key_state != "disconnected")
-    return m.StatusResult(connected, missing, c.member.params.name)
+    return m.StatusResult(connected, missing, c.member.params.name, c.member.schema)
 
 
 def _list_jobs(c: Coordinator, run: Run, job: m.ListJobsJob) -> m.ListJobsResult:

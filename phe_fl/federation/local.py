@@ -51,13 +51,17 @@ def write_configs(
     allow_decryption: bool = False,
     holdout: float = 0.0,
     data_files: Sequence[Path] | None = None,
+    data_extra: Sequence[str] | None = None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Node configs (and, unless told otherwise, certificates) for a tree where node i's
     parent is (i-1)//fanout; only nodes with children (and the root) listen. Node i reads
     shard i of ``dataset``, or ``data_files[i]`` (a CSV: features..., label) when given.
+    ``data_extra[i]``: more lines for node i's ``[data]`` table (``label = ...``).
     Returns the configs and the listening nodes' addresses by id."""
     if data_files is not None and len(data_files) != n_nodes:
         raise ValueError(f"{len(data_files)} data files for {n_nodes} nodes")
+    if data_extra is not None and len(data_extra) != n_nodes:
+        raise ValueError(f"{len(data_extra)} [data] additions for {n_nodes} nodes")
     ids = [f"node-{i}" for i in range(n_nodes)]
     if certificates:
         create_federation(workdir / "certs", ids, queriers)
@@ -77,6 +81,8 @@ def write_configs(
             data = f'path = "{Path(data_files[i]).resolve()}"'
         else:
             data = f'dataset = "{dataset}"\nshard = {i}\nshards = {n_nodes}\nholdout = {holdout}'
+        if data_extra is not None and data_extra[i]:
+            data += "\n" + data_extra[i].strip()
         text = f"""[node]
 id = "{node_id}"
 party = {i}
@@ -120,7 +126,9 @@ class LocalCluster:
     allow_decryption: bool = False
     holdout: float = 0.0
     data_files: Sequence[Path] | None = None
-    """Per-node CSV files (features..., label) instead of shards of the shipped dataset."""
+    """Per-node data files (CSV or Parquet) instead of shards of the shipped dataset."""
+    data_extra: Sequence[str] | None = None
+    """Per-node lines added to ``[data]`` (``label = "..."``, ``scale = {...}``)."""
     queriers: tuple[str, ...] = ("querier",)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)
@@ -153,6 +161,7 @@ class LocalCluster:
             allow_decryption=self.allow_decryption,
             holdout=self.holdout,
             data_files=self.data_files,
+            data_extra=self.data_extra,
             queriers=self.queriers,
         )
         self.processes = [self._spawn(cfg) for cfg in self.configs]

@@ -25,7 +25,7 @@ from phe_fl.errors import ParameterError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import NodeConfig
-from phe_fl.federation.data import load_local_data
+from phe_fl.federation.data import DataShard, load_shard, schema_digest
 from phe_fl.federation.policy import decide
 from phe_fl.federation.serde import STEP_NAMES
 from phe_fl.federation.state import KEYGEN, TRAINING, Tracker
@@ -54,6 +54,29 @@ from phe_fl.ml import GLMParty, MapRequest, TrainingJob
 __all__ = ["Member", "Rule", "RULES"]
 
 
+def data_schema(shard: DataShard) -> m.DataSchema | None:
+    """What this node reports of its data (no values): columns, label, declared
+    transformations and their digest; None for a node without data."""
+    schema = shard.schema
+    if schema.label is None:
+        return None
+    transforms = tuple(
+        m.Transform(t.name)
+        if t.name != "scale"
+        else m.Transform(
+            t.name, tuple(str(c) for c, _ in t.params), tuple(float(v) for _, v in t.params)
+        )
+        for t in schema.transforms
+    )
+    return m.DataSchema(
+        schema.feature_names,
+        schema.label.name,
+        schema.label.classes,
+        transforms,
+        schema_digest(schema),
+    )
+
+
 class Member:
     """One institution's party: one secret share, its plaintext shard, the joint keys."""
 
@@ -63,7 +86,9 @@ class Member:
         self.audit = audit
         self.params = get_parameter_set(config.params)
         self.ctx = Context(self.params)
-        self.X, self.y = load_local_data(config.data)
+        self.shard = load_shard(config.data)
+        self.X, self.y = self.shard.x, self.shard.y
+        self.schema = data_schema(self.shard)
         self.keygen = Tracker(KEYGEN, f"on node {config.id}")
         self.party: Party | None = None
         self.joint_key: JointPublicKey | None = None
@@ -221,7 +246,8 @@ class Member:
 
     def status(self) -> m.NodeStatus:
         parent = self.config.parent.id if self.config.parent else ""
-        return m.NodeStatus(self.id, parent, self.keygen.state)
+        digest = self.schema.digest if self.schema is not None else ""
+        return m.NodeStatus(self.id, parent, self.keygen.state, digest)
 
     def prepare_training(self, step: m.PrepareTrainingRequest, job_id: str) -> int:
         """PREPARE: validate the shard against the job, standardize it; the samples this

@@ -136,6 +136,40 @@ class NodeStatus:
     node_id: str
     parent_id: str
     key_state: str
+    schema_digest: str = ""
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A transformation every node declared: ``impute_mean`` (nothing for a querier to
+    apply: its samples must be complete) or ``scale`` (``columns[i] / values[i]``)."""
+
+    name: str
+    columns: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataSchema:
+    """The data a model takes (see ml.proto): a querier's samples go through
+    :meth:`prepare` before the model's standardization."""
+
+    features: tuple[str, ...]
+    label: str
+    classes: tuple[str, ...]
+    transforms: tuple[Transform, ...]
+    digest: str
+
+    def prepare(self, x: FloatArray) -> FloatArray:
+        """Raw samples (columns in :attr:`features` order) through the declared
+        transformations."""
+        from phe_fl.federation.data import Transform as Declared
+        from phe_fl.federation.data import apply_transforms
+
+        declared = [
+            Declared(t.name, tuple(zip(t.columns, t.values, strict=True))) for t in self.transforms
+        ]
+        return apply_transforms(x, declared, self.features)
 
 
 @dataclass(frozen=True)
@@ -481,6 +515,7 @@ class TrainResult:
     model_id: str
     refreshes: tuple[int, ...]
     standardization: Standardization | None
+    schema: DataSchema | None = None
 
 
 @dataclass(frozen=True)
@@ -503,6 +538,7 @@ class ModelInfoResult:
     spec: TrainingJob
     refreshes: tuple[int, ...]
     standardization: Standardization | None
+    schema: DataSchema | None = None
 
 
 @dataclass(frozen=True)
@@ -537,6 +573,7 @@ class StatusResult:
     nodes: tuple[NodeStatus, ...]
     missing: tuple[str, ...] = ()
     params: str = ""
+    schema: DataSchema | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import os
 import resource
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from phe_fl.federation.certs import certificate_identity, load_server_credential
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.coordinator import Coordinator
 from phe_fl.federation.member import Member
+from phe_fl.federation.observability import METRICS, serve_metrics
 from phe_fl.federation.servicer import OldWireRefusal, PeerLimiter, RootServicer, TreeServicer
 from phe_fl.federation.store import NodeStore, StoreIdentity, federation_fingerprint
 from phe_fl.federation.subtree import Subtree
@@ -77,6 +79,7 @@ class Node:
     health: health.HealthServicer | None = None
     probes: grpc.Server | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _stop_metrics: Callable[[], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -97,6 +100,8 @@ class Node:
             self.health.set(READY_SERVICE, serving if self.ready else not_serving)
 
     def start(self) -> Node:
+        if self.config.metrics is not None:  # first: a port in use leaves nothing running
+            self._stop_metrics = _serve_metrics(self.config)
         if self.coordinator is not None:
             self.coordinator.start()
         if self.server is not None:
@@ -129,6 +134,8 @@ class Node:
             self.server.stop(grace=2).wait()
         if self.probes is not None:
             self.probes.stop(grace=1).wait()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
         self.subtree.close()
         self.audit.close()
         self.store.close()
@@ -169,12 +176,17 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
     """Everything a node runs, ready to start()."""
     _check_identity(config)
     store, audit, lock = open_state(config)
+    for warning in config.warnings():
+        log.warning("%s", warning)
     member = Member(config, store, audit)
+    log.info("node %s data: %s", config.id, member.shard.describe())
     children = Children(config)
     subtree = Subtree(member, children, max_answer_bytes=config.max_answer_bytes)
     coordinator = (
         Coordinator(subtree, store, deadline_s=deadline_s) if config.parent is None else None
     )
+    if coordinator is not None:
+        METRICS.watch_jobs(coordinator.jobs.states)
     server = None
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -223,6 +235,18 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
         health_servicer,
         probes,
     )
+
+
+def _serve_metrics(config: NodeConfig) -> Callable[[], None]:
+    """``[node] metrics``: Prometheus metrics over plaintext HTTP (counts, seconds and
+    bytes; never payloads)."""
+    assert config.metrics is not None
+    try:
+        return serve_metrics(config.metrics)
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.source}: cannot serve metrics on {config.metrics} ({exc.strerror or exc})"
+        ) from None
 
 
 def _probe_server(config: NodeConfig, servicer: health.HealthServicer) -> grpc.Server:

@@ -151,6 +151,14 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self._job_states: Callable[[], Iterable[str]] = lambda: ()
+        metrics = self
+
+        class _Jobs:
+            def collect(self) -> Iterator[Any]:
+                return metrics._collect_jobs()
+
+        self.registry.register(_Jobs())
 
     def step(self, step: str, stats: Any) -> None:
         """Record one step's own figures (a :class:`~phe_fl.federation.messages.NodeStats`)."""
@@ -168,22 +176,20 @@ class Metrics:
             self.refreshes.inc()
 
     def watch_jobs(self, states: Callable[[], Iterable[str]]) -> None:
-        """Export ``phe_fl_jobs{state}``: the root's jobs by state, read at each scrape."""
+        """Export ``phe_fl_jobs{state}``: the root's jobs by state, read at each scrape
+        from ``states`` (the last one given: a process runs one root)."""
+        self._job_states = states
+
+    def _collect_jobs(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        class _Jobs:
-            def collect(self) -> Iterator[GaugeMetricFamily]:
-                family = GaugeMetricFamily(
-                    "phe_fl_jobs", "Jobs at the root by state.", labels=["state"]
-                )
-                counts: dict[str, int] = {}
-                for state in states():
-                    counts[state] = counts.get(state, 0) + 1
-                for state, count in sorted(counts.items()):
-                    family.add_metric([state], count)
-                yield family
-
-        self.registry.register(_Jobs())
+        family = GaugeMetricFamily("phe_fl_jobs", "Jobs at the root by state.", labels=["state"])
+        counts: dict[str, int] = {}
+        for state in self._job_states():
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in sorted(counts.items()):
+            family.add_metric([state], count)
+        yield family
 
 
 METRICS = Metrics()

@@ -50,6 +50,7 @@ class TrainingRun:
     model_id: str
     refreshes: list[int]
     standardization: m.Standardization | None
+    schema: m.DataSchema | None = None
 
     @property
     def mean(self) -> FloatArray | None:
@@ -60,8 +61,11 @@ class TrainingRun:
         return None if self.standardization is None else self.standardization.std
 
     def standardize(self, x: FloatArray) -> FloatArray:
-        """``x`` as the nodes saw their data: the declared standardization, if any."""
+        """Raw samples ``x`` as the nodes saw their data: the transformations they declared
+        (:attr:`schema`), then the job's standardization, if any."""
         x = np.asarray(x, dtype=np.float64)
+        if self.schema is not None:
+            x = self.schema.prepare(x)
         return x if self.standardization is None else self.standardization.apply(x)
 
 
@@ -202,13 +206,16 @@ class Querier:
         under ``job_id``; what comes back is public: refreshes per iteration and the
         pooled standardization the nodes applied (queries go through it too)."""
         result = self.submit(job_id, m.TrainJob(job, standardize), m.TrainResult)
-        return TrainingRun(result.model_id, list(result.refreshes), result.standardization)
+        return TrainingRun(
+            result.model_id, list(result.refreshes), result.standardization, result.schema
+        )
 
     def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:
         """A trained model's public description (its job and standardization), so that a
         querier that did not train it can send queries."""
         info = self.submit(job_id, m.ModelInfoJob(model_id), m.ModelInfoResult)
-        return TrainingRun(model_id, list(info.refreshes), info.standardization), info.spec
+        run = TrainingRun(model_id, list(info.refreshes), info.standardization, info.schema)
+        return run, info.spec
 
     def model_weights(self, job_id: str, model_id: str) -> FloatArray:
         """The trained model in the clear: refused unless every node's policy allows it."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -257,6 +258,10 @@ def _get(msg: PbMessage, name: str, hint: Any) -> Any:
         return glm_job_from_proto(raw)
     if hint == m.Standardization | None:
         return standardization_from_proto(raw) if msg.HasField(name) else None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: optional
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return _from_pb(raw, inner[0]) if msg.HasField(name) else None  # type: ignore[arg-type]
     if hint is FloatArray:
         return np.asarray(raw, dtype=np.float64)
     if typing.get_origin(hint) is tuple:

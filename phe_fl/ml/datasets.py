@@ -4,6 +4,10 @@ collective standardization.
 Nothing here downloads anything: the tables ship with scikit-learn's wheel or with this
 package (``phe_fl/ml/data/``, see its README for provenance and licence).
 
+This module is the one registry of named datasets: the federation's nodes
+(:mod:`phe_fl.federation.data`, ``[data] dataset = ...``) read the same tables, with
+their column names, through :func:`load_named`.
+
 * ``"breast_cancer"``: Wisconsin diagnostic breast cancer, 569 x 30, label 1 = benign
   (scikit-learn's ``load_breast_cancer``).
 * ``"digits"``: 8x8 handwritten digits, 1797 x 64 pixel intensities 0..16 (scikit-learn's
@@ -26,6 +30,7 @@ numbers in one process, with the same formula, for tests and benchmarks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +43,8 @@ from phe_fl.ml.job import Shard
 __all__ = [
     "DATASETS",
     "DATA_DIR",
+    "NamedDataset",
+    "load_named",
     "SplitMode",
     "load_dataset",
     "split",
@@ -55,19 +62,39 @@ SplitMode = Literal["iid", "skewed"]
 _STD_EPS = 1e-6  # added to every standard deviation, as the federation's stats job does
 
 
-def load_dataset(
-    name: str, *, digit: int | None = 0, pool: int = 1
-) -> tuple[FloatArray, FloatArray, str]:
-    """``(X, y, description)`` with float64 features; see the module doc. For digits,
-    ``digit=None`` keeps the ten classes (labels 0..9, for networks) and ``pool`` averages
-    ``pool x pool`` pixel squares (``pool=2``: 4x4 = 16 features, small enough for the
-    2^12 test ring's square blocks)."""
+@dataclass(frozen=True)
+class NamedDataset:
+    """One shipped table with its column names, so that a node on a named dataset reports
+    the same kind of schema (names, order, types) as a node reading its own file."""
+
+    name: str
+    x: FloatArray
+    y: FloatArray
+    feature_names: tuple[str, ...]
+    label_name: str
+    description: str
+
+
+def load_named(name: str, *, digit: int | None = 0, pool: int = 1) -> NamedDataset:
+    """The one registry of shipped datasets (the federation's nodes and the ML engine both
+    read it). Column names: scikit-learn's ``feature_names`` and ``"target"`` for its
+    datasets (digits pooled ``pool x pool`` are named ``pixel_<row>_<col>`` on the pooled
+    grid), the CSV header for diabetes. For digits, ``digit=None`` keeps the ten classes
+    (labels 0..9, for networks) and ``pool`` averages ``pool x pool`` pixel squares
+    (``pool=2``: 4x4 = 16 features, small enough for the 2^12 test ring's square blocks)."""
     if name == "breast_cancer":
         from sklearn.datasets import load_breast_cancer
 
-        x, y = load_breast_cancer(return_X_y=True)
+        bunch = load_breast_cancer()
         desc = "Wisconsin diagnostic breast cancer (scikit-learn), 569 x 30, y=1: benign"
-        return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), desc
+        return NamedDataset(
+            name,
+            np.asarray(bunch.data, dtype=np.float64),
+            np.asarray(bunch.target, dtype=np.float64),
+            tuple(str(f) for f in bunch.feature_names),
+            "target",
+            desc,
+        )
     if name == "digits":
         if digit is not None and (
             isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9
@@ -81,6 +108,7 @@ def load_dataset(
         side = 8 // pool
         x = np.asarray(x, dtype=np.float64).reshape(-1, side, pool, side, pool).mean(axis=(2, 4))
         x = x.reshape(-1, side * side)
+        names = tuple(f"pixel_{r}_{c}" for r in range(side) for c in range(side))
         size = f"1797 x {side * side}" + (f" ({pool}x{pool} average-pooled)" if pool > 1 else "")
         if digit is None:
             y = np.asarray(t, dtype=np.float64)
@@ -91,18 +119,31 @@ def load_dataset(
                 f"8x8 digits (scikit-learn), {size}, one-vs-rest: y=1 for digit {digit} "
                 f"({int(y.sum())} samples), y=0 for the others"
             )
-        return x, y, desc
+        return NamedDataset(name, x, y, names, "target", desc)
     if name == "diabetes":
         path = DATA_DIR / "pima_diabetes.csv"
+        with path.open() as f:
+            header = tuple(f.readline().strip().split(","))
         table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
-        if table.shape != (768, 9):
+        if table.shape != (768, 9) or len(header) != 9:
             raise ParameterError(f"{path}: expected 768 x 9 values, got {table.shape}")
         desc = (
             "Pima Indians Diabetes (NIDDK via UCI; copy from Debian's weka package), 768 x 8, "
             "y=1: tested positive"
         )
-        return table[:, :8].copy(), table[:, 8].copy(), desc
+        return NamedDataset(
+            name, table[:, :8].copy(), table[:, 8].copy(), header[:8], header[8], desc
+        )
     raise ParameterError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def load_dataset(
+    name: str, *, digit: int | None = 0, pool: int = 1
+) -> tuple[FloatArray, FloatArray, str]:
+    """``(X, y, description)`` with float64 features: :func:`load_named` without the
+    column names."""
+    data = load_named(name, digit=digit, pool=pool)
+    return data.x, data.y, data.description
 
 
 def train_test(

@@ -70,11 +70,13 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[Error.Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "parent_id", "key_state")
+    __slots__ = ("node_id", "parent_id", "key_state", "schema_digest")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_STATE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     parent_id: str
     key_state: str
-    def __init__(self, node_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., key_state: _Optional[str] = ...) -> None: ...
+    schema_digest: str
+    def __init__(self, node_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., key_state: _Optional[str] = ..., schema_digest: _Optional[str] = ...) -> None: ...

@@ -1,13 +1,13 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GlmJobSpec(_message.Message):
-    __slots__ = ("n_features", "model", "learning_rate", "batch_size", "iterations", "activation_degree", "activation_bound", "activation_method", "params", "fit_intercept", "allow_model_decryption", "momentum")
+    __slots__ = ("n_features", "model", "learning_rate", "batch_size", "iterations", "activation_degree", "activation_bound", "activation_method", "params", "fit_intercept", "allow_model_decryption", "momentum", "feature_clip")
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class GlmJobSpec(_message.Message):
     FIT_INTERCEPT_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MODEL_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
     MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_CLIP_FIELD_NUMBER: _ClassVar[int]
     n_features: int
     model: str
     learning_rate: float
@@ -32,7 +33,32 @@ class GlmJobSpec(_message.Message):
     fit_intercept: bool
     allow_model_decryption: bool
     momentum: float
-    def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ...) -> None: ...
+    feature_clip: float
+    def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ...) -> None: ...
+
+class DataSchema(_message.Message):
+    __slots__ = ("features", "label", "classes", "transforms", "digest")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[str]
+    label: str
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    transforms: _containers.RepeatedCompositeFieldContainer[Transform]
+    digest: str
+    def __init__(self, features: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., transforms: _Optional[_Iterable[_Union[Transform, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class Transform(_message.Message):
+    __slots__ = ("name", "columns", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Standardization(_message.Message):
     __slots__ = ("mean", "std")

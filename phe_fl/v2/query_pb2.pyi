@@ -159,14 +159,16 @@ class TrainJob(_message.Message):
     def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("model_id", "refreshes", "standardization")
+    __slots__ = ("model_id", "refreshes", "standardization", "schema")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     refreshes: _containers.RepeatedScalarFieldContainer[int]
     standardization: _ml_pb2.Standardization
-    def __init__(self, model_id: _Optional[str] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
+    schema: _ml_pb2.DataSchema
+    def __init__(self, model_id: _Optional[str] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
 
 class ModelWeightsJob(_message.Message):
     __slots__ = ("model_id",)
@@ -187,14 +189,16 @@ class ModelInfoJob(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResult(_message.Message):
-    __slots__ = ("spec", "refreshes", "standardization")
+    __slots__ = ("spec", "refreshes", "standardization", "schema")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     spec: _ml_pb2.GlmJobSpec
     refreshes: _containers.RepeatedScalarFieldContainer[int]
     standardization: _ml_pb2.Standardization
-    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
+    schema: _ml_pb2.DataSchema
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
 
 class PredictJob(_message.Message):
     __slots__ = ("model_id", "querier_key", "queries")
@@ -227,14 +231,16 @@ class StatusJob(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResult(_message.Message):
-    __slots__ = ("nodes", "missing", "params")
+    __slots__ = ("nodes", "missing", "params", "schema")
     NODES_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     missing: _containers.RepeatedScalarFieldContainer[str]
     params: str
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., params: _Optional[str] = ...) -> None: ...
+    schema: _ml_pb2.DataSchema
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., params: _Optional[str] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "kind", "querier", "state", "created", "updated", "error", "iterations_done", "resumes", "started")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from phe_fl.errors import ConfigError
-from phe_fl.federation.config import ParentLink, Policy, load_node_config
+from phe_fl.federation.config import SCHEMA, ParentLink, Policy, load_node_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "nodes" / "example"
@@ -305,3 +305,134 @@ def test_a_port_out_of_range_is_refused(tmp_path: Path, port: str) -> None:
     )
     with pytest.raises(ConfigError, match="address .* must be host:port"):
         load_node_config(path)
+
+
+# -- every table and key is declared; anything else is refused, with the nearest name -------
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            [('queriers = ["q"]', 'queriers = ["q"]\nallow_decrypt = true')],
+            "[policy]: unknown key 'allow_decrypt' (did you mean 'allow_decryption'?)",
+            id="policy-typo",
+        ),
+        pytest.param(
+            [("[policy]", "[polcy]")],
+            ": unknown table [polcy] (did you mean [policy]?)",
+            id="table-typo",
+        ),
+        pytest.param(
+            [("shards = 4", "shards = 4\nhold_out = 0.2")],
+            "[data]: unknown key 'hold_out' (did you mean 'holdout'?)",
+            id="data-typo",
+        ),
+        pytest.param(
+            [("[node]", 'colour = "red"\n[node]')],
+            ": unknown top-level key 'colour' (valid: [node], [tree], [data], [tls], [state], "
+            "[policy])",
+            id="top-level-key",
+        ),
+        pytest.param(
+            [(PARENT, 'parent = { id = "n0", adress = "127.0.0.1:4999" }')],
+            "[tree] parent: unknown key 'adress' (did you mean 'address'?)",
+            id="parent-typo",
+        ),
+        pytest.param(
+            [('cert = "c.pem"', 'cert = "c.pem"\nzzz = 1')],
+            "[tls]: unknown key 'zzz' (valid: 'cert', 'key', 'ca')",
+            id="no-close-key",
+        ),
+        pytest.param(
+            [("[policy]", "[[policy]]")],
+            "[policy]: must be a table",
+            id="array-of-tables",
+        ),
+    ],
+)
+def test_unknown_tables_and_keys_are_refused(
+    tmp_path: Path, changes: list[tuple[str, str]], message: str
+) -> None:
+    path = write(tmp_path, edit(*changes))
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+def test_every_key_of_the_example_and_the_docstring_is_declared() -> None:
+    from phe_fl.federation import config
+
+    doc = config.__doc__ or ""
+    for table, keys in SCHEMA.items():
+        assert f"[{table}]" in doc
+        for key in keys:
+            assert f"{key} =" in doc, (table, key)
+
+
+def test_insecure_parameter_set_warns_at_every_start(tmp_path: Path) -> None:
+    secure = load_node_config(write(tmp_path, GOOD))
+    assert secure.warnings() == []
+    path = write(tmp_path, edit(('params = "n14-depth5-128"', 'params = "insecure-test-n12"')))
+    (warning,) = load_node_config(path).warnings()
+    assert str(path) in warning and "'insecure-test-n12' is NOT SECURE" in warning
+    assert "n14-depth5-128" in warning  # names the sets to use instead
+
+
+def test_data_file_keys_load(tmp_path: Path) -> None:
+    data = (
+        '[data]\npath = "site.csv"\nlabel = "y"\nfeatures = ["a", "b"]\nclasses = ["B", "M"]\n'
+        'header = true\ndelimiter = ";"\nimpute = "mean"\nscale = { a = 2, b = 0.5 }\n'
+    )
+    cfg = load_node_config(
+        write(
+            tmp_path,
+            edit(("[data]", data + "[unused]")).replace(
+                '[unused]\ndataset = "breast_cancer"\nshard = 1\nshards = 4\n', ""
+            ),
+        )
+    )
+    d = cfg.data
+    assert d.path == tmp_path / "site.csv" and d.dataset is None
+    assert (d.label, d.features, d.classes) == ("y", ("a", "b"), ("B", "M"))
+    assert (d.header, d.delimiter, d.impute, d.file_format) == (True, ";", "mean", "csv")
+    assert d.scale == (("a", 2.0), ("b", 0.5)) and d.config == cfg.source
+    parquet = load_node_config(write(tmp_path, edit(DATASET_LINES_TO('path = "x.PQ"'))))
+    assert parquet.data.file_format == "parquet" and parquet.data.header is None
+
+
+def DATASET_LINES_TO(new: str) -> tuple[str, str]:  # noqa: N802 - reads as a constant
+    return ('dataset = "breast_cancer"\nshard = 1\nshards = 4', new)
+
+
+def test_float_keys_take_integers(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, edit(("shards = 4", "shards = 4\nholdout = 0"))))
+    assert cfg.data.holdout == 0.0 and isinstance(cfg.data.holdout, float)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (
+            'dataset = "breast_cancr"',
+            r"unknown dataset 'breast_cancr' \(did you mean 'breast_cancer'",
+        ),
+        ('path = "a.csv"\nshards = 2', r"shards split a named dataset; a data file is this node"),
+        ('dataset = "digits"\nheader = true', r"header describe a data file"),
+        ('path = "a.parquet"\nheader = true', r"header apply to CSV files, not Parquet"),
+        ('path = "a.csv"\nformat = "xlsx"', r"format must be 'csv' or 'parquet'"),
+        ('path = "a.csv"\nimpute = "median"', r"impute must be 'mean'"),
+        ('path = "a.csv"\nscale = { a = 0 }', r"scale.a must be a positive number"),
+        ('path = "a.csv"\nscale = { a = "x" }', r"scale.a must be a positive number"),
+        ('path = "a.csv"\nlabel = "y"\nfeatures = ["a", "y"]', r"'y' is also listed in features"),
+        ('path = "a.csv"\nfeatures = ["a", "a"]', r"features names 'a' twice"),
+        ('path = "a.csv"\nfeatures = []', r"features must be a non-empty list of names"),
+        ('path = "a.csv"\nclasses = [0, 1]', r"classes must be a non-empty list of names"),
+        ('path = "a.csv"\ndelimiter = ";;"', r"delimiter must be one character"),
+        ('label = "y"', r"label need a dataset or a path"),
+        ('dataset = "digits"\nshards = 0', r"shards must be at least 1"),
+    ],
+)
+def test_bad_data_tables(tmp_path: Path, data: str, match: str) -> None:
+    path = write(tmp_path, edit(DATASET_LINES_TO(data)))
+    with pytest.raises(ConfigError, match=match) as info:
+        load_node_config(path)
+    assert f"{path} [data]" in str(info.value)

@@ -122,6 +122,8 @@ def flat(cls: type[Any], pb_cls: type[PbMessage]) -> st.SearchStrategy[Any]:
             kwargs[f.name] = training_jobs()
         elif hint == m.Standardization | None:
             kwargs[f.name] = st.none() | standardizations()
+        elif hint == m.DataSchema | None:
+            kwargs[f.name] = st.none() | flat(m.DataSchema, _pb_class(pb_cls, f.name))
         elif hint is FloatArray:
             kwargs[f.name] = st.lists(FINITE, max_size=8).map(_floats)
         elif item is not None and dataclasses.is_dataclass(item):
@@ -188,6 +190,8 @@ ENVELOPES_AND_NESTED = {
     m.JobInfo,  # a job's record: in Accepted, WatchResult, ListJobsResult, CancelResult
     m.Accepted,  # the JobReply body ``accepted``
     m.ModelSummary,  # in ListModelsResult
+    m.DataSchema,  # in StatusResult, TrainResult, ModelInfoResult
+    m.Transform,  # in DataSchema
 }
 
 
