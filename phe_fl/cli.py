@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -178,6 +179,109 @@ def _cmd_certs(args: argparse.Namespace) -> int:
         print(f"  wrote {path}")
     print("keep the *.key files private (mode 0600); ca.key is needed only to add members")
     return 0
+
+
+def _cmd_ca(args: argparse.Namespace) -> int:
+    from phe_fl.federation.certs import ca_fingerprint, create_ca
+
+    if args.action == "init":
+        _check_output_folder(Path(args.ca), "--ca")
+        paths = create_ca(Path(args.ca), overwrite=args.overwrite)
+        print(f"created the federation CA in {args.ca}")
+        print(f"  wrote {paths.cert} (public: goes into every kit)")
+        print(f"  wrote {paths.key} (private: keep it offline; it signs every member)")
+        print(f"CA fingerprint (SHA-256): {ca_fingerprint(paths.cert)}")
+        return 0
+    return _ca_sign(args)
+
+
+def _ca_sign(args: argparse.Namespace) -> int:
+    """Sign a member's request: only its identity and hosts come from the request."""
+    from phe_fl.federation.certs import read_signing_request, sign_request
+
+    if not args.csr or not args.out:
+        raise ParameterError(
+            "`phe-fl ca sign` needs --csr (the request) and --out (the certificate)"
+        )
+    request = read_signing_request(Path(args.csr))
+    who = request.identity
+    days = args.days
+    if args.federation:
+        from phe_fl.federation.provision import load_federation
+
+        fed = load_federation(args.federation)
+        allowed = {h.lower() for h in fed.member_hosts(who.role, who.name)}
+        extra = [h for h in request.hosts if h.lower() not in allowed]
+        if extra:
+            raise ParameterError(
+                f"{args.csr} asks for {', '.join(extra)}, which {args.federation} does not "
+                f"declare for {who} (declared: {', '.join(sorted(allowed)) or 'none'})"
+            )
+        days = days or fed.days
+    out = sign_request(
+        Path(args.ca), request, Path(args.out), days or 365, overwrite=args.overwrite
+    )
+    names = ", ".join(request.hosts) or "no host names"
+    print(f"signed {who} ({names}) -> {out}")
+    print(
+        f"send {out} back to {who.name}; it installs it with "
+        f"`phe-fl csr --kit . --install {out.name}`"
+    )
+    return 0
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from phe_fl.federation.provision import load_federation, provision
+
+    fed = load_federation(args.federation)
+    out = Path(args.out)
+    _check_output_folder(out, "--out")
+    result = provision(fed, out, Path(args.ca), overwrite=args.overwrite)
+    if result.ca_created:
+        print(f"created the federation CA in {args.ca} (keep {args.ca}/ca.key offline)")
+    print(f"federation {fed.name}: {len(fed.sites)} site(s), {len(fed.queriers)} querier(s)")
+    for folder in result.kits.values():
+        print(f"  wrote {folder}/")
+    print(f"CA fingerprint (SHA-256): {result.fingerprint}")
+    print(
+        "ship each kit to its site (no kit holds a private key); each site runs "
+        "`phe-fl csr --kit .` and sends you its .csr to sign with `phe-fl ca sign`"
+    )
+    return 0
+
+
+def _cmd_csr(args: argparse.Namespace) -> int:
+    from phe_fl.federation.certs import ca_fingerprint
+    from phe_fl.federation.provision import kit_install, kit_request
+
+    if args.install:
+        kit = kit_install(args.kit, args.install)
+        print(f"installed {kit.cert} for {kit.role}:{kit.id}")
+        if kit.role == "node":
+            print(f"next: `phe-fl preflight --config {kit.folder / 'node.toml'}`")
+        return 0
+    kit, created = kit_request(args.kit)
+    if created:
+        print(f"made the private key {kit.key} (mode 0600: it never leaves this machine)")
+    else:
+        print(f"reused the private key {kit.key}")
+    print(f"wrote the signing request {kit.csr} for {kit.role}:{kit.id}")
+    print(
+        f"CA fingerprint in this kit (compare it with the CA operator's): {ca_fingerprint(kit.ca)}"
+    )
+    print(
+        f"send {kit.csr.name} to the CA operator; install what comes back with "
+        f"`phe-fl csr --kit {kit.folder} --install {kit.id}.pem`"
+    )
+    return 0
+
+
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from phe_fl.federation.preflight import format_findings, preflight
+
+    findings = preflight(args.config, network=not args.no_network, timeout_s=args.timeout)
+    print(format_findings(findings))
+    return 1 if any(f.level == "ERROR" for f in findings) else 0
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -396,12 +500,32 @@ def check_query_width(
         )
 
 
+def _check_output_file(path: Path) -> None:
+    """Refuse, before any work, an ``--output`` that cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {path}: its folder {path.parent} is no folder")
+
+
+def _write_result(path: Path, text: str) -> None:
+    """Write a result file whole or not at all (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.federation.config import TlsPaths
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
 
     x, y = read_query_csv(args.input, labels_last=args.labels_last)  # before connecting
+    if args.output:
+        _check_output_file(Path(args.output))
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
     querier = Querier(
         args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
@@ -412,9 +536,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         scores = querier.predict(new_job_id(), run, job, x)
     finally:
         querier.close()
-    print("row,score,label")
-    for i, s in enumerate(scores):
-        print(f"{i},{s:.4f},{int(s >= 0.5)}")
+    lines = ["row,score,label"] + [f"{i},{s:.4f},{int(s >= 0.5)}" for i, s in enumerate(scores)]
+    if args.output:
+        _write_result(Path(args.output), "\n".join(lines) + "\n")
+        print(f"wrote {len(scores)} prediction(s) to {args.output}", file=sys.stderr)
+    else:
+        print("\n".join(lines))
     if y is not None:
         accuracy = float(((scores >= 0.5) == y).mean())
         print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
@@ -422,16 +549,109 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _querier_connection(parser: argparse.ArgumentParser) -> None:
-    """How a querier reaches the root: address, its mTLS identity, the federation CA."""
-    parser.add_argument("--root", required=True, help="root node address host:port")
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--ca", required=True)
-    parser.add_argument("--name", default="querier", help="querier id in its certificate")
+    """How a querier reaches the root: address, its mTLS identity, the federation CA. Each
+    defaults to an environment variable (a querier kit's ``querier.env`` sets them)."""
+    options = (
+        ("--root", "PHE_FL_ROOT", "root node address host:port"),
+        ("--cert", "PHE_FL_CERT", "this querier's certificate (PEM)"),
+        ("--key", "PHE_FL_KEY", "this querier's private key (PEM)"),
+        ("--ca", "PHE_FL_CA", "the federation CA certificate (PEM)"),
+    )
+    for flag, env, help_text in options:
+        default = os.environ.get(env) or None
+        parser.add_argument(
+            flag, default=default, required=default is None, help=f"{help_text}; default ${env}"
+        )
+    parser.add_argument(
+        "--name",
+        default=os.environ.get("PHE_FL_NAME") or "querier",
+        help="querier id in its certificate; default $PHE_FL_NAME, else querier",
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("phe-fl")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from phe_fl import __version__
+
+        return __version__
+
+
+def _provisioning_commands(sub: Any) -> None:
+    """provision, ca, csr, preflight: from a federation description to running sites."""
+    prov = sub.add_parser(
+        "provision",
+        help="write one startup kit per site and querier from a federation description "
+        "(no private key in any kit)",
+    )
+    prov.add_argument("--federation", required=True, help="the federation description (TOML)")
+    prov.add_argument("--out", required=True, help="folder for the kits (one sub-folder each)")
+    prov.add_argument(
+        "--ca",
+        required=True,
+        help="the CA folder (ca.pem, ca.key); created there if it holds no CA yet",
+    )
+    prov.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite the generated files of existing kits (keys, certificates, state kept)",
+    )
+    prov.set_defaults(func=_cmd_provision)
+
+    ca = sub.add_parser("ca", help="the federation CA operator: create the CA, sign requests")
+    ca.add_argument("action", choices=["init", "sign"], help="init: create the CA; sign: a CSR")
+    ca.add_argument("--ca", required=True, help="the CA folder (ca.pem, ca.key)")
+    ca.add_argument("--csr", help="sign: the member's signing request (.csr)")
+    ca.add_argument("--out", help="sign: where to write the certificate (.pem)")
+    ca.add_argument(
+        "--federation",
+        help="sign: the federation description; the request must name a declared member and "
+        "only its declared hosts",
+    )
+    ca.add_argument(
+        "--days",
+        type=_positive_int,
+        default=None,
+        help="sign: validity in days (default: the description's days, else 365)",
+    )
+    ca.add_argument("--overwrite", action="store_true", help="replace existing files")
+    ca.set_defaults(func=_cmd_ca)
+
+    csr = sub.add_parser(
+        "csr",
+        help="at a site or querier: make its private key and signing request in its kit, or "
+        "install the certificate the CA operator sent back",
+    )
+    csr.add_argument("--kit", required=True, help="the kit folder (holds kit.toml)")
+    csr.add_argument(
+        "--install", metavar="CERT", help="check this certificate and install it in the kit"
+    )
+    csr.set_defaults(func=_cmd_csr)
+
+    pre = sub.add_parser(
+        "preflight",
+        help="check a node's config, files, permissions, certificate, parent and data before "
+        "starting it (exit 1 on any error)",
+    )
+    pre.add_argument("--config", required=True, help="the node's TOML file")
+    pre.add_argument("--no-network", action="store_true", help="do not try to reach the parent")
+    pre.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=3.0,
+        help="seconds to wait for the parent (default 3)",
+    )
+    pre.set_defaults(func=_cmd_preflight)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="phe-fl", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"phe-fl {_version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="start a federation of N node processes on this machine and query it"
@@ -560,8 +780,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the CSV's last column is a label: report accuracy",
     )
+    pred.add_argument(
+        "--output", help="write the CSV (row,score,label) to this file instead of stdout"
+    )
     pred.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     pred.set_defaults(func=_cmd_predict)
+    _provisioning_commands(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -9,6 +9,16 @@ that, for instance, a node certificate cannot act as a querier.
 Keys are EC P-256 (small, fast handshakes, supported everywhere gRPC runs). Private keys are
 written with mode 0600 and never printed. The CA key is what lets someone mint identities:
 keep it off the nodes after provisioning.
+
+Two ways to get certificates:
+
+- one command on one machine (:func:`create_federation`, ``phe-fl certs``): the CA makes
+  every member's key too; for demos and tests, where one person runs every process;
+- a real federation (``phe-fl provision`` / ``csr`` / ``ca sign``): :func:`create_ca` at the
+  CA operator, :func:`create_signing_request` at each member (its key never leaves it),
+  :func:`read_signing_request` + :func:`sign_request` back at the CA (same extensions as
+  :func:`issue_certificate`; no wildcard and no other member's identity name can be asked
+  for), :func:`install_certificate` at the member.
 """
 
 from __future__ import annotations
@@ -41,6 +51,18 @@ __all__ = [
     "create_federation",
     "identity_host",
     "issue_certificate",
+    "SigningRequest",
+    "create_ca",
+    "ca_fingerprint",
+    "certificate_hosts",
+    "create_signing_request",
+    "read_signing_request",
+    "sign_request",
+    "install_certificate",
+    "read_certificate",
+    "read_ca_certificates",
+    "read_private_key",
+    "issued_by",
     "load_server_credentials",
     "load_channel_credentials",
     "peer_identity",
@@ -301,10 +323,12 @@ def _make_member(
     ca_key: ec.EllipticCurvePrivateKey,
     role: Role,
     name: str,
-    key: ec.EllipticCurvePrivateKey,
-    hosts: Sequence[str],
+    public_key: ec.EllipticCurvePublicKey,
+    san: Sequence[str],
     days: int,
 ) -> x509.Certificate:
+    """A member certificate; ``san`` is its full list of names (empty: no SAN extension,
+    for a querier, which never serves)."""
     now = _now()
     not_after = min(now + _dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     if not_after <= now:
@@ -320,11 +344,11 @@ def _make_member(
             x509.NameAttribute(NameOID.COMMON_NAME, f"{role}:{name}"),
         ]
     )
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _CLOCK_SKEW)
         .not_valid_after(not_after)
@@ -344,14 +368,15 @@ def _make_member(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        .add_extension(_san(_member_hosts(role, name, hosts)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if san:
+        builder = builder.add_extension(_san(san), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def _member_paths(out_dir: Path, role: Role, name: str, ca: Path) -> CertPaths:
@@ -369,7 +394,8 @@ def _write_member(
     days: int,
 ) -> None:
     key = _new_key()
-    cert = _make_member(ca_cert, ca_key, role, name, key, hosts, days)
+    san = _member_hosts(role, name, hosts)
+    cert = _make_member(ca_cert, ca_key, role, name, key.public_key(), san, days)
     _write(paths.key, _key_pem(key), 0o600)
     _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -450,14 +476,259 @@ def issue_certificate(
     _san(hosts)
     _check_days(days)
     ca_cert_path = ca_dir / _CA_CERT
-    ca_cert = _load_certs(ca_cert_path, "CA certificate")[0]
-    ca_key = _load_key(ca_dir / _CA_KEY, "CA key")
-    if ca_cert.public_key() != ca_key.public_key():
-        raise ParameterError(f"{ca_dir / _CA_KEY} is not the key of {ca_cert_path}")
+    ca_cert, ca_key = _load_ca(ca_dir)
     paths = _member_paths(ca_dir if out_dir is None else Path(out_dir), role, name, ca_cert_path)
     _refuse_existing([paths.cert, paths.key], overwrite)
     _write_member(paths, ca_cert, ca_key, role, name, hosts, days)
     return paths
+
+
+# ---------------------------------------------------------------------------------------
+# signing requests: a site's private key never leaves the site
+
+
+@dataclass(frozen=True)
+class SigningRequest:
+    """A checked certificate signing request: who it asks to be, for which names.
+
+    ``hosts`` are the names the requester asked for besides a node's identity name
+    (:func:`identity_host`), which every node certificate carries anyway.
+    """
+
+    identity: PeerIdentity
+    hosts: tuple[str, ...]
+    public_key: ec.EllipticCurvePublicKey
+
+
+def create_ca(ca_dir: Path, days: int = _MIN_CA_DAYS, *, overwrite: bool = False) -> CertPaths:
+    """Create a federation CA alone (``ca.pem``, ``ca.key`` 0600 in a 0700 folder), for the
+    provisioning path where every member brings its own key (:func:`sign_request`).
+    ``cert`` and ``ca`` of the result are both the CA certificate."""
+    ca_dir = Path(ca_dir)
+    _check_days(days)
+    cert_path, key_path = ca_dir / _CA_CERT, ca_dir / _CA_KEY
+    _refuse_existing([cert_path, key_path], overwrite)
+    key = _new_key()
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(ca_dir, 0o700)  # it holds the CA's private key
+    _write(key_path, _key_pem(key), 0o600)
+    _write(cert_path, _make_ca(key, days).public_bytes(serialization.Encoding.PEM), 0o644)
+    return CertPaths(cert=cert_path, key=key_path, ca=cert_path)
+
+
+def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_cert_path = Path(ca_dir) / _CA_CERT
+    ca_cert = _load_certs(ca_cert_path, "CA certificate")[0]
+    ca_key = _load_key(Path(ca_dir) / _CA_KEY, "CA key")
+    if ca_cert.public_key() != ca_key.public_key():
+        raise ParameterError(f"{Path(ca_dir) / _CA_KEY} is not the key of {ca_cert_path}")
+    return ca_cert, ca_key
+
+
+def ca_fingerprint(ca_cert: Path) -> str:
+    """SHA-256 of the CA certificate (``AB:CD:...``): what a site compares, over the phone
+    or another channel, with the fingerprint its CA operator reads out, before it trusts
+    the ``ca.pem`` that came with its kit."""
+    cert = _load_certs(Path(ca_cert), "CA certificate")[0]
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _check_requested_hosts(hosts: Sequence[str], role: Role, name: str) -> tuple[str, ...]:
+    """Names a member may ask for: no wildcard and no phe-fl identity name but its own, so
+    a signed request can never let one node answer as another."""
+    own = identity_host(name).lower() if role == "node" else None
+    out: list[str] = []
+    for host in hosts:
+        low = host.lower().rstrip(".")
+        if low == own:
+            continue
+        if "*" in low:
+            raise ParameterError(f"{role}:{name} asks for the wildcard name {host!r}")
+        if low == "phe-fl" or low.endswith(".phe-fl"):
+            raise ParameterError(
+                f"{role}:{name} asks for {host!r}, a phe-fl identity name that is not its own"
+            )
+        out.append(host)
+    if out:
+        _san(out)
+    return tuple(out)
+
+
+def _san_strings(ext: x509.SubjectAlternativeName) -> list[str]:
+    names: list[str] = list(ext.get_values_for_type(x509.DNSName))
+    names += [str(ip) for ip in ext.get_values_for_type(x509.IPAddress)]
+    return names
+
+
+def certificate_hosts(cert: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses a certificate is valid for (its SAN)."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return _san_strings(ext)
+
+
+def _name_of(subject: x509.Name, where: str) -> PeerIdentity:
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(names[0].value) if len(names) == 1 else ""
+    role, sep, name = cn.partition(":")
+    if not sep or role not in ROLES:
+        raise ParameterError(
+            f"{where} asks for common name {cn[:80]!r}: it must be node:<id> or querier:<id>"
+        )
+    _check_id(name, role)
+    return PeerIdentity(role=_check_role(role), name=name)
+
+
+def create_signing_request(
+    key_path: Path, csr_path: Path, role: Role, name: str, hosts: Sequence[str] = ()
+) -> bool:
+    """Write a certificate signing request for ``<role>:<name>``, made with the private key
+    at ``key_path``; the key is generated there (0600) if it does not exist yet, and is
+    reused otherwise, so running this twice never orphans an installed certificate.
+    Returns whether a new key was generated. The request holds only the public key."""
+    role = _check_role(role)
+    _check_id(name, role)
+    wanted = _check_requested_hosts(hosts, role, name)
+    key_path, csr_path = Path(key_path), Path(csr_path)
+    created = not key_path.exists()
+    if created:
+        key = _new_key()
+        _write(key_path, _key_pem(key), 0o600)
+    else:
+        key = _load_key(key_path, "private key")
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "phe-fl federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{role}:{name}"),
+        ]
+    )
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    san = [*wanted, identity_host(name)] if role == "node" else list(wanted)
+    if san:
+        builder = builder.add_extension(_san(san), critical=False)
+    csr = builder.sign(key, hashes.SHA256())
+    _write(csr_path, csr.public_bytes(serialization.Encoding.PEM), 0o644)
+    return created
+
+
+def read_signing_request(path: Path) -> SigningRequest:
+    """Load and check a signing request: a valid self-signature (so whoever made it holds
+    the key), an EC P-256 key, a ``node:<id>``/``querier:<id>`` name and acceptable hosts."""
+    path = Path(path)
+    data = _read(path, "certificate signing request")
+    try:
+        csr = x509.load_pem_x509_csr(data)
+    except ValueError:
+        raise ParameterError(f"{path} holds no PEM certificate signing request") from None
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise ParameterError(
+            f"{path}: the request's signature does not verify (altered after it was made, "
+            "or not made with the key it carries)"
+        )
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        raise ParameterError(f"{path}: the request's key is not an EC P-256 key")
+    who = _name_of(csr.subject, str(path))
+    try:
+        ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        requested = _san_strings(ext)
+    except x509.ExtensionNotFound:
+        requested = []
+    try:
+        hosts = _check_requested_hosts(requested, who.role, who.name)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: {exc}") from None
+    return SigningRequest(identity=who, hosts=hosts, public_key=public_key)
+
+
+def sign_request(
+    ca_dir: Path,
+    request: SigningRequest,
+    out: Path,
+    days: int = 365,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Sign a checked request with the CA in ``ca_dir`` and write the certificate to
+    ``out``: the same extensions :func:`issue_certificate` gives, for the request's
+    identity and hosts (a node's identity name always included)."""
+    _check_days(days)
+    out = Path(out)
+    _refuse_existing([out], overwrite)
+    ca_cert, ca_key = _load_ca(Path(ca_dir))
+    who = request.identity
+    san = [*request.hosts, identity_host(who.name)] if who.role == "node" else list(request.hosts)
+    cert = _make_member(ca_cert, ca_key, who.role, who.name, request.public_key, san, days)
+    _write(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return out
+
+
+def install_certificate(cert: Path, key: Path, ca: Path, role: Role, name: str, dest: Path) -> Path:
+    """Check a certificate sent back by the CA operator against what this member holds
+    (its identity, its private key, its federation's CA, valid now), then copy it to
+    ``dest``. Nothing is written when a check fails."""
+    cert, dest = Path(cert), Path(dest)
+    data = _read(cert, "certificate")
+    leaf = _load_certs(cert, "certificate", data)[0]
+    who = _name_of(leaf.subject, f"certificate {cert}")
+    if (who.role, who.name) != (role, name):
+        raise ParameterError(f"certificate {cert} is for {who}, not for {role}:{name}")
+    if leaf.public_key() != _load_key(Path(key), "private key").public_key():
+        raise ParameterError(
+            f"certificate {cert} is not for this member's private key {key} "
+            "(signed from another request?)"
+        )
+    if not issued_by(leaf, _load_certs(Path(ca), "CA certificate")):
+        raise ParameterError(f"certificate {cert} is not issued by the federation CA in {ca}")
+    if role == "node" and identity_host(name) not in certificate_hosts(leaf):
+        raise ParameterError(f"certificate {cert} does not carry the name {identity_host(name)}")
+    now = _now()
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        raise ParameterError(
+            f"certificate {cert} is valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M}"
+            f" to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    if cert.resolve() != dest.resolve():
+        _write(dest, data, 0o644)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------
+# inspection (phe-fl preflight)
+
+
+def read_certificate(path: Path, what: str = "certificate") -> x509.Certificate:
+    """The first certificate in a PEM file; a ParameterError naming the file otherwise."""
+    return _load_certs(Path(path), what)[0]
+
+
+def read_ca_certificates(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a CA bundle."""
+    return _load_certs(Path(path), "CA certificate")
+
+
+def read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """An unencrypted EC private key; the error never echoes the file's content."""
+    return _load_key(Path(path), "private key")
+
+
+def issued_by(leaf: x509.Certificate, roots: Sequence[x509.Certificate]) -> bool:
+    """Whether one of ``roots`` signed ``leaf``."""
+    for root in roots:
+        try:
+            leaf.verify_directly_issued_by(root)
+            return True
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -477,13 +748,7 @@ def _load_member(cert: Path, key: Path, ca: Path) -> tuple[bytes, bytes, bytes]:
     roots = _load_certs(ca, "CA certificate", ca_bytes)
     if leaf.public_key() != private.public_key():
         raise ParameterError(f"private key {key} does not belong to certificate {cert}")
-    for root in roots:
-        try:
-            leaf.verify_directly_issued_by(root)
-            break
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-    else:
+    if not issued_by(leaf, roots):
         raise ParameterError(f"certificate {cert} is not issued by the CA in {ca}")
     now = _now()
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
