@@ -285,13 +285,14 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    import logging
 
     from phe_fl.federation.config import load_node_config
     from phe_fl.federation.node import serve_forever
+    from phe_fl.federation.observability import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve_forever(load_node_config(args.config), deadline_s=args.deadline)
+    config = load_node_config(args.config)
+    configure_logging(args.log_level, args.log_format, node=config.id)
+    serve_forever(config, deadline_s=args.deadline)
     return 0
 
 
@@ -450,6 +451,30 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_column_names(path: Path) -> bool:
+    """Whether ``predict --input`` names its columns: a Parquet file, or a CSV whose first
+    row has a cell that is not a number (a header)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    try:
+        with path.open(newline="") as f:
+            first = f.readline()
+    except OSError as exc:
+        what = exc.strerror if isinstance(exc.strerror, str) else str(exc)
+        raise ConfigError(f"--input {path} cannot be read: {what}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--input {path} is not a text CSV") from None
+
+    def number(cell: str) -> bool:
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        return True
+
+    return any(cell.strip() and not number(cell) for cell in first.strip().split(","))
+
+
 def read_query_csv(
     path: Path | str, n_features: int | None = None, *, labels_last: bool = False
 ) -> tuple[FloatArray, FloatArray | None]:
@@ -523,20 +548,44 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
 
-    x, y = read_query_csv(args.input, labels_last=args.labels_last)  # before connecting
+    named = _has_column_names(Path(args.input))
+    if named and args.labels_last:
+        raise ParameterError(
+            f"--input {args.input} names its columns: give the label column with --label, "
+            "not --labels-last"
+        )
+    if not named and args.label:
+        raise ParameterError(
+            f"--input {args.input} has no header: --label needs named columns (use --labels-last)"
+        )
+    x, y = (None, None) if named else read_query_csv(args.input, labels_last=args.labels_last)
     if args.output:
         _check_output_file(Path(args.output))
     tls = TlsPaths(Path(args.cert), Path(args.key), Path(args.ca))
-    querier = Querier(
-        args.root, tls, args.params, name=args.name, on_event=ProgressPrinter(per_node=args.verbose)
-    )
+    progress = ProgressPrinter(per_node=args.verbose)
+    querier = Querier(args.root, tls, args.params, name=args.name, on_event=progress)
     try:
         run, job = querier.model_info(new_job_id(), args.model)
+        if named:  # the model's columns, by name, in its order
+            from phe_fl.federation.data import load_samples
+
+            schema = run.schema
+            x, y = load_samples(
+                args.input,
+                schema.features if schema is not None else None,
+                label=args.label,
+                classes=schema.classes if schema is not None and schema.classes else None,
+            )
+        assert x is not None
         check_query_width(x, job.n_features, args.input, labels_last=args.labels_last)
-        scores = querier.predict(new_job_id(), run, job, x)
+        scores = querier.predict(new_job_id(), run, job, x, on_rows=progress.rows)
     finally:
         querier.close()
-    lines = ["row,score,label"] + [f"{i},{s:.4f},{int(s >= 0.5)}" for i, s in enumerate(scores)]
+    classes = run.schema.classes if run.schema is not None else ()
+    names = list(classes) if len(classes) == 2 else ["0", "1"]  # the nodes' declared labels
+    lines = ["row,score,label"] + [
+        f"{i},{s:.4f},{names[int(s >= 0.5)]}" for i, s in enumerate(scores)
+    ]
     if args.output:
         _write_result(Path(args.output), "\n".join(lines) + "\n")
         print(f"wrote {len(scores)} prediction(s) to {args.output}", file=sys.stderr)
@@ -700,6 +749,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=600.0,
         help="seconds a child may take per step (default 600)",
     )
+    node.add_argument(
+        "--log-level",
+        default=os.environ.get("PHE_FL_LOG_LEVEL") or "INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="lowest level logged (default $PHE_FL_LOG_LEVEL, else INFO)",
+    )
+    node.add_argument(
+        "--log-format",
+        default=os.environ.get("PHE_FL_LOG_FORMAT") or "text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line for log shippers; every line names "
+        "the node, the job and the peer (default $PHE_FL_LOG_FORMAT, else text)",
+    )
     node.set_defaults(func=_cmd_node)
     query = sub.add_parser("query", help="as a querier, run a job on the federation's root")
     query.add_argument(
@@ -760,10 +823,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--params", default=None, help="parameter set (default: ask the root for the federation's)"
     )
     models.set_defaults(func=_cmd_models)
-    audit = sub.add_parser("audit", help="check a node's audit log (its hash chain)")
-    audit.add_argument("action", choices=["verify"])
-    audit.add_argument("file", help="the node's audit.jsonl (in its state dir)")
-    audit.set_defaults(func=_cmd_audit)
+    audit = sub.add_parser(
+        "audit", help="check a node's audit log, or measure membership inference on a model"
+    )
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    verify = audit_sub.add_parser("verify", help="check a node's audit log (its hash chain)")
+    verify.add_argument("file", help="the node's audit.jsonl (in its state dir)")
+    verify.set_defaults(func=_cmd_audit)
+    from phe_fl.privacy.cli import add_membership_parser
+
+    add_membership_parser(audit_sub)
     pred = sub.add_parser(
         "predict",
         help="as a querier, get predictions of a trained (encrypted) model on your own samples;"
@@ -774,11 +843,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--params", default=None, help="parameter set (default: ask the root for the federation's)"
     )
     pred.add_argument("--model", required=True, help="the training job id of the model")
-    pred.add_argument("--input", required=True, help="CSV of samples, one row each")
+    pred.add_argument(
+        "--input",
+        required=True,
+        help="samples, one row each: a CSV (with a header, its columns are picked by the "
+        "model's feature names; without, features in the model's order) or a Parquet file",
+    )
+    pred.add_argument(
+        "--label",
+        help="with named columns: the column holding the true labels (reports accuracy)",
+    )
     pred.add_argument(
         "--labels-last",
         action="store_true",
-        help="the CSV's last column is a label: report accuracy",
+        help="without a header: the CSV's last column is a label (reports accuracy)",
     )
     pred.add_argument(
         "--output", help="write the CSV (row,score,label) to this file instead of stdout"

@@ -1,11 +1,15 @@
 """Rendering of job progress for people: one line per round, a bar per iteration, and
-each node's time and bytes, from the typed events the root streams to the querier."""
+each node's time and bytes, from the typed events the root streams to the querier.
+
+On a terminal, iterations and prediction rows get tqdm bars (rate and ETA) that redraw in
+place; elsewhere (a log file, CI) every iteration is one plain line."""
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from phe_fl.federation.messages import ProgressEvent, Stage
 
@@ -22,13 +26,43 @@ class ProgressPrinter:
     error by default, so that a command's result on standard output stays clean."""
 
     def __init__(
-        self, write: Callable[[str], None] = _print, *, per_node: bool = True, width: int = 24
+        self,
+        write: Callable[[str], None] = _print,
+        *,
+        per_node: bool = True,
+        width: int = 24,
+        bars: bool | None = None,
     ) -> None:
         self.write = write
         self.per_node = per_node
         self.width = width
+        self.bars = sys.stderr.isatty() if bars is None else bars
+        self._bar: Any = None
         self.bytes_by_node: dict[str, int] = defaultdict(int)
         self.seconds_by_stage: dict[Stage, float] = defaultdict(float)
+
+    def _advance(self, what: str, unit: str, done: int, total: int, **postfix: object) -> None:
+        """A tqdm bar on standard error, redrawn in place; closed when ``done == total``."""
+        from tqdm import tqdm
+
+        bar = self._bar
+        if bar is None or bar.desc != what or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = self._bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr)
+        bar.update(done - bar.n)
+        if postfix:
+            bar.set_postfix(postfix, refresh=True)
+        if done >= total:
+            bar.close()
+            self._bar = None
+
+    def rows(self, done: int, total: int) -> None:
+        """``on_rows`` for :meth:`~phe_fl.federation.querier.Querier.predict`."""
+        if self.bars:
+            self._advance("predicting", "row", done, total)
+        else:
+            self.write(f"  predicted {done}/{total} rows")
 
     def __call__(self, ev: ProgressEvent) -> None:
         self.seconds_by_stage[ev.stage] += ev.seconds
@@ -36,6 +70,12 @@ class ProgressPrinter:
             self.bytes_by_node[s.node_id] += s.bytes_sent
         if ev.stage is Stage.ITERATION_DONE and ev.summary is not None:
             done, total = ev.iteration, ev.iterations
+            if self.bars:
+                it = ev.summary
+                self._advance(
+                    "training", "it", done, total, refreshes=it.refreshes, levels=it.levels_left
+                )
+                return
             filled = self.width * done // max(total, 1)
             bar = "#" * filled + "-" * (self.width - filled)
             it = ev.summary

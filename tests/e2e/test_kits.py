@@ -6,6 +6,7 @@ and ``predict --output`` from the querier kit. Real processes, real mutual TLS."
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import socket
@@ -42,18 +43,24 @@ address = "127.0.0.1:{port}"
 listen = "127.0.0.1:{port}"
 [site.data]
 path = "data/site-a.csv"
+label = "diagnosis"
+classes = ["malignant", "benign"]
 
 [[site]]
 id = "site-b"
 role = "leaf"
 [site.data]
 path = "data/site-b.csv"
+label = "diagnosis"
+classes = ["malignant", "benign"]
 
 [[site]]
 id = "site-c"
 role = "leaf"
 [site.data]
 path = "data/site-c.csv"
+label = "diagnosis"
+classes = ["malignant", "benign"]
 
 [tree]
 site-b = "site-a"
@@ -179,12 +186,24 @@ def test_three_sites_from_provision_to_predict(
     x, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target, dtype=np.float64)
     order = np.random.default_rng(7).permutation(len(x))
     test, train = order[:100], order[100:]
+    names = [str(n) for n in data.feature_names]
+    classes = ["malignant", "benign"]  # sklearn's target 0 and 1
+
+    def write_table(path: Path, rows: np.ndarray, columns: list[str]) -> None:
+        """A CSV as people have them: a header, named columns, text labels."""
+        with path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow([*columns, "diagnosis"])
+            for r in rows:
+                by_name = dict(zip(names, x[r], strict=True))
+                out.writerow([*(by_name[c] for c in columns), classes[int(y[r])]])
+
     for site, part in zip(SITES, np.array_split(train, len(SITES)), strict=True):
         folder = kits / site / "data"
         folder.mkdir()
-        np.savetxt(folder / f"{site}.csv", np.hstack([x[part], y[part, None]]), delimiter=",")
-    queries = kits / QUERIER / "samples.csv"
-    np.savetxt(queries, x[test], delimiter=",")
+        write_table(folder / f"{site}.csv", part, names)
+    # the analyst's own file: the same columns in another order (picked by name)
+    write_table(kits / QUERIER / "samples.csv", test, names[::-1])
 
     # -- each member makes its key and request; the operator signs; the member installs --
     inbox = operator / "inbox"
@@ -266,6 +285,8 @@ def test_three_sites_from_provision_to_predict(
         "model-1",
         "--input",
         "samples.csv",
+        "--label",
+        "diagnosis",
         "--output",
         "pred.csv",
         cwd=here,
@@ -275,11 +296,12 @@ def test_three_sites_from_provision_to_predict(
     assert f"wrote {len(test)} prediction(s) to pred.csv" in predict.stderr
     lines = (here / "pred.csv").read_text().splitlines()
     assert lines[0] == "row,score,label"
-    rows = np.loadtxt(lines[1:], delimiter=",", ndmin=2)
-    assert rows.shape == (len(test), 3)
-    assert (rows[:, 0] == np.arange(len(test))).all()
-    assert set(np.unique(rows[:, 2])) <= {0.0, 1.0}
-    accuracy = float((rows[:, 2] == y[test]).mean())
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(len(test)))
+    assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+    assert {r[2] for r in rows} <= set(classes)  # the sites' declared label names
+    accuracy = float(np.mean([r[2] == classes[int(y[i])] for r, i in zip(rows, test, strict=True)]))
     assert accuracy > 0.8, accuracy
+    assert f"accuracy {accuracy:.4f} on {len(test)} rows" in predict.stderr
     for site, proc in zip(SITES, nodes, strict=True):
         assert proc.poll() is None, (kits / site / "node.log").read_text()
