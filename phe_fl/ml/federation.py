@@ -27,6 +27,7 @@ __all__ = [
     "Federation",
     "LayersFederation",
     "MapWorker",
+    "MarginProbe",
     "LocalTrainingFederation",
     "ModelDecryptionRefused",
 ]
@@ -136,6 +137,33 @@ class Federation(Protocol):
 
 
 @runtime_checkable
+class MarginProbe(Protocol):
+    """A federation that can run the consented margin check (optional: the root uses it
+    only when the federation offers it). Each party computes, on its plaintext batch of
+    ``request.iteration`` and the broadcast weights, the encrypted power sum of its margins
+    (:meth:`phe_fl.ml.glm.GLMParty.margin_moment`); the root adds them and asks for the
+    collective decryption of that one scalar, under the same consent as the model.
+
+    Over the gRPC federation this is one more round shaped like MAP+COMBINE (a
+    ``MarginCheckRequest`` carrying the weights, the iteration and the power; every node
+    answers with its moment ciphertext, inner nodes add them on the way up) followed by the
+    decryption round the model-weights job already uses, gated by each node's policy."""
+
+    @property
+    def ctx(self) -> Context: ...
+
+    def global_batch(self, iteration: int) -> int: ...
+
+    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext: ...
+
+    def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray: ...
+
+    def margin_moments(self, request: MapRequest, power: int) -> list[Ciphertext]:
+        """Every party's encrypted ``sum_i (z_i / 2a)^power`` over its batch."""
+        ...
+
+
+@runtime_checkable
 class LayersFederation(Protocol):
     """What the root needs to train a network: :class:`Federation`'s verbs with a MAP
     that carries one weight ciphertext per layer."""
@@ -194,6 +222,18 @@ class LocalTrainingFederation:
     def map(self, request: MapRequest) -> list[Ciphertext]:
         sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
         return [self._wire(w.gradient(sent)) for w in self._workers(MapWorker)]
+
+    def margin_moments(self, request: MapRequest, power: int) -> list[Ciphertext]:
+        """The margin check's MAP (:class:`MarginProbe`): parties whose worker offers
+        ``margin_moment`` (GLM parties) answer."""
+        sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
+        out = []
+        for w in self._workers(MapWorker):
+            moment = getattr(w, "margin_moment", None)
+            if moment is None:
+                raise ProtocolError(f"party {w.index} cannot run the margin check")
+            out.append(self._wire(moment(sent, power)))
+        return out
 
     def map_layers(self, request: LayersMapRequest) -> list[tuple[Ciphertext, ...]]:
         """MAP for networks: each party gets the per-layer weights and this federation's

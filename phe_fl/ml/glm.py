@@ -35,8 +35,11 @@ refresh count doubles while the number of refresh rounds stays the same.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,11 +50,17 @@ from phe_fl.errors import LevelError, ParameterError, ProtocolError
 from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import sigmoid
-from phe_fl.ml.federation import Federation, LocalTrainingFederation, MapRequest
+from phe_fl.ml.federation import (
+    Federation,
+    LocalTrainingFederation,
+    MapRequest,
+    MarginProbe,
+)
 from phe_fl.ml.job import (
     Shard,
     ShardWorker,
     TrainingJob,
+    clip_features,
     require_job_params,
     validate_shard,
     validate_shards,
@@ -63,6 +72,8 @@ __all__ = [
     "design_matrix",
     "GLMParty",
     "IterationReport",
+    "MarginCheck",
+    "MarginWarning",
     "EncryptedModel",
     "GLMTrainer",
     "PlaintextResult",
@@ -71,6 +82,58 @@ __all__ = [
     "predict_proba",
     "predict",
 ]
+
+
+log = logging.getLogger("phe_fl.ml")
+"""Per-iteration progress (INFO) and margins that left the activation's interval (WARNING)."""
+
+
+class MarginWarning(UserWarning):
+    """Margins ``x . w`` left the interval the activation polynomial was fitted on: the
+    polynomial is no sigmoid there and training may diverge (lower the learning rate,
+    tighten ``feature_clip`` or widen ``activation_bound``)."""
+
+
+@dataclass(frozen=True)
+class MarginCheck:
+    """How far the margins of one iteration's global batch went.
+
+    ``low <= max |x_i . w| <= high``. The twin knows the maximum exactly (``low ==
+    high``); the encrypted run learns only the consented power sum ``S = sum_i (z_i /
+    2a)^p`` over the ``n`` samples of the batch, from which ``low = 2a (S / n)^(1/p)`` and
+    ``high = 2a S^(1/p)``. ``left`` is certain: the margins left ``[-a, a]`` (``low > a``).
+    ``overflowed``: the margins were too large to measure (``S`` came back negative or not
+    finite because CKKS could not hold it, or the twin's margins overflowed float64); this
+    is reported as left as well."""
+
+    iteration: int
+    low: float
+    high: float
+    bound: float
+    overflowed: bool = False
+
+    @property
+    def left(self) -> bool:
+        return self.overflowed or self.low > self.bound
+
+    def message(self) -> str:
+        if self.overflowed:
+            seen = "too large to measure (it overflowed)"
+        elif self.low == self.high:
+            seen = f"{self.low:.4g}"
+        else:
+            seen = f"between {self.low:.4g} and {self.high:.4g}"
+        return (
+            f"iteration {self.iteration}: largest margin |x . w| {seen}, outside the "
+            f"activation's interval [-{self.bound:g}, {self.bound:g}]: the polynomial is no "
+            f"sigmoid there and training may diverge; lower learning_rate, tighten "
+            f"feature_clip or widen activation_bound"
+        )
+
+
+def _report_margin(check: MarginCheck) -> None:
+    log.warning("%s", check.message())
+    warnings.warn(check.message(), MarginWarning, stacklevel=3)
 
 
 # -- shared by the encrypted run and the twin ---------------------------------------------
@@ -83,8 +146,10 @@ def batch_rows(n_samples: int, batch_size: int, iteration: int) -> npt.NDArray[n
 
 
 def design_matrix(job: TrainingJob, x: FloatArray) -> FloatArray:
-    """Features plus, when fitting an intercept, a trailing column of ones."""
-    x = np.asarray(x, dtype=np.float64)
+    """Features clipped to the job's ``feature_clip`` (:func:`~phe_fl.ml.job.clip_features`)
+    plus, when fitting an intercept, a trailing column of ones: the model's input on every
+    path (each party's shard, the twin, the querier's samples)."""
+    x = clip_features(job, x)
     if job.fit_intercept:
         return np.hstack([x, np.ones((x.shape[0], 1))])
     return x
@@ -134,6 +199,41 @@ class GLMParty(ShardWorker[TrainingJob]):
         assert out is not None  # a validated shard has at least one sample
         return out
 
+    def margin_moment(self, request: MapRequest, power: int) -> Ciphertext:
+        """Encrypted ``sum_i (z_i / 2a)^power`` over this party's batch at
+        ``request.iteration`` (``z_i = x_i . w``, ``a`` the activation's half-width), at
+        slot 0 of each sample's block and zero elsewhere: the consented margin check
+        (:meth:`GLMTrainer.check_margins`). ``power`` is a power of two; it costs ``2 +
+        log2(power)`` levels of the weights."""
+        w = request.weights
+        ctx: Context = w.context
+        layout = self.job.layout
+        if power < 2 or power & (power - 1):
+            raise ProtocolError(f"party {self.index}: margin power must be 2, 4, 8, ...")
+        need = 1 + power.bit_length()
+        if w.levels_left < need:
+            raise LevelError(
+                f"party {self.index}: the margin check needs {need} levels, the weights have "
+                f"{w.levels_left}"
+            )
+        a = float(self.job.activation_bound)
+        rows = batch_rows(self.n_samples, self.job.batch_size, request.iteration)
+        x = self._x[rows]
+        out: Ciphertext | None = None
+        for sl in chunks(len(rows), layout.samples_per_ct):
+            xc = x[sl]
+            z = ctx.rescale(ctx.mul_plain(w, layout.forward_vector(xc)))
+            for step in layout.feature_sum_steps:
+                z = ctx.add(z, ctx.rotate(z, step))
+            first = np.zeros((layout.samples_per_ct, layout.block))
+            first[: xc.shape[0], 0] = 1.0 / (2.0 * a)
+            t = ctx.rescale(ctx.mul_plain(z, first.ravel()))
+            for _ in range(power.bit_length() - 1):
+                t = ctx.rescale(ctx.mul(t, t))
+            out = t if out is None else ctx.add(out, t)
+        assert out is not None
+        return out
+
 
 # -- REDUCE: the root --------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -147,6 +247,11 @@ class IterationReport:
     levels_dropped: int = 0
     """Levels the broadcast copy shed below the root's weights (see
     :meth:`GLMTrainer.broadcast_levels`)."""
+    margin_low: float | None = None
+    """With the margin check on, a lower bound of the largest margin of this iteration's
+    batch (``None``: not checked); see :class:`MarginCheck`."""
+    margin_high: float | None = None
+    """The matching upper bound."""
 
 
 @dataclass
@@ -248,13 +353,16 @@ class GLMTrainer:
         return ctx.add(w, d)
 
     def step(
-        self, w: Ciphertext, iteration: int, *, final: bool = False
+        self, w: Ciphertext, iteration: int, *, final: bool = False, check_margins: bool = False
     ) -> tuple[Ciphertext, IterationReport]:
         """One iteration; ``final``: the last one of the run (its weights are the model,
-        so the copy broadcast for MAP keeps all their levels)."""
+        so the copy broadcast for MAP keeps all their levels); ``check_margins``: run the
+        consented margin check (:meth:`check_margins`) on the batch this iteration trains
+        on, its bounds land in the report."""
         t0 = time.perf_counter()
         w, refreshes = self.ensure_levels(w)
         refreshes += self.ensure_delta_levels(w)
+        check = self.check_margins(w, iteration) if check_margins else None
         sent = self.federation.ctx.drop_levels(w, self.broadcast_levels(w, final=final))
         request = MapRequest(iteration, sent, self.federation.global_batch(iteration))
         combined = self.federation.aggregate(self.federation.map(request))
@@ -266,8 +374,41 @@ class GLMTrainer:
             new.levels_left,
             time.perf_counter() - t0,
             levels_dropped=w.levels_left - sent.levels_left,
+            margin_low=None if check is None else check.low,
+            margin_high=None if check is None else check.high,
         )
         return new, report
+
+    def check_margins(self, w: Ciphertext, iteration: int) -> MarginCheck | None:
+        """The consented margin check of ``iteration``'s batch on weights ``w``: each party
+        computes its encrypted power sum of margins (:meth:`GLMParty.margin_moment`), the
+        sums are added, and the one scalar is decrypted collectively, which needs every
+        party's ``allow_model_decryption`` (it says how large the margins are, a function
+        of the model and the data). The power is 8 when ``w`` has 5 levels (what a
+        refreshed-enough ``w`` has for activations of degree 4 and more), else 4 or 2, so
+        the bounds are within a factor ``n^(1/p)`` (1.6 for 48 samples at ``p = 8``).
+        ``None`` when ``w`` has fewer than 3 levels, the model is linear (no interval) or
+        the federation does not offer the check (:class:`MarginProbe`)."""
+        fed = self.federation
+        if self.job.model != "logistic" or not isinstance(fed, MarginProbe):
+            return None
+        power = next((p for p in (8, 4, 2) if w.levels_left >= 1 + p.bit_length()), 0)
+        if not power:
+            return None
+        request = MapRequest(iteration, w, fed.global_batch(iteration))
+        g = fed.aggregate(fed.margin_moments(request, power))
+        ctx = fed.ctx
+        for step in self.layout.sample_sum_steps:
+            g = ctx.add(g, ctx.rotate(g, step))
+        total = float(fed.decrypt_if_agreed(g, length=1)[0])
+        a = float(self.job.activation_bound)
+        n = request.global_batch
+        if not math.isfinite(total) or total < -1e-3:
+            return MarginCheck(iteration, math.inf, math.inf, a, overflowed=True)
+        total = max(total, 0.0)
+        low = 2 * a * (total / n) ** (1 / power)
+        high = 2 * a * total ** (1 / power)
+        return MarginCheck(iteration, low, high, a)
 
     def train(
         self,
@@ -275,15 +416,51 @@ class GLMTrainer:
         *,
         iterations: int | None = None,
         on_iteration: Callable[[IterationReport], None] | None = None,
+        check_margins_every: int = 0,
     ) -> EncryptedModel:
         """Every iteration from fresh weights; ``on_iteration`` sees each report as it
-        comes (a federation streams them to the querier)."""
+        comes (a federation streams them to the querier); each iteration is also logged at
+        INFO on the ``phe_fl.ml`` logger.
+
+        ``check_margins_every=k > 0`` runs the consented margin check
+        (:meth:`check_margins`) at every ``k``-th iteration (not at iteration 0 when the
+        weights start at zero) on the weights and batch that iteration trains on; margins
+        that certainly left the activation's interval are reported with a
+        :class:`MarginWarning` and a WARNING log line naming the iteration and the margin,
+        once per run, and each checked iteration's bounds land in its report
+        (``margin_low``, ``margin_high``). The check is one more MAP-sized round and one
+        collective decryption of a scalar, so it needs every party's
+        ``allow_model_decryption``."""
         n_iter = self.job.iterations if iterations is None else iterations
+        every = check_margins_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ParameterError(f"check_margins_every must be an integer >= 0, got {every!r}")
         w = self.encrypt_initial(initial_weights)
         model = EncryptedModel(self.job, w)
+        reported = False
         for it in range(n_iter):
-            w, report = self.step(w, it, final=it == n_iter - 1)
+            check = bool(every) and it % every == 0 and (it > 0 or initial_weights is not None)
+            w, report = self.step(w, it, final=it == n_iter - 1, check_margins=check)
             model.reports.append(report)
+            log.info(
+                "GLM iteration %d/%d: %.2f s, %d refresh(es), %d levels left",
+                it + 1,
+                n_iter,
+                report.seconds,
+                report.refreshes,
+                report.levels_left_after,
+            )
+            if report.margin_low is not None and report.margin_high is not None and not reported:
+                found = MarginCheck(
+                    it,
+                    report.margin_low,
+                    report.margin_high,
+                    float(self.job.activation_bound),
+                    overflowed=math.isinf(report.margin_low),
+                )
+                if found.left:
+                    reported = True
+                    _report_margin(found)
             if on_iteration is not None:
                 on_iteration(report)
         model.weights = w
@@ -300,17 +477,24 @@ class PlaintextResult:
     weights: FloatArray
     history: list[FloatArray]
     max_abs_margin: list[float]
+    left_interval: MarginCheck | None = None
+    """The first iteration whose margins left the activation's interval (logistic
+    regression; ``None`` if none did). It is also reported with a :class:`MarginWarning`."""
 
 
 def train_plaintext(
     job: TrainingJob, shards: Sequence[Shard], initial_weights: FloatArray | None = None
 ) -> PlaintextResult:
-    """Exactly the encrypted run's math in numpy: same polynomial, batches and update."""
+    """Exactly the encrypted run's math in numpy: same clip, polynomial, batches and update.
+    The first iteration whose margins leave the activation's interval is reported
+    (:attr:`PlaintextResult.left_interval`, a :class:`MarginWarning` and a WARNING on the
+    ``phe_fl.ml`` logger)."""
     data = [(design_matrix(job, x), y) for x, y in validate_shards(job, shards)]
     act = job.activation
     w = np.zeros(job.n_weights) if initial_weights is None else np.array(initial_weights, float)
     d = np.zeros_like(w)  # the last step w_t - w_{t-1} (momentum)
     history, margins = [w.copy()], []
+    left: MarginCheck | None = None
     for it in range(job.iterations):
         batches = [batch_rows(len(y), job.batch_size, it) for _, y in data]
         eta = job.learning_rate / sum(len(r) for r in batches)
@@ -325,7 +509,11 @@ def train_plaintext(
         w = w + d
         history.append(w.copy())
         margins.append(worst)
-    return PlaintextResult(w, history, margins)
+        bound = float(job.activation_bound)
+        if job.model == "logistic" and left is None and not worst <= bound:
+            left = MarginCheck(it, worst, worst, bound, overflowed=not math.isfinite(worst))
+            _report_margin(left)
+    return PlaintextResult(w, history, margins, left)
 
 
 def predict_proba(job: TrainingJob, weights: FloatArray, x: FloatArray) -> FloatArray:

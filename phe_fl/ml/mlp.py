@@ -61,8 +61,9 @@ from phe_fl.ml.federation import (
     LocalTrainingFederation,
     Refresher,
 )
-from phe_fl.ml.glm import batch_rows
+from phe_fl.ml.glm import batch_rows, log
 from phe_fl.ml.job import (
+    DEFAULT_PARAMS,
     Shard,
     ShardWorker,
     check_common_fields,
@@ -116,6 +117,8 @@ class MLPJob:
     every party and the twin derive the same ones); ``init_scale`` multiplies the
     Glorot-uniform range. Labels are the integers ``0 .. n_classes - 1``.
     ``allow_model_decryption`` is this party's consent to reveal the trained model.
+    ``params`` defaults to the 128-bit :data:`~phe_fl.ml.job.DEFAULT_PARAMS`; the insecure
+    test set is for tests only, which name it.
     """
 
     n_features: int
@@ -131,7 +134,7 @@ class MLPJob:
     output_degree: int = 1
     output_bound: float = 4.0
     activation_method: FitMethod = "lstsq"
-    params: str = "insecure-test-n12"
+    params: str = DEFAULT_PARAMS
     seed: int = 0
     init_scale: float = 1.0
     allow_model_decryption: bool = False
@@ -520,14 +523,31 @@ class MLPTrainer:
         return ws, report
 
     def train(
-        self, initial: Sequence[FloatArray] | None = None, *, iterations: int | None = None
+        self,
+        initial: Sequence[FloatArray] | None = None,
+        *,
+        iterations: int | None = None,
+        on_iteration: Callable[[MLPIterationReport], None] | None = None,
     ) -> EncryptedMLP:
+        """Every iteration from ``initial`` (or the job's seeded weights); ``on_iteration``
+        sees each report as it comes, and each iteration is logged at INFO on the
+        ``phe_fl.ml`` logger (a long network job is never silent)."""
         n_iter = self.job.iterations if iterations is None else iterations
         ws = self.encrypt_initial(initial)
         model = EncryptedMLP(self.job, ws)
         for it in range(n_iter):
             ws, report = self.step(ws, it)
             model.reports.append(report)
+            log.info(
+                "MLP iteration %d/%d: %.2f s, %d refresh(es) at the root, %d by the parties",
+                it + 1,
+                n_iter,
+                report.seconds,
+                report.root_refreshes,
+                report.party_refreshes,
+            )
+            if on_iteration is not None:
+                on_iteration(report)
         model.weights = ws
         return model
 
@@ -692,11 +712,34 @@ def predict_local_mlp(
     weights: Sequence[Ciphertext],
     x: FloatArray,
     querier: QuerierKeyPair,
+    *,
+    on_rows: Callable[[int, int], None] | None = None,
 ) -> FloatArray:
     """Oblivious prediction in one process: encrypt, evaluate, key-switch, decode.
-    Returns the class scores only the querier could read."""
+    Returns the class scores only the querier could read.
+
+    It streams: one ciphertext's rows go through the whole flow before the next are
+    encrypted and only their decoded scores are kept, so this function holds one chunk's
+    ciphertexts whatever the number of rows (each simulated party still caches its last
+    256 key-switch shares, see :func:`phe_fl.ml.prediction.predict_local`);
+    ``on_rows(done, total)`` follows the progress."""
     x = np.asarray(x, dtype=np.float64)
-    queries = encrypt_mlp_queries(job, fed.encrypt, x)
-    scores, _ = evaluate_mlp(job, fed.ctx, weights, queries, x.shape[0], fed.refresh)
-    switched = [fed.key_switch(s, querier.public_key) for s in scores]
-    return decode_mlp_scores(job, querier, switched, x.shape[0])
+    if x.ndim != 2:
+        raise ParameterError(
+            f"queries must be a non-empty n x {job.n_features} array, got shape {x.shape}"
+        )
+    n = x.shape[0]
+    per = job.layout.samples_per_ct
+    out: list[FloatArray] = []
+    for start in range(0, max(n, 1), per):  # no rows: the first chunk is refused, by name
+        rows = x[start : start + per]
+        queries = encrypt_mlp_queries(job, fed.encrypt, rows)
+        scores, _ = evaluate_mlp(job, fed.ctx, weights, queries, rows.shape[0], fed.refresh)
+        del queries
+        switched = [fed.key_switch(s, querier.public_key) for s in scores]
+        del scores
+        out.append(decode_mlp_scores(job, querier, switched, rows.shape[0]))
+        del switched
+        if on_rows is not None:
+            on_rows(start + rows.shape[0], n)
+    return np.vstack(out)

@@ -39,7 +39,7 @@ which a deployment limits by policy (query budgets), not by cryptography.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -244,18 +244,40 @@ def predict_local(
     querier: QuerierKeyPair,
     *,
     output: Output = "activation",
+    on_rows: Callable[[int, int], None] | None = None,
 ) -> FloatArray:
     """The whole flow in one process (tests, benchmarks): encrypt, evaluate, key-switch
     every result to ``querier``, decrypt there, decode the scores. With ``fed.wire`` every
-    ciphertext crosses a byte boundary as it would between processes."""
+    ciphertext crosses a byte boundary as it would between processes.
+
+    It streams: one ciphertext's rows (``job.layout.samples_per_ct``) go through the whole
+    flow before the next are encrypted, and only their decoded scores are kept, so this
+    function holds one ciphertext of each kind whatever the number of rows.
+    ``on_rows(done, total)`` follows the progress. What still grows, up to 256 result
+    ciphertexts, is each simulated party's share cache (:class:`phe_fl.mhe.Party` keeps
+    its last 256 key-switch shares so that a retry gets the same noise):
+    ``benchmarks/bench_predict_memory.py`` measures both."""
     ctx = fed.ctx
 
     def wire(ct: Ciphertext) -> Ciphertext:
         return ctx.ciphertext_from_bytes(ct.to_bytes()) if fed.wire else ct
 
     x_arr = _check_queries(job, x)
-    queries = [wire(q) for q in encrypt_queries(job, ctx, x_arr, fed.joint_key)]
-    results = [wire(r) for r in evaluate(job, ctx, weights_ct, queries, output=output)]
-    switched = [wire(fed.key_switch(r, querier.public_key)) for r in results]
-    slots = [querier.decrypt(s) for s in switched]
-    return decode_scores(job, slots, x_arr.shape[0], output=output)
+    n = x_arr.shape[0]
+    per = job.layout.samples_per_ct
+    scores = np.empty(n, dtype=np.float64)
+    for start in range(0, n, per):
+        rows = x_arr[start : start + per]
+        query = wire(encrypt_queries(job, ctx, rows, fed.joint_key)[0])
+        result = wire(evaluate(job, ctx, weights_ct, [query], output=output)[0])
+        del query
+        switched = wire(fed.key_switch(result, querier.public_key))
+        del result
+        slots = querier.decrypt(switched)
+        del switched
+        scores[start : start + rows.shape[0]] = decode_scores(
+            job, [slots], rows.shape[0], output=output
+        )
+        if on_rows is not None:
+            on_rows(start + rows.shape[0], n)
+    return scores

@@ -789,7 +789,7 @@ class Federation:
         self.querier = q
         self.ctx: Context = q.ctx
         q.setup("fz-keys")
-        self.spec = TrainingJob(n_features=N_FEATURES, iterations=1, batch_size=8)
+        self.spec = TrainingJob(n_features=N_FEATURES, iterations=1, batch_size=8, params=PARAMS)
         self.model = q.train("fz-model", self.spec, standardize=False)
         self.joint: JointPublicKey = q.joint_key("fz-joint")
         x = np.zeros((2, N_FEATURES))
@@ -955,7 +955,8 @@ class Kit:
                 self.prepared.to_bytes(), self.refresh_crp.to_bytes()
             ),
             "prepare_training": lambda: m.PrepareTrainingRequest(
-                TrainingJob(n_features=N_FEATURES, iterations=1, batch_size=8), None
+                TrainingJob(n_features=N_FEATURES, iterations=1, batch_size=8, params=PARAMS),
+                None,
             ),
             "gradient": lambda: m.GradientRequest(0, 24, self.weights.to_bytes()),
         }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from phe_fl.errors import ParameterError
-from phe_fl.mhe import N14_128, N15_128
+from phe_fl.mhe import INSECURE_TEST, N14_128, N15_128
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml import GLMParty, TrainingJob, setup_local, validate_shards
 
@@ -20,15 +20,16 @@ def _shards(n_parties: int = 3, n: int = 8, f: int = 4) -> list[tuple[np.ndarray
     ]
 
 
-def test_defaults_fit_the_test_parameters() -> None:
+def test_defaults_fit_a_128_bit_set() -> None:
     job = TrainingJob(n_features=4)
-    assert job.depth_per_iteration == 3
-    assert job.parameter_set.usable_levels == 4
+    assert job.parameter_set.secure and job.params == N15_128.name
+    assert job.depth_per_iteration == 4 <= job.parameter_set.usable_levels == 8
+    assert TrainingJob(n_features=4, params=INSECURE_TEST.name).depth_per_iteration == 4
 
 
 def test_too_deep_activation_says_what_to_change() -> None:
     with pytest.raises(ParameterError) as info:
-        TrainingJob(n_features=4, activation_degree=9)  # depth 4 + 1 > 4 usable levels
+        TrainingJob(n_features=4, activation_degree=9, params=INSECURE_TEST.name)  # 4 + 1 > 4
     msg = str(info.value)
     print(msg)
     assert "needs 5 levels" in msg and "only 4 usable levels" in msg
@@ -46,7 +47,7 @@ def test_too_deep_for_n14() -> None:
 
 def test_too_many_features_for_the_ring() -> None:
     with pytest.raises(ParameterError, match="larger ring"):
-        TrainingJob(n_features=1500)
+        TrainingJob(n_features=1500, params=INSECURE_TEST.name)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from tests.ml.ml_slot_sim import SlotFederation
     [(1, False, 1), (1, True, 4), (2, True, 8), (4, False, 8), (8, True, 32), (30, True, 64)],
 )
 def test_block_sizes(n_features: int, fit_intercept: bool, expected_block: int) -> None:
-    job = TrainingJob(n_features=n_features, fit_intercept=fit_intercept)
+    job = TrainingJob(n_features=n_features, fit_intercept=fit_intercept, params=INSECURE_TEST.name)
     layout = job.layout
     assert layout.block == expected_block
     assert layout.block >= 2 * job.n_weights - 1
@@ -26,7 +26,7 @@ def test_block_sizes(n_features: int, fit_intercept: bool, expected_block: int) 
 
 
 def test_rotation_indices_are_exactly_the_needed_ones() -> None:
-    job = TrainingJob(n_features=8)  # 9 weights -> blocks of 32, 64 samples per ct
+    job = TrainingJob(n_features=8, params=INSECURE_TEST.name)  # 9 weights: D = 32, 64 per ct
     assert job.rotation_indices() == (1, 2, 4, 8, 9, 16, 32, 64, 128, 256, 512, 1024)
     layout = GLMLayout(slots=N15_128.slots, n_weights=31)
     assert set(layout.rotation_indices()) == {1, 2, 4, 8, 16, 32, 31} | {64 << t for t in range(8)}
@@ -66,6 +66,7 @@ def test_slot_simulation_matches_twin(
         activation_degree=degree,
         activation_bound=6.0,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     trained, fed = _run_sim(job, shards)
     twin = train_plaintext(job, shards)
@@ -91,7 +92,9 @@ def test_slot_simulation_matches_twin(
 def test_more_iterations_per_refresh_on_deeper_params(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
     x, y = breast_cancer
     shards = split(x[:, :4], y, (16, 16))
-    job = TrainingJob(n_features=4, iterations=6, params=N15_128.name)  # 8 usable levels
+    job = TrainingJob(  # 8 usable levels, the degree-3 sigmoid: 3 levels per iteration
+        n_features=4, iterations=6, params=N15_128.name, activation_degree=3, activation_bound=3.0
+    )
     trained, _ = _run_sim(job, shards, N15_128)
     assert job.depth_per_iteration == 3
     # 11 levels: 11 -> 8 -> 5 (3 left: refreshable) -> refresh -> 8 -> 5 -> refresh ...
@@ -100,7 +103,7 @@ def test_more_iterations_per_refresh_on_deeper_params(breast_cancer, split) -> N
 
 def test_party_refuses_weights_without_enough_levels(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
     x, y = breast_cancer
-    job = TrainingJob(n_features=4)
+    job = TrainingJob(n_features=4, params=INSECURE_TEST.name, activation_degree=3)
     party = GLMParty(0, job, split(x[:, :4], y, (8,))[0])
     fed = SlotFederation([party])
     w = fed.encrypt(job.layout.weights_vector(np.zeros(5)))

@@ -74,7 +74,9 @@ def test_weights_round_trip_through_their_orientation(k: int) -> None:
 
 def test_layers_too_wide_for_the_ring_are_refused_with_the_limit() -> None:
     with pytest.raises(ParameterError, match=r"at most 31 inputs per layer"):
-        MLPJob(n_features=64, n_classes=10, hidden=(64,))  # 2^12 ring: 2048 slots
+        MLPJob(  # 2^12 ring: 2048 slots
+            n_features=64, n_classes=10, hidden=(64,), params=INSECURE_TEST.name
+        )
 
 
 # -- exact check of packing and level bookkeeping on the slot simulator ------------------
@@ -138,6 +140,7 @@ def encrypted_run(request, iris):  # type: ignore[no-untyped-def]
         batch_size=10,
         learning_rate=1.0,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     shards = _shards(x, y, (20, 20, 20))
     fed = setup_local_mlp(job, shards)
@@ -175,6 +178,7 @@ def test_three_hidden_layers_and_momentum_match_the_twin(iris) -> None:  # type:
         learning_rate=1.0,
         momentum=0.5,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     shards = _shards(x, y, (8, 8))
     fed = setup_local_mlp(job, shards)
@@ -203,7 +207,7 @@ def test_training_learns(iris) -> None:  # type: ignore[no-untyped-def]
 
 def test_decryption_needs_every_consent(iris) -> None:  # type: ignore[no-untyped-def]
     x, y = iris
-    job = MLPJob(n_features=4, n_classes=3, iterations=1, batch_size=5)
+    job = MLPJob(n_features=4, n_classes=3, iterations=1, batch_size=5, params=INSECURE_TEST.name)
     fed = setup_local_mlp(job, _shards(x, y, (5, 5)), consents=[True, False])
     model = MLPTrainer(job, fed).train()
     with pytest.raises(ModelDecryptionRefused, match=r"\[1\]"):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from phe_fl.errors import ParameterError
+from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import GLMTrainer, TrainingJob, setup_local, train_plaintext
 from phe_fl.ml.glm import batch_rows, design_matrix
 
@@ -23,7 +24,9 @@ def test_twin_is_heavy_ball(breast_cancer, split) -> None:  # type: ignore[no-un
     """w_{t+1} = w_t - G_t + mu (w_t - w_{t-1}), G_t the (polynomial) mean gradient step."""
     x, y = breast_cancer
     shards = split(x[:, :4], y, (20, 20))
-    base = TrainingJob(n_features=4, iterations=6, batch_size=8, learning_rate=0.5)
+    base = TrainingJob(
+        n_features=4, iterations=6, batch_size=8, learning_rate=0.5, params=INSECURE_TEST.name
+    )
     job = dataclasses.replace(base, momentum=0.9)
     heavy, plain = train_plaintext(job, shards), train_plaintext(base, shards)
     data = [(design_matrix(job, a), b) for a, b in shards]
@@ -56,6 +59,7 @@ def test_encrypted_momentum_matches_twin(breast_cancer, split) -> None:  # type:
         learning_rate=0.3,
         momentum=0.9,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     fed = setup_local(job, shards)
     trainer = GLMTrainer(job, fed)

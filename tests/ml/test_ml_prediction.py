@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from phe_fl.errors import KeyMismatchError, LevelError, ParameterError
-from phe_fl.mhe import Ciphertext, Party, QuerierKeyPair
+from phe_fl.mhe import INSECURE_TEST, Ciphertext, Party, QuerierKeyPair
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml import GLMTrainer, TrainingJob, predict, predict_proba, setup_local
 from phe_fl.ml import prediction as pred
@@ -25,7 +25,14 @@ def trained(breast_cancer, split):  # type: ignore[no-untyped-def]
     x, y = breast_cancer
     shards = split(x[:, :8], y, (16, 16, 16))
     job = TrainingJob(
-        n_features=8, iterations=2, batch_size=16, learning_rate=0.5, allow_model_decryption=True
+        n_features=8,
+        iterations=2,
+        batch_size=16,
+        learning_rate=0.5,
+        allow_model_decryption=True,
+        params=INSECURE_TEST.name,
+        activation_degree=3,
+        activation_bound=3.0,
     )
     fed = setup_local(job, shards)
     model = GLMTrainer(job, fed).train()

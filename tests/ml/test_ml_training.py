@@ -35,6 +35,7 @@ def logistic_run(breast_cancer, split):  # type: ignore[no-untyped-def]
         activation_degree=3,
         activation_bound=3.0,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     fed = setup_local(job, shards)
     fed.sent = []  # type: ignore[attr-defined]  # the weights each MAP was broadcast with
@@ -128,7 +129,13 @@ def test_broadcast_drops_levels_without_changing_the_refresh_schedule(
     x, y = breast_cancer
     shards = split(x[:, :4], y, (16, 16))
     job = TrainingJob(
-        n_features=4, iterations=7, params=N15_128.name, learning_rate=0.2, momentum=momentum
+        n_features=4,
+        iterations=7,
+        params=N15_128.name,
+        learning_rate=0.2,
+        momentum=momentum,
+        activation_degree=3,
+        activation_bound=3.0,
     )
     model, fed = _slot_run(job, shards, N15_128)
     assert job.depth_per_iteration == 3
@@ -151,7 +158,9 @@ def test_broadcast_drops_levels_without_changing_the_refresh_schedule(
 def test_decryption_needs_every_partys_consent(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
     x, y = breast_cancer
     shards = split(x[:, :2], y, (8, 8))
-    job = TrainingJob(n_features=2, iterations=1, batch_size=8)  # consent not given
+    job = TrainingJob(  # consent not given
+        n_features=2, iterations=1, batch_size=8, params=INSECURE_TEST.name
+    )
     fed = setup_local(job, shards)
     model = GLMTrainer(job, fed).train()
     with pytest.raises(ModelDecryptionRefused, match=r"parties \[0, 1\].*allow_model_decryption"):
@@ -175,6 +184,7 @@ def test_linear_regression_two_chunks_per_party(breast_cancer, split) -> None:  
         batch_size=40,
         learning_rate=0.2,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     assert job.layout.n_chunks(40) == 2
     fed = setup_local(job, shards)
@@ -216,6 +226,7 @@ def test_ten_parties_breast_cancer_accuracy(breast_cancer) -> None:  # type: ign
         activation_degree=5,  # positive leading coefficient: stable outside [-8, 8]
         activation_bound=8.0,
         allow_model_decryption=True,
+        params=INSECURE_TEST.name,
     )
     fed = setup_local(job, shards)
     model = GLMTrainer(job, fed).train()
@@ -239,9 +250,17 @@ def test_activation_choice_decides_stability(breast_cancer) -> None:  # type: ig
     """Plaintext only: the degree-3 fit on [-3, 3] (negative leading coefficient) pushes
     margins that left the interval further out; degree 5 on [-8, 8] pulls them back."""
     shards, _, _ = _bc_split(breast_cancer, 10)
-    common = {"n_features": 30, "iterations": 40, "batch_size": 16, "learning_rate": 0.3}
+    common = {
+        "n_features": 30,
+        "iterations": 40,
+        "batch_size": 16,
+        "learning_rate": 0.3,
+        "params": INSECURE_TEST.name,
+    }
     with np.errstate(all="ignore"):
-        bad = train_plaintext(TrainingJob(**common, activation_degree=3), shards)
+        bad = train_plaintext(
+            TrainingJob(**common, activation_degree=3, activation_bound=3.0), shards
+        )
     good = train_plaintext(TrainingJob(**common, activation_degree=5, activation_bound=8.0), shards)
     assert not np.all(np.isfinite(bad.max_abs_margin)) or max(bad.max_abs_margin) > 1e6
     assert max(good.max_abs_margin) < 20
