@@ -51,6 +51,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _clip(text: str) -> float:
+    """``--feature-clip``: a number > 0, or ``inf`` for no clip."""
+    if text.strip().lower() in ("inf", "infinity", "none"):
+        return math.inf
+    return _positive_float(text)
+
+
 def _positive_seconds(text: str) -> float:
     try:
         return _positive_float(text)
@@ -314,16 +321,17 @@ def _cmd_query(args: argparse.Namespace) -> int:
                     f"--rotations {out_of_range} out of range for parameter set {params} "
                     f"(steps must be within +-{slots - 1})"
                 )
-        elif args.job == "train":
-            return TrainingJob(
-                n_features=args.features,
-                iterations=args.iterations,
-                learning_rate=args.learning_rate,
-                batch_size=args.batch_size,
-                activation_degree=args.degree,
-                activation_bound=args.bound,
-                params=params,
-            )
+        elif args.job == "train":  # what is not given keeps the job's defaults
+            given = {
+                "iterations": args.iterations,
+                "learning_rate": args.learning_rate,
+                "batch_size": args.batch_size,
+                "activation_degree": args.degree,
+                "activation_bound": args.bound,
+                "feature_clip": args.feature_clip,
+            }
+            options = {k: v for k, v in given.items() if v is not None}
+            return TrainingJob(n_features=args.features, params=params, **options)
         elif args.job == "model" and not args.model:
             raise ParameterError("`phe-fl query model` needs --model (the training job id)")
         return None
@@ -784,18 +792,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--features", type=_positive_int, default=30, help="stats, train: number of features"
     )
     query.add_argument("--job-id", default="", help="job id (default: random)")
-    query.add_argument("--iterations", type=_positive_int, default=10, help="train: iterations")
     query.add_argument(
-        "--learning-rate", type=_positive_float, default=0.3, help="train: learning rate"
+        "--iterations", type=_positive_int, help="train: iterations (default: the job's, 10)"
     )
     query.add_argument(
-        "--batch-size", type=_positive_int, default=16, help="train: samples per node"
+        "--learning-rate", type=_positive_float, help="train: learning rate (default 0.2)"
     )
     query.add_argument(
-        "--degree", type=_positive_int, default=5, help="train: sigmoid polynomial degree"
+        "--batch-size", type=_positive_int, help="train: samples per node and iteration (16)"
     )
     query.add_argument(
-        "--bound", type=_positive_float, default=8.0, help="train: sigmoid fit interval"
+        "--degree", type=_positive_int, help="train: sigmoid polynomial degree (default 5)"
+    )
+    query.add_argument(
+        "--bound",
+        type=_positive_float,
+        help="train: half-width a of the sigmoid's fit interval [-a, a] (default 10)",
+    )
+    query.add_argument(
+        "--feature-clip",
+        type=_clip,
+        help="train: bound every standardized feature to [-c, c] (default 4; inf: none)",
     )
     query.add_argument("--model", default="", help="model: the training job id to decrypt")
     query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")

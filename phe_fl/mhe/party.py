@@ -3,10 +3,13 @@ requests, caching each answer so that a retried request gets the same bytes back
 
 Regenerating a share for the same ciphertext with fresh noise would let a receiver
 average the noise away; the cache is what enforces "cache and resend". It keeps the most
-recent ``cache_size`` shares (retries come within seconds; a long training job draws
-thousands of refresh shares, which would otherwise pile up in memory) and remembers the
-digest of every request it ever answered: a request whose share has left the cache is
-refused, never answered again with fresh noise.
+recent ``cache_size`` shares, and no more than ``cache_bytes`` of them counted at twice
+a fresh ciphertext each (retries come within seconds; a long training job draws
+thousands of refresh shares, and a prediction one key-switch share per query ciphertext,
+which would otherwise pile up: 256 shares of a 2^16 ring are about 23 GB). It remembers
+the digest of every request it ever answered: a request whose share has left the cache
+is refused, never answered again with fresh noise. (A node also keeps every answer it
+sent in its state store, which answers a parent's retry before the party is asked.)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from phe_fl.errors import ProtocolError
 from phe_fl.mhe._wire import digest
-from phe_fl.mhe.context import Ciphertext, Context
+from phe_fl.mhe.context import Ciphertext, Context, ciphertext_bytes
 from phe_fl.mhe.keys import QuerierPublicKey, SecretShare
 from phe_fl.mhe.protocols.decryption import DecryptionShare, ThresholdDecrypt, flooded_partial
 from phe_fl.mhe.protocols.key_switch import KeySwitchShare, QueryKeySwitch
@@ -31,11 +34,14 @@ __all__ = ["Party"]
 class Party:
     """One data provider's protocol endpoint. Holds exactly one :class:`SecretShare`."""
 
-    def __init__(self, secret: SecretShare, *, cache_size: int = 256) -> None:
+    def __init__(
+        self, secret: SecretShare, *, cache_size: int = 256, cache_bytes: int = 512 << 20
+    ) -> None:
         self.ctx: Context = secret.ctx
         self._secret = secret
         self._cache: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
-        self._cache_size = cache_size
+        per_share = 2 * ciphertext_bytes(secret.ctx.params)
+        self._cache_size = max(4, min(cache_size, cache_bytes // per_share))
         self._answered: set[tuple[str, bytes]] = set()
 
     @property

@@ -204,6 +204,9 @@ def test_model_decryption_needs_every_node_policy(tmp_path: Path) -> None:
         ):
             querier.model_weights("decrypt-1", "train-1")
         wrong = TrainingJob(n_features=29, params=PARAMS, iterations=1)
-        with pytest.raises(PeerError, match="INVALID_ARGUMENT.*node node-0"):
+        # refused at the root, from the nodes' common schema, before PREPARE
+        with pytest.raises(
+            PeerError, match="INVALID_ARGUMENT.*declares 29 features; the nodes' data has 30"
+        ):
             querier.train("train-bad", wrong)
         querier.close()
