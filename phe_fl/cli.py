@@ -591,14 +591,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         querier.close()
     classes = run.schema.classes if run.schema is not None else ()
     names = list(classes) if len(classes) == 2 else ["0", "1"]  # the nodes' declared labels
-    lines = ["row,score,label"] + [
-        f"{i},{s:.4f},{names[int(s >= 0.5)]}" for i, s in enumerate(scores)
-    ]
+    fmt = args.format or ("json" if str(args.output).lower().endswith(".json") else "csv")
+    if fmt == "json":
+        import json
+
+        records = [
+            {"row": i, "score": round(float(s), 6), "label": names[int(s >= 0.5)]}
+            for i, s in enumerate(scores)
+        ]
+        text = json.dumps({"model": args.model, "predictions": records}, indent=1) + "\n"
+    else:
+        lines = ["row,score,label"] + [
+            f"{i},{s:.4f},{names[int(s >= 0.5)]}" for i, s in enumerate(scores)
+        ]
+        text = "\n".join(lines) + "\n"
     if args.output:
-        _write_result(Path(args.output), "\n".join(lines) + "\n")
+        _write_result(Path(args.output), text)
         print(f"wrote {len(scores)} prediction(s) to {args.output}", file=sys.stderr)
     else:
-        print("\n".join(lines))
+        print(text, end="")
     if y is not None:
         accuracy = float(((scores >= 0.5) == y).mean())
         print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
@@ -825,7 +836,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = sub.add_parser(
         "jobs", help="as a querier, list, follow, re-attach to or cancel your jobs at the root"
     )
-    jobs.add_argument("action", choices=["list", "status", "watch", "cancel"])
+    jobs.add_argument(
+        "action",
+        choices=["list", "status", "watch", "cancel"],
+        help="list: your jobs; status: one job's record; watch: follow it until it ends; "
+        "cancel: stop it",
+    )
     jobs.add_argument("job_id", nargs="?", default="", help="the job (status, watch, cancel)")
     _querier_connection(jobs)
     jobs.add_argument(
@@ -834,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     jobs.set_defaults(func=_cmd_jobs)
     models = sub.add_parser("models", help="as a querier, list the trained models at the root")
-    models.add_argument("action", choices=["list"])
+    models.add_argument("action", choices=["list"], help="list: the trained models at the root")
     _querier_connection(models)
     models.add_argument(
         "--params", default=None, help="parameter set (default: ask the root for the federation's)"
@@ -876,7 +892,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="without a header: the CSV's last column is a label (reports accuracy)",
     )
     pred.add_argument(
-        "--output", help="write the CSV (row,score,label) to this file instead of stdout"
+        "--output", help="write the predictions to this file instead of stdout (written whole)"
+    )
+    pred.add_argument(
+        "--format",
+        choices=["csv", "json"],
+        help="csv (row,score,label) or json; default: json for a .json --output, else csv",
     )
     pred.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     pred.set_defaults(func=_cmd_predict)

@@ -283,7 +283,7 @@ def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S)
         signal.signal(sig, lambda *_: stop.set())
     node.start()
     where = f"serving on {config.listen}" if config.listen else "with no listening port"
-    print(f"phe-fl node {config.id} {where}", flush=True)
+    log.info("phe-fl node %s %s", config.id, where)  # a log line: JSON in JSON mode
     try:
         while not stop.wait(0.5):  # a timed wait keeps the signal handlers responsive
             pass

@@ -26,6 +26,8 @@ A federation description (``fed.toml``)::
     party = 0                            # optional: the root is 0, others in order
     address = "site-a.example.org:50051" # where its children (and queriers) reach it
     listen = "0.0.0.0:50051"             # optional: what it binds (default 0.0.0.0:<port>)
+    health = "0.0.0.0:9000"              # optional: plaintext gRPC health probes ([node] health)
+    metrics = "0.0.0.0:9100"             # optional: Prometheus metrics, HTTP /metrics
     hosts = ["10.0.0.5"]                 # optional: more names for its certificate
     [site.data]                          # copied verbatim into the node's [data] table
     path = "data/site-a.csv"             # relative to the kit folder
@@ -102,6 +104,7 @@ _SITE_KEYS = (
     "address",
     "listen",
     "health",
+    "metrics",
     "hosts",
     "data",
     "policy",
@@ -123,6 +126,7 @@ class Site:
     address: str | None = None
     listen: str | None = None
     health: str | None = None
+    metrics: str | None = None
     hosts: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
     policy: Mapping[str, Any] = field(default_factory=dict)
@@ -326,6 +330,7 @@ def load_federation(path: Path | str) -> Federation:
             )
         listen = _address(_get(s, "listen", str, swhere, None), "listen", swhere)
         health = _address(_get(s, "health", str, swhere, None), "health", swhere)
+        metrics = _address(_get(s, "metrics", str, swhere, None), "metrics", swhere)
         hosts = _string_list(s, "hosts", swhere)
         site_policy = _table(s, "policy", swhere)
         _refuse_unknown(site_policy, _POLICY_KEYS, f"{swhere} policy")
@@ -353,6 +358,7 @@ def load_federation(path: Path | str) -> Federation:
             address=address,
             listen=listen,
             health=health,
+            metrics=metrics,
             hosts=hosts,
             data=_table(s, "data", swhere),
             policy=merged,
@@ -381,8 +387,45 @@ def load_federation(path: Path | str) -> Federation:
                     else "its children reach it"
                 )
             )
+        _refuse_shared_ports(site, swhere)
         sites.append(site)
     return Federation(name, params, tuple(sites), tuple(queriers), days, path)
+
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def _bound_listen(site: Site) -> str | None:
+    """What the node binds for the tree: ``listen``, else all interfaces on the
+    address's port (as the kit's node.toml says)."""
+    if site.address is None:
+        return None
+    return site.listen or f"0.0.0.0:{site.address.rsplit(':', 1)[1]}"
+
+
+def _refuse_shared_ports(site: Site, where: str) -> None:
+    """The tree, health and metrics servers are three sockets: two on one port (on one
+    host, or one of them on every interface) would stop the node at its start."""
+    bound = [
+        (key, value)
+        for key, value in (
+            ("listen", _bound_listen(site)),
+            ("health", site.health),
+            ("metrics", site.metrics),
+        )
+        if value is not None
+    ]
+    for i, (key, value) in enumerate(bound):
+        host, port = _host_of(value), value.rsplit(":", 1)[1]
+        for other_key, other in bound[i + 1 :]:
+            other_host, other_port = _host_of(other), other.rsplit(":", 1)[1]
+            if int(port) != int(other_port):
+                continue
+            if host == other_host or host in _WILDCARD_HOSTS or other_host in _WILDCARD_HOSTS:
+                raise ConfigError(
+                    f"{where}: {key} {value!r} and {other_key} {other!r} use the same port: "
+                    "give each its own"
+                )
 
 
 def _tree(tree: Mapping[str, Any], ids: list[str], path: Path) -> dict[str, str]:
@@ -475,10 +518,13 @@ def _toml_table(name: str, table: Mapping[str, Any]) -> str:
 # -- kits -----------------------------------------------------------------------------------
 def _node_toml(fed: Federation, site: Site) -> str:
     node: dict[str, Any] = {"id": site.id, "party": site.party, "n_parties": len(fed.sites)}
-    if site.address is not None:
-        node["listen"] = site.listen or f"0.0.0.0:{site.address.rsplit(':', 1)[1]}"
+    listen = _bound_listen(site)
+    if listen is not None:
+        node["listen"] = listen
     if site.health is not None:
         node["health"] = site.health
+    if site.metrics is not None:
+        node["metrics"] = site.metrics
     node["params"] = fed.params
     tree: dict[str, Any] = {}
     if site.parent is not None:
@@ -560,6 +606,16 @@ def _site_readme(fed: Federation, site: Site, fingerprint: str) -> str:
         )
     else:
         lines.append("- Listens on no port (a leaf needs no inbound connection).")
+    local = []
+    if site.health is not None:
+        local.append(f"gRPC health probes on `{site.health}`")
+    if site.metrics is not None:
+        local.append(f"Prometheus metrics at `http://{site.metrics}/metrics`")
+    if local:
+        lines.append(
+            f"- Serves {' and '.join(local)}: plaintext, for this site's own monitoring; "
+            "never open these ports to other sites."
+        )
     data = ", ".join(f"{k} = {_toml_value(v)}" for k, v in site.data.items()) or "none"
     lines += [
         f"- Data (`[data]` in `node.toml`): {data}.",

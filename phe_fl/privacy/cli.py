@@ -91,7 +91,9 @@ def add_membership_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="0",
         help="digits: the one-vs-rest digit, or 'all' for ten classes (network only)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the member/non-member split and training"
+    )
     p.set_defaults(func=run_membership)
     return p
 

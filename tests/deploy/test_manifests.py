@@ -4,13 +4,17 @@ follow the rules the deployment depends on.
 - Every overlay under deploy/k8s/overlays is rendered with ``kubectl kustomize`` and each
   object is validated against the Kubernetes JSON schemas (``kubernetes-validate``, strict:
   unknown fields are errors), then checked against our own rules: one replica, probes on
-  the node's health port (liveness on "", readiness on "phe_fl.v2.Ready"), the state
+  the node's health port (liveness on "", readiness on "phe_fl.v2.Ready"), the metrics port
+  and the Prometheus annotations that point a scraper at it, JSON logs, the state
   directory on a PersistentVolumeClaim, the kit from a Secret mounted read-only, non-root,
   read-only root filesystem, no privilege escalation, every capability dropped, memory
-  requests from the benchmarks' figures; a root overlay has a Service for the tree port.
+  requests from the benchmarks' figures; a root overlay has a Service for the tree port only;
+  every site of deploy/federation.toml has its overlay.
 - deploy/compose.yaml: every service mounts its kit read-only, nodes keep state on a volume,
-  the querier depends on the root, and it all agrees with deploy/federation.toml.
-- deploy/Containerfile: multi-stage, runtime as a non-root user, the node command.
+  log JSON and expose their metrics port, the querier depends on the root, and it all agrees
+  with deploy/federation.toml, which `phe-fl provision` turns into kits whose node.toml the
+  containers' ports and paths match.
+- deploy/Containerfile: multi-stage, runtime as a non-root user, the node command, the ports.
 
 kubectl and kubernetes-validate are skipped when missing on a developer's machine; under
 CI (CI=true) a missing tool fails the test with what to install.
@@ -43,6 +47,9 @@ K8S = DEPLOY / "k8s"
 OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 
 HEALTH_PORT = 9000  # [node] health in every kit (deploy/federation.toml)
+METRICS_PORT = 9100  # [node] metrics in every kit: Prometheus, plaintext HTTP
+METRICS_PATH = "/metrics"  # phe_fl/federation/observability.py serve_metrics
+LOG_FORMAT = "json"  # PHE_FL_LOG_FORMAT of every node container
 TREE_PORT = 50051  # [node] listen on the root
 READY_SERVICE = "phe_fl.v2.Ready"  # phe_fl/federation/node.py READY_SERVICE
 STATE_DIR = "/state"
@@ -185,7 +192,7 @@ def test_overlay_follows_node_rules(
     # Probes: native gRPC probes on the health port.
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
     assert ports.get("health") == HEALTH_PORT, ports
-    for probe_name, service in (
+    for probe_name, grpc_service in (
         ("livenessProbe", ""),
         ("readinessProbe", READY_SERVICE),
         ("startupProbe", ""),
@@ -195,7 +202,16 @@ def test_overlay_follows_node_rules(
         grpc = probe.get("grpc")
         assert grpc is not None, f"{overlay}: {probe_name} must be a gRPC probe"
         assert grpc["port"] == HEALTH_PORT, f"{overlay}: {probe_name} on port {grpc['port']}"
-        assert grpc.get("service", "") == service, f"{overlay}: {probe_name} service"
+        assert grpc.get("service", "") == grpc_service, f"{overlay}: {probe_name} service"
+
+    # Metrics: the port, and the annotations Prometheus' pod discovery reads.
+    assert ports.get("metrics") == METRICS_PORT, f"{overlay}: no metrics port: {ports}"
+    annotations = spec["template"]["metadata"].get("annotations", {})
+    assert annotations.get("prometheus.io/scrape") == "true", f"{overlay}: {annotations}"
+    assert annotations.get("prometheus.io/port") == str(METRICS_PORT), f"{overlay}: {annotations}"
+    assert annotations.get("prometheus.io/path") == METRICS_PATH, f"{overlay}: {annotations}"
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env.get("PHE_FL_LOG_FORMAT") == LOG_FORMAT, f"{overlay}: logs must be JSON: {env}"
 
     # Volumes: the state dir on a PVC rendered with it, the kit from a read-only Secret.
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -244,6 +260,8 @@ def test_overlay_follows_node_rules(
     else:
         assert ports.get("tree") == TREE_PORT, ports
         service = _one(objects, "Service")
+        # Only the tree port: health and metrics are plaintext, never on the Service that
+        # other institutions may reach.
         (port,) = service["spec"]["ports"]
         assert port["port"] == TREE_PORT and port["targetPort"] in ("tree", TREE_PORT)
         # Ready needs the children connected, which needs the Service: publish regardless.
@@ -262,7 +280,8 @@ def test_overlay_follows_node_rules(
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    compose: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return compose
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +296,15 @@ def _volumes(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
         source, target, *mode = entry.split(":")
         out[target] = (source, mode[0] if mode else "rw")
     return out
+
+
+def test_every_site_of_the_example_has_an_overlay(federation: dict[str, Any]) -> None:
+    names = {p.name for p in OVERLAYS}
+    tree = federation["tree"]
+    for site in federation["site"]:
+        sid = site["id"]
+        role = "root" if sid not in tree else ("inner" if sid in tree.values() else "leaf")
+        assert f"{sid}-{role}" in names, f"no overlay {sid}-{role} in {sorted(names)}"
 
 
 def test_compose_services_mount_their_kits(compose: dict[str, Any]) -> None:
@@ -303,6 +331,31 @@ def test_compose_nodes_keep_state_on_volumes(compose: dict[str, Any]) -> None:
         assert service["healthcheck"]["test"][:2] == ["CMD", "phe-fl-health"]
 
 
+def _published(entry: str | int | dict[str, Any]) -> tuple[str | None, int]:
+    """(host ip, container port) of a compose ports entry, short or long syntax."""
+    if isinstance(entry, dict):
+        return entry.get("host_ip"), int(entry["target"])
+    parts = str(entry).split("/")[0].split(":")
+    return (parts[0] if len(parts) == 3 else None), int(parts[-1])
+
+
+def test_compose_nodes_log_json_and_expose_metrics(compose: dict[str, Any]) -> None:
+    for name in ("site-a", "site-b", "site-c"):
+        service = compose["services"][name]
+        env = service.get("environment", {})
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env)
+        assert env.get("PHE_FL_LOG_FORMAT") == LOG_FORMAT, f"{name}: logs must be JSON: {env}"
+        exposed = {int(str(p).split("/")[0]) for p in service.get("expose", [])}
+        published = [_published(p) for p in service.get("ports", [])]
+        assert METRICS_PORT in exposed | {port for _, port in published}, (
+            f"{name}: metrics port {METRICS_PORT} neither exposed nor published"
+        )
+        for host, port in published:
+            # Plaintext ports (health, metrics) only ever on the host's loopback.
+            assert host == "127.0.0.1", f"{name}: port {port} published on {host or 'all'}"
+
+
 def test_compose_querier_depends_on_the_root(
     compose: dict[str, Any], federation: dict[str, Any]
 ) -> None:
@@ -324,12 +377,46 @@ def test_federation_example_matches_the_containers(
     assert [q["id"] for q in federation["querier"]] == ["querier"]
     for site in sites:
         assert site["health"] == f"0.0.0.0:{HEALTH_PORT}", site["id"]
+        assert site["metrics"] == f"0.0.0.0:{METRICS_PORT}", site["id"]
         assert site["state"]["dir"] == f"{STATE_DIR}/{site['id']}", site["id"]
         if site.get("role") == "root":
             assert site["address"] == f"{site['id']}:{TREE_PORT}"
             assert site["listen"] == f"0.0.0.0:{TREE_PORT}"
         else:
             assert federation["tree"][site["id"]], site["id"]
+
+
+def test_federation_example_provisions_kits_the_containers_run(
+    tmp_path: Path, compose: dict[str, Any]
+) -> None:
+    """`phe-fl provision` accepts deploy/federation.toml, and every kit's node.toml loads and
+    binds what the containers publish and probe, with its state on the volume."""
+    from phe_fl.federation.config import load_node_config
+    from phe_fl.federation.provision import load_federation, provision
+
+    fed = load_federation(DEPLOY / "federation.toml")
+    result = provision(fed, tmp_path / "kits", tmp_path / "ca")
+    assert set(result.kits) == set(compose["services"])
+    for site in fed.sites:
+        cfg = load_node_config(tmp_path / "kits" / site.id / "node.toml")
+        assert cfg.health == f"0.0.0.0:{HEALTH_PORT}", site.id
+        assert cfg.metrics == f"0.0.0.0:{METRICS_PORT}", site.id
+        assert cfg.state_dir == Path(STATE_DIR) / site.id, site.id
+        assert cfg.listen == (f"0.0.0.0:{TREE_PORT}" if site.role != "leaf" else None), site.id
+
+
+def test_provision_commands_in_comments_name_the_ca() -> None:
+    """`phe-fl provision` requires --ca: every command shown in deploy/ gives it."""
+    shown = 0
+    # Not rglob: deploy/kits, ca and work (git-ignored) may hold keys and unreadable state.
+    files = [*DEPLOY.glob("*.md"), *DEPLOY.glob("*.toml"), *DEPLOY.glob("*.yaml")]
+    files += [*DEPLOY.glob("*.sh"), *K8S.rglob("*.yaml")]
+    for path in sorted(files):
+        for line in path.read_text().splitlines():
+            if re.search(r"phe-fl provision\s+--federation", line):
+                shown += 1
+                assert "--ca " in line, f"{path.relative_to(DEPLOY)}: {line.strip()}"
+    assert shown >= 3, "README.md, federation.toml and compose.yaml show the command"
 
 
 def _stages(text: str) -> list[list[str]]:
@@ -363,7 +450,7 @@ def test_containerfile_is_multi_stage_and_non_root() -> None:
     assert f'CMD ["node", "--config", "{KIT_DIR}/node.toml"]' in runtime
     assert f'VOLUME ["{STATE_DIR}"]' in runtime
     exposed = {p for i in runtime if i.startswith("EXPOSE ") for p in i.split()[1:]}
-    assert {str(HEALTH_PORT), str(TREE_PORT)} <= exposed
+    assert {str(HEALTH_PORT), str(METRICS_PORT), str(TREE_PORT)} <= exposed
 
 
 def test_scripts_parse() -> None:

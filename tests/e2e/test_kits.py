@@ -303,5 +303,14 @@ def test_three_sites_from_provision_to_predict(
     accuracy = float(np.mean([r[2] == classes[int(y[i])] for r, i in zip(rows, test, strict=True)]))
     assert accuracy > 0.8, accuracy
     assert f"accuracy {accuracy:.4f} on {len(test)} rows" in predict.stderr
+    as_json = _run(
+        analyst, "predict", "--model", "model-1", "--input", "samples.csv", "--output",
+        "pred.json", cwd=here,
+    )  # fmt: skip
+    _ok(as_json)
+    import json
+
+    records = json.loads((here / "pred.json").read_text())["predictions"]
+    assert [r["label"] for r in records] == [r[2] for r in rows]  # the same model and samples
     for site, proc in zip(SITES, nodes, strict=True):
         assert proc.poll() is None, (kits / site / "node.log").read_text()

@@ -212,6 +212,20 @@ def test_an_existing_ca_is_used(tmp_path: Path) -> None:
         ('id = "site-c"', 'id = "site-b"', "site 'site-b' is declared twice"),
         ('listen = "127.0.0.1:50051"', 'listen = "127.0.0.1"', "listen '127.0.0.1' must be"),
         ('address = "127.0.0.1:50051"', 'address = "0.0.0.0:50051"', "not what it binds"),
+        ('id = "site-b"', 'id = "site-b"\nmetrics = "0.0.0.0"', "metrics '0.0.0.0' must be"),
+        ('id = "site-b"', 'id = "site-b"\nmetrics = "h:99999"', "metrics 'h:99999' must be"),
+        ('id = "site-b"', 'id = "site-b"\nmetrics = 9100', "metrics must be str"),
+        ('id = "site-b"', 'id = "site-b"\nmetric = "0.0.0.0:9100"', "did you mean 'metrics'"),
+        (
+            'listen = "127.0.0.1:50051"',
+            'listen = "127.0.0.1:50051"\nmetrics = "0.0.0.0:50051"',
+            "listen '127.0.0.1:50051' and metrics '0.0.0.0:50051' use the same port",
+        ),
+        (
+            'id = "site-b"',
+            'id = "site-b"\nhealth = "0.0.0.0:9000"\nmetrics = "127.0.0.1:9000"',
+            "use the same port",
+        ),
     ],
 )
 def test_description_mistakes_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -223,6 +237,27 @@ def test_description_mistakes_are_named(tmp_path: Path, old: str, new: str, mess
         load_federation(path)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_health_and_metrics_addresses_go_into_node_toml(tmp_path: Path) -> None:
+    text = DESCRIPTION.replace(
+        'id = "site-b"', 'id = "site-b"\nhealth = "0.0.0.0:9000"\nmetrics = "0.0.0.0:9100"'
+    ).replace(
+        'hosts = ["site-a.example.org"]',
+        'hosts = ["site-a.example.org"]\nmetrics = "[::]:9100"',
+    )
+    fed = load_federation(write_description(tmp_path, text=text))
+    assert fed.site("site-b").metrics == "0.0.0.0:9100"
+    assert fed.site("site-c").metrics is None
+    provision(fed, tmp_path / "kits", tmp_path / "ca")
+    kits = tmp_path / "kits"
+    leaf = load_node_config(kits / "site-b" / "node.toml")
+    assert (leaf.health, leaf.metrics) == ("0.0.0.0:9000", "0.0.0.0:9100")
+    assert load_node_config(kits / "site-a" / "node.toml").metrics == "[::]:9100"
+    assert load_node_config(kits / "site-c" / "node.toml").metrics is None
+    readme = (kits / "site-b" / "README.md").read_text()
+    assert "Prometheus metrics at `http://0.0.0.0:9100/metrics`" in readme
+    assert "metrics" not in (kits / "site-c" / "README.md").read_text()
 
 
 def test_explicit_parties_and_data_passed_verbatim(tmp_path: Path) -> None:
