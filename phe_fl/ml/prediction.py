@@ -253,11 +253,20 @@ def predict_local(
     It streams: one ciphertext's rows (``job.layout.samples_per_ct``) go through the whole
     flow before the next are encrypted, and only their decoded scores are kept, so this
     function holds one ciphertext of each kind whatever the number of rows.
-    ``on_rows(done, total)`` follows the progress. What still grows, up to 256 result
-    ciphertexts, is each simulated party's share cache (:class:`phe_fl.mhe.Party` keeps
-    its last 256 key-switch shares so that a retry gets the same noise):
-    ``benchmarks/bench_predict_memory.py`` measures both."""
+    ``on_rows(done, total)`` follows the progress. What still grows, up to a bound, is
+    each simulated party's share cache (:class:`phe_fl.mhe.Party` keeps its last key-switch
+    shares, at most 256 and 512 MiB, so that a retry gets the same noise):
+    ``benchmarks/bench_predict_memory.py`` measures both.
+
+    A model whose weights have fewer levels left than prediction needs is refreshed
+    collectively first (once), as the federation's root does: a trained model is always
+    ready to predict."""
     ctx = fed.ctx
+    if (
+        weights_ct.levels_left
+        < prediction_depth(job, output=output) + ctx.params.refresh_min_levels
+    ):
+        weights_ct = fed.refresh(weights_ct)
 
     def wire(ct: Ciphertext) -> Ciphertext:
         return ctx.ciphertext_from_bytes(ct.to_bytes()) if fed.wire else ct

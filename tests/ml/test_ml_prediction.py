@@ -177,3 +177,19 @@ def test_refuses_bad_queries_and_shallow_weights(trained) -> None:  # type: igno
 def test_local_federation_type(trained) -> None:  # type: ignore[no-untyped-def]
     _, fed, *_ = trained
     assert isinstance(fed, LocalFederation)
+
+
+def test_a_model_short_of_levels_is_refreshed_before_in_process_prediction(trained) -> None:  # type: ignore[no-untyped-def]
+    """A trained model is always ready to predict: weights left with fewer levels than
+    prediction needs (3 left, a degree-7 sigmoid needs 4) are refreshed collectively once,
+    not refused."""
+    job, fed, weights, w, querier, xq, _ = trained
+    deep = dataclasses.replace(job, activation_degree=7)  # same layout, deeper polynomial
+    shallow = fed.ctx.drop_levels(weights, 3)
+    assert shallow.levels_left == 3 < pred.prediction_depth(deep) == 4
+    queries = pred.encrypt_queries(deep, fed.ctx, xq[:2], fed.joint_key)
+    with pytest.raises(LevelError, match="refresh"):
+        pred.evaluate(deep, fed.ctx, shallow, queries)
+    scores = pred.predict_local(deep, fed, shallow, xq[:40], querier)
+    expected = np.clip(deep.activation(design_matrix(deep, xq[:40]) @ w), 0.0, 1.0)
+    assert np.abs(scores - expected).max() <= TOL
