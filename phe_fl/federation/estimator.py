@@ -108,8 +108,20 @@ class FederatedGLM:
         job = TrainingJob(self.n_features, self.model, params=q.ctx.params.name, **self.job_options)  # type: ignore[arg-type]
         self.run_ = q.train(new_job_id(), job, standardize=self.standardize)
         self.job_ = job
-        self.feature_names_in_ = list(feature_names) if feature_names is not None else None
+        self.feature_names_in_ = self._names(feature_names)
         return self
+
+    def _names(self, given: Sequence[str] | None) -> list[str] | None:
+        """The model's feature names: the nodes' declared columns, or ``given``."""
+        schema = self.run_.schema if self.run_ is not None else None
+        if schema is not None:
+            if given is not None and list(given) != list(schema.features):
+                raise ParameterError(
+                    f"feature_names {list(given)} differ from the nodes' columns "
+                    f"{list(schema.features)}"
+                )
+            return list(schema.features)
+        return list(given) if given is not None else None
 
     @classmethod
     def from_model(
@@ -119,6 +131,7 @@ class FederatedGLM:
         est = cls(root, tls, n_features=0, name=name, **kw)
         run, job = est.querier.model_info(new_job_id(), model_id)
         est.run_, est.job_, est.n_features, est.model = run, job, job.n_features, job.model
+        est.feature_names_in_ = est._names(None)
         return est
 
     @property
@@ -131,15 +144,17 @@ class FederatedGLM:
         return self.run_, self.job_
 
     def _matrix(self, X: Any) -> FloatArray:
-        """Rows of features from an array or a DataFrame (columns checked by name)."""
+        """Rows of features from an array (columns in the model's order) or a DataFrame
+        (columns picked by name, in any order; extra columns such as a label ignored)."""
         columns = getattr(X, "columns", None)
         if columns is not None and self.feature_names_in_ is not None:
             names = [str(c) for c in columns]
-            if names != self.feature_names_in_:
+            missing = [n for n in self.feature_names_in_ if n not in names]
+            if missing:
                 raise ParameterError(
-                    f"columns {names} differ from the features the model was trained on "
-                    f"({self.feature_names_in_})"
+                    f"the DataFrame lacks the model's columns {missing} (it has {names})"
                 )
+            X = X[self.feature_names_in_]
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ParameterError(

@@ -12,6 +12,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from phe_fl.errors import PeerError
+from phe_fl.federation.estimator import FederatedGLM
 from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.querier import Querier
 from phe_fl.mhe import INSECURE_TEST
@@ -92,7 +93,16 @@ def test_named_columns_schema_check_and_declared_transforms(tmp_path: Path) -> N
         weights = q.model_weights("weights-1", "train-1")
         scores = q.predict("predict-1", run, job, x_raw[:50])  # raw samples, as read
         q.close()
+        # the analyst's estimator on a DataFrame: columns by name, any order, extras ignored
+        import pandas as pd
+
+        frame = pd.DataFrame(x_raw[:50], columns=names)[names[::-1]]
+        frame["diagnosis"] = "?"
+        with FederatedGLM.from_model(c.root_address, c.querier_tls(), "train-1") as est:
+            assert est.feature_names_in_ == names
+            proba = est.predict_proba(frame)
     assert run.schema is not None and run.schema.digest == status.schema.digest
+    assert np.abs(proba[:, 1] - scores).max() < 1e-3
     # the querier applied the declared scale before the standardization, as the nodes did
     x_nodes = x_raw[:50].copy()
     for column in ("mean area", "worst area"):
