@@ -459,30 +459,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_column_names(path: Path) -> bool:
-    """Whether ``predict --input`` names its columns: a Parquet file, or a CSV whose first
-    row has a cell that is not a number (a header)."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return True
-    try:
-        with path.open(newline="") as f:
-            first = f.readline()
-    except OSError as exc:
-        what = exc.strerror if isinstance(exc.strerror, str) else str(exc)
-        raise ConfigError(f"--input {path} cannot be read: {what}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--input {path} is not a text CSV") from None
-
-    def number(cell: str) -> bool:
-        try:
-            float(cell)
-        except ValueError:
-            return False
-        return True
-
-    return any(cell.strip() and not number(cell) for cell in first.strip().split(","))
-
-
 def read_query_csv(
     path: Path | str, n_features: int | None = None, *, labels_last: bool = False
 ) -> tuple[FloatArray, FloatArray | None]:
@@ -553,10 +529,15 @@ def _write_result(path: Path, text: str) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.federation.config import TlsPaths
+    from phe_fl.federation.data import has_column_names
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
 
-    named = _has_column_names(Path(args.input))
+    try:
+        named = has_column_names(args.input)
+    except OSError as exc:
+        what = exc.strerror if isinstance(exc.strerror, str) else str(exc)
+        raise ConfigError(f"--input {args.input} cannot be read: {what}") from None
     if named and args.labels_last:
         raise ParameterError(
             f"--input {args.input} names its columns: give the label column with --label, "

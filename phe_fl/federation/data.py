@@ -67,6 +67,7 @@ __all__ = [
     "load_samples",
     "apply_transforms",
     "schema_digest",
+    "has_column_names",
 ]
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})
@@ -236,6 +237,31 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _is_header(cells: Sequence[str], what: str, where: str) -> bool:
+    """The header rule: a first row of text only is a header, of numbers only (missing
+    cells allowed) is data; a mix is refused (``where`` says how to declare it)."""
+    kinds = {
+        "number" if _is_number(c) else "text" for c in cells if c.strip().lower() not in MISSING
+    }
+    if "number" in kinds and "text" in kinds:
+        raise ConfigError(
+            f"{what} mixes numbers and text, so it is neither clearly a header nor clearly "
+            f"data; {where}"
+        )
+    return "text" in kinds
+
+
+def has_column_names(path: Path | str, delimiter: str = ",") -> bool:
+    """Whether a data file names its columns: Parquet always; a CSV when its first row is
+    a header by the nodes' rule (:func:`_is_header`)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    for row, cells in _csv_records(path, delimiter):
+        return _is_header(cells, f"{path}: row {row}", "give a file whose first row is a header")
+    raise ConfigError(f"data file {path} holds no rows")
+
+
 def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """``(row number, cells)`` of every non-empty record; records are counted as a
     spreadsheet counts rows (an empty line still takes a row number)."""
@@ -261,16 +287,11 @@ def _read_csv(source: DataSource, path: Path) -> _Table:
     first_row, first = records[0]
     header = source.header
     if header is None:
-        kinds = {
-            "number" if _is_number(c) else "text" for c in first if c.strip().lower() not in MISSING
-        }
-        if "number" in kinds and "text" in kinds:
-            raise ConfigError(
-                f"data file {path}: row {first_row} mixes numbers and text, so it is neither "
-                f"clearly a header nor clearly data; declare header = true or header = false "
-                f"in {source.where}"
-            )
-        header = "text" in kinds
+        header = _is_header(
+            first,
+            f"data file {path}: row {first_row}",
+            f"declare header = true or header = false in {source.where}",
+        )
     if header:
         names = [c.strip() for c in first]
         for j, name in enumerate(names):

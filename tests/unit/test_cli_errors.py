@@ -198,7 +198,7 @@ def test_predict_bad_csv_refused_before_connecting(capsys, tmp_path):
     line = _run(capsys, "predict", *QUERIER, "--model", "m", "--input", str(csv))
     assert str(csv) in line and "not a numeric CSV" in line
     line = _run(capsys, "predict", *QUERIER, "--model", "m", "--input", str(tmp_path / "no.csv"))
-    assert "no.csv cannot be read" in line
+    assert "no.csv does not exist" in line
 
 
 def test_predict_wrong_width_after_model_info(capsys, tmp_path, monkeypatch):
