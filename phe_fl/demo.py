@@ -56,10 +56,7 @@ def demo_job(params: str, iterations: int) -> TrainingJob:
         n_features=30,
         params=params,
         iterations=iterations,
-        batch_size=16,
-        learning_rate=0.3,
-        activation_degree=5,
-        activation_bound=8.0,
+        batch_size=16,  # the job's defaults otherwise: lr 0.2, degree-5 sigmoid on [-10, 10]
     )
 
 
