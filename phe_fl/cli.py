@@ -359,6 +359,13 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 print(f"  {n.node_id:<16} parent {n.parent_id or '-':<16} keys {n.key_state}")
             for missing in status.missing:
                 print(f"  {missing:<16} NOT CONNECTED")
+            if status.schema is not None:
+                print(status.schema.describe())
+            if status.privacy_budget:
+                print(
+                    f"privacy budget: epsilon {status.privacy_spent:.3g} spent of "
+                    f"{status.privacy_budget:g} (delta {status.privacy_delta:g})"
+                )
         elif args.job == "train":
             assert spec is not None  # checked() builds it for a training
             if args.detach:
@@ -373,6 +380,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 f"{sum(run.refreshes)} collective refreshes; the model stays encrypted "
                 f"at the root as {job!r}"
             )
+            if run.dp_epsilon:
+                print(
+                    f"differentially private: epsilon {run.dp_epsilon:.3g}, delta {run.dp_delta:g}"
+                )
         elif args.job == "model":
             weights = querier.model_weights(job, args.model)
             print(f"model {args.model}: weights (intercept last)")

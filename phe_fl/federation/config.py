@@ -48,6 +48,8 @@ Example (``nodes/example/node-1.toml``)::
     queriers = ["querier"]     # who may receive results from this node's contributions
     allow_decryption = false   # threshold decryption to the root (e.g. the final model)
     release_statistics = true  # pooled feature means/variances, for standardization (PREPARE)
+    dp_epsilon = 8.0           # optional, at the root: the differential-privacy budget every
+    dp_delta = 1e-5            # trained model spends from; a job past it (or without DP) is refused
 
 Relative paths are resolved against the file's folder. Every table and key is declared
 once (:data:`SCHEMA`); an unknown table or key is refused, naming the nearest valid one.
@@ -139,6 +141,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "queriers": Key(list, []),
         "allow_decryption": Key(bool, False),
         "release_statistics": Key(bool, True),
+        "dp_epsilon": Key(float, None),
+        "dp_delta": Key(float, 1e-5),
     },
 }
 """Every table of a node's TOML and every key it may hold; anything else is refused."""
@@ -267,6 +271,10 @@ class Policy:
     queriers: tuple[str, ...] = ()
     allow_decryption: bool = False
     release_statistics: bool = True
+    dp_epsilon: float | None = None
+    """The federation's differential-privacy budget (at the root): the epsilon all trained
+    models together may spend at ``dp_delta``; None: no budget, no DP required."""
+    dp_delta: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -510,7 +518,18 @@ def load_node_config(path: Path | str) -> NodeConfig:
     queriers = policy.get("queriers")
     if not all(isinstance(q, str) for q in queriers):
         raise ConfigError(f"{policy.where}: queriers must be a list of names")
-    pol = Policy(tuple(queriers), policy.get("allow_decryption"), policy.get("release_statistics"))
+    dp_epsilon, dp_delta = policy.get("dp_epsilon"), policy.get("dp_delta")
+    if dp_epsilon is not None and not (math.isfinite(dp_epsilon) and dp_epsilon > 0):
+        raise ConfigError(f"{policy.where}: dp_epsilon must be a finite number > 0")
+    if not 0 < dp_delta < 1:
+        raise ConfigError(f"{policy.where}: dp_delta must be in (0, 1), got {dp_delta}")
+    pol = Policy(
+        tuple(queriers),
+        policy.get("allow_decryption"),
+        policy.get("release_statistics"),
+        dp_epsilon,
+        dp_delta,
+    )
     state = t["state"]
     state_dir = base / (state.get("dir") or f"state/{node_id}")
     max_answer_bytes = state.get("max_answer_bytes")

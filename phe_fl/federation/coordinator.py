@@ -26,7 +26,7 @@ from typing import Any
 from phe_fl.errors import JobStateError, PeerError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.federation.jobs import Control, Job, JobManager
-from phe_fl.federation.policy import decide_job, decide_querier
+from phe_fl.federation.policy import decide_job, decide_privacy_budget, decide_querier
 from phe_fl.federation.serde import JOB_NAMES
 from phe_fl.federation.state import FEDERATION_KEYS, Tracker
 from phe_fl.federation.store import NodeStore
@@ -213,6 +213,37 @@ class Coordinator:
     def schema(self, model_id: str) -> m.DataSchema | None:
         """The data the model takes, as the nodes declared it when it was trained."""
         return _schema_from_dict(self.model_info.get(model_id, {}).get("schema"))
+
+    def privacy_spent(self) -> float:
+        return float((self.store.get("root", "privacy") or {}).get("spent", 0.0))
+
+    def start_dp_training(
+        self,
+        run: Run,
+        spec: TrainingJob,
+        prep: m.PrepareTrainingResponse,
+        checkpoint: dict[str, Any],
+    ) -> None:
+        """Decide (the policy, audited) whether ``spec`` may spend its epsilon of the
+        federation's budget; if so, record the spending and the training's first
+        checkpoint in one transaction (a restart neither spends twice nor trains unpaid)."""
+        policy = self.member.config.policy
+        epsilon = float("inf")
+        if spec.dp_noise_multiplier > 0:
+            from phe_fl.privacy.accounting import job_epsilon
+
+            epsilon = job_epsilon(spec, prep.global_batch, prep.total_rows, policy.dp_delta)
+        with self._lock:
+            spent = self.privacy_spent()
+            decision = decide_privacy_budget(
+                self.id, policy, run.job_id, run.querier, epsilon, spent, audit=self.member.audit
+            )
+            checkpoint["dp_epsilon"] = epsilon if spec.dp_noise_multiplier > 0 else 0.0
+            checkpoint["dp_delta"] = policy.dp_delta if spec.dp_noise_multiplier > 0 else 0.0
+            with self.store.transaction():
+                if decision is not None:
+                    self.store.put("root", "privacy", {"spent": spent + epsilon})
+                self.store.put("checkpoints", run.job_id, checkpoint)
 
     def require_one_schema(self, run: Run) -> m.DataSchema | None:
         """Every connected node's data must fit one model (same column names, order,
@@ -435,7 +466,10 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             "iteration": 0,
             "reports": [],
         }
-        c.store.put("checkpoints", run.job_id, checkpoint)
+        # PREPARE here (the loop sends the same request again: nodes answer from cache)
+        # tells the batch and rows a DP job's epsilon depends on
+        prep = c.round(run, m.PrepareTrainingRequest(spec, std), m.Stage.VALIDATE_SHARDS)
+        c.start_dp_training(run, spec, prep, checkpoint)
     resumes = 0
     while True:
         try:
@@ -452,7 +486,8 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
     std = _std_from_dict(checkpoint["standardization"])
     schema = _schema_from_dict(checkpoint.get("schema"))
     c.save_model(run.job_id, model, run.querier, std, schema)
-    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std, schema)
+    dp = float(checkpoint.get("dp_epsilon", 0.0)), float(checkpoint.get("dp_delta", 0.0))
+    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std, schema, *dp)
 
 
 def _resuming(run: Run) -> bool:
@@ -600,7 +635,16 @@ def _status(c: Coordinator, run: Run, job: m.StatusJob) -> m.StatusResult:
     nodes = result.nodes
     missing = tuple(n.node_id for n in nodes if n.key_state == "disconnected")
     connected = tuple(n for n in nodes if n.key_state != "disconnected")
-    return m.StatusResult(connected, missing, c.member.params.name, c.member.schema)
+    policy = c.member.config.policy
+    return m.StatusResult(
+        connected,
+        missing,
+        c.member.params.name,
+        c.member.schema,
+        policy.dp_epsilon or 0.0,
+        c.privacy_spent(),
+        policy.dp_delta if policy.dp_epsilon is not None else 0.0,
+    )
 
 
 def _list_jobs(c: Coordinator, run: Run, job: m.ListJobsJob) -> m.ListJobsResult:

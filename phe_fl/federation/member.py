@@ -361,8 +361,8 @@ MAX_GLOBAL_BATCH = 1 << 40
 
 
 def _batch(value: int) -> int:
-    """A subtree's samples per iteration: a count, not any 64-bit number (a sum of those
-    would overflow the next request)."""
+    """A subtree's samples (per iteration, or rows): a count, not any 64-bit number (a sum
+    of those would overflow the next request)."""
     if not 0 <= value <= MAX_GLOBAL_BATCH:
         raise ProtocolError(f"reports {value} samples per iteration, more than can be")
     return int(value)
@@ -480,10 +480,10 @@ RULES: dict[type[Any], Rule] = {
         m.RefreshShareResponse,
     ),
     m.PrepareTrainingRequest: Rule(
-        own=lambda mem, r: mem.prepare_training(r.step, r.job_id),
-        load=lambda mem, r, res: _batch(res.global_batch),
-        combine=lambda mem, r, a, b: a + b,
-        answer=lambda acc: m.PrepareTrainingResponse(int(acc)),
+        own=lambda mem, r: (mem.prepare_training(r.step, r.job_id), len(mem.X)),
+        load=lambda mem, r, res: (_batch(res.global_batch), _batch(res.total_rows)),
+        combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1]),
+        answer=lambda acc: m.PrepareTrainingResponse(int(acc[0]), int(acc[1])),
     ),
     m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
     m.PingRequest: _lists(lambda mem, r: [mem.status()], "nodes", m.PingResponse),

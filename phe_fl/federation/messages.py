@@ -160,6 +160,19 @@ class DataSchema:
     transforms: tuple[Transform, ...]
     digest: str
 
+    def describe(self) -> str:
+        """Two lines for people: the columns, and the transformations a querier's samples
+        go through too."""
+        steps = "; ".join(
+            t.name + "".join(f" {c}/{v:g}" for c, v in zip(t.columns, t.values, strict=True))
+            for t in self.transforms
+        )
+        return (
+            f"data: {len(self.features)} features ({', '.join(self.features)}), label "
+            f"{self.label!r}\n  declared transformations (applied to your samples too): "
+            f"{steps or 'none'}"
+        )
+
     def prepare(self, x: FloatArray) -> FloatArray:
         """Raw samples (columns in :attr:`features` order) through the declared
         transformations."""
@@ -376,6 +389,7 @@ class PrepareTrainingRequest:
 @dataclass(frozen=True)
 class PrepareTrainingResponse:
     global_batch: int
+    total_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -516,6 +530,8 @@ class TrainResult:
     refreshes: tuple[int, ...]
     standardization: Standardization | None
     schema: DataSchema | None = None
+    dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -574,6 +590,9 @@ class StatusResult:
     missing: tuple[str, ...] = ()
     params: str = ""
     schema: DataSchema | None = None
+    privacy_budget: float = 0.0
+    privacy_spent: float = 0.0
+    privacy_delta: float = 0.0
 
 
 @dataclass(frozen=True)

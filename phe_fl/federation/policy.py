@@ -23,7 +23,14 @@ from phe_fl.federation.config import Policy
 from phe_fl.federation.observability import METRICS
 from phe_fl.federation.serde import JOB_NAMES, STEP_NAMES
 
-__all__ = ["Decision", "decide", "decide_job", "decide_querier", "AUDIT_LOGGER"]
+__all__ = [
+    "Decision",
+    "decide",
+    "decide_job",
+    "decide_querier",
+    "decide_privacy_budget",
+    "AUDIT_LOGGER",
+]
 
 AUDIT_LOGGER = "phe_fl.audit"
 log = logging.getLogger(AUDIT_LOGGER)
@@ -182,6 +189,42 @@ def decide_job(
     _record(decision, audit if kind != "status" else None)  # status: liveness, like a ping
     if not allowed:
         raise PolicyError(f"the root does not accept jobs from querier {querier!r}")
+    return decision
+
+
+def decide_privacy_budget(
+    node_id: str,
+    policy: Policy,
+    job_id: str,
+    querier: str,
+    epsilon: float,
+    spent: float,
+    *,
+    audit: AuditLog | None = None,
+) -> Decision | None:
+    """The root's decision to let a training spend ``epsilon`` (at ``policy.dp_delta``)
+    of the federation's differential-privacy budget, ``spent`` already gone. Without a
+    budget in the policy there is nothing to decide (None); with one, a job without DP
+    (infinite epsilon) or one past the budget is refused."""
+    budget = policy.dp_epsilon
+    if budget is None:
+        return None
+    left = budget - spent
+    allowed = epsilon <= left + 1e-12
+    if allowed:
+        reason = f"spends epsilon {epsilon:.4g} of {left:.4g} left (budget {budget:g})"
+    elif epsilon == float("inf"):
+        reason = (
+            f"the job is not differentially private and the federation keeps a budget ({budget:g})"
+        )
+    else:
+        reason = f"epsilon {epsilon:.4g} exceeds the {left:.4g} left of the budget {budget:g}"
+    decision = Decision(
+        node_id, job_id, "dp_budget", querier, allowed, reason, querier, "train", "train a model"
+    )
+    _record(decision, audit)
+    if not allowed:
+        raise PolicyError(f"the federation's privacy budget refuses job {job_id!r}: {reason}")
     return decision
 
 

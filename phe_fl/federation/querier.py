@@ -51,6 +51,9 @@ class TrainingRun:
     refreshes: list[int]
     standardization: m.Standardization | None
     schema: m.DataSchema | None = None
+    dp_epsilon: float = 0.0
+    """A differentially private training: the epsilon it spent at :attr:`dp_delta`."""
+    dp_delta: float = 0.0
 
     @property
     def mean(self) -> FloatArray | None:
@@ -207,7 +210,12 @@ class Querier:
         pooled standardization the nodes applied (queries go through it too)."""
         result = self.submit(job_id, m.TrainJob(job, standardize), m.TrainResult)
         return TrainingRun(
-            result.model_id, list(result.refreshes), result.standardization, result.schema
+            result.model_id,
+            list(result.refreshes),
+            result.standardization,
+            result.schema,
+            result.dp_epsilon,
+            result.dp_delta,
         )
 
     def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12phe_fl/v2/ml.proto\x12\tphe_fl.v2\"\xad\x02\n\nGlmJobSpec\x12\x12\n\nn_features\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x12\n\niterations\x18\x05 \x01(\r\x12\x19\n\x11\x61\x63tivation_degree\x18\x06 \x01(\r\x12\x18\n\x10\x61\x63tivation_bound\x18\x07 \x01(\x01\x12\x19\n\x11\x61\x63tivation_method\x18\x08 \x01(\t\x12\x0e\n\x06params\x18\t \x01(\t\x12\x15\n\rfit_intercept\x18\n \x01(\x08\x12\x1e\n\x16\x61llow_model_decryption\x18\x0b \x01(\x08\x12\x10\n\x08momentum\x18\x0c \x01(\x01\x12\x14\n\x0c\x66\x65\x61ture_clip\x18\r \x01(\x01\"x\n\nDataSchema\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12(\n\ntransforms\x18\x04 \x03(\x0b\x32\x14.phe_fl.v2.Transform\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\":\n\tTransform\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x03(\x01\",\n\x0fStandardization\x12\x0c\n\x04mean\x18\x01 \x03(\x01\x12\x0b\n\x03std\x18\x02 \x03(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12phe_fl/v2/ml.proto\x12\tphe_fl.v2\"\xdb\x02\n\nGlmJobSpec\x12\x12\n\nn_features\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x12\n\niterations\x18\x05 \x01(\r\x12\x19\n\x11\x61\x63tivation_degree\x18\x06 \x01(\r\x12\x18\n\x10\x61\x63tivation_bound\x18\x07 \x01(\x01\x12\x19\n\x11\x61\x63tivation_method\x18\x08 \x01(\t\x12\x0e\n\x06params\x18\t \x01(\t\x12\x15\n\rfit_intercept\x18\n \x01(\x08\x12\x1e\n\x16\x61llow_model_decryption\x18\x0b \x01(\x08\x12\x10\n\x08momentum\x18\x0c \x01(\x01\x12\x14\n\x0c\x66\x65\x61ture_clip\x18\r \x01(\x01\x12\x1b\n\x13\x64p_noise_multiplier\x18\x0e \x01(\x01\x12\x0f\n\x07\x64p_clip\x18\x0f \x01(\x01\"x\n\nDataSchema\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12(\n\ntransforms\x18\x04 \x03(\x0b\x32\x14.phe_fl.v2.Transform\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\":\n\tTransform\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x03(\x01\",\n\x0fStandardization\x12\x0c\n\x04mean\x18\x01 \x03(\x01\x12\x0b\n\x03std\x18\x02 \x03(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'phe_fl.v2.ml_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GLMJOBSPEC']._serialized_start=34
-  _globals['_GLMJOBSPEC']._serialized_end=335
-  _globals['_DATASCHEMA']._serialized_start=337
-  _globals['_DATASCHEMA']._serialized_end=457
-  _globals['_TRANSFORM']._serialized_start=459
-  _globals['_TRANSFORM']._serialized_end=517
-  _globals['_STANDARDIZATION']._serialized_start=519
-  _globals['_STANDARDIZATION']._serialized_end=563
+  _globals['_GLMJOBSPEC']._serialized_end=381
+  _globals['_DATASCHEMA']._serialized_start=383
+  _globals['_DATASCHEMA']._serialized_end=503
+  _globals['_TRANSFORM']._serialized_start=505
+  _globals['_TRANSFORM']._serialized_end=563
+  _globals['_STANDARDIZATION']._serialized_start=565
+  _globals['_STANDARDIZATION']._serialized_end=609
 # @@protoc_insertion_point(module_scope)

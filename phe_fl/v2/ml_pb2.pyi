@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GlmJobSpec(_message.Message):
-    __slots__ = ("n_features", "model", "learning_rate", "batch_size", "iterations", "activation_degree", "activation_bound", "activation_method", "params", "fit_intercept", "allow_model_decryption", "momentum", "feature_clip")
+    __slots__ = ("n_features", "model", "learning_rate", "batch_size", "iterations", "activation_degree", "activation_bound", "activation_method", "params", "fit_intercept", "allow_model_decryption", "momentum", "feature_clip", "dp_noise_multiplier", "dp_clip")
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class GlmJobSpec(_message.Message):
     ALLOW_MODEL_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
     MOMENTUM_FIELD_NUMBER: _ClassVar[int]
     FEATURE_CLIP_FIELD_NUMBER: _ClassVar[int]
+    DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    DP_CLIP_FIELD_NUMBER: _ClassVar[int]
     n_features: int
     model: str
     learning_rate: float
@@ -34,7 +36,9 @@ class GlmJobSpec(_message.Message):
     allow_model_decryption: bool
     momentum: float
     feature_clip: float
-    def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ...) -> None: ...
+    dp_noise_multiplier: float
+    dp_clip: float
+    def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clip: _Optional[float] = ...) -> None: ...
 
 class DataSchema(_message.Message):
     __slots__ = ("features", "label", "classes", "transforms", "digest")

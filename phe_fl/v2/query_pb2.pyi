@@ -159,16 +159,20 @@ class TrainJob(_message.Message):
     def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("model_id", "refreshes", "standardization", "schema")
+    __slots__ = ("model_id", "refreshes", "standardization", "schema", "dp_epsilon", "dp_delta")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    DP_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DP_DELTA_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     refreshes: _containers.RepeatedScalarFieldContainer[int]
     standardization: _ml_pb2.Standardization
     schema: _ml_pb2.DataSchema
-    def __init__(self, model_id: _Optional[str] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
+    dp_epsilon: float
+    dp_delta: float
+    def __init__(self, model_id: _Optional[str] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class ModelWeightsJob(_message.Message):
     __slots__ = ("model_id",)
@@ -231,16 +235,22 @@ class StatusJob(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResult(_message.Message):
-    __slots__ = ("nodes", "missing", "params", "schema")
+    __slots__ = ("nodes", "missing", "params", "schema", "privacy_budget", "privacy_spent", "privacy_delta")
     NODES_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_SPENT_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_DELTA_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     missing: _containers.RepeatedScalarFieldContainer[str]
     params: str
     schema: _ml_pb2.DataSchema
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., params: _Optional[str] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
+    privacy_budget: float
+    privacy_spent: float
+    privacy_delta: float
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., params: _Optional[str] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ..., privacy_budget: _Optional[float] = ..., privacy_spent: _Optional[float] = ..., privacy_delta: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "kind", "querier", "state", "created", "updated", "error", "iterations_done", "resumes", "started")

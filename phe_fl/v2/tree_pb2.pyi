@@ -296,10 +296,12 @@ class PrepareTrainingRequest(_message.Message):
     def __init__(self, job: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
 
 class PrepareTrainingResponse(_message.Message):
-    __slots__ = ("global_batch",)
+    __slots__ = ("global_batch", "total_rows")
     GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
     global_batch: int
-    def __init__(self, global_batch: _Optional[int] = ...) -> None: ...
+    total_rows: int
+    def __init__(self, global_batch: _Optional[int] = ..., total_rows: _Optional[int] = ...) -> None: ...
 
 class GradientRequest(_message.Message):
     __slots__ = ("iteration", "global_batch", "weights")
