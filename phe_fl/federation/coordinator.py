@@ -500,9 +500,15 @@ def _train_from(
     """The training loop from ``checkpoint`` (iteration 0: fresh weights)."""
     std = _std_from_dict(checkpoint["standardization"])
     step = m.PrepareTrainingRequest(spec, std)  # the same request: nodes answer from cache
-    global_batch = c.round(run, step, m.Stage.VALIDATE_SHARDS).global_batch
+    prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
     c.ensure_rotations(run, spec.rotation_indices())
-    fed = TreeFederation(c, run, global_batch, iterations=spec.iterations)
+    fed = TreeFederation(
+        c,
+        run,
+        prepared.global_batch,
+        iterations=spec.iterations,
+        total_rows=prepared.total_rows,
+    )
     trainer = GLMTrainer(spec, fed)
     start = int(checkpoint["iteration"])
     reports = [IterationReport(**r) for r in checkpoint["reports"]]
@@ -698,11 +704,18 @@ class TreeFederation:
     round (each inner node adds its subtree's gradients on the way up)."""
 
     def __init__(
-        self, coordinator: Coordinator, run: Run, global_batch: int, *, iterations: int = 0
+        self,
+        coordinator: Coordinator,
+        run: Run,
+        global_batch: int,
+        *,
+        iterations: int = 0,
+        total_rows: int = 0,
     ) -> None:
         self.c = coordinator
         self.run = run
         self._global_batch = global_batch
+        self._total_rows = total_rows
         self.iterations = iterations
         self.iteration = 1  # the iteration under way, 1-based (its refreshes report it)
 
@@ -720,10 +733,17 @@ class TreeFederation:
     def global_batch(self, iteration: int) -> int:
         return self._global_batch
 
+    def total_rows(self) -> int:
+        """Rows over the whole tree (from PREPARE): a DP job's sampling rate."""
+        return self._total_rows
+
     def map(self, request: MapRequest) -> list[Ciphertext]:
         self.iteration = request.iteration + 1
         step = m.GradientRequest(
-            request.iteration, request.global_batch, request.weights.to_bytes()
+            request.iteration,
+            request.global_batch,
+            request.weights.to_bytes(),
+            request.sample_rate,
         )
         result = self.c.round(
             self.run,

@@ -14,6 +14,7 @@ the key-generation state machine (and the training job's) and the node's policy.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class Member:
                 else m.Standardization(np.asarray(std["mean"]), np.asarray(std["std"]))
             )
             tracker = Tracker(TRAINING, f"{job_id!r} on node {self.id}", state=t["state"])
-            self._trainings[job_id] = _Training(tracker, spec, standardization)
+            self._trainings[job_id] = _Training(tracker, spec, standardization, t.get("dp_seed"))
 
     def _save_share(self, secret: SecretShare, share: Share) -> None:
         """The secret share (0600 file) and the public-key share, before either is used."""
@@ -191,6 +192,7 @@ class Member:
                             "mean": t.standardization.mean.tolist(),
                             "std": t.standardization.std.tolist(),
                         },
+                        "dp_seed": t.dp_seed,
                     },
                 )
 
@@ -208,7 +210,7 @@ class Member:
         if t is None or t.spec is None:
             raise ProtocolError(f"training job {job_id!r} has no trainer on node {self.id}")
         if t.trainer is None:
-            t.trainer = self._make_trainer(t.spec, t.standardization)
+            t.trainer = self._make_trainer(t.spec, t.standardization, t.dp_seed)
         return t.trainer
 
     # -- what the parts need ----------------------------------------------------------------
@@ -257,12 +259,17 @@ class Member:
             raise ProtocolError(
                 f"job uses {job.params!r}, node {self.id} runs {self.params.name!r}"
             )
-        trainer = self._make_trainer(job, step.standardization)
         t = self._training(job_id)
-        t.spec, t.standardization, t.trainer = job, step.standardization, trainer
+        # a DP job's batches and noise follow from this seed: kept with the training, so
+        # that a restarted node draws the same ones for an iteration it is asked again
+        seed = secrets.randbits(128) if job.dp else None
+        trainer = self._make_trainer(job, step.standardization, seed)
+        t.spec, t.standardization, t.trainer, t.dp_seed = job, step.standardization, trainer, seed
         return trainer.batch_size_at(0)
 
-    def _make_trainer(self, job: TrainingJob, std: m.Standardization | None) -> GLMParty:
+    def _make_trainer(
+        self, job: TrainingJob, std: m.Standardization | None, dp_seed: int | None = None
+    ) -> GLMParty:
         X = self.X
         if std is not None:
             if std.mean.size != X.shape[1]:
@@ -271,7 +278,13 @@ class Member:
                 )
             X = std.apply(X)
         try:
-            return GLMParty(self.config.party, job, (X, self.y))
+            return GLMParty(
+                self.config.party,
+                job,
+                (X, self.y),
+                n_parties=self.config.n_parties,
+                dp_seed=dp_seed,
+            )
         except ParameterError as exc:
             raise ParameterError(f"node {self.id}: {exc}") from None
 
@@ -293,6 +306,7 @@ class _Training:
     tracker: Tracker
     spec: TrainingJob | None = None
     standardization: m.Standardization | None = None
+    dp_seed: int | None = None
     trainer: GLMParty | None = None
 
 
@@ -401,7 +415,7 @@ def _installer(
 def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:
     assert isinstance(r.step, m.GradientRequest)
     weights = mem.ctx.ciphertext_from_bytes(r.step.weights)
-    request = MapRequest(r.step.iteration, weights, r.step.global_batch)
+    request = MapRequest(r.step.iteration, weights, r.step.global_batch, r.step.sample_rate)
     return mem.trainer(r.job_id).gradient(request)
 
 

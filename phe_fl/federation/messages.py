@@ -397,6 +397,7 @@ class GradientRequest:
     iteration: int
     global_batch: int
     weights: bytes
+    sample_rate: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ and benchmarks only) and round-trips every ciphertext through bytes like the net
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -28,6 +29,7 @@ __all__ = [
     "LayersFederation",
     "MapWorker",
     "MarginProbe",
+    "RowCounter",
     "LocalTrainingFederation",
     "ModelDecryptionRefused",
 ]
@@ -45,7 +47,14 @@ class MapRequest:
     iteration: int
     weights: Ciphertext
     global_batch: int
-    """Samples in this iteration over all parties (the gradient is their mean)."""
+    """Samples in this iteration over all parties (the gradient is their mean). In a
+    differentially private job, the *expected* global batch ``sample_rate * total rows``
+    (public), by which the noisy sum is divided whatever the sampled batch's size."""
+    sample_rate: float = 0.0
+    """Differentially private jobs: each record's inclusion probability in this
+    iteration's batch (Poisson sampling at every party, ``global_batch / total rows``;
+    :meth:`phe_fl.ml.glm.GLMTrainer.sample_rate`). ``0``: the fixed batches of
+    :func:`phe_fl.ml.glm.batch_rows` (jobs without DP)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,16 @@ class MarginProbe(Protocol):
 
 
 @runtime_checkable
+class RowCounter(Protocol):
+    """A federation that reports the total number of training rows over all parties
+    (public: every party's row count is already in its audit log and in
+    :meth:`Federation.global_batch`). Differentially private jobs need it for the
+    sampling rate ``q = global_batch / total_rows``."""
+
+    def total_rows(self) -> int: ...
+
+
+@runtime_checkable
 class LayersFederation(Protocol):
     """What the root needs to train a network: :class:`Federation`'s verbs with a MAP
     that carries one weight ciphertext per layer."""
@@ -219,14 +238,21 @@ class LocalTrainingFederation:
     def global_batch(self, iteration: int) -> int:
         return sum(w.batch_size_at(iteration) for w in self.workers)
 
+    def total_rows(self) -> int:
+        """Training rows over all parties (:class:`RowCounter`)."""
+        return sum(int(getattr(w, "n_samples", 0)) for w in self.workers)
+
     def map(self, request: MapRequest) -> list[Ciphertext]:
-        sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
+        """MAP; a retried request reaches each party again, which answers with the same
+        noise and batch (:meth:`phe_fl.ml.glm.GLMParty.gradient`): its draws are fixed
+        per iteration, never redrawn."""
+        sent = dataclasses.replace(request, weights=self._wire(request.weights))
         return [self._wire(w.gradient(sent)) for w in self._workers(MapWorker)]
 
     def margin_moments(self, request: MapRequest, power: int) -> list[Ciphertext]:
         """The margin check's MAP (:class:`MarginProbe`): parties whose worker offers
         ``margin_moment`` (GLM parties) answer."""
-        sent = MapRequest(request.iteration, self._wire(request.weights), request.global_batch)
+        sent = dataclasses.replace(request, weights=self._wire(request.weights))
         out = []
         for w in self._workers(MapWorker):
             moment = getattr(w, "margin_moment", None)

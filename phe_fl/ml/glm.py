@@ -30,6 +30,33 @@ sits at the weights' level, while ``G`` is ``depth_per_iteration >= 2`` levels b
 refresh of ``w`` is ``d_t`` too deep for that; it is then refreshed in the same round
 (two refreshes instead of one, each a separate collective protocol instance), so the
 refresh count doubles while the number of refresh rounds stays the same.
+
+Differentially private training (``job.dp_noise_multiplier = sigma > 0``, logistic only),
+DP-SGD with the noise added under encryption:
+
+* every design row is scaled to L2 norm at most ``C = job.dp_clip`` (:func:`design_matrix`);
+* each party samples its batch of iteration ``t`` by Poisson sampling: every row
+  independently with probability ``q = request.sample_rate`` (``global_batch / total
+  rows``, the same for all parties), and ``eta = learning_rate / global_batch`` uses the
+  *expected* global batch, a public number, so the sampled size is never needed;
+* while every margin is in ``[-a, a]``, one record's gradient ``(p(z_i) - y_i) x_i`` has
+  L2 norm at most ``Delta = B * C`` (``B = job.dp_residual_bound``), so the sum over the
+  batch has sensitivity ``Delta`` (add or remove one record) and gets Gaussian noise
+  ``N(0, (sigma * Delta)^2)`` per weight: each of the ``N`` parties adds its share
+  ``N(0, (sigma * Delta)^2 / N)`` (times ``eta``) to the slots of its gradient ciphertext
+  that carry the weights' gradient (``[0, d)`` of block 0; the root's all-reduce spreads
+  it like the gradient), so nobody knows the total noise. The noise is a plaintext added
+  to the party's own ciphertext (``Enc(g) + n = Enc(g + n)``): the same as adding an
+  encryption of ``n``, one encryption cheaper;
+* a party's sampling and noise come from a generator seeded with 128 bits from
+  :mod:`secrets` when the party is built, derived per iteration: a retried MAP for the
+  same iteration gets the same batch and the same noise (never a second draw), and a
+  federation node also keeps the whole answer (noise included) for retries;
+* the guarantee is conditional on the margins staying in ``[-a, a]`` (outside it the
+  polynomial residual is unbounded): the feature and row clips keep them there in
+  practice, the twin checks every iteration and the encrypted run with
+  ``check_margins_every``; a DP run whose check finds margins outside stops with
+  :class:`DPMarginError`. Accounting: :mod:`phe_fl.privacy.accounting`.
 """
 
 from __future__ import annotations
@@ -38,6 +65,7 @@ import dataclasses
 import logging
 import math
 import random
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,12 +83,14 @@ from phe_fl.ml.federation import (
     LocalTrainingFederation,
     MapRequest,
     MarginProbe,
+    RowCounter,
 )
 from phe_fl.ml.job import (
     Shard,
     ShardWorker,
     TrainingJob,
     clip_features,
+    clip_rows,
     require_job_params,
     validate_shard,
     validate_shards,
@@ -70,6 +100,8 @@ from phe_fl.ml.packing import chunks
 __all__ = [
     "batch_rows",
     "design_matrix",
+    "dp_draws",
+    "DPMarginError",
     "GLMParty",
     "IterationReport",
     "MarginCheck",
@@ -131,6 +163,12 @@ class MarginCheck:
         )
 
 
+class DPMarginError(ProtocolError):
+    """A differentially private run found margins outside the activation's interval: the
+    per-record gradient bound the noise is calibrated on no longer holds, so the run stops
+    rather than release a model without its guarantee."""
+
+
 def _report_margin(check: MarginCheck) -> None:
     log.warning("%s", check.message())
     warnings.warn(check.message(), MarginWarning, stacklevel=3)
@@ -147,21 +185,95 @@ def batch_rows(n_samples: int, batch_size: int, iteration: int) -> npt.NDArray[n
 
 def design_matrix(job: TrainingJob, x: FloatArray) -> FloatArray:
     """Features clipped to the job's ``feature_clip`` (:func:`~phe_fl.ml.job.clip_features`)
-    plus, when fitting an intercept, a trailing column of ones: the model's input on every
-    path (each party's shard, the twin, the querier's samples)."""
+    plus, when fitting an intercept, a trailing column of ones, and for a differentially
+    private job every row scaled to L2 norm at most ``dp_clip``
+    (:func:`~phe_fl.ml.job.clip_rows`): the model's input on every path (each party's
+    shard, the twin, the querier's samples)."""
     x = clip_features(job, x)
     if job.fit_intercept:
-        return np.hstack([x, np.ones((x.shape[0], 1))])
-    return x
+        x = np.hstack([x, np.ones((x.shape[0], 1))])
+    return clip_rows(job, x)
+
+
+def dp_draws(
+    seed: int, iteration: int, n_rows: int, sample_rate: float, n_weights: int
+) -> tuple[npt.NDArray[np.intp], FloatArray]:
+    """A party's randomness for ``iteration`` of a differentially private job: the rows of
+    its Poisson-sampled batch (each of ``n_rows`` with probability ``sample_rate``) and
+    ``n_weights`` standard normal values (its noise share before scaling). A function of
+    ``(seed, iteration)`` only, so the same iteration always gets the same draws; the seed
+    is 128 bits from :mod:`secrets` (:class:`GLMParty`), fixed only by tests."""
+    gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(iteration,))))
+    rows = np.flatnonzero(gen.random(n_rows) < sample_rate).astype(np.intp)
+    return rows, np.asarray(gen.standard_normal(n_weights), dtype=np.float64)
+
+
+def _check_sample_rate(where: str, rate: float) -> float:
+    q = float(rate)
+    if not (math.isfinite(q) and 0.0 < q <= 1.0):
+        raise ProtocolError(
+            f"{where}: a differentially private job needs the request's sample_rate in (0, 1] "
+            f"(Poisson sampling), got {rate!r}"
+        )
+    return q
 
 
 # -- MAP: a party ------------------------------------------------------------------------
 class GLMParty(ShardWorker[TrainingJob]):
-    """One party's training endpoint: its shard stays here as plaintext."""
+    """One party's training endpoint: its shard stays here as plaintext.
 
-    def __init__(self, index: int, job: TrainingJob, shard: Shard) -> None:
+    A differentially private job needs ``n_parties`` (each party adds ``1/N`` of the noise
+    variance). ``dp_seed`` is the party's secret sampling and noise seed: drawn from
+    :mod:`secrets` (128 bits) when not given; pass one only in tests or to restore a seed
+    the node persisted for this job (so a restarted node redraws nothing)."""
+
+    def __init__(
+        self,
+        index: int,
+        job: TrainingJob,
+        shard: Shard,
+        *,
+        n_parties: int | None = None,
+        dp_seed: int | None = None,
+    ) -> None:
         x, y = validate_shard(job, shard, party=index)
         super().__init__(index, job, design_matrix(job, x), y)
+        self._n_parties = 0
+        self._dp_seed = 0
+        self._dp_rates: dict[int, float] = {}
+        if job.dp:
+            if isinstance(n_parties, bool) or not isinstance(n_parties, int) or n_parties < 1:
+                raise ParameterError(
+                    f"party {index}: a differentially private job needs n_parties (a positive "
+                    f"integer: each party adds 1/N of the noise variance), got {n_parties!r}"
+                )
+            self._n_parties = n_parties
+            self._dp_seed = secrets.randbits(128) if dp_seed is None else int(dp_seed)
+
+    def batch_at(self, request: MapRequest) -> npt.NDArray[np.intp]:
+        """Rows of this party's batch for ``request``: the fixed window of
+        :func:`batch_rows`, or with DP the Poisson sample of :func:`dp_draws`."""
+        return self._draws(request)[0]
+
+    def _draws(self, request: MapRequest) -> tuple[npt.NDArray[np.intp], FloatArray | None]:
+        if not self.job.dp:
+            return batch_rows(self.n_samples, self.job.batch_size, request.iteration), None
+        where = f"party {self.index}"
+        q = _check_sample_rate(where, request.sample_rate)
+        seen = self._dp_rates.setdefault(request.iteration, q)
+        if seen != q:
+            raise ProtocolError(
+                f"{where}: iteration {request.iteration} was asked with sample_rate {seen!r} "
+                f"before and {q!r} now; a retry must repeat the request"
+            )
+        return dp_draws(self._dp_seed, request.iteration, self.n_samples, q, self.job.n_weights)
+
+    def noise_share_std(self, request: MapRequest) -> float:
+        """Standard deviation of this party's noise share on each weight's gradient sum,
+        ``sigma * Delta / sqrt(N)`` (before the ``eta`` factor); 0 without DP."""
+        if not self.job.dp:
+            return 0.0
+        return self.job.dp_noise_std / math.sqrt(self._n_parties)
 
     def gradient(self, request: MapRequest) -> Ciphertext:
         """Encrypted ``sum_i eta * x_ij * (p(x_i . w) - y_i)``, unreduced over samples
@@ -183,8 +295,10 @@ class GLMParty(ShardWorker[TrainingJob]):
             )
         act = self.job.activation
         eta = self.job.learning_rate / request.global_batch
-        rows = batch_rows(self.n_samples, self.job.batch_size, request.iteration)
+        rows, noise = self._draws(request)
         x, y = self._x[rows], self._y[rows]
+        if not len(rows):  # an empty Poisson sample: one zero row contributes exactly 0
+            x, y = np.zeros((1, self.job.n_weights)), np.zeros(1)
         out: Ciphertext | None = None
         for sl in chunks(len(rows), layout.samples_per_ct):
             xc, yc = x[sl], y[sl]
@@ -197,6 +311,15 @@ class GLMParty(ShardWorker[TrainingJob]):
             )
             out = u if out is None else ctx.add(out, u)
         assert out is not None  # a validated shard has at least one sample
+        if noise is not None:
+            # the weights' gradient sits at [0, d) of each block before the root's
+            # all-reduce; one copy of the noise in block 0 is what it sums to
+            vec = np.zeros(layout.samples_per_ct * layout.block)
+            vec[: self.job.n_weights] = eta * self.noise_share_std(request) * noise
+            # noise far below the ciphertext's precision would round to nothing (and OpenFHE
+            # refuses to encode it): only a negligible noise multiplier gets here
+            if float(np.abs(vec).max()) * out.scaling_factor >= 2.0**16:
+                out = ctx.add_plain(out, vec)
         return out
 
     def margin_moment(self, request: MapRequest, power: int) -> Ciphertext:
@@ -217,8 +340,8 @@ class GLMParty(ShardWorker[TrainingJob]):
                 f"{w.levels_left}"
             )
         a = float(self.job.activation_bound)
-        rows = batch_rows(self.n_samples, self.job.batch_size, request.iteration)
-        x = self._x[rows]
+        rows = self.batch_at(request)
+        x = self._x[rows] if len(rows) else np.zeros((1, self.job.n_weights))
         out: Ciphertext | None = None
         for sl in chunks(len(rows), layout.samples_per_ct):
             xc = x[sl]
@@ -288,6 +411,34 @@ class GLMTrainer:
         self.delta: Ciphertext | None = None
         """With momentum: the last step ``w_t - w_{t-1}`` (encrypted), ``None`` before the
         first step; reset by :meth:`encrypt_initial`."""
+        self.total_rows = 0
+        """Differentially private jobs: training rows over all parties (public)."""
+        if job.dp:
+            if not isinstance(federation, RowCounter):
+                raise ParameterError(
+                    "training job: dp_noise_multiplier > 0 needs a federation that reports its "
+                    "total row count (total_rows(), for the sampling rate); this one does not"
+                )
+            self.total_rows = int(federation.total_rows())
+            if self.total_rows < 1:
+                raise ParameterError("training job: no training rows for the sampling rate")
+
+    def sample_rate(self, iteration: int) -> float:
+        """Differentially private jobs: each record's inclusion probability at
+        ``iteration``, ``q = global_batch / total_rows`` (the expected global batch is then
+        the federation's ``global_batch``); 0 without DP (fixed batches)."""
+        if not self.job.dp:
+            return 0.0
+        return min(1.0, self.federation.global_batch(iteration) / self.total_rows)
+
+    def map_request(self, iteration: int, weights: Ciphertext) -> MapRequest:
+        """What the root broadcasts for ``iteration`` (with DP, the sampling rate too)."""
+        return MapRequest(
+            iteration,
+            weights,
+            self.federation.global_batch(iteration),
+            sample_rate=self.sample_rate(iteration),
+        )
 
     def encrypt_initial(self, initial_weights: FloatArray | None = None) -> Ciphertext:
         w0 = np.zeros(self.job.n_weights) if initial_weights is None else initial_weights
@@ -364,7 +515,7 @@ class GLMTrainer:
         refreshes += self.ensure_delta_levels(w)
         check = self.check_margins(w, iteration) if check_margins else None
         sent = self.federation.ctx.drop_levels(w, self.broadcast_levels(w, final=final))
-        request = MapRequest(iteration, sent, self.federation.global_batch(iteration))
+        request = self.map_request(iteration, sent)
         combined = self.federation.aggregate(self.federation.map(request))
         new = self.reduce(w, combined)
         report = IterationReport(
@@ -395,14 +546,16 @@ class GLMTrainer:
         power = next((p for p in (8, 4, 2) if w.levels_left >= 1 + p.bit_length()), 0)
         if not power:
             return None
-        request = MapRequest(iteration, w, fed.global_batch(iteration))
+        request = self.map_request(iteration, w)
         g = fed.aggregate(fed.margin_moments(request, power))
         ctx = fed.ctx
         for step in self.layout.sample_sum_steps:
             g = ctx.add(g, ctx.rotate(g, step))
         total = float(fed.decrypt_if_agreed(g, length=1)[0])
         a = float(self.job.activation_bound)
-        n = request.global_batch
+        # with Poisson batches the sampled size is unknown (and not released): the total
+        # row count bounds it, so the lower bound stays a lower bound
+        n = self.total_rows if self.job.dp else request.global_batch
         if not math.isfinite(total) or total < -1e-3:
             return MarginCheck(iteration, math.inf, math.inf, a, overflowed=True)
         total = max(total, 0.0)
@@ -430,7 +583,12 @@ class GLMTrainer:
         once per run, and each checked iteration's bounds land in its report
         (``margin_low``, ``margin_high``). The check is one more MAP-sized round and one
         collective decryption of a scalar, so it needs every party's
-        ``allow_model_decryption``."""
+        ``allow_model_decryption``.
+
+        In a differentially private job, margins the check finds outside the interval stop
+        the run with :class:`DPMarginError` (the noise is calibrated on them staying in).
+        The decrypted power sum of each check is a release of its own, outside the DP
+        accounting: it reaches whoever fuses the decryption (the root) and the reports."""
         n_iter = self.job.iterations if iterations is None else iterations
         every = check_margins_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
@@ -461,6 +619,11 @@ class GLMTrainer:
                 if found.left:
                     reported = True
                     _report_margin(found)
+                    if self.job.dp:
+                        raise DPMarginError(
+                            f"differentially private training stopped: {found.message()}; the "
+                            f"per-record bound dp_residual_bound * dp_clip no longer holds"
+                        )
             if on_iteration is not None:
                 on_iteration(report)
         model.weights = w
@@ -483,24 +646,58 @@ class PlaintextResult:
 
 
 def train_plaintext(
-    job: TrainingJob, shards: Sequence[Shard], initial_weights: FloatArray | None = None
+    job: TrainingJob,
+    shards: Sequence[Shard],
+    initial_weights: FloatArray | None = None,
+    *,
+    dp_seeds: Sequence[int] | None = None,
 ) -> PlaintextResult:
     """Exactly the encrypted run's math in numpy: same clip, polynomial, batches and update.
     The first iteration whose margins leave the activation's interval is reported
     (:attr:`PlaintextResult.left_interval`, a :class:`MarginWarning` and a WARNING on the
-    ``phe_fl.ml`` logger)."""
+    ``phe_fl.ml`` logger).
+
+    A differentially private job samples and adds noise like the parties do
+    (:func:`dp_draws`, one seed per shard: the parties' ``dp_seed`` gives the encrypted
+    run's very draws; ``None`` draws fresh seeds from :mod:`secrets`), and stops with
+    :class:`DPMarginError` at the first iteration whose margins leave the interval."""
     data = [(design_matrix(job, x), y) for x, y in validate_shards(job, shards)]
+    seeds: list[int] = []
+    if job.dp:
+        seeds = (
+            [secrets.randbits(128) for _ in data]
+            if dp_seeds is None
+            else [int(v) for v in dp_seeds]
+        )
+        if len(seeds) != len(data):
+            raise ParameterError(f"{len(seeds)} dp_seeds for {len(data)} parties")
+    total_rows = sum(len(y) for _, y in data)
+    share_std = job.dp_noise_std / math.sqrt(len(data)) if job.dp else 0.0
     act = job.activation
     w = np.zeros(job.n_weights) if initial_weights is None else np.array(initial_weights, float)
     d = np.zeros_like(w)  # the last step w_t - w_{t-1} (momentum)
     history, margins = [w.copy()], []
     left: MarginCheck | None = None
     for it in range(job.iterations):
-        batches = [batch_rows(len(y), job.batch_size, it) for _, y in data]
-        eta = job.learning_rate / sum(len(r) for r in batches)
+        fixed = [batch_rows(len(y), job.batch_size, it) for _, y in data]
+        expected = sum(len(r) for r in fixed)  # the federation's (public) global batch
+        eta = job.learning_rate / expected
         g = np.zeros_like(w)
+        if job.dp:
+            q = min(1.0, expected / total_rows)
+            draws = [
+                dp_draws(seed, it, len(y), q, job.n_weights)
+                for seed, (_, y) in zip(seeds, data, strict=True)
+            ]
+            batches = [rows for rows, _ in draws]
+            for _, noise in draws:
+                g += eta * share_std * noise
+        else:
+            batches = fixed
         worst = 0.0
         for (x, y), rows in zip(data, batches, strict=True):
+            if not len(rows):
+                continue
             xb, yb = x[rows], y[rows]
             z = xb @ w
             worst = max(worst, float(np.abs(z).max()))
@@ -513,6 +710,11 @@ def train_plaintext(
         if job.model == "logistic" and left is None and not worst <= bound:
             left = MarginCheck(it, worst, worst, bound, overflowed=not math.isfinite(worst))
             _report_margin(left)
+            if job.dp:
+                raise DPMarginError(
+                    f"differentially private training stopped: {left.message()}; the "
+                    f"per-record bound dp_residual_bound * dp_clip no longer holds"
+                )
     return PlaintextResult(w, history, margins, left)
 
 
@@ -535,10 +737,12 @@ def setup_local(
     consents: Sequence[bool] | None = None,
     rng: random.Random | None = None,
     wire: bool = True,
+    dp_seeds: Sequence[int] | None = None,
 ) -> LocalTrainingFederation:
     """Validate the job and every shard, then (only then) run key generation with exactly
     the job's rotation keys. ``consents`` overrides each party's ``allow_model_decryption``
-    (as if each party had its own copy of the config)."""
+    (as if each party had its own copy of the config). ``dp_seeds`` (tests only) fixes each
+    party's sampling and noise seed, which is otherwise drawn from :mod:`secrets`."""
     checked = validate_shards(job, shards)
     if consents is not None and len(consents) != len(checked):
         raise ParameterError(f"{len(consents)} consents for {len(checked)} parties")
@@ -546,7 +750,18 @@ def setup_local(
         job if consents is None else dataclasses.replace(job, allow_model_decryption=bool(c))
         for c in (consents if consents is not None else [job.allow_model_decryption] * len(checked))
     ]
-    workers = [GLMParty(i, j, s) for i, (j, s) in enumerate(zip(jobs, checked, strict=True))]
+    if dp_seeds is not None and len(dp_seeds) != len(checked):
+        raise ParameterError(f"{len(dp_seeds)} dp_seeds for {len(checked)} parties")
+    workers = [
+        GLMParty(
+            i,
+            j,
+            s,
+            n_parties=len(checked),
+            dp_seed=None if dp_seeds is None else dp_seeds[i],
+        )
+        for i, (j, s) in enumerate(zip(jobs, checked, strict=True))
+    ]
     fed = LocalFederation.setup(
         job.parameter_set, len(checked), rotations=job.rotation_indices(), rng=rng, wire=wire
     )

@@ -8,6 +8,7 @@ which party or field is wrong and what to change.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "Model",
     "TrainingJob",
     "clip_features",
+    "clip_rows",
     "Shard",
     "ShardSpec",
     "ShardWorker",
@@ -69,6 +71,16 @@ class TrainingJob:
     unclipped, one such sample throws the margin ``x . w`` far outside ``[-a, a]``, where the
     polynomial is no sigmoid and training diverges. ``math.inf`` turns the clip off.
 
+    ``dp_noise_multiplier`` ``sigma > 0`` turns on differentially private training
+    (logistic regression only; ``0`` is off): every design row (features after
+    standardization and ``feature_clip``, intercept included) is scaled down to L2 norm at
+    most ``dp_clip`` ``C`` (:func:`clip_rows`, on every path like the feature clip), each
+    party samples its batch by Poisson sampling from a CSPRNG, and the sum of the global
+    batch's gradients gets Gaussian noise of standard deviation ``sigma * Delta`` per
+    weight, ``Delta = B * C`` (:attr:`dp_sensitivity`, :attr:`dp_residual_bound`), each of
+    the ``N`` parties encrypting its share of variance ``(sigma * Delta)^2 / N`` into its
+    own contribution. See :mod:`phe_fl.ml.glm` and :mod:`phe_fl.privacy.accounting`.
+
     The defaults converge on ordinary standardized tables (measured with the plaintext
     twin on breast cancer, diabetes, digits and a wide synthetic table with rare one-hot
     columns, 10 to 400 iterations): learning rate 0.2, the degree-5 least-squares sigmoid
@@ -90,6 +102,8 @@ class TrainingJob:
     allow_model_decryption: bool = False
     momentum: float = 0.0
     feature_clip: float = 4.0
+    dp_noise_multiplier: float = 0.0
+    dp_clip: float = 1.0
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ParameterError:
@@ -117,6 +131,25 @@ class TrainingJob:
                 f"must be a number > 0 (4.0 is typical for standardized features, inf turns "
                 f"the clip off), got {clip!r}",
             )
+        sigma = self.dp_noise_multiplier
+        if not is_real(sigma) or not float(sigma) >= 0:
+            raise bad(
+                "dp_noise_multiplier",
+                f"must be a finite number >= 0 (0 turns differential privacy off), got {sigma!r}",
+            )
+        if not is_real(self.dp_clip) or not float(self.dp_clip) > 0:
+            raise bad(
+                "dp_clip",
+                f"must be a finite number > 0 (the L2 bound of every design row), got "
+                f"{self.dp_clip!r}",
+            )
+        if self.dp and self.model != "logistic":
+            raise bad(
+                "dp_noise_multiplier",
+                f"differential privacy is implemented for model 'logistic' only (its residual "
+                f"p(z) - y is bounded on the activation's interval), got model {self.model!r}; "
+                f"set dp_noise_multiplier=0",
+            )
         self.check_fits()
 
     # -- derived --------------------------------------------------------------------------
@@ -141,6 +174,39 @@ class TrainingJob:
         """Levels one iteration takes off the weights: 1 for ``X * w``, then the activation
         (the learning rate and the data ride on its coefficient multiplications)."""
         return 1 + self.activation.depth
+
+    @property
+    def dp(self) -> bool:
+        """Differentially private training is on (``dp_noise_multiplier > 0``)."""
+        return float(self.dp_noise_multiplier) > 0
+
+    @property
+    def dp_residual_bound(self) -> float:
+        """``B``: the largest ``|p(z) - y|`` for ``z`` in ``[-a, a]`` and ``y`` in {0, 1},
+        i.e. ``max(|p(z)|, |1 - p(z)|)`` over the interval, from the exact extremes of the
+        fitted polynomial ``p`` (endpoints and the roots of ``p'``; slightly above 1 where
+        the fit overshoots: 1.083 for the default degree 5 on [-10, 10]). Holds only
+        while margins stay in ``[-a, a]``: outside, the polynomial is unbounded."""
+        if self.model != "logistic":
+            raise ParameterError(
+                "training job: dp_residual_bound is defined for model 'logistic' only"
+            )
+        return _residual_bound(
+            int(self.activation_degree), float(self.activation_bound), self.activation_method
+        )
+
+    @property
+    def dp_sensitivity(self) -> float:
+        """``Delta = B * C``: the L2 bound of one record's gradient ``(p(z_i) - y_i) x_i``
+        (``||x_i|| <= dp_clip``), under the same margin condition as
+        :attr:`dp_residual_bound`."""
+        return self.dp_residual_bound * float(self.dp_clip)
+
+    @property
+    def dp_noise_std(self) -> float:
+        """Standard deviation of the Gaussian noise on each weight's gradient *sum* over the
+        global batch: ``sigma * Delta`` (0 without DP)."""
+        return float(self.dp_noise_multiplier) * self.dp_sensitivity if self.dp else 0.0
 
     @property
     def label_values(self) -> tuple[float, ...] | None:
@@ -197,6 +263,33 @@ def clip_features(job: TrainingJob, x: FloatArray) -> FloatArray:
     if math.isinf(c):
         return arr
     return np.asarray(np.clip(arr, -c, c), dtype=np.float64)
+
+
+def clip_rows(job: TrainingJob, rows: FloatArray) -> FloatArray:
+    """Design ``rows`` (after the feature clip, intercept column included) scaled down to
+    L2 norm at most ``job.dp_clip`` when the job is differentially private (unchanged
+    otherwise): the per-record bound ``||x_i|| <= C`` the noise is calibrated on.
+    :func:`~phe_fl.ml.glm.design_matrix` applies it, so parties, the twin and the
+    querier's samples all see the same transformation."""
+    arr = np.asarray(rows, dtype=np.float64)
+    if not job.dp:
+        return arr
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    factor = np.minimum(1.0, float(job.dp_clip) / np.maximum(norms, 1e-300))
+    return np.asarray(arr * factor, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _residual_bound(degree: int, bound: float, method: FitMethod) -> float:
+    """Exact extremes of ``p`` on ``[-a, a]``: the endpoints and the real roots of ``p'``
+    inside (``|p - y|`` is largest where ``p`` is)."""
+    p = fit_sigmoid(degree, bound, method)
+    deriv = np.polynomial.polynomial.polyder(np.asarray(p.coefficients))
+    roots = np.polynomial.polynomial.polyroots(deriv) if deriv.size > 1 else np.array([])
+    real = roots[np.abs(roots.imag) <= 1e-9].real
+    z = np.concatenate([[-bound, bound], real[np.abs(real) <= bound]])
+    v = p(z)
+    return float(max(np.max(np.abs(v)), np.max(np.abs(1.0 - v))))
 
 
 class CommonFields(Protocol):

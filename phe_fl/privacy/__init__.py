@@ -15,6 +15,9 @@ Python: :func:`audit_membership` (any model as a function) or
 :func:`membership_experiment` (a shipped dataset end to end); command line:
 ``phe-fl audit membership`` (:func:`add_membership_parser`, :func:`run_membership`).
 
+Differential privacy accounting (dp-accounting's RDP accountant) for DP training jobs:
+:func:`epsilon_spent`, :func:`noise_for`, :func:`job_epsilon` (:mod:`.accounting`).
+
 Names are resolved on first use, so that building the command line (``phe-fl --help``)
 does not import the ML engine and OpenFHE.
 """
@@ -25,6 +28,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from phe_fl.privacy.accounting import (
+        epsilon_spent,
+        job_epsilon,
+        job_sample_rate,
+        noise_for,
+    )
     from phe_fl.privacy.attacks import (
         AttackResult,
         AuditData,
@@ -69,6 +78,10 @@ if TYPE_CHECKING:
     from phe_fl.privacy.report import MembershipReport
 
 _LAZY = {
+    "epsilon_spent": "phe_fl.privacy.accounting",
+    "job_epsilon": "phe_fl.privacy.accounting",
+    "job_sample_rate": "phe_fl.privacy.accounting",
+    "noise_for": "phe_fl.privacy.accounting",
     "AttackResult": "phe_fl.privacy.attacks",
     "AuditData": "phe_fl.privacy.attacks",
     "audit_split": "phe_fl.privacy.attacks",
@@ -112,6 +125,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "epsilon_spent",
+    "job_epsilon",
+    "job_sample_rate",
+    "noise_for",
     "AttackResult",
     "AuditData",
     "audit_split",

@@ -304,14 +304,16 @@ class PrepareTrainingResponse(_message.Message):
     def __init__(self, global_batch: _Optional[int] = ..., total_rows: _Optional[int] = ...) -> None: ...
 
 class GradientRequest(_message.Message):
-    __slots__ = ("iteration", "global_batch", "weights")
+    __slots__ = ("iteration", "global_batch", "weights", "sample_rate")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     global_batch: int
     weights: bytes
-    def __init__(self, iteration: _Optional[int] = ..., global_batch: _Optional[int] = ..., weights: _Optional[bytes] = ...) -> None: ...
+    sample_rate: float
+    def __init__(self, iteration: _Optional[int] = ..., global_batch: _Optional[int] = ..., weights: _Optional[bytes] = ..., sample_rate: _Optional[float] = ...) -> None: ...
 
 class GradientResponse(_message.Message):
     __slots__ = ("gradient",)

@@ -64,7 +64,8 @@ def test_default_parameter_set_is_128_bit_and_fits() -> None:
     assert job.activation_degree == 5  # positive leading coefficient (see phe_fl.ml)
     assert job.activation.coefficients[-1] > 0
     assert job.feature_clip == 4.0
-    assert dataclasses.fields(TrainingJob)[-1].name == "feature_clip"  # positional order kept
+    last = [f.name for f in dataclasses.fields(TrainingJob)[-3:]]
+    assert last == ["feature_clip", "dp_noise_multiplier", "dp_clip"]  # new fields go last
 
 
 @pytest.mark.parametrize(
