@@ -436,3 +436,15 @@ def test_bad_data_tables(tmp_path: Path, data: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
         load_node_config(path)
     assert f"{path} [data]" in str(info.value)
+
+
+def test_the_privacy_budget_keys(tmp_path: Path) -> None:
+    policy = load_node_config(write(tmp_path, GOOD)).policy
+    assert policy.dp_epsilon is None and policy.dp_delta == 1e-5  # no budget by default
+    text = edit(('queriers = ["q"]', 'queriers = ["q"]\ndp_epsilon = 8\ndp_delta = 1e-6'))
+    policy = load_node_config(write(tmp_path, text)).policy
+    assert (policy.dp_epsilon, policy.dp_delta) == (8.0, 1e-6)
+    for bad, why in (("dp_epsilon = 0", "dp_epsilon must be"), ("dp_delta = 1.5", "dp_delta")):
+        text = edit(('queriers = ["q"]', f'queriers = ["q"]\n{bad}'))
+        with pytest.raises(ConfigError, match=why):
+            load_node_config(write(tmp_path, text))

@@ -431,3 +431,26 @@ def test_a_nodes_decisions_chain_in_one_verifiable_file(audit: AuditLog) -> None
     assert summary.lines == 4
     assert summary.decisions == {"contribute": 3, "refuse": 1}
     assert summary.queriers == {QUERIER: 1}  # only the job names a querier
+
+
+def test_the_privacy_budget_is_decided_and_audited(tmp_path: Path) -> None:
+    """No budget: nothing to decide. With one: a DP job within what is left runs, one past
+    it or without DP (infinite epsilon) is refused; each decision is one audit line."""
+    from phe_fl.federation.policy import decide_privacy_budget
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    assert decide_privacy_budget("n0", Policy(("q",)), "j0", "q", float("inf"), 0.0) is None
+    budget = Policy(("q",), dp_epsilon=4.0)
+    ok = decide_privacy_budget("n0", budget, "j1", "q", 1.5, 2.0, audit=log)
+    assert ok is not None and ok.allowed and "spends epsilon 1.5 of 2 left" in ok.reason
+    with pytest.raises(PolicyError, match="epsilon 2.5 exceeds the 2 left of the budget 4"):
+        decide_privacy_budget("n0", budget, "j2", "q", 2.5, 2.0, audit=log)
+    with pytest.raises(PolicyError, match="not differentially private"):
+        decide_privacy_budget("n0", budget, "j3", "q", float("inf"), 0.0, audit=log)
+    log.close()
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(x["job"], x["decision"]) for x in lines] == [
+        ("j1", "contribute"),
+        ("j2", "refuse"),
+        ("j3", "refuse"),
+    ]
