@@ -371,10 +371,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
             if args.detach:
                 from phe_fl.federation.messages import TrainJob
 
-                info = querier.detach(job, TrainJob(spec))
+                info = querier.detach(job, TrainJob(spec, True, args.margin_check_every))
                 print(f"job {job}: {info.state}; follow it with `phe-fl jobs watch {job}`")
                 return 0
-            run = querier.train(job, spec)
+            run = querier.train(job, spec, margin_check_every=args.margin_check_every)
             print(
                 f"job {job}: trained {len(run.refreshes)} iterations, "
                 f"{sum(run.refreshes)} collective refreshes; the model stays encrypted "
@@ -811,6 +811,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bound",
         type=_positive_float,
         help="train: half-width a of the sigmoid's fit interval [-a, a] (default 10)",
+    )
+    query.add_argument(
+        "--margin-check-every",
+        type=_int_at_least(0),
+        default=0,
+        help="train: the consented margin check every K iterations (needs every node's "
+        "allow_decryption; a DP job whose margins leave the interval stops); 0: none",
     )
     query.add_argument(
         "--feature-clip",

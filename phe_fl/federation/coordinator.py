@@ -473,7 +473,14 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
     resumes = 0
     while True:
         try:
-            model = _train_from(c, run, spec, checkpoint, resumed=resumes > 0 or _resuming(run))
+            model = _train_from(
+                c,
+                run,
+                spec,
+                checkpoint,
+                resumed=resumes > 0 or _resuming(run),
+                margin_check_every=job.margin_check_every,
+            )
             break
         except PeerError as exc:
             resumes += 1
@@ -495,9 +502,17 @@ def _resuming(run: Run) -> bool:
 
 
 def _train_from(
-    c: Coordinator, run: Run, spec: TrainingJob, checkpoint: dict[str, Any], *, resumed: bool
+    c: Coordinator,
+    run: Run,
+    spec: TrainingJob,
+    checkpoint: dict[str, Any],
+    *,
+    resumed: bool,
+    margin_check_every: int = 0,
 ) -> EncryptedModel:
-    """The training loop from ``checkpoint`` (iteration 0: fresh weights)."""
+    """The training loop from ``checkpoint`` (iteration 0: fresh weights); with
+    ``margin_check_every = k``, the consented margin check runs at every k-th iteration
+    (from the second on: the first weights are zero)."""
     std = _std_from_dict(checkpoint["standardization"])
     step = m.PrepareTrainingRequest(spec, std)  # the same request: nodes answer from cache
     prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
@@ -523,7 +538,9 @@ def _train_from(
     fed.iteration = start + 1
     for it in range(start, spec.iterations):
         run.control.check()
-        w, report = trainer.step(w, it, final=it == spec.iterations - 1)
+        check = margin_check_every > 0 and it > 0 and it % margin_check_every == 0
+        w, report = trainer.step(w, it, final=it == spec.iterations - 1, check_margins=check)
+        trainer.judge_margins(it, report)  # a DP job whose margins left the interval stops
         reports.append(report)
         _checkpoint(c, run, checkpoint, it + 1, w, trainer.delta, reports)
         fed.iteration = it + 2  # a refresh before the next MAP belongs to it
@@ -532,6 +549,8 @@ def _train_from(
             levels_left=report.levels_left_after,
             levels_sent=report.levels_left_before,
             levels_dropped=report.levels_dropped,
+            margin_low=report.margin_low or 0.0,
+            margin_high=report.margin_high or 0.0,
         )
         run.emit(
             m.ProgressEvent(
@@ -753,6 +772,19 @@ class TreeFederation:
             iterations=self.iterations,
         )
         return [self.ctx.ciphertext_from_bytes(result.gradient)]
+
+    def margin_moments(self, request: MapRequest, power: int) -> list[Ciphertext]:
+        """The consented margin check's MAP over the tree (:class:`phe_fl.ml.MarginProbe`):
+        every node's encrypted power sum, added on the way up."""
+        step = m.MarginMomentRequest(
+            request.iteration,
+            request.global_batch,
+            request.weights.to_bytes(),
+            request.sample_rate,
+            power,
+        )
+        result = self.c.round(self.run, step, m.Stage.MAP_COMBINE, iteration=self.iteration)
+        return [self.ctx.ciphertext_from_bytes(result.moment)]
 
     def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
         return self.ctx.sum(cts)

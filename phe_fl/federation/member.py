@@ -419,6 +419,13 @@ def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:
     return mem.trainer(r.job_id).gradient(request)
 
 
+def _margin_moment(mem: Member, r: m.TreeRequest) -> Ciphertext:
+    assert isinstance(r.step, m.MarginMomentRequest)
+    weights = mem.ctx.ciphertext_from_bytes(r.step.weights)
+    request = MapRequest(r.step.iteration, weights, r.step.global_batch, r.step.sample_rate)
+    return mem.trainer(r.job_id).margin_moment(request, r.step.power)
+
+
 def _decrypt(mem: Member, step: Any) -> Share:
     ct = mem.ctx.ciphertext_from_bytes(step.ciphertext)
     return mem.require_party().decryption_share(ct)
@@ -500,6 +507,7 @@ RULES: dict[type[Any], Rule] = {
         answer=lambda acc: m.PrepareTrainingResponse(int(acc[0]), int(acc[1])),
     ),
     m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
+    m.MarginMomentRequest: _ciphertexts(_margin_moment, "moment", m.MarginMomentResponse),
     m.PingRequest: _lists(lambda mem, r: [mem.status()], "nodes", m.PingResponse),
 }
 """Every tree step's rule; a step without one cannot be expressed (serde refuses it)."""

@@ -230,6 +230,8 @@ class IterationSummary:
     levels_left: int
     levels_sent: int
     levels_dropped: int
+    margin_low: float = 0.0
+    margin_high: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -401,6 +403,20 @@ class GradientRequest:
 
 
 @dataclass(frozen=True)
+class MarginMomentRequest:
+    iteration: int
+    global_batch: int
+    weights: bytes
+    sample_rate: float
+    power: int
+
+
+@dataclass(frozen=True)
+class MarginMomentResponse:
+    moment: bytes
+
+
+@dataclass(frozen=True)
 class GradientResponse:
     gradient: bytes
 
@@ -430,6 +446,7 @@ TreeStep = (
     | RefreshShareRequest
     | PrepareTrainingRequest
     | GradientRequest
+    | MarginMomentRequest
     | PingRequest
 )
 
@@ -458,6 +475,7 @@ TreeResult = (
     | RefreshShareResponse
     | PrepareTrainingResponse
     | GradientResponse
+    | MarginMomentResponse
     | PingResponse
 )
 
@@ -523,6 +541,7 @@ class StatsResult:
 class TrainJob:
     spec: TrainingJob
     standardize: bool = True
+    margin_check_every: int = 0
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ _PURPOSES: dict[type[Any], str] = {
     m.RefreshShareRequest: "collective refresh of an encrypted value",
     m.PrepareTrainingRequest: "training participation",
     m.GradientRequest: "training: encrypted gradient",
+    m.MarginMomentRequest: "training: encrypted margin check (released only by decrypt_model)",
     m.PingRequest: "liveness",
 }
 

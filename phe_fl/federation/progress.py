@@ -79,10 +79,15 @@ class ProgressPrinter:
             filled = self.width * done // max(total, 1)
             bar = "#" * filled + "-" * (self.width - filled)
             it = ev.summary
+            margins = (
+                f"; largest margin in [{it.margin_low:.3g}, {it.margin_high:.3g}]"
+                if it.margin_high
+                else ""
+            )
             self.write(
                 f"  [{bar}] iteration {done}/{total} ({ev.seconds:.1f} s) {it.refreshes} "
                 f"refresh(es), levels left {it.levels_left}; weights sent down with "
-                f"{it.levels_sent} levels ({it.levels_dropped} dropped)"
+                f"{it.levels_sent} levels ({it.levels_dropped} dropped){margins}"
             )
             return
         where = f" {ev.index}/{ev.count}" if ev.count and ev.index else ""

@@ -204,11 +204,19 @@ class Querier:
         mean = values[:d] / count
         return PooledStats(mean, values[d : 2 * d] / count - mean**2, round(count))
 
-    def train(self, job_id: str, job: TrainingJob, *, standardize: bool = True) -> TrainingRun:
+    def train(
+        self,
+        job_id: str,
+        job: TrainingJob,
+        *,
+        standardize: bool = True,
+        margin_check_every: int = 0,
+    ) -> TrainingRun:
         """Train ``job`` across the federation. The model stays encrypted at the root
         under ``job_id``; what comes back is public: refreshes per iteration and the
         pooled standardization the nodes applied (queries go through it too)."""
-        result = self.submit(job_id, m.TrainJob(job, standardize), m.TrainResult)
+        spec = m.TrainJob(job, standardize, margin_check_every)
+        result = self.submit(job_id, spec, m.TrainResult)
         return TrainingRun(
             result.model_id,
             list(result.refreshes),

@@ -99,6 +99,7 @@ _STEPS: dict[str, tuple[type[Any], type[Any]]] = {
     "refresh": (m.RefreshShareRequest, m.RefreshShareResponse),
     "prepare_training": (m.PrepareTrainingRequest, m.PrepareTrainingResponse),
     "gradient": (m.GradientRequest, m.GradientResponse),
+    "margin_moment": (m.MarginMomentRequest, m.MarginMomentResponse),
     "ping": (m.PingRequest, m.PingResponse),
 }
 _JOBS: dict[str, tuple[type[Any], type[Any]]] = {
@@ -176,8 +177,7 @@ def progress_event_to_proto(ev: m.ProgressEvent) -> query_pb2.ProgressEvent:
 def progress_event_from_proto(ev: query_pb2.ProgressEvent) -> m.ProgressEvent:
     summary = None
     if ev.HasField("summary"):
-        s = ev.summary
-        summary = m.IterationSummary(s.refreshes, s.levels_left, s.levels_sent, s.levels_dropped)
+        summary = _from_pb(ev.summary, m.IterationSummary)
     return m.ProgressEvent(
         stage=_enum(m.Stage, query_pb2.Stage.Name(ev.stage), "progress stage"),
         seconds=ev.seconds,

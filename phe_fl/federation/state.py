@@ -67,6 +67,7 @@ _READY_STEPS = (
     "refresh",
     "prepare_training",
     "gradient",
+    "margin_moment",
 )
 _STATES = ("new", "public_key", "joint_key", "relin_round_one", "relin_round_two", "ready")
 
@@ -105,9 +106,14 @@ generation at a time, an interrupted one resumes, jobs that need keys wait for t
 TRAINING = Machine(
     "training job",
     "unprepared",
-    {("unprepared", "prepare_training"): "prepared", ("prepared", "gradient"): "prepared"},
+    {
+        ("unprepared", "prepare_training"): "prepared",
+        ("prepared", "gradient"): "prepared",
+        ("prepared", "margin_moment"): "prepared",
+    },
 )
-"""A node's side of one training job: MAP only after PREPARE validated its shard."""
+"""A node's side of one training job: MAP (and the margin check, which runs MAP's batch)
+only after PREPARE validated its shard."""
 
 JOB = Machine(
     "job",

@@ -530,6 +530,31 @@ class GLMTrainer:
         )
         return new, report
 
+    def judge_margins(self, iteration: int, report: IterationReport) -> MarginCheck | None:
+        """What ``iteration``'s margin check found when margins left the activation's
+        interval (None when the check did not run or found them inside): reported as a
+        :class:`MarginWarning`, and for a differentially private job the run stops with
+        :class:`DPMarginError` (the per-record bound the noise is calibrated on is gone).
+        Every training loop calls it after each step (this one's, the federation's)."""
+        if report.margin_low is None or report.margin_high is None:
+            return None
+        found = MarginCheck(
+            iteration,
+            report.margin_low,
+            report.margin_high,
+            float(self.job.activation_bound),
+            overflowed=math.isinf(report.margin_low),
+        )
+        if not found.left:
+            return None
+        _report_margin(found)
+        if self.job.dp:
+            raise DPMarginError(
+                f"differentially private training stopped: {found.message()}; the "
+                f"per-record bound dp_residual_bound * dp_clip no longer holds"
+            )
+        return found
+
     def check_margins(self, w: Ciphertext, iteration: int) -> MarginCheck | None:
         """The consented margin check of ``iteration``'s batch on weights ``w``: each party
         computes its encrypted power sum of margins (:meth:`GLMParty.margin_moment`), the
@@ -608,22 +633,8 @@ class GLMTrainer:
                 report.refreshes,
                 report.levels_left_after,
             )
-            if report.margin_low is not None and report.margin_high is not None and not reported:
-                found = MarginCheck(
-                    it,
-                    report.margin_low,
-                    report.margin_high,
-                    float(self.job.activation_bound),
-                    overflowed=math.isinf(report.margin_low),
-                )
-                if found.left:
-                    reported = True
-                    _report_margin(found)
-                    if self.job.dp:
-                        raise DPMarginError(
-                            f"differentially private training stopped: {found.message()}; the "
-                            f"per-record bound dp_residual_bound * dp_clip no longer holds"
-                        )
+            if not reported:
+                reported = self.judge_margins(it, report) is not None
             if on_iteration is not None:
                 on_iteration(report)
         model.weights = w

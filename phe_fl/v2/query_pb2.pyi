@@ -151,12 +151,14 @@ class StatsResult(_message.Message):
     def __init__(self, encrypted_sums: _Optional[bytes] = ...) -> None: ...
 
 class TrainJob(_message.Message):
-    __slots__ = ("spec", "standardize")
+    __slots__ = ("spec", "standardize", "margin_check_every")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_CHECK_EVERY_FIELD_NUMBER: _ClassVar[int]
     spec: _ml_pb2.GlmJobSpec
     standardize: bool
-    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
+    margin_check_every: int
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., standardize: _Optional[bool] = ..., margin_check_every: _Optional[int] = ...) -> None: ...
 
 class TrainResult(_message.Message):
     __slots__ = ("model_id", "refreshes", "standardization", "schema", "dp_epsilon", "dp_delta")
@@ -355,13 +357,17 @@ class ProgressEvent(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., seconds: _Optional[float] = ..., iteration: _Optional[int] = ..., iterations: _Optional[int] = ..., index: _Optional[int] = ..., count: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ..., summary: _Optional[_Union[IterationSummary, _Mapping]] = ...) -> None: ...
 
 class IterationSummary(_message.Message):
-    __slots__ = ("refreshes", "levels_left", "levels_sent", "levels_dropped")
+    __slots__ = ("refreshes", "levels_left", "levels_sent", "levels_dropped", "margin_low", "margin_high")
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
     LEVELS_LEFT_FIELD_NUMBER: _ClassVar[int]
     LEVELS_SENT_FIELD_NUMBER: _ClassVar[int]
     LEVELS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_LOW_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_HIGH_FIELD_NUMBER: _ClassVar[int]
     refreshes: int
     levels_left: int
     levels_sent: int
     levels_dropped: int
-    def __init__(self, refreshes: _Optional[int] = ..., levels_left: _Optional[int] = ..., levels_sent: _Optional[int] = ..., levels_dropped: _Optional[int] = ...) -> None: ...
+    margin_low: float
+    margin_high: float
+    def __init__(self, refreshes: _Optional[int] = ..., levels_left: _Optional[int] = ..., levels_sent: _Optional[int] = ..., levels_dropped: _Optional[int] = ..., margin_low: _Optional[float] = ..., margin_high: _Optional[float] = ...) -> None: ...

@@ -42,7 +42,7 @@ class Welcome(_message.Message):
     def __init__(self, parent_id: _Optional[str] = ...) -> None: ...
 
 class TreeRequest(_message.Message):
-    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping")
+    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "ping")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     N_PARTIES_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class TreeRequest(_message.Message):
     REFRESH_FIELD_NUMBER: _ClassVar[int]
     PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_MOMENT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: str
@@ -82,11 +83,12 @@ class TreeRequest(_message.Message):
     refresh: RefreshShareRequest
     prepare_training: PrepareTrainingRequest
     gradient: GradientRequest
+    margin_moment: MarginMomentRequest
     ping: PingRequest
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
 
 class TreeResponse(_message.Message):
-    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "ping", "error", "stats")
+    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "ping", "error", "stats")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     INSTALL_JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     RELIN_ROUND_ONE_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +103,7 @@ class TreeResponse(_message.Message):
     REFRESH_FIELD_NUMBER: _ClassVar[int]
     PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_MOMENT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
@@ -118,10 +121,11 @@ class TreeResponse(_message.Message):
     refresh: RefreshShareResponse
     prepare_training: PrepareTrainingResponse
     gradient: GradientResponse
+    margin_moment: MarginMomentResponse
     ping: PingResponse
     error: _common_pb2.Error
     stats: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStats]
-    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
+    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
 
 class PublicKeyShareRequest(_message.Message):
     __slots__ = ("crp",)
@@ -320,6 +324,26 @@ class GradientResponse(_message.Message):
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     gradient: bytes
     def __init__(self, gradient: _Optional[bytes] = ...) -> None: ...
+
+class MarginMomentRequest(_message.Message):
+    __slots__ = ("iteration", "global_batch", "weights", "sample_rate", "power")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    global_batch: int
+    weights: bytes
+    sample_rate: float
+    power: int
+    def __init__(self, iteration: _Optional[int] = ..., global_batch: _Optional[int] = ..., weights: _Optional[bytes] = ..., sample_rate: _Optional[float] = ..., power: _Optional[int] = ...) -> None: ...
+
+class MarginMomentResponse(_message.Message):
+    __slots__ = ("moment",)
+    MOMENT_FIELD_NUMBER: _ClassVar[int]
+    moment: bytes
+    def __init__(self, moment: _Optional[bytes] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ()

@@ -145,6 +145,7 @@ READY_STEPS = (
     "refresh",
     "prepare_training",
     "gradient",
+    "margin_moment",
 )
 CHILD_TARGETS = (
     ("ping", "status"),
@@ -959,6 +960,7 @@ class Kit:
                 None,
             ),
             "gradient": lambda: m.GradientRequest(0, 24, self.weights.to_bytes()),
+            "margin_moment": lambda: m.MarginMomentRequest(1, 24, self.weights.to_bytes(), 0.0, 2),
         }
         return steps[name]()
 
@@ -1559,7 +1561,12 @@ class LeafDriver:
         return 0.0 if self.session is None else time.monotonic() - self.session.began
 
     def request(self, step: str, job_id: str) -> tree_pb2.ParentMessage:
-        kinds = {"prepare_training": "train", "gradient": "train", "statistics": "stats"}
+        kinds = {
+            "prepare_training": "train",
+            "gradient": "train",
+            "margin_moment": "train",
+            "statistics": "stats",
+        }
         request = m.TreeRequest(
             job_id, PARAMS, N_NODES, self.fed.kit.step(step), ROOT_DEADLINE_S, kinds.get(step, "")
         )
@@ -1672,7 +1679,7 @@ def fuzz_parent(
         names += mut.schedule(WIRE_MUTATIONS + FRAME_MUTATIONS, wire_plan[step])
         for name in names:
             n += 1
-            job_id = "fz-p-train" if step == "gradient" else f"fz-p{n}"
+            job_id = "fz-p-train" if step in ("gradient", "margin_moment") else f"fz-p{n}"
             base = drv.request(step, job_id)
             call = drv.next_call()
             for _ in range(4):  # the link-dropping ones are budgeted: draw again

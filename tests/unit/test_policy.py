@@ -45,6 +45,7 @@ STEPS: dict[str, m.TreeStep] = {
     "refresh": m.RefreshShareRequest(b"refresh-ct", b"crp"),
     "prepare_training": m.PrepareTrainingRequest(TrainingJob(4), None),
     "gradient": m.GradientRequest(1, 64, b"weights"),
+    "margin_moment": m.MarginMomentRequest(2, 64, b"margin-weights", 0.0, 8),
     "ping": m.PingRequest(),
 }
 SWITCHES = {
@@ -67,6 +68,7 @@ PURPOSES = {
     "refresh": "collective refresh of an encrypted value",
     "prepare_training": "training participation",
     "gradient": "training: encrypted gradient",
+    "margin_moment": "training: encrypted margin check (released only by decrypt_model)",
     "ping": "liveness",
 }
 # the steps whose entry carries a digest, and of which field
@@ -76,6 +78,7 @@ DIGESTED = {
     "key_switch": "ciphertext",
     "refresh": "ciphertext",
     "gradient": "weights",
+    "margin_moment": "weights",
 }
 POLICIES = [
     Policy(queriers, allow_decryption, release_statistics)
