@@ -49,6 +49,8 @@ def test_json_logs_name_job_and_peer_and_metrics_count_the_work(
     assert lines and all(
         {"time", "level", "node", "job", "peer", "message"} <= set(x) for x in lines
     )
+    # the insecure test parameter set is announced at every start, at WARNING
+    assert any(x["level"] == "WARNING" and "NOT SECURE" in x["message"] for x in lines)
     audit = [x for x in lines if x["logger"] == "phe_fl.audit" and x["job"] == "stats-1"]
     assert audit, lines[-5:]
     assert {x["node"] for x in audit} == {"node-1"} and {x["peer"] for x in audit} == {"node-0"}
