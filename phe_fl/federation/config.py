@@ -82,11 +82,13 @@ __all__ = [
     "Policy",
     "NodeConfig",
     "SCHEMA",
+    "NODE_ID",
     "Key",
     "load_node_config",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What a node or querier id may be (it goes into certificate names and file names)."""
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
 
 
@@ -326,7 +328,7 @@ def _parent(tree: _Table) -> ParentLink | None:
         )
     link = _Table(raw, _PARENT, f"{tree.where} parent")
     pid, address = link.get("id"), link.get("address")
-    if not _ID.match(pid):
+    if not NODE_ID.match(pid):
         raise ConfigError(f"{link.where}: id {pid!r} must be 1-64 of A-Z a-z 0-9 _ -")
     if not _is_address(address):
         raise ConfigError(f"{link.where}: address {address!r} must be host:port")
@@ -464,7 +466,7 @@ def load_node_config(path: Path | str) -> NodeConfig:
     node = t["node"]
     where = node.where
     node_id = node.get("id")
-    if not _ID.match(node_id):
+    if not NODE_ID.match(node_id):
         raise ConfigError(f"{where}: id {node_id!r} must be 1-64 of A-Z a-z 0-9 _ -")
     party, n_parties = node.get("party"), node.get("n_parties")
     if not 0 <= party < n_parties:
@@ -491,7 +493,7 @@ def load_node_config(path: Path | str) -> NodeConfig:
         raise ConfigError(f"{where}: party 0 is the root and has no parent; others need one")
     children = tree.get("children")
     for i, child in enumerate(children):
-        if not isinstance(child, str) or not _ID.match(child):
+        if not isinstance(child, str) or not NODE_ID.match(child):
             raise ConfigError(
                 f"{where}: children[{i}] must be a node id (children dial in; their "
                 f"addresses are not needed), got {child!r}"

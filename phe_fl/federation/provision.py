@@ -71,6 +71,7 @@ from phe_fl.federation.certs import (
     identity_host,
     install_certificate,
 )
+from phe_fl.federation.config import NODE_ID, SCHEMA, load_node_config
 from phe_fl.mhe import get_parameter_set
 
 if sys.version_info >= (3, 11):
@@ -91,7 +92,6 @@ __all__ = [
     "kit_install",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(?P<port>\d{1,5})$")
 _SITE_ROLES = ("root", "inner", "leaf")
 
@@ -110,7 +110,7 @@ _SITE_KEYS = (
     "policy",
     "state",
 )
-_POLICY_KEYS = ("queriers", "allow_decryption", "release_statistics")
+_POLICY_KEYS = tuple(SCHEMA["policy"])  # a node's [policy], declared once in config.py
 _QUERIER_KEYS = ("id",)
 _KIT_KEYS = ("federation", "role", "id", "hosts", "root")
 
@@ -224,7 +224,7 @@ def _get(table: Mapping[str, Any], key: str, typ: type, where: str, default: Any
 
 
 def _check_id(value: str, where: str) -> str:
-    if not _ID.match(value):
+    if not NODE_ID.match(value):
         raise ConfigError(f"{where}: id {value!r} must be 1-64 of A-Z a-z 0-9 _ -")
     return value
 
@@ -745,8 +745,6 @@ def _rendered(fed: Federation, fingerprint: str) -> dict[str, dict[str, str]]:
 
 def _check_node_configs(kits: Mapping[str, Mapping[str, str]]) -> None:
     """Every node.toml must load with the node's own loader before anything is written."""
-    from phe_fl.federation.config import load_node_config
-
     with tempfile.TemporaryDirectory() as tmp:
         for member, files in kits.items():
             if "node.toml" not in files:

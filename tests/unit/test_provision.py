@@ -503,3 +503,15 @@ def test_predict_output_into_a_missing_folder_is_refused_before_connecting(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--output" in err and "no folder" in err, err
+
+
+def test_every_policy_key_a_node_accepts_can_be_declared(tmp_path: Path) -> None:
+    """The description's [policy] is a node's [policy] (one declaration): the root's
+    privacy budget goes into the kits like the other keys."""
+    text = DESCRIPTION.replace(
+        "[policy]\nallow_decryption = false", "[policy]\nallow_decryption = false\ndp_epsilon = 8.0"
+    )
+    fed = load_federation(write_description(tmp_path, text=text))
+    provision(fed, tmp_path / "kits", tmp_path / "ca")
+    policy = load_node_config(tmp_path / "kits" / "site-a" / "node.toml").policy
+    assert policy.dp_epsilon == 8.0
