@@ -544,11 +544,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
 
-    try:
-        named = has_column_names(args.input)
-    except OSError as exc:
-        what = exc.strerror if isinstance(exc.strerror, str) else str(exc)
-        raise ConfigError(f"--input {args.input} cannot be read: {what}") from None
+    named = has_column_names(args.input)  # a file it cannot read is a ConfigError naming it
     if named and args.labels_last:
         raise ParameterError(
             f"--input {args.input} names its columns: give the label column with --label, "
