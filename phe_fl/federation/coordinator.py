@@ -450,6 +450,7 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
     if spec.params != c.member.params.name:
         raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
     checkpoint = c.store.get("checkpoints", run.job_id)
+    prepared: m.PrepareTrainingResponse | None = None  # PREPARE's answer, when run here
     if checkpoint is None:
         schema = c.require_one_schema(run)
         if schema is not None and len(schema.features) != spec.n_features:
@@ -466,10 +467,9 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             "iteration": 0,
             "reports": [],
         }
-        # PREPARE here (the loop sends the same request again: nodes answer from cache)
-        # tells the batch and rows a DP job's epsilon depends on
-        prep = c.round(run, m.PrepareTrainingRequest(spec, std), m.Stage.VALIDATE_SHARDS)
-        c.start_dp_training(run, spec, prep, checkpoint)
+        # PREPARE first: it tells the batch and rows a DP job's epsilon depends on
+        prepared = c.round(run, m.PrepareTrainingRequest(spec, std), m.Stage.VALIDATE_SHARDS)
+        c.start_dp_training(run, spec, prepared, checkpoint)
     resumes = 0
     while True:
         try:
@@ -480,6 +480,7 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
                 checkpoint,
                 resumed=resumes > 0 or _resuming(run),
                 margin_check_every=job.margin_check_every,
+                prepared=prepared if resumes == 0 else None,
             )
             break
         except PeerError as exc:
@@ -509,13 +510,17 @@ def _train_from(
     *,
     resumed: bool,
     margin_check_every: int = 0,
+    prepared: m.PrepareTrainingResponse | None = None,
 ) -> EncryptedModel:
     """The training loop from ``checkpoint`` (iteration 0: fresh weights); with
     ``margin_check_every = k``, the consented margin check runs at every k-th iteration
-    (from the second on: the first weights are zero)."""
+    (from the second on: the first weights are zero). ``prepared``: PREPARE's answer when
+    the caller just had it; a resumed loop sends the same request again (nodes answer
+    from the answers they kept)."""
     std = _std_from_dict(checkpoint["standardization"])
-    step = m.PrepareTrainingRequest(spec, std)  # the same request: nodes answer from cache
-    prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
+    if prepared is None:
+        step = m.PrepareTrainingRequest(spec, std)  # the same request: nodes answer from cache
+        prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
     c.ensure_rotations(run, spec.rotation_indices())
     fed = TreeFederation(
         c,
