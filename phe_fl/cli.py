@@ -334,6 +334,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
             return TrainingJob(n_features=args.features, params=params, **options)
         elif args.job == "model" and not args.model:
             raise ParameterError("`phe-fl query model` needs --model (the training job id)")
+        elif args.job == "fedavg":
+            _fedavg_spec(args)  # refuse a bad job before connecting
         return None
 
     spec = checked(args.params) if args.params else None
@@ -384,6 +386,17 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 print(
                     f"differentially private: epsilon {run.dp_epsilon:.3g}, delta {run.dp_delta:g}"
                 )
+        elif args.job == "fedavg":
+            model = querier.fedavg(job, _fedavg_spec(args))
+            last = model.rounds[-1] if model.rounds else None
+            print(
+                f"job {job}: {len(model.rounds)} FedAvg rounds of app {args.app!r}"
+                + (f", last loss {last.loss:.4f} over {last.examples} examples" if last else "")
+            )
+            if model.parameters is None:
+                print("the root keeps the model (its release_fedavg_model = false)")
+            elif args.output:
+                print(f"model saved to {model.save(args.output)}")
         elif args.job == "model":
             weights = querier.model_weights(job, args.model)
             print(f"model {args.model}: weights (intercept last)")
@@ -396,6 +409,23 @@ def _cmd_query(args: argparse.Namespace) -> int:
     finally:
         querier.close()
     return 0
+
+
+def _fedavg_spec(args: argparse.Namespace) -> Any:
+    from phe_fl.fedavg import FedAvgSpec
+
+    if not args.app:
+        raise ParameterError("`phe-fl query fedavg` needs --app (an app every node declares)")
+    if args.output and Path(args.output).suffix not in (".npz", ".pt"):
+        raise ParameterError(f"--output {args.output}: save a FedAvg model as .npz or .pt")
+    given = {
+        "rounds": args.rounds,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+    }
+    return FedAvgSpec(args.app, **{k: v for k, v in given.items() if v is not None})
 
 
 def _querier(args: argparse.Namespace, *, per_node: bool = False) -> Any:
@@ -774,11 +804,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = sub.add_parser("query", help="as a querier, run a job on the federation's root")
     query.add_argument(
         "job",
-        choices=["setup", "status", "stats", "train", "model"],
+        choices=["setup", "status", "stats", "train", "model", "fedavg"],
         help="setup: collective keys; status: which nodes are connected; stats: pooled "
         "feature statistics readable by this querier only; train: logistic regression "
         "with the model kept encrypted; model: "
-        "decrypt a trained model (every node's policy must allow it)",
+        "decrypt a trained model (every node's policy must allow it); fedavg: every node "
+        "trains its own app locally, only the sum of the updates is decrypted",
     )
     _querier_connection(query)
     query.add_argument(
@@ -795,10 +826,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--iterations", type=_positive_int, help="train: iterations (default: the job's, 10)"
     )
     query.add_argument(
-        "--learning-rate", type=_positive_float, help="train: learning rate (default 0.2)"
+        "--learning-rate",
+        type=_positive_float,
+        help="train: learning rate (default 0.2); fedavg: local learning rate (0.05)",
     )
     query.add_argument(
-        "--batch-size", type=_positive_int, help="train: samples per node and iteration (16)"
+        "--batch-size",
+        type=_positive_int,
+        help="train: samples per node and iteration (16); fedavg: local batch size (32)",
     )
     query.add_argument(
         "--degree", type=_positive_int, help="train: sigmoid polynomial degree (default 5)"
@@ -821,6 +856,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train: bound every standardized feature to [-c, c] (default 4; inf: none)",
     )
     query.add_argument("--model", default="", help="model: the training job id to decrypt")
+    query.add_argument("--app", default="", help="fedavg: the app every node declares")
+    query.add_argument("--rounds", type=_positive_int, help="fedavg: rounds (default 5)")
+    query.add_argument(
+        "--epochs", type=_positive_int, help="fedavg: local epochs per round (default 1)"
+    )
+    query.add_argument(
+        "--seed", type=_int_at_least(0), help="fedavg: initialization and shuffling seed (0)"
+    )
+    query.add_argument(
+        "--output", default="", help="fedavg: save the final model (.npz, or .pt for torch)"
+    )
     query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     query.add_argument(
         "--detach",

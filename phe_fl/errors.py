@@ -26,6 +26,7 @@ __all__ = [
     "AuditError",
     "JobCancelledError",
     "BusyError",
+    "AppError",
 ]
 
 
@@ -76,9 +77,16 @@ class PolicyError(PheFlError, PermissionError):
 class PeerError(PheFlError, ConnectionError):
     """Another node failed, refused or did not answer in time; names the node."""
 
-    def __init__(self, node: str, message: str) -> None:
+    def __init__(self, node: str, message: str, *, code: str = "") -> None:
         super().__init__(f"node {node}: {message}")
         self.node = node
+        self.code = code  # the gRPC status name of the node's answer, when it answered
+
+    @property
+    def answered(self) -> bool:
+        """The node answered and said no (a refusal, a bad request, a step out of order):
+        asking it again gets the same answer, unlike a node that is gone."""
+        return self.code in ("PERMISSION_DENIED", "FAILED_PRECONDITION", "INVALID_ARGUMENT")
 
 
 class StateError(PheFlError, RuntimeError):
@@ -92,6 +100,11 @@ class AuditError(PheFlError, ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+
+
+class AppError(PheFlError, RuntimeError):
+    """A site's own training code (its FedAvg app) failed or returned something unusable;
+    the message names the node, the app and, where it is one, the tensor."""
 
 
 class JobCancelledError(PheFlError, RuntimeError):

@@ -50,6 +50,13 @@ Example (``nodes/example/node-1.toml``)::
     release_statistics = true  # pooled feature means/variances, for standardization (PREPARE)
     dp_epsilon = 8.0           # optional, at the root: the differential-privacy budget every
     dp_delta = 1e-5            # trained model spends from; a job past it (or without DP) is refused
+    release_aggregates = true  # FedAvg: decrypt the sum of every party's update (never one alone)
+    release_fedavg_model = true  # at the root: a FedAvg job's final model goes to its querier
+
+    [fedavg]                   # optional: the site's own training code for FedAvg jobs
+    apps = { fmnist = "phe_fl.fedavg.examples:fashion_mnist_cnn" }  # name -> module:factory
+    options = { shard = 0, shards = 3 }  # given to every app factory (this site's data)
+    threads = 0                # encryption threads (0: every core)
 
 Relative paths are resolved against the file's folder. Every table and key is declared
 once (:data:`SCHEMA`); an unknown table or key is refused, naming the nearest valid one.
@@ -145,7 +152,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "release_statistics": Key(bool, True),
         "dp_epsilon": Key(float, None),
         "dp_delta": Key(float, 1e-5),
+        "release_aggregates": Key(bool, True),
+        "release_fedavg_model": Key(bool, True),
     },
+    "fedavg": {"apps": Key(dict, {}), "options": Key(dict, {}), "threads": Key(int, 0)},
 }
 """Every table of a node's TOML and every key it may hold; anything else is refused."""
 
@@ -277,6 +287,19 @@ class Policy:
     """The federation's differential-privacy budget (at the root): the epsilon all trained
     models together may spend at ``dp_delta``; None: no budget, no DP required."""
     dp_delta: float = 1e-5
+    release_aggregates: bool = True
+    """Decrypt, to the root, the sum of every party's FedAvg update (and nothing else)."""
+    release_fedavg_model: bool = True
+    """At the root: send a FedAvg job's final model to its querier (False: keep it)."""
+
+
+@dataclass(frozen=True)
+class FedAvgApps:
+    """``[fedavg]``: the site's own training code, by name, and what it is built with."""
+
+    apps: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    threads: int = 0  # encryption threads (0: every core)
 
 
 @dataclass(frozen=True)
@@ -296,6 +319,7 @@ class NodeConfig:
     max_answer_bytes: int = 2 << 30
     health: str | None = None
     metrics: str | None = None
+    fedavg: FedAvgApps = field(default_factory=FedAvgApps)
 
     @property
     def is_root(self) -> bool:
@@ -437,6 +461,25 @@ def _data_source(data: _Table, base: Path, path: Path) -> DataSource:
     )
 
 
+def _fedavg_apps(table: _Table) -> FedAvgApps:
+    """``[fedavg]``: each app a name (as jobs name it) and a ``module:attribute`` entry."""
+    from phe_fl.fedavg.job import APP_NAME
+
+    apps = table.get("apps")
+    for name, entry in apps.items():
+        if not APP_NAME.fullmatch(name):
+            raise ConfigError(f"{table.where}: app name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if not isinstance(entry, str) or entry.count(":") != 1 or entry.startswith(":"):
+            raise ConfigError(
+                f"{table.where}: apps.{name} must be 'module:attribute' (the factory of the "
+                f"site's training code), got {entry!r}"
+            )
+    threads = table.get("threads")
+    if threads < 0:
+        raise ConfigError(f"{table.where}: threads must be >= 0 (0: every core), got {threads}")
+    return FedAvgApps(dict(apps), dict(table.get("options")), threads)
+
+
 def _read_config_text(path: Path) -> str:
     """The node config's text; a path that is missing, a folder or unreadable is a
     ConfigError naming it."""
@@ -531,7 +574,10 @@ def load_node_config(path: Path | str) -> NodeConfig:
         policy.get("release_statistics"),
         dp_epsilon,
         dp_delta,
+        policy.get("release_aggregates"),
+        policy.get("release_fedavg_model"),
     )
+    fedavg = _fedavg_apps(t["fedavg"])
     state = t["state"]
     state_dir = base / (state.get("dir") or f"state/{node_id}")
     max_answer_bytes = state.get("max_answer_bytes")
@@ -556,4 +602,5 @@ def load_node_config(path: Path | str) -> NodeConfig:
         max_answer_bytes,
         health,
         metrics,
+        fedavg,
     )

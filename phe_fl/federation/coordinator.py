@@ -23,7 +23,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from phe_fl.errors import JobStateError, PeerError, ProtocolError
+from phe_fl.fedavg.job import FedAvgSpec
+from phe_fl.fedavg.packing import (
+    CHUNKS_PER_STEP,
+    Vector,
+    chunk_size,
+    fuse_chunk,
+    n_chunks,
+    release_decimals,
+    values_digest,
+)
 from phe_fl.federation import messages as m
 from phe_fl.federation.jobs import Control, Job, JobManager
 from phe_fl.federation.policy import decide_job, decide_privacy_budget, decide_querier
@@ -643,6 +655,130 @@ def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
     return m.PredictResult(tuple(scores))
 
 
+GLOBAL_SLICE = 1 << 20
+"""Global parameters per FedAvgGlobalRequest (4 MiB of float32)."""
+
+
+def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
+    """Encrypted FedAvg: each round the global parameters go down the tree, every node
+    trains with its own app, the weighted updates come up encrypted and summed, chunk by
+    chunk, and only their sum is threshold-decrypted (every node's aggregate guard checks
+    that). The global parameters are checkpointed after every round; a node that goes
+    missing makes the round start again once every node is back."""
+    spec = job.spec
+    prep = c.round(run, m.FedAvgPrepareRequest(spec), m.Stage.FEDAVG_PREPARE)
+    _require_everyone(c, prep.contributors, "prepared")
+    layout = c.member.fedavg.layout(run.job_id)
+    checkpoint = c.store.get("checkpoints", run.job_id)
+    if checkpoint is None:
+        global_values = c.member.fedavg.initial(run.job_id)
+        checkpoint = {"round": 0, "rounds": []}
+        c.store.put_blob(f"checkpoint-{run.job_id}-global", global_values.astype("<f4").tobytes())
+        c.store.put("checkpoints", run.job_id, checkpoint)
+    else:
+        data = _blob(c, f"checkpoint-{run.job_id}-global")
+        global_values = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=checkpoint["round"] + 1))
+    rounds = [m.RoundSummary(**r) for r in checkpoint["rounds"]]
+    resumes = 0
+    r = int(checkpoint["round"]) + 1
+    while r <= spec.rounds:
+        try:
+            summary, global_values = _fedavg_round(c, run, spec, r, global_values)
+        except PeerError as exc:
+            resumes += 1
+            if exc.answered or resumes > MAX_RESUMES:  # a node said no: it would again
+                raise
+            c.wait_whole(run, exc)
+            if run.job is not None:
+                c.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
+            continue
+        rounds.append(summary)
+        c.store.put_blob(f"checkpoint-{run.job_id}-global", global_values.astype("<f4").tobytes())
+        checkpoint.update(round=r, rounds=[dataclasses.asdict(x) for x in rounds])
+        c.store.put("checkpoints", run.job_id, checkpoint)
+        if run.job is not None:
+            c.jobs.note_progress(run.job, iterations_done=r)
+        run.emit(
+            m.ProgressEvent(
+                m.Stage.ROUND_DONE,
+                summary.train_seconds + summary.aggregate_seconds,
+                iteration=r,
+                iterations=spec.rounds,
+                round=summary,
+            )
+        )
+        r += 1
+    tensors = layout.tensors
+    release = c.member.config.policy.release_fedavg_model
+    params = global_values.astype("<f4").tobytes() if release else b""
+    c.store.put_blob(f"fedavg-model-{run.job_id}", global_values.astype("<f4").tobytes())
+    return m.FedAvgResult(run.job_id, tensors, params, tuple(rounds))
+
+
+def _require_everyone(c: Coordinator, contributors: Sequence[str], what: str) -> None:
+    n = c.member.config.n_parties
+    if len(set(contributors)) != n or len(contributors) != n:
+        raise ProtocolError(
+            f"{len(set(contributors))} of {n} parties {what}: {sorted(contributors)}"
+        )
+
+
+def _fedavg_round(
+    c: Coordinator, run: Run, spec: FedAvgSpec, r: int, global_values: Vector
+) -> tuple[m.RoundSummary, Vector]:
+    """One round: global parameters down, local training, encrypted sum up, decrypted."""
+    event = {"iteration": r, "iterations": spec.rounds}
+    slices = range(0, global_values.size, GLOBAL_SLICE)
+    for i, off in enumerate(slices):
+        piece = global_values[off : off + GLOBAL_SLICE].astype("<f4").tobytes()
+        slice_step = m.FedAvgGlobalRequest(r, off, piece)
+        c.round(run, slice_step, m.Stage.FEDAVG_GLOBAL, index=i + 1, count=len(slices), **event)
+    t0 = time.perf_counter()
+    train = c.round(
+        run, m.FedAvgTrainRequest(r, values_digest(global_values)), m.Stage.FEDAVG_TRAIN, **event
+    )
+    train_seconds = time.perf_counter() - t0
+    _require_everyone(c, train.contributors, "trained")
+    params = c.member.params
+    total = n_chunks(global_values.size, params)
+    decimals = release_decimals(params, c.member.config.n_parties)
+    mean_update = np.zeros(total * chunk_size(params), dtype=np.float64)
+    t0 = time.perf_counter()
+    update_bytes = 0
+    groups = range(0, total, CHUNKS_PER_STEP)
+    for i, first in enumerate(groups):
+        count = min(CHUNKS_PER_STEP, total - first)
+        up = c.round(
+            run,
+            m.FedAvgUpdateRequest(r, first, count, train.examples),
+            m.Stage.FEDAVG_AGGREGATE,
+            index=i + 1,
+            count=len(groups),
+            **event,
+        )
+        _require_everyone(c, up.contributors, "sent an update")
+        update_bytes += sum(len(x) for x in up.ciphertexts)
+        step = m.FedAvgDecryptRequest(r, first, up.ciphertexts, up.contributors)
+        down = c.round(run, step, m.Stage.FEDAVG_AGGREGATE, index=i + 1, count=len(groups), **event)
+        proto = ThresholdDecrypt(c.ctx)
+        size = chunk_size(params)
+        for j, (ct_bytes, share_bytes) in enumerate(zip(up.ciphertexts, down.shares, strict=True)):
+            ct = c.ctx.ciphertext_from_bytes(ct_bytes)
+            values = fuse_chunk(c.ctx, proto.share_from_bytes(share_bytes), ct, decimals=decimals)
+            mean_update[(first + j) * size : (first + j + 1) * size] = values
+    aggregate_seconds = time.perf_counter() - t0
+    new_global = (global_values + mean_update[: global_values.size]).astype(np.float32)
+    summary = m.RoundSummary(
+        train.examples,
+        train.loss_sum / max(1, train.examples),
+        train_seconds,
+        aggregate_seconds,
+        update_bytes,
+    )
+    return summary, new_global
+
+
 def _joint_key(c: Coordinator, run: Run, job: m.JointKeyJob) -> m.JointKeyResult:
     return m.JointKeyResult(c.member.require_joint_key().to_bytes())
 
@@ -707,6 +843,7 @@ HANDLERS: dict[type[Any], Callable[..., Any]] = {
     m.TrainJob: _train,
     m.ModelWeightsJob: _model_weights,
     m.PredictJob: _predict,
+    m.FedAvgJob: _fedavg,
 }
 """Jobs that use the tree or the keys: queued, one at a time."""
 

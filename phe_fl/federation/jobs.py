@@ -37,7 +37,7 @@ __all__ = ["JobManager", "Job", "Control", "RESUMABLE_KINDS"]
 
 log = logging.getLogger("phe_fl.jobs")
 
-RESUMABLE_KINDS = frozenset({"train"})
+RESUMABLE_KINDS = frozenset({"train", "fedavg"})
 """Kinds a root restart resumes (they checkpoint); the others fail and are submitted again."""
 
 Emit = Callable[[m.ProgressEvent], None]

@@ -52,16 +52,20 @@ def write_configs(
     holdout: float = 0.0,
     data_files: Sequence[Path] | None = None,
     data_extra: Sequence[str] | None = None,
+    tables: Sequence[str] | None = None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Node configs (and, unless told otherwise, certificates) for a tree where node i's
     parent is (i-1)//fanout; only nodes with children (and the root) listen. Node i reads
     shard i of ``dataset``, or ``data_files[i]`` (a CSV: features..., label) when given.
-    ``data_extra[i]``: more lines for node i's ``[data]`` table (``label = ...``).
+    ``data_extra[i]``: more lines for node i's ``[data]`` table (``label = ...``);
+    ``tables[i]``: more tables for node i (``[fedavg] ...``).
     Returns the configs and the listening nodes' addresses by id."""
     if data_files is not None and len(data_files) != n_nodes:
         raise ValueError(f"{len(data_files)} data files for {n_nodes} nodes")
     if data_extra is not None and len(data_extra) != n_nodes:
         raise ValueError(f"{len(data_extra)} [data] additions for {n_nodes} nodes")
+    if tables is not None and len(tables) != n_nodes:
+        raise ValueError(f"{len(tables)} table additions for {n_nodes} nodes")
     ids = [f"node-{i}" for i in range(n_nodes)]
     if certificates:
         create_federation(workdir / "certs", ids, queriers)
@@ -107,6 +111,8 @@ dir = "state/{node_id}"
 queriers = [{", ".join(f'"{q}"' for q in queriers)}]
 allow_decryption = {str(allow_decryption).lower()}
 """
+        if tables is not None and tables[i]:
+            text += "\n" + tables[i].strip() + "\n"
         path = workdir / f"{node_id}.toml"
         path.write_text(text)
         paths.append(path)
@@ -129,6 +135,8 @@ class LocalCluster:
     """Per-node data files (CSV or Parquet) instead of shards of the shipped dataset."""
     data_extra: Sequence[str] | None = None
     """Per-node lines added to ``[data]`` (``label = "..."``, ``scale = {...}``)."""
+    tables: Sequence[str] | None = None
+    """Per-node tables added to the config (``[fedavg] ...``)."""
     queriers: tuple[str, ...] = ("querier",)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)
@@ -162,6 +170,7 @@ class LocalCluster:
             holdout=self.holdout,
             data_files=self.data_files,
             data_extra=self.data_extra,
+            tables=self.tables,
             queriers=self.queriers,
         )
         self.processes = [self._spawn(cfg) for cfg in self.configs]

@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 
 from phe_fl.errors import ParameterError, ProtocolError
+from phe_fl.fedavg.packing import add_chunks
 from phe_fl.federation import messages as m
 from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.data import DataShard, load_shard, schema_digest
+from phe_fl.federation.fedavg import FedAvgParty
 from phe_fl.federation.policy import decide
 from phe_fl.federation.serde import STEP_NAMES
-from phe_fl.federation.state import KEYGEN, TRAINING, Tracker
+from phe_fl.federation.state import FEDAVG, KEYGEN, TRAINING, Tracker
 from phe_fl.federation.store import NodeStore
 from phe_fl.mhe import (
     Ciphertext,
@@ -50,6 +52,7 @@ from phe_fl.mhe import (
     get_parameter_set,
 )
 from phe_fl.mhe.protocols._share import Share
+from phe_fl.mhe.protocols.decryption import DecryptionShare
 from phe_fl.ml import GLMParty, MapRequest, TrainingJob
 
 __all__ = ["Member", "Rule", "RULES"]
@@ -101,6 +104,7 @@ class Member:
         self._trainings: dict[str, _Training] = {}
         self._lock = threading.Lock()
         self._restore()
+        self.fedavg = FedAvgParty(config, store, self.ctx)
 
     # -- the state store -----------------------------------------------------------------------
     def _restore(self) -> None:
@@ -158,6 +162,8 @@ class Member:
         self.keygen.check(step)
         if step in TRAINING.steps:
             self._training(request.job_id).tracker.check(step)
+        if step in FEDAVG.steps:
+            self.fedavg.job(request.job_id).tracker.check(step)
         decide(
             self.id,
             self.config.policy,
@@ -165,7 +171,23 @@ class Member:
             requester,
             audit=self.audit,
             rows=len(self.X) if isinstance(request.step, m.PrepareTrainingRequest) else None,
+            refusal=self._refusal(request),
         )
+
+    def _refusal(self, request: m.TreeRequest) -> str | None:
+        """What this node knows that forbids a release, whatever its policy says: a
+        FedAvg decryption of anything but the sum of every party's update (once per round
+        and chunk), or any decryption or key switch of an individual FedAvg update."""
+        step = request.step
+        if isinstance(step, m.FedAvgDecryptRequest):
+            return self.fedavg.refusal(request.job_id, step)
+        if isinstance(
+            step, (m.DecryptModelRequest, m.DecryptStatisticsRequest, m.KeySwitchRequest)
+        ):
+            job = self.fedavg.individual_update(step.ciphertext)
+            if job is not None:
+                return f"the ciphertext is an individual update of FedAvg job {job!r}"
+        return None
 
     def complete(self, request: m.TreeRequest) -> None:
         """Advance the state machines once the subtree answered ``request``, and record
@@ -175,6 +197,9 @@ class Member:
         self.keygen.advance(step)
         if self.keygen.state != before:
             self.store.put("member", "keygen", {"state": self.keygen.state})
+        if step in FEDAVG.steps:
+            self.fedavg.job(request.job_id).tracker.advance(step)
+            self.fedavg.save(request.job_id)
         if step in TRAINING.steps:
             t = self._training(request.job_id)
             before = t.tracker.state
@@ -327,6 +352,10 @@ class Rule:
     load: Callable[[Member, Any, Any], Any]  # (member, request, a child's result)
     combine: Callable[[Member, Any, Any, Any], Any]  # (member, request, a, b) -> a + b
     answer: Callable[[Any], m.TreeResult]
+    keep: bool = True
+    """Whether the answer is kept for a retry (a share must never be drawn again); a step
+    that draws nothing and changes state only by applying its payload (a liveness ping,
+    global parameters) runs again instead: a node restarted since must apply it again."""
 
 
 def _shares(
@@ -361,6 +390,8 @@ def _lists(
     own: Callable[[Member, Any], list[Any]],
     field: str,
     response: Callable[[tuple[Any, ...]], m.TreeResult],
+    *,
+    keep: bool = True,
 ) -> Rule:
     """A step whose answer lists the subtree's nodes (installs, ping)."""
     return Rule(
@@ -368,6 +399,7 @@ def _lists(
         load=lambda mem, r, res: list(getattr(res, field)),
         combine=lambda mem, r, a, b: a + b,
         answer=lambda acc: response(tuple(acc)),
+        keep=keep,
     )
 
 
@@ -424,6 +456,58 @@ def _margin_moment(mem: Member, r: m.TreeRequest) -> Ciphertext:
     weights = mem.ctx.ciphertext_from_bytes(r.step.weights)
     request = MapRequest(r.step.iteration, weights, r.step.global_batch, r.step.sample_rate)
     return mem.trainer(r.job_id).margin_moment(request, r.step.power)
+
+
+def _same_model(mem: Member, r: m.TreeRequest, res: m.FedAvgPrepareResponse) -> tuple[Any, ...]:
+    mine = mem.fedavg.layout(r.job_id)
+    if res.layout_digest != mine.digest() or res.n_parameters != mine.size:
+        assert isinstance(r.step, m.FedAvgPrepareRequest)
+        raise ProtocolError(
+            f"its app {r.step.job.app!r} builds another model ({res.n_parameters} parameters, "
+            f"tensors digest {res.layout_digest[:12]}) than node {mem.id}'s ({mine.size}, "
+            f"{mine.digest()[:12]})"
+        )
+    return (res.layout_digest, res.n_parameters, list(res.contributors))
+
+
+def _child_update(mem: Member, r: m.TreeRequest, res: m.FedAvgUpdateResponse) -> tuple[Any, ...]:
+    """A child's subtree sum: an individual update to this node, never to be decrypted."""
+    assert isinstance(r.step, m.FedAvgUpdateRequest)
+    if len(res.ciphertexts) != r.step.chunks:
+        raise ProtocolError(f"{len(res.ciphertexts)} chunks for {r.step.chunks} asked")
+    cts = [mem.ctx.ciphertext_from_bytes(c) for c in res.ciphertexts]
+    mem.fedavg.note_individual(r.job_id, r.step.round, cts)
+    return (cts, list(res.contributors))
+
+
+def _add_updates(mem: Member, r: m.TreeRequest, a: tuple[Any, ...], b: tuple[Any, ...]) -> Any:
+    assert isinstance(r.step, m.FedAvgUpdateRequest)
+    total = add_chunks(mem.ctx, a[0], b[0])
+    if mem.config.parent is not None:  # below the root every sum lacks someone's update
+        mem.fedavg.note_individual(r.job_id, r.step.round, total)
+    return (total, a[1] + b[1])
+
+
+def _decryption_shares(mem: Member, r: m.TreeRequest) -> list[DecryptionShare]:
+    assert isinstance(r.step, m.FedAvgDecryptRequest)
+    return mem.fedavg.decryption_shares(r.job_id, r.step, mem.require_party())
+
+
+def _child_shares(
+    mem: Member, r: m.TreeRequest, res: m.FedAvgDecryptResponse
+) -> list[DecryptionShare]:
+    assert isinstance(r.step, m.FedAvgDecryptRequest)
+    if len(res.shares) != len(r.step.ciphertexts):
+        raise ProtocolError(f"{len(res.shares)} shares for {len(r.step.ciphertexts)} ciphertexts")
+    proto = ThresholdDecrypt(mem.ctx)
+    return [proto.share_from_bytes(s) for s in res.shares]
+
+
+def _add_shares(
+    mem: Member, r: m.TreeRequest, a: list[DecryptionShare], b: list[DecryptionShare]
+) -> list[DecryptionShare]:
+    proto = ThresholdDecrypt(mem.ctx)
+    return [proto.aggregate(x, y) for x, y in zip(a, b, strict=True)]
 
 
 def _decrypt(mem: Member, step: Any) -> Share:
@@ -508,6 +592,49 @@ RULES: dict[type[Any], Rule] = {
     ),
     m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
     m.MarginMomentRequest: _ciphertexts(_margin_moment, "moment", m.MarginMomentResponse),
-    m.PingRequest: _lists(lambda mem, r: [mem.status()], "nodes", m.PingResponse),
+    m.FedAvgPrepareRequest: Rule(
+        own=lambda mem, r: (
+            mem.fedavg.prepare(r.job_id, r.step.job).digest(),
+            mem.fedavg.layout(r.job_id).size,
+            [mem.id],
+        ),
+        load=_same_model,
+        combine=lambda mem, r, a, b: (a[0], a[1], a[2] + b[2]),
+        answer=lambda acc: m.FedAvgPrepareResponse(acc[0], acc[1], tuple(acc[2])),
+    ),
+    m.FedAvgGlobalRequest: _lists(
+        lambda mem, r: mem.fedavg.receive_global(r.job_id, r.step),
+        "installed_by",
+        m.FedAvgGlobalResponse,
+        keep=False,
+    ),
+    m.FedAvgTrainRequest: Rule(
+        own=lambda mem, r: (*mem.fedavg.train(r.job_id, r.step), [mem.id]),
+        load=lambda mem, r, res: (
+            _batch(res.examples),
+            float(res.loss_sum),
+            list(res.contributors),
+        ),
+        combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]),
+        answer=lambda acc: m.FedAvgTrainResponse(int(acc[0]), float(acc[1]), tuple(acc[2])),
+    ),
+    m.FedAvgUpdateRequest: Rule(
+        own=lambda mem, r: (
+            mem.fedavg.encrypt(r.job_id, r.step, mem.require_joint_key()),
+            [mem.id],
+        ),
+        load=_child_update,
+        combine=_add_updates,
+        answer=lambda acc: m.FedAvgUpdateResponse(
+            tuple(ct.to_bytes() for ct in acc[0]), tuple(acc[1])
+        ),
+    ),
+    m.FedAvgDecryptRequest: Rule(
+        own=_decryption_shares,
+        load=_child_shares,
+        combine=_add_shares,
+        answer=lambda acc: m.FedAvgDecryptResponse(tuple(s.to_bytes() for s in acc)),
+    ),
+    m.PingRequest: _lists(lambda mem, r: [mem.status()], "nodes", m.PingResponse, keep=False),
 }
 """Every tree step's rule; a step without one cannot be expressed (serde refuses it)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from phe_fl.fedavg.job import FedAvgSpec
+from phe_fl.fedavg.packing import TensorSpec
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import TrainingJob
 
@@ -21,6 +23,7 @@ __all__ = [
     "Standardization",
     "Stage",
     "IterationSummary",
+    "RoundSummary",
     "ProgressEvent",
     "Purpose",
     # tree steps
@@ -52,6 +55,16 @@ __all__ = [
     "PrepareTrainingResponse",
     "GradientRequest",
     "GradientResponse",
+    "FedAvgPrepareRequest",
+    "FedAvgPrepareResponse",
+    "FedAvgGlobalRequest",
+    "FedAvgGlobalResponse",
+    "FedAvgTrainRequest",
+    "FedAvgTrainResponse",
+    "FedAvgUpdateRequest",
+    "FedAvgUpdateResponse",
+    "FedAvgDecryptRequest",
+    "FedAvgDecryptResponse",
     "PingRequest",
     "PingResponse",
     "Failure",
@@ -78,6 +91,10 @@ __all__ = [
     "JointKeyResult",
     "StatusJob",
     "StatusResult",
+    "FedAvgJob",
+    "FedAvgResult",
+    "FedAvgSpec",
+    "TensorSpec",
     "JobInfo",
     "Accepted",
     "WatchJob",
@@ -218,6 +235,11 @@ class Stage(enum.Enum):
     INSTALL_KEYS = "keys installed down the tree"
     WAITING_FOR_NODES = "waiting for every node to be connected"
     RESUMED = "resumed from the last checkpoint"
+    FEDAVG_PREPARE = "FedAvg: load the app"
+    FEDAVG_GLOBAL = "FedAvg: global parameters down the tree"
+    FEDAVG_TRAIN = "FedAvg: local training"
+    FEDAVG_AGGREGATE = "FedAvg: encrypted sum and its decryption"
+    ROUND_DONE = "round"
 
     @property
     def label(self) -> str:
@@ -235,6 +257,15 @@ class IterationSummary:
 
 
 @dataclass(frozen=True)
+class RoundSummary:
+    examples: int
+    loss: float
+    train_seconds: float = 0.0
+    aggregate_seconds: float = 0.0
+    update_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class ProgressEvent:
     """One round over the tree (``nodes``: each node's own stats) or one root step."""
 
@@ -246,6 +277,7 @@ class ProgressEvent:
     count: int = 0
     nodes: tuple[NodeStats, ...] = ()
     summary: IterationSummary | None = None
+    round: RoundSummary | None = None
 
 
 class Purpose(enum.Enum):
@@ -422,6 +454,70 @@ class GradientResponse:
 
 
 @dataclass(frozen=True)
+class FedAvgPrepareRequest:
+    job: FedAvgSpec
+
+
+@dataclass(frozen=True)
+class FedAvgPrepareResponse:
+    layout_digest: str
+    n_parameters: int
+    contributors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FedAvgGlobalRequest:
+    round: int
+    offset: int
+    values: bytes
+
+
+@dataclass(frozen=True)
+class FedAvgGlobalResponse:
+    installed_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FedAvgTrainRequest:
+    round: int
+    global_digest: bytes
+
+
+@dataclass(frozen=True)
+class FedAvgTrainResponse:
+    examples: int
+    loss_sum: float
+    contributors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FedAvgUpdateRequest:
+    round: int
+    first_chunk: int
+    chunks: int
+    total_examples: int
+
+
+@dataclass(frozen=True)
+class FedAvgUpdateResponse:
+    ciphertexts: tuple[bytes, ...]
+    contributors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FedAvgDecryptRequest:
+    round: int
+    first_chunk: int
+    ciphertexts: tuple[bytes, ...]
+    contributors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FedAvgDecryptResponse:
+    shares: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class PingRequest:
     pass
 
@@ -447,6 +543,11 @@ TreeStep = (
     | PrepareTrainingRequest
     | GradientRequest
     | MarginMomentRequest
+    | FedAvgPrepareRequest
+    | FedAvgGlobalRequest
+    | FedAvgTrainRequest
+    | FedAvgUpdateRequest
+    | FedAvgDecryptRequest
     | PingRequest
 )
 
@@ -476,6 +577,11 @@ TreeResult = (
     | PrepareTrainingResponse
     | GradientResponse
     | MarginMomentResponse
+    | FedAvgPrepareResponse
+    | FedAvgGlobalResponse
+    | FedAvgTrainResponse
+    | FedAvgUpdateResponse
+    | FedAvgDecryptResponse
     | PingResponse
 )
 
@@ -616,6 +722,19 @@ class StatusResult:
 
 
 @dataclass(frozen=True)
+class FedAvgJob:
+    spec: FedAvgSpec
+
+
+@dataclass(frozen=True)
+class FedAvgResult:
+    model_id: str
+    tensors: tuple[TensorSpec, ...]
+    parameters: bytes  # float32 little-endian; empty: the root keeps the model
+    rounds: tuple[RoundSummary, ...] = ()
+
+
+@dataclass(frozen=True)
 class JobInfo:
     """A job's record at the root (see query.proto for the states)."""
 
@@ -696,6 +815,7 @@ Job = (
     | PredictJob
     | JointKeyJob
     | StatusJob
+    | FedAvgJob
     | WatchJob
     | ListJobsJob
     | CancelJob
@@ -710,6 +830,7 @@ JobResult = (
     | PredictResult
     | JointKeyResult
     | StatusResult
+    | FedAvgResult
     | WatchResult
     | ListJobsResult
     | CancelResult

@@ -98,6 +98,11 @@ _PURPOSES: dict[type[Any], str] = {
     m.PrepareTrainingRequest: "training participation",
     m.GradientRequest: "training: encrypted gradient",
     m.MarginMomentRequest: "training: encrypted margin check (released only by decrypt_model)",
+    m.FedAvgPrepareRequest: "FedAvg participation (load the job's app)",
+    m.FedAvgGlobalRequest: "FedAvg: receive the round's global parameters",
+    m.FedAvgTrainRequest: "FedAvg: local training with the site's app",
+    m.FedAvgUpdateRequest: "FedAvg: encrypted weighted update",
+    m.FedAvgDecryptRequest: "FedAvg: decrypt the sum of every party's update (to the root)",
     m.PingRequest: "liveness",
 }
 
@@ -109,13 +114,21 @@ def _purpose(step: m.TreeStep) -> str:
 
 
 def _digest(step: m.TreeStep) -> str:
-    """sha256 (hex, 32 characters) of the ciphertext a step asks about, if it has one."""
+    """sha256 (hex, 32 characters) of the ciphertext(s) a step asks about, if it has any."""
     data = getattr(step, "ciphertext", None) or getattr(step, "weights", None)
+    if isinstance(step, m.FedAvgDecryptRequest):
+        data = b"".join(hashlib.sha256(c).digest() for c in step.ciphertexts)
     return hashlib.sha256(data).hexdigest()[:32] if isinstance(data, bytes) else ""
 
 
-def _rule(policy: Policy, step: m.TreeStep) -> tuple[bool, str, str]:
-    """(allowed, reason, querier) for one tree step."""
+def _rule(policy: Policy, step: m.TreeStep, refusal: str | None) -> tuple[bool, str, str]:
+    """(allowed, reason, querier) for one tree step; ``refusal``: what the node knows
+    that forbids it whatever the policy (see Member._refusal)."""
+    if refusal is not None:
+        return False, refusal, getattr(step, "querier", "")
+    if isinstance(step, m.FedAvgDecryptRequest):
+        ok = policy.release_aggregates
+        return ok, f"release_aggregates = {str(ok).lower()} (round {step.round})", ""
     if isinstance(step, m.DecryptStatisticsRequest):
         ok = policy.release_statistics
         return ok, f"release_statistics = {str(ok).lower()}", ""
@@ -145,12 +158,13 @@ def decide(
     *,
     audit: AuditLog | None = None,
     rows: int | None = None,
+    refusal: str | None = None,
 ) -> Decision:
-    """Check ``request`` against ``policy``; audit the decision (the node's audit file and
-    the ``phe_fl.audit`` logger); raise PolicyError if no. A liveness ping decides nothing
-    and is not audited."""
+    """Check ``request`` against ``policy`` (and ``refusal``, a fact the node established
+    that forbids it); audit the decision (the node's audit file and the ``phe_fl.audit``
+    logger); raise PolicyError if no. A liveness ping decides nothing and is not audited."""
     step = request.step
-    allowed, reason, querier = _rule(policy, step)
+    allowed, reason, querier = _rule(policy, step, refusal)
     decision = Decision(
         node_id,
         request.job_id,

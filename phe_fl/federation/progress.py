@@ -90,6 +90,18 @@ class ProgressPrinter:
                 f"{it.levels_sent} levels ({it.levels_dropped} dropped){margins}"
             )
             return
+        if ev.stage is Stage.ROUND_DONE and ev.round is not None:
+            r, done, total = ev.round, ev.iteration, ev.iterations
+            if self.bars:
+                self._advance("FedAvg", "round", done, total, loss=f"{r.loss:.4f}")
+                return
+            self.write(
+                f"  round {done}/{total} ({ev.seconds:.1f} s): loss {r.loss:.4f} over "
+                f"{r.examples} examples; training {r.train_seconds:.1f} s, encrypted sum and "
+                f"its decryption {r.aggregate_seconds:.1f} s, {r.update_bytes / 1e6:.1f} MB "
+                "per node's update"
+            )
+            return
         where = f" {ev.index}/{ev.count}" if ev.count and ev.index else ""
         prefix = f"iteration {ev.iteration}: " if ev.iteration else ""
         took = f" ({ev.seconds:.2f} s)" if ev.seconds else ""

@@ -11,6 +11,9 @@ from typing import TypeVar
 import numpy as np
 
 from phe_fl.errors import PeerError, ProtocolError
+from phe_fl.fedavg.job import FedAvgSpec
+from phe_fl.fedavg.model import FedAvgModel
+from phe_fl.fedavg.packing import Layout
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import TlsPaths
 from phe_fl.federation.serde import FrameReader, job_request_frames, read_job_reply
@@ -225,6 +228,21 @@ class Querier:
             result.dp_epsilon,
             result.dp_delta,
         )
+
+    def fedavg(self, job_id: str, spec: FedAvgSpec) -> FedAvgModel:
+        """Encrypted FedAvg with the app every node declares as ``spec.app``: each node
+        trains locally, only the sum of every node's update is ever decrypted. The final
+        model comes back unless the root's policy keeps it (``parameters`` None)."""
+        result = self.submit(job_id, m.FedAvgJob(spec), m.FedAvgResult)
+        layout = Layout(result.tensors)
+        values = None
+        if result.parameters:
+            values = np.frombuffer(result.parameters, dtype="<f4").astype(np.float32)
+            if values.size != layout.size:
+                raise ProtocolError(
+                    f"the root sent {values.size} parameters for a model of {layout.size}"
+                )
+        return FedAvgModel(result.model_id, layout, values, result.rounds)
 
     def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:
         """A trained model's public description (its job and standardization), so that a

@@ -100,6 +100,11 @@ _STEPS: dict[str, tuple[type[Any], type[Any]]] = {
     "prepare_training": (m.PrepareTrainingRequest, m.PrepareTrainingResponse),
     "gradient": (m.GradientRequest, m.GradientResponse),
     "margin_moment": (m.MarginMomentRequest, m.MarginMomentResponse),
+    "fedavg_prepare": (m.FedAvgPrepareRequest, m.FedAvgPrepareResponse),
+    "fedavg_global": (m.FedAvgGlobalRequest, m.FedAvgGlobalResponse),
+    "fedavg_train": (m.FedAvgTrainRequest, m.FedAvgTrainResponse),
+    "fedavg_update": (m.FedAvgUpdateRequest, m.FedAvgUpdateResponse),
+    "fedavg_decrypt": (m.FedAvgDecryptRequest, m.FedAvgDecryptResponse),
     "ping": (m.PingRequest, m.PingResponse),
 }
 _JOBS: dict[str, tuple[type[Any], type[Any]]] = {
@@ -111,6 +116,7 @@ _JOBS: dict[str, tuple[type[Any], type[Any]]] = {
     "predict": (m.PredictJob, m.PredictResult),
     "joint_key": (m.JointKeyJob, m.JointKeyResult),
     "status": (m.StatusJob, m.StatusResult),
+    "fedavg": (m.FedAvgJob, m.FedAvgResult),
     "watch": (m.WatchJob, m.WatchResult),
     "list_jobs": (m.ListJobsJob, m.ListJobsResult),
     "cancel": (m.CancelJob, m.CancelResult),
@@ -171,6 +177,8 @@ def progress_event_to_proto(ev: m.ProgressEvent) -> query_pb2.ProgressEvent:
     )
     if ev.summary is not None:
         out.summary.CopyFrom(query_pb2.IterationSummary(**dataclasses.asdict(ev.summary)))
+    if ev.round is not None:
+        out.round.CopyFrom(query_pb2.RoundSummary(**dataclasses.asdict(ev.round)))
     return out
 
 
@@ -178,6 +186,7 @@ def progress_event_from_proto(ev: query_pb2.ProgressEvent) -> m.ProgressEvent:
     summary = None
     if ev.HasField("summary"):
         summary = _from_pb(ev.summary, m.IterationSummary)
+    round_ = _from_pb(ev.round, m.RoundSummary) if ev.HasField("round") else None
     return m.ProgressEvent(
         stage=_enum(m.Stage, query_pb2.Stage.Name(ev.stage), "progress stage"),
         seconds=ev.seconds,
@@ -187,6 +196,7 @@ def progress_event_from_proto(ev: query_pb2.ProgressEvent) -> m.ProgressEvent:
         count=ev.count,
         nodes=tuple(node_stats_from_proto(s) for s in ev.nodes),
         summary=summary,
+        round=round_,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from phe_fl.errors import JobStateError
 
-__all__ = ["Machine", "Tracker", "KEYGEN", "FEDERATION_KEYS", "TRAINING", "JOB"]
+__all__ = ["Machine", "Tracker", "KEYGEN", "FEDERATION_KEYS", "TRAINING", "FEDAVG", "JOB"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ _READY_STEPS = (
     "prepare_training",
     "gradient",
     "margin_moment",
+    "fedavg_prepare",
+    "fedavg_global",
+    "fedavg_train",
+    "fedavg_update",
+    "fedavg_decrypt",
 )
 _STATES = ("new", "public_key", "joint_key", "relin_round_one", "relin_round_two", "ready")
 
@@ -86,7 +91,7 @@ KEYGEN = Machine(
 )
 """Every node's view of collective key generation; each tree step is checked against it."""
 
-_KEYED_JOBS = ("stats", "train", "model_weights", "model_info", "predict", "joint_key")
+_KEYED_JOBS = ("stats", "train", "model_weights", "model_info", "predict", "joint_key", "fedavg")
 
 FEDERATION_KEYS = Machine(
     "federation keys",
@@ -114,6 +119,20 @@ TRAINING = Machine(
 )
 """A node's side of one training job: MAP (and the margin check, which runs MAP's batch)
 only after PREPARE validated its shard."""
+
+FEDAVG = Machine(
+    "FedAvg job",
+    "unprepared",
+    {
+        ("unprepared", "fedavg_prepare"): "prepared",
+        **_loops(
+            "prepared",
+            ("fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt"),
+        ),
+    },
+)
+"""A node's side of one FedAvg job: nothing before PREPARE loaded the job's app (which
+rounds and chunks a node decrypts is the member's aggregate guard, not this machine)."""
 
 JOB = Machine(
     "job",

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import grpc
 
 from phe_fl.errors import (
+    AppError,
     BusyError,
     CryptoError,
     JobCancelledError,
@@ -31,6 +32,7 @@ STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
     (BusyError, "RESOURCE_EXHAUSTED"),
     (PolicyError, "PERMISSION_DENIED"),
     (JobStateError, "FAILED_PRECONDITION"),
+    (AppError, "FAILED_PRECONDITION"),  # a site's app cannot run the job as it stands
     (PeerError, "ABORTED"),  # a node further down failed; not worth a retry here
     (CryptoError, "INTERNAL"),
     (PheFlError, "INVALID_ARGUMENT"),  # bad input: protocol, serialization, keys, parameters

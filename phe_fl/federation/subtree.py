@@ -120,8 +120,8 @@ class Subtree:
 
     def contribute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
         """This subtree's aggregated answer to ``request`` (cached for retries)."""
-        if isinstance(request.step, m.PingRequest):
-            return self._compute(request, requester)  # a status, never kept
+        if not RULES[type(request.step)].keep:
+            return self._compute(request, requester)  # a status or a payload to apply
         key = _digest(request)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())

@@ -336,7 +336,11 @@ class Children:
                 )
                 continue
             if isinstance(response.result, m.Failure):
-                raise PeerError(child_id, f"{response.result.code}: {response.result.message}")
+                raise PeerError(
+                    child_id,
+                    f"{response.result.code}: {response.result.message}",
+                    code=response.result.code,
+                )
             return response
 
     def close(self) -> None:

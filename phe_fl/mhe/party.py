@@ -14,6 +14,7 @@ sent in its state store, which answers a parent's retry before the party is aske
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,8 @@ class Party:
         per_share = 2 * ciphertext_bytes(secret.ctx.params)
         self._cache_size = max(4, min(cache_size, cache_bytes // per_share))
         self._answered: set[tuple[str, bytes]] = set()
+        self._pending: dict[tuple[str, bytes], threading.Event] = {}
+        self._lock = threading.Lock()
 
     @property
     def index(self) -> int:
@@ -53,21 +56,39 @@ class Party:
         return self._secret.n_parties
 
     def _cached(self, key: tuple[str, bytes], make: Callable[[], Any]) -> Any:
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        if key in self._answered:
-            raise ProtocolError(
-                f"party {self.index}: its {key[0]} share for this request was sent long ago "
-                f"and is no longer cached; it is not drawn again with fresh noise (a retry "
-                f"must come within the last {self._cache_size} requests)"
-            )
-        share = make()
-        self._cache[key] = share
-        self._answered.add(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        """The share for ``key``, drawn once; threads may ask for different keys at once
+        (a node computes a FedAvg round's shares in parallel)."""
+        with self._lock:
+            waiting = self._pending.get(key)
+        if waiting is not None:  # another thread is drawing it: take that one
+            waiting.wait()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            if key in self._answered:
+                raise ProtocolError(
+                    f"party {self.index}: its {key[0]} share for this request was sent long "
+                    f"ago and is no longer cached; it is not drawn again with fresh noise (a "
+                    f"retry must come within the last {self._cache_size} requests)"
+                )
+            self._answered.add(key)  # claimed: a second thread for it waits on the event
+            pending = self._pending[key] = threading.Event()
+        try:
+            share = make()
+        except BaseException:
+            with self._lock:
+                self._answered.discard(key)
+                del self._pending[key]
+            pending.set()
+            raise
+        with self._lock:
+            self._cache[key] = share
+            del self._pending[key]
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        pending.set()
         return share
 
     # key generation ----------------------------------------------------------------------

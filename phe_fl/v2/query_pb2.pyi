@@ -31,6 +31,11 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTALL_KEYS: _ClassVar[Stage]
     WAITING_FOR_NODES: _ClassVar[Stage]
     RESUMED: _ClassVar[Stage]
+    FEDAVG_PREPARE: _ClassVar[Stage]
+    FEDAVG_GLOBAL: _ClassVar[Stage]
+    FEDAVG_TRAIN: _ClassVar[Stage]
+    FEDAVG_AGGREGATE: _ClassVar[Stage]
+    ROUND_DONE: _ClassVar[Stage]
 STAGE_UNSPECIFIED: Stage
 KEYGEN_PUBLIC_KEY: Stage
 KEYGEN_RELIN_ROUND_ONE: Stage
@@ -51,9 +56,14 @@ EVALUATE: Stage
 INSTALL_KEYS: Stage
 WAITING_FOR_NODES: Stage
 RESUMED: Stage
+FEDAVG_PREPARE: Stage
+FEDAVG_GLOBAL: Stage
+FEDAVG_TRAIN: Stage
+FEDAVG_AGGREGATE: Stage
+ROUND_DONE: Stage
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "watch", "list_jobs", "cancel", "list_models", "detach")
+    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "fedavg", "watch", "list_jobs", "cancel", "list_models", "detach")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +74,7 @@ class JobRequest(_message.Message):
     PREDICT_FIELD_NUMBER: _ClassVar[int]
     JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_FIELD_NUMBER: _ClassVar[int]
     WATCH_FIELD_NUMBER: _ClassVar[int]
     LIST_JOBS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -79,12 +90,13 @@ class JobRequest(_message.Message):
     predict: PredictJob
     joint_key: JointKeyJob
     status: StatusJob
+    fedavg: FedAvgJob
     watch: WatchJob
     list_jobs: ListJobsJob
     cancel: CancelJob
     list_models: ListModelsJob
     detach: bool
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ..., watch: _Optional[_Union[WatchJob, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsJob, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsJob, _Mapping]] = ..., detach: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ..., fedavg: _Optional[_Union[FedAvgJob, _Mapping]] = ..., watch: _Optional[_Union[WatchJob, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsJob, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsJob, _Mapping]] = ..., detach: _Optional[bool] = ...) -> None: ...
 
 class JobReply(_message.Message):
     __slots__ = ("event", "result", "accepted")
@@ -97,7 +109,7 @@ class JobReply(_message.Message):
     def __init__(self, event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., accepted: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "watch", "list_jobs", "cancel", "list_models")
+    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "fedavg", "watch", "list_jobs", "cancel", "list_models")
     SETUP_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +118,7 @@ class JobResult(_message.Message):
     PREDICT_FIELD_NUMBER: _ClassVar[int]
     JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_FIELD_NUMBER: _ClassVar[int]
     WATCH_FIELD_NUMBER: _ClassVar[int]
     LIST_JOBS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -118,11 +131,12 @@ class JobResult(_message.Message):
     predict: PredictResult
     joint_key: JointKeyResult
     status: StatusResult
+    fedavg: FedAvgResult
     watch: WatchResult
     list_jobs: ListJobsResult
     cancel: CancelResult
     list_models: ListModelsResult
-    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ..., watch: _Optional[_Union[WatchResult, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsResult, _Mapping]] = ..., cancel: _Optional[_Union[CancelResult, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ..., fedavg: _Optional[_Union[FedAvgResult, _Mapping]] = ..., watch: _Optional[_Union[WatchResult, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsResult, _Mapping]] = ..., cancel: _Optional[_Union[CancelResult, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResult, _Mapping]] = ...) -> None: ...
 
 class SetupJob(_message.Message):
     __slots__ = ("rotations",)
@@ -336,8 +350,26 @@ class ModelSummary(_message.Message):
     refreshes: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, model_id: _Optional[str] = ..., spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., querier: _Optional[str] = ..., created: _Optional[float] = ..., refreshes: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class FedAvgJob(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _ml_pb2.FedAvgSpec
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.FedAvgSpec, _Mapping]] = ...) -> None: ...
+
+class FedAvgResult(_message.Message):
+    __slots__ = ("model_id", "tensors", "parameters", "rounds")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tensors: _containers.RepeatedCompositeFieldContainer[_ml_pb2.TensorSpec]
+    parameters: bytes
+    rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
+    def __init__(self, model_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_ml_pb2.TensorSpec, _Mapping]]] = ..., parameters: _Optional[bytes] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ...) -> None: ...
+
 class ProgressEvent(_message.Message):
-    __slots__ = ("stage", "seconds", "iteration", "iterations", "index", "count", "nodes", "summary")
+    __slots__ = ("stage", "seconds", "iteration", "iterations", "index", "count", "nodes", "summary", "round")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +378,7 @@ class ProgressEvent(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     stage: Stage
     seconds: float
     iteration: int
@@ -354,7 +387,22 @@ class ProgressEvent(_message.Message):
     count: int
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStats]
     summary: IterationSummary
-    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., seconds: _Optional[float] = ..., iteration: _Optional[int] = ..., iterations: _Optional[int] = ..., index: _Optional[int] = ..., count: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ..., summary: _Optional[_Union[IterationSummary, _Mapping]] = ...) -> None: ...
+    round: RoundSummary
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., seconds: _Optional[float] = ..., iteration: _Optional[int] = ..., iterations: _Optional[int] = ..., index: _Optional[int] = ..., count: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ..., summary: _Optional[_Union[IterationSummary, _Mapping]] = ..., round: _Optional[_Union[RoundSummary, _Mapping]] = ...) -> None: ...
+
+class RoundSummary(_message.Message):
+    __slots__ = ("examples", "loss", "train_seconds", "aggregate_seconds", "update_bytes")
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    examples: int
+    loss: float
+    train_seconds: float
+    aggregate_seconds: float
+    update_bytes: int
+    def __init__(self, examples: _Optional[int] = ..., loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., aggregate_seconds: _Optional[float] = ..., update_bytes: _Optional[int] = ...) -> None: ...
 
 class IterationSummary(_message.Message):
     __slots__ = ("refreshes", "levels_left", "levels_sent", "levels_dropped", "margin_low", "margin_high")

@@ -42,7 +42,7 @@ class Welcome(_message.Message):
     def __init__(self, parent_id: _Optional[str] = ...) -> None: ...
 
 class TreeRequest(_message.Message):
-    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "ping")
+    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt", "ping")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     N_PARTIES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,11 @@ class TreeRequest(_message.Message):
     PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     MARGIN_MOMENT_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_PREPARE_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_GLOBAL_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_TRAIN_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_DECRYPT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: str
@@ -84,11 +89,16 @@ class TreeRequest(_message.Message):
     prepare_training: PrepareTrainingRequest
     gradient: GradientRequest
     margin_moment: MarginMomentRequest
+    fedavg_prepare: FedAvgPrepareRequest
+    fedavg_global: FedAvgGlobalRequest
+    fedavg_train: FedAvgTrainRequest
+    fedavg_update: FedAvgUpdateRequest
+    fedavg_decrypt: FedAvgDecryptRequest
     ping: PingRequest
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentRequest, _Mapping]] = ..., fedavg_prepare: _Optional[_Union[FedAvgPrepareRequest, _Mapping]] = ..., fedavg_global: _Optional[_Union[FedAvgGlobalRequest, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrainRequest, _Mapping]] = ..., fedavg_update: _Optional[_Union[FedAvgUpdateRequest, _Mapping]] = ..., fedavg_decrypt: _Optional[_Union[FedAvgDecryptRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
 
 class TreeResponse(_message.Message):
-    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "ping", "error", "stats")
+    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt", "ping", "error", "stats")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     INSTALL_JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     RELIN_ROUND_ONE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +114,11 @@ class TreeResponse(_message.Message):
     PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     MARGIN_MOMENT_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_PREPARE_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_GLOBAL_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_TRAIN_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    FEDAVG_DECRYPT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
@@ -122,10 +137,15 @@ class TreeResponse(_message.Message):
     prepare_training: PrepareTrainingResponse
     gradient: GradientResponse
     margin_moment: MarginMomentResponse
+    fedavg_prepare: FedAvgPrepareResponse
+    fedavg_global: FedAvgGlobalResponse
+    fedavg_train: FedAvgTrainResponse
+    fedavg_update: FedAvgUpdateResponse
+    fedavg_decrypt: FedAvgDecryptResponse
     ping: PingResponse
     error: _common_pb2.Error
     stats: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStats]
-    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
+    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentResponse, _Mapping]] = ..., fedavg_prepare: _Optional[_Union[FedAvgPrepareResponse, _Mapping]] = ..., fedavg_global: _Optional[_Union[FedAvgGlobalResponse, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrainResponse, _Mapping]] = ..., fedavg_update: _Optional[_Union[FedAvgUpdateResponse, _Mapping]] = ..., fedavg_decrypt: _Optional[_Union[FedAvgDecryptResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
 
 class PublicKeyShareRequest(_message.Message):
     __slots__ = ("crp",)
@@ -344,6 +364,94 @@ class MarginMomentResponse(_message.Message):
     MOMENT_FIELD_NUMBER: _ClassVar[int]
     moment: bytes
     def __init__(self, moment: _Optional[bytes] = ...) -> None: ...
+
+class FedAvgPrepareRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _ml_pb2.FedAvgSpec
+    def __init__(self, job: _Optional[_Union[_ml_pb2.FedAvgSpec, _Mapping]] = ...) -> None: ...
+
+class FedAvgPrepareResponse(_message.Message):
+    __slots__ = ("layout_digest", "n_parameters", "contributors")
+    LAYOUT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    N_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    layout_digest: str
+    n_parameters: int
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, layout_digest: _Optional[str] = ..., n_parameters: _Optional[int] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FedAvgGlobalRequest(_message.Message):
+    __slots__ = ("round", "offset", "values")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    offset: int
+    values: bytes
+    def __init__(self, round: _Optional[int] = ..., offset: _Optional[int] = ..., values: _Optional[bytes] = ...) -> None: ...
+
+class FedAvgGlobalResponse(_message.Message):
+    __slots__ = ("installed_by",)
+    INSTALLED_BY_FIELD_NUMBER: _ClassVar[int]
+    installed_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, installed_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FedAvgTrainRequest(_message.Message):
+    __slots__ = ("round", "global_digest")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    global_digest: bytes
+    def __init__(self, round: _Optional[int] = ..., global_digest: _Optional[bytes] = ...) -> None: ...
+
+class FedAvgTrainResponse(_message.Message):
+    __slots__ = ("examples", "loss_sum", "contributors")
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    examples: int
+    loss_sum: float
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, examples: _Optional[int] = ..., loss_sum: _Optional[float] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FedAvgUpdateRequest(_message.Message):
+    __slots__ = ("round", "first_chunk", "chunks", "total_examples")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    first_chunk: int
+    chunks: int
+    total_examples: int
+    def __init__(self, round: _Optional[int] = ..., first_chunk: _Optional[int] = ..., chunks: _Optional[int] = ..., total_examples: _Optional[int] = ...) -> None: ...
+
+class FedAvgUpdateResponse(_message.Message):
+    __slots__ = ("ciphertexts", "contributors")
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ciphertexts: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FedAvgDecryptRequest(_message.Message):
+    __slots__ = ("round", "first_chunk", "ciphertexts", "contributors")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    first_chunk: int
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., first_chunk: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FedAvgDecryptResponse(_message.Message):
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, shares: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phe_fl.errors import KeyMismatchError
 from phe_fl.mhe._backend import openfhe_errors
@@ -84,6 +85,14 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
         if length is not None:
             values = values[:length]
         return release(values, self.ctx.params.release_decimals if decimals is None else decimals)
+
+    def finalize_slots(self, share: DecryptionShare, ct: Ciphertext) -> npt.NDArray[np.complex128]:
+        """Fuse a complete share into the ciphertext's complex slots, unrounded (a caller
+        that packs two reals per slot rounds them itself: phe_fl.fedavg.packing)."""
+        self._require_complete(share, ct.digest)
+        with openfhe_errors("fusing decryption shares"):
+            pt = self.cc.MultipartyDecryptFusion([share.raw[0]])
+        return np.asarray(pt.GetCKKSPackedValue(), dtype=np.complex128)
 
 
 def fuse(protocol: ThresholdDecrypt, partial: Any) -> FloatArray:

@@ -1,0 +1,182 @@
+"""Model updates as ciphertexts: a flat float32 vector cut into chunks, two reals per complex
+slot, encrypted at the last level (aggregation only adds, so no level is kept for
+multiplications: one RNS tower, about 4 bytes per parameter).
+
+A chunk holds ``2 * slots`` parameters: the first half in the real parts, the second in the
+imaginary parts. Every node encrypts the same chunk indices of its own weighted update;
+the sums are threshold-decrypted with each party's flooding noise, so a released value is
+rounded to the precision the flooding leaves (:func:`release_decimals`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from phe_fl.errors import AppError, ParameterError, ProtocolError
+from phe_fl.mhe import Ciphertext, Context, JointPublicKey, ParameterSet, ThresholdDecrypt
+from phe_fl.mhe._backend import openfhe_errors
+from phe_fl.mhe.protocols.decryption import DecryptionShare
+
+__all__ = [
+    "TensorSpec",
+    "Layout",
+    "chunk_size",
+    "n_chunks",
+    "encrypt_chunks",
+    "fuse_chunk",
+    "release_decimals",
+    "values_digest",
+    "MAX_UPDATE",
+    "CHUNKS_PER_STEP",
+]
+
+Vector = npt.NDArray[np.float32]
+
+CHUNKS_PER_STEP = 16
+"""Ciphertexts one update or decryption step carries (8 MiB at 2^15): a model of any size
+streams through the tree in messages of bounded size."""
+MAX_UPDATE = 64.0
+"""Largest |value| of a weighted update a node encrypts: the last level's one tower holds
+about 2^9 at a 50-bit scale, and the sum of every party's must fit too."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The tensors of a model, in the order of its flat parameter vector."""
+
+    tensors: tuple[TensorSpec, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of names and shapes: nodes whose models differ are refused."""
+        text = ";".join(f"{t.name}:{'x'.join(map(str, t.shape))}" for t in self.tensors)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def split(self, vector: Vector) -> dict[str, Vector]:
+        """The flat vector as named arrays of their shapes."""
+        if vector.size != self.size:
+            raise ParameterError(f"{vector.size} values for a model of {self.size} parameters")
+        out: dict[str, Vector] = {}
+        offset = 0
+        for t in self.tensors:
+            out[t.name] = vector[offset : offset + t.size].reshape(t.shape)
+            offset += t.size
+        return out
+
+
+def chunk_size(params: ParameterSet) -> int:
+    """Parameters per ciphertext: two per complex slot."""
+    return 2 * params.slots
+
+
+def n_chunks(n_parameters: int, params: ParameterSet) -> int:
+    return max(1, -(-n_parameters // chunk_size(params)))
+
+
+def values_digest(values: Vector) -> bytes:
+    """SHA-256 of a float32 vector's little-endian bytes (what a node trains from)."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<f4").tobytes()).digest()
+
+
+def release_decimals(params: ParameterSet, n_parties: int) -> int:
+    """Decimals a decrypted sum is rounded to: what the parties' flooding noise leaves
+    meaningful (never fewer than the parameter set's own release precision)."""
+    error = params.expected_flooding_error(n_parties)
+    return max(params.release_decimals, min(12, math.floor(-math.log10(error))))
+
+
+def _threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def encrypt_chunks(
+    ctx: Context,
+    key: JointPublicKey,
+    update: Vector,
+    first: int,
+    count: int,
+    *,
+    threads: int = 0,
+) -> list[Ciphertext]:
+    """Chunks ``first .. first+count-1`` of ``update`` encrypted at the last level, in
+    parallel (OpenFHE's encryption releases the GIL); ``threads`` 0: every core."""
+    params = ctx.params
+    size = chunk_size(params)
+    total = n_chunks(update.size, params)
+    if not (0 <= first and 1 <= count <= CHUNKS_PER_STEP and first + count <= total):
+        raise ProtocolError(
+            f"chunks {first}..{first + count - 1} of an update of {total} chunks "
+            f"(at most {CHUNKS_PER_STEP} per step)"
+        )
+    key.check_context(ctx)
+    half = params.slots
+
+    def one(index: int) -> Ciphertext:
+        part = np.zeros(size, dtype=np.float64)
+        piece = update[index * size : (index + 1) * size]
+        part[: piece.size] = piece
+        packed = part[:half] + 1j * part[half:]
+        with openfhe_errors("encrypting an update"):
+            pt = ctx.cc.MakeCKKSPackedPlaintext(packed, 1, params.mult_depth)
+            return Ciphertext(ctx, ctx.cc.Encrypt(key.raw, pt))
+
+    indices = range(first, first + count)
+    workers = min(count, threads or _threads())
+    if workers <= 1:
+        return [one(i) for i in indices]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encrypt") as pool:
+        return list(pool.map(one, indices))
+
+
+def fuse_chunk(
+    ctx: Context, share: DecryptionShare, ct: Ciphertext, *, decimals: int
+) -> npt.NDArray[np.float64]:
+    """A complete decryption share of one summed chunk, fused: its ``2 * slots`` reals,
+    rounded to ``decimals``."""
+    z = ThresholdDecrypt(ctx).finalize_slots(share, ct)
+    return np.round(np.concatenate([z.real, z.imag]), decimals)
+
+
+def check_update(update: Vector, layout: Layout, who: str) -> None:
+    """Refuse an update the last level cannot carry, naming its tensor."""
+    offset = 0
+    for t in layout.tensors:
+        part = update[offset : offset + t.size]
+        offset += t.size
+        if part.size and not np.all(np.isfinite(part)):
+            raise AppError(f"{who}: the update of tensor {t.name!r} is not finite")
+        peak = float(np.max(np.abs(part))) if part.size else 0.0
+        if peak > MAX_UPDATE:
+            raise AppError(
+                f"{who}: the weighted update of tensor {t.name!r} reaches {peak:.3g}, more "
+                f"than the {MAX_UPDATE:g} an encrypted update can carry (lower the "
+                "learning rate or the local epochs)"
+            )
+
+
+def add_chunks(ctx: Context, a: Sequence[Ciphertext], b: Sequence[Ciphertext]) -> list[Ciphertext]:
+    """Chunk-wise sum of two subtrees' encrypted updates (COMBINE)."""
+    if len(a) != len(b):
+        raise ProtocolError(f"{len(b)} chunks added to {len(a)}")
+    return [ctx.add(x, y) for x, y in zip(a, b, strict=True)]
