@@ -488,8 +488,8 @@ def kill_a_root_mid_job(state: Path, running: str, queued: str) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
-def test_only_a_training_is_resumable() -> None:
-    assert frozenset({"train"}) == RESUMABLE_KINDS
+def test_only_the_jobs_that_checkpoint_are_resumable() -> None:
+    assert frozenset({"train", "fedavg"}) == RESUMABLE_KINDS
 
 
 @pytest.mark.parametrize(("running", "queued"), [("train", "stats"), ("stats", "train")])

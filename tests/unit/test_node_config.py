@@ -329,7 +329,7 @@ def test_a_port_out_of_range_is_refused(tmp_path: Path, port: str) -> None:
         pytest.param(
             [("[node]", 'colour = "red"\n[node]')],
             ": unknown top-level key 'colour' (valid: [node], [tree], [data], [tls], [state], "
-            "[policy])",
+            "[policy], [fedavg])",
             id="top-level-key",
         ),
         pytest.param(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from phe_fl.errors import PolicyError
+from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.federation import audit as audit_mod
 from phe_fl.federation import messages as m
 from phe_fl.federation import serde
@@ -46,6 +47,11 @@ STEPS: dict[str, m.TreeStep] = {
     "prepare_training": m.PrepareTrainingRequest(TrainingJob(4), None),
     "gradient": m.GradientRequest(1, 64, b"weights"),
     "margin_moment": m.MarginMomentRequest(2, 64, b"margin-weights", 0.0, 8),
+    "fedavg_prepare": m.FedAvgPrepareRequest(FedAvgSpec("digits")),
+    "fedavg_global": m.FedAvgGlobalRequest(1, 0, b"\0\0\0\0"),
+    "fedavg_train": m.FedAvgTrainRequest(1, b"digest"),
+    "fedavg_update": m.FedAvgUpdateRequest(1, 0, 2, 640),
+    "fedavg_decrypt": m.FedAvgDecryptRequest(1, 0, (b"sum-1", b"sum-2"), ("a", "b", "c")),
     "ping": m.PingRequest(),
 }
 SWITCHES = {
@@ -69,6 +75,11 @@ PURPOSES = {
     "prepare_training": "training participation",
     "gradient": "training: encrypted gradient",
     "margin_moment": "training: encrypted margin check (released only by decrypt_model)",
+    "fedavg_prepare": "FedAvg participation (load the job's app)",
+    "fedavg_global": "FedAvg: receive the round's global parameters",
+    "fedavg_train": "FedAvg: local training with the site's app",
+    "fedavg_update": "FedAvg: encrypted weighted update",
+    "fedavg_decrypt": "FedAvg: decrypt the sum of every party's update (to the root)",
     "ping": "liveness",
 }
 # the steps whose entry carries a digest, and of which field
@@ -79,11 +90,15 @@ DIGESTED = {
     "refresh": "ciphertext",
     "gradient": "weights",
     "margin_moment": "weights",
+    "fedavg_decrypt": "ciphertexts",
 }
 POLICIES = [
-    Policy(queriers, allow_decryption, release_statistics)
-    for queriers, allow_decryption, release_statistics in itertools.product(
-        [(), (QUERIER,), ("other", QUERIER), ("other",)], [False, True], [False, True]
+    Policy(queriers, allow_decryption, release_statistics, release_aggregates=aggregates)
+    for queriers, allow_decryption, release_statistics, aggregates in itertools.product(
+        [(), (QUERIER,), ("other", QUERIER), ("other",)],
+        [False, True],
+        [False, True],
+        [True, False],
     )
 ]
 JOBS: dict[str, m.Job] = {
@@ -99,6 +114,7 @@ JOBS: dict[str, m.Job] = {
     "list_jobs": m.ListJobsJob(),
     "cancel": m.CancelJob("job-7"),
     "list_models": m.ListModelsJob(),
+    "fedavg": m.FedAvgJob(FedAvgSpec("digits")),
 }
 
 
@@ -112,6 +128,8 @@ def expected(policy: Policy, step: m.TreeStep) -> tuple[bool, str]:
         return policy.release_statistics, "release_statistics"
     if isinstance(step, m.DecryptModelRequest):
         return policy.allow_decryption, "allow_decryption"
+    if isinstance(step, m.FedAvgDecryptRequest):
+        return policy.release_aggregates, "release_aggregates"
     if isinstance(step, m.KeySwitchRequest):
         if step.querier not in policy.queriers:
             return False, "queriers"
@@ -131,7 +149,10 @@ def digest_of(step: m.TreeStep) -> str | None:
     field = DIGESTED.get(serde.STEP_NAMES[type(step)])
     if field is None:
         return None
-    return hashlib.sha256(getattr(step, field)).hexdigest()[:32]
+    data = getattr(step, field)
+    if isinstance(data, tuple):  # several ciphertexts: the digest of their digests
+        data = b"".join(hashlib.sha256(c).digest() for c in data)
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 @pytest.fixture
@@ -457,3 +478,18 @@ def test_the_privacy_budget_is_decided_and_audited(tmp_path: Path) -> None:
         ("j2", "refuse"),
         ("j3", "refuse"),
     ]
+
+
+@pytest.mark.parametrize("name", ["fedavg_decrypt", "decrypt_model", "key_switch"])
+def test_a_fact_the_node_established_refuses_whatever_the_policy(
+    name: str, audit: AuditLog
+) -> None:
+    """The member's aggregate guard (an individual FedAvg update, a sum short of a party)
+    overrides a policy that would allow the step, and is audited as the reason."""
+    step = STEPS[name]
+    generous = Policy((QUERIER,), True, True, release_aggregates=True)
+    why = "chunk 0 of round 1 is an individual update"
+    with pytest.raises(PolicyError, match=f"refuses {name}: {why}"):
+        decide(NODE, generous, request(step), REQUESTER, audit=audit, refusal=why)
+    (entry,) = entries(audit)
+    assert entry["decision"] == "refuse" and entry["reason"] == why

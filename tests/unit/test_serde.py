@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from phe_fl.errors import ParameterError, ProtocolError
+from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.federation import messages as m
 from phe_fl.federation import serde
 from phe_fl.federation.serde import CHUNK, MAX_PENDING_MESSAGES, FrameReader, to_frames
@@ -78,6 +79,17 @@ def training_jobs(draw: st.DrawFn) -> TrainingJob:
         reject()
 
 
+FEDAVG_SPECS = st.builds(
+    FedAvgSpec,
+    app=st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True),
+    rounds=st.integers(1, 100_000),
+    epochs=st.integers(1, 1000),
+    batch_size=st.integers(1, 1 << 20),
+    learning_rate=st.floats(1e-9, 100.0),
+    seed=st.integers(0, (1 << 63) - 1),
+)
+
+
 def _floats(values: list[float]) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
 
@@ -120,6 +132,8 @@ def flat(cls: type[Any], pb_cls: type[PbMessage]) -> st.SearchStrategy[Any]:
             kwargs[f.name] = st.sampled_from(m.Purpose)
         elif hint is TrainingJob:
             kwargs[f.name] = training_jobs()
+        elif hint is FedAvgSpec:
+            kwargs[f.name] = FEDAVG_SPECS
         elif hint == m.Standardization | None:
             kwargs[f.name] = st.none() | standardizations()
         elif hint == m.DataSchema | None:
@@ -150,6 +164,7 @@ PROGRESS_EVENTS = st.builds(
     count=U32,
     nodes=STATS,
     summary=st.none() | flat(m.IterationSummary, query_pb2.IterationSummary),
+    round=st.none() | flat(m.RoundSummary, query_pb2.RoundSummary),
 )
 
 
@@ -192,6 +207,7 @@ ENVELOPES_AND_NESTED = {
     m.ModelSummary,  # in ListModelsResult
     m.DataSchema,  # in StatusResult, TrainResult, ModelInfoResult
     m.Transform,  # in DataSchema
+    m.RoundSummary,  # in ProgressEvent and FedAvgResult
 }
 
 
@@ -240,6 +256,9 @@ def _domain_proto_pairs() -> list[Any]:
         (m.Welcome, tree_pb2.Welcome),
         (m.JobInfo, query_pb2.JobInfo),
         (m.ModelSummary, query_pb2.ModelSummary),
+        (m.RoundSummary, query_pb2.RoundSummary),
+        (FedAvgSpec, ml_pb2.FedAvgSpec),
+        (m.TensorSpec, ml_pb2.TensorSpec),
     ]
     for name, (req, resp) in serde._STEPS.items():
         pairs += [(req, _pb_class(tree_pb2.TreeRequest, name))]

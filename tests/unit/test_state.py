@@ -344,6 +344,7 @@ def test_status_table_order() -> None:
         ("BusyError", "RESOURCE_EXHAUSTED"),
         ("PolicyError", "PERMISSION_DENIED"),
         ("JobStateError", "FAILED_PRECONDITION"),
+        ("AppError", "FAILED_PRECONDITION"),
         ("PeerError", "ABORTED"),
         ("CryptoError", "INTERNAL"),
         ("PheFlError", "INVALID_ARGUMENT"),
