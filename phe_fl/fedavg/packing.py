@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -173,10 +172,3 @@ def check_update(update: Vector, layout: Layout, who: str) -> None:
                 f"than the {MAX_UPDATE:g} an encrypted update can carry (lower the "
                 "learning rate or the local epochs)"
             )
-
-
-def add_chunks(ctx: Context, a: Sequence[Ciphertext], b: Sequence[Ciphertext]) -> list[Ciphertext]:
-    """Chunk-wise sum of two subtrees' encrypted updates (COMBINE)."""
-    if len(a) != len(b):
-        raise ProtocolError(f"{len(b)} chunks added to {len(a)}")
-    return [ctx.add(x, y) for x, y in zip(a, b, strict=True)]

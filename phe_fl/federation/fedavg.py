@@ -5,23 +5,24 @@ of every party's update, once per round and chunk.
 What a node must not lose lives in its state store: each job's spec and state, the round's
 update (a blob, written before the training is answered, so that a node restarted between
 training and encryption still encrypts the update it trained), and the aggregate guard's
-record: the content digests of every individual update it encrypted or saw from a child,
+record: the digests of every individual update it encrypted or saw from a child,
 and the one sum it released per round and chunk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from phe_fl.errors import JobStateError
+from phe_fl.errors import JobStateError, ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks
 from phe_fl.fedavg.site import Site
@@ -29,10 +30,11 @@ from phe_fl.federation import messages as m
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.state import FEDAVG, Tracker
 from phe_fl.federation.store import NodeStore
-from phe_fl.mhe import Ciphertext, Context, JointPublicKey, Party
-from phe_fl.mhe.protocols.decryption import DecryptionShare
+from phe_fl.mhe import Context, JointPublicKey, Party
 
 __all__ = ["FedAvgParty", "ROUNDS_KEPT"]
+
+T = TypeVar("T")
 
 ROUNDS_KEPT = 2
 """Rounds whose individual-update digests a node keeps (the round in flight and the one
@@ -43,11 +45,11 @@ before); older updates' ciphertexts are gone from every honest node."""
 class _Job:
     tracker: Tracker
     spec: FedAvgSpec | None = None
-    # round -> content digests of individual (not whole-federation) ciphertexts
+    # round -> SHA-256 of individual (not whole-federation) ciphertexts
     individual: dict[int, set[str]] = field(default_factory=dict)
     # round -> chunks this node encrypted its own update into
     contributed: dict[int, set[int]] = field(default_factory=dict)
-    # "round:chunk" -> content digest of the one sum released
+    # "round:chunk" -> SHA-256 of the one sum released
     released: dict[str, str] = field(default_factory=dict)
     # the round's update, weighted by nothing yet: (round, examples, loss)
     fitted: tuple[int, int, float] | None = None
@@ -132,9 +134,7 @@ class FedAvgParty:
         job.update, job.fitted = update, (step.round, result.examples, float(result.loss))
         return result.examples, float(result.loss) * result.examples
 
-    def encrypt(
-        self, job_id: str, step: m.FedAvgUpdateRequest, key: JointPublicKey
-    ) -> list[Ciphertext]:
+    def encrypt(self, job_id: str, step: m.FedAvgUpdateRequest, key: JointPublicKey) -> list[bytes]:
         """This node's update of ``step.round`` times examples / total, encrypted."""
         job = self.job(job_id)
         if job.fitted is None or job.fitted[0] != step.round:
@@ -152,9 +152,12 @@ class FedAvgParty:
                 f"total examples {step.total_examples} below this node's own {examples}"
             )
         weighted = (job.update * np.float32(examples / step.total_examples)).astype(np.float32)
-        cts = encrypt_chunks(
-            self.ctx, key, weighted, step.first_chunk, step.chunks, threads=self.threads
-        )
+        cts = [
+            ct.to_bytes()
+            for ct in encrypt_chunks(
+                self.ctx, key, weighted, step.first_chunk, step.chunks, threads=self.threads
+            )
+        ]
         self.note_individual(job_id, step.round, cts)
         job.contributed.setdefault(step.round, set()).update(
             range(step.first_chunk, step.first_chunk + step.chunks)
@@ -162,30 +165,45 @@ class FedAvgParty:
         self._forget_old(job)
         return cts
 
-    def note_individual(self, job_id: str, round_: int, cts: Sequence[Ciphertext]) -> None:
+    def note_individual(self, job_id: str, round_: int, cts: Sequence[bytes]) -> None:
         """Ciphertexts that hold less than every party's update (this node's own, a child's
         subtree's): never to be decrypted."""
         digests = self.job(job_id).individual.setdefault(round_, set())
-        digests.update(self._digest(ct.to_bytes()) for ct in cts)
+        digests.update(self._digest(ct) for ct in cts)
 
-    def _digest(self, data: bytes) -> str:
-        """The content digest of a ciphertext as it travels (blind to its metadata; a
-        ciphertext fresh from OpenFHE digests differently until it went through bytes)."""
-        return self.ctx.ciphertext_from_bytes(data).content_digest.hex()
+    @staticmethod
+    def _digest(data: bytes) -> str:
+        """SHA-256 of a ciphertext as it travels: a node compares what it is asked to
+        decrypt with what it sent and received, byte for byte, without parsing it."""
+        return hashlib.sha256(data).hexdigest()
 
     def decryption_shares(
         self, job_id: str, step: m.FedAvgDecryptRequest, party: Party
-    ) -> list[DecryptionShare]:
+    ) -> list[bytes]:
         """Shares of the sums the guard let through (:meth:`refusal` ran in admit)."""
         job = self.job(job_id)
-        cts = [self.ctx.ciphertext_from_bytes(c) for c in step.ciphertexts]
         for i, data in enumerate(step.ciphertexts):
             job.released[f"{step.round}:{step.first_chunk + i}"] = self._digest(data)
-        if len(cts) == 1 or self.threads == 1:
-            return [party.decryption_share(ct) for ct in cts]
-        workers = min(len(cts), self.threads or os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decrypt") as pool:
-            return list(pool.map(party.decryption_share, cts))  # OpenFHE releases the GIL
+        return self.parallel(
+            lambda data: party.decryption_share(self.ctx.ciphertext_from_bytes(data)).to_bytes(),
+            step.ciphertexts,
+        )
+
+    def parallel(self, work: Callable[[bytes], T], items: Sequence[bytes]) -> list[T]:
+        """``work`` on every item, on every core (OpenFHE's heavy calls release the GIL)."""
+        workers = min(len(items), self.threads or os.cpu_count() or 1)
+        if workers <= 1:
+            return [work(x) for x in items]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.node_id) as pool:
+            return list(pool.map(work, items))
+
+    def pairwise(
+        self, add: Callable[[bytes, bytes], bytes], a: Sequence[bytes], b: Sequence[bytes]
+    ) -> list[bytes]:
+        """Chunk-wise sums of two subtrees' serialized ciphertexts or shares."""
+        if len(a) != len(b):
+            raise ProtocolError(f"{len(b)} chunks added to {len(a)}")
+        return [add(x, y) for x, y in zip(a, b, strict=True)]
 
     # -- the aggregate guard -----------------------------------------------------------------------
     def refusal(self, job_id: str, step: m.FedAvgDecryptRequest) -> str | None:

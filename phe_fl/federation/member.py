@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from phe_fl.errors import ParameterError, ProtocolError
-from phe_fl.fedavg.packing import add_chunks
 from phe_fl.federation import messages as m
 from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import NodeConfig
@@ -52,7 +51,6 @@ from phe_fl.mhe import (
     get_parameter_set,
 )
 from phe_fl.mhe.protocols._share import Share
-from phe_fl.mhe.protocols.decryption import DecryptionShare
 from phe_fl.ml import GLMParty, MapRequest, TrainingJob
 
 __all__ = ["Member", "Rule", "RULES"]
@@ -471,43 +469,38 @@ def _same_model(mem: Member, r: m.TreeRequest, res: m.FedAvgPrepareResponse) -> 
 
 
 def _child_update(mem: Member, r: m.TreeRequest, res: m.FedAvgUpdateResponse) -> tuple[Any, ...]:
-    """A child's subtree sum: an individual update to this node, never to be decrypted."""
+    """A child's subtree sum: an individual update to this node, never to be decrypted
+    (its bytes are read strictly when they are added)."""
     assert isinstance(r.step, m.FedAvgUpdateRequest)
     if len(res.ciphertexts) != r.step.chunks:
         raise ProtocolError(f"{len(res.ciphertexts)} chunks for {r.step.chunks} asked")
-    cts = [mem.ctx.ciphertext_from_bytes(c) for c in res.ciphertexts]
-    mem.fedavg.note_individual(r.job_id, r.step.round, cts)
-    return (cts, list(res.contributors))
+    mem.fedavg.note_individual(r.job_id, r.step.round, res.ciphertexts)
+    return (list(res.ciphertexts), list(res.contributors))
 
 
 def _add_updates(mem: Member, r: m.TreeRequest, a: tuple[Any, ...], b: tuple[Any, ...]) -> Any:
+    """COMBINE on the bytes: no ciphertext is deserialized on the way up."""
     assert isinstance(r.step, m.FedAvgUpdateRequest)
-    total = add_chunks(mem.ctx, a[0], b[0])
+    total = mem.fedavg.pairwise(mem.ctx.add_bytes, a[0], b[0])
     if mem.config.parent is not None:  # below the root every sum lacks someone's update
         mem.fedavg.note_individual(r.job_id, r.step.round, total)
     return (total, a[1] + b[1])
 
 
-def _decryption_shares(mem: Member, r: m.TreeRequest) -> list[DecryptionShare]:
+def _decryption_shares(mem: Member, r: m.TreeRequest) -> list[bytes]:
     assert isinstance(r.step, m.FedAvgDecryptRequest)
     return mem.fedavg.decryption_shares(r.job_id, r.step, mem.require_party())
 
 
-def _child_shares(
-    mem: Member, r: m.TreeRequest, res: m.FedAvgDecryptResponse
-) -> list[DecryptionShare]:
+def _child_shares(mem: Member, r: m.TreeRequest, res: m.FedAvgDecryptResponse) -> list[bytes]:
     assert isinstance(r.step, m.FedAvgDecryptRequest)
     if len(res.shares) != len(r.step.ciphertexts):
         raise ProtocolError(f"{len(res.shares)} shares for {len(r.step.ciphertexts)} ciphertexts")
-    proto = ThresholdDecrypt(mem.ctx)
-    return [proto.share_from_bytes(s) for s in res.shares]
+    return list(res.shares)
 
 
-def _add_shares(
-    mem: Member, r: m.TreeRequest, a: list[DecryptionShare], b: list[DecryptionShare]
-) -> list[DecryptionShare]:
-    proto = ThresholdDecrypt(mem.ctx)
-    return [proto.aggregate(x, y) for x, y in zip(a, b, strict=True)]
+def _add_shares(mem: Member, r: m.TreeRequest, a: list[bytes], b: list[bytes]) -> list[bytes]:
+    return mem.fedavg.pairwise(ThresholdDecrypt(mem.ctx).aggregate_bytes, a, b)
 
 
 def _decrypt(mem: Member, step: Any) -> Share:
@@ -625,15 +618,13 @@ RULES: dict[type[Any], Rule] = {
         ),
         load=_child_update,
         combine=_add_updates,
-        answer=lambda acc: m.FedAvgUpdateResponse(
-            tuple(ct.to_bytes() for ct in acc[0]), tuple(acc[1])
-        ),
+        answer=lambda acc: m.FedAvgUpdateResponse(tuple(acc[0]), tuple(acc[1])),
     ),
     m.FedAvgDecryptRequest: Rule(
         own=_decryption_shares,
         load=_child_shares,
         combine=_add_shares,
-        answer=lambda acc: m.FedAvgDecryptResponse(tuple(s.to_bytes() for s in acc)),
+        answer=lambda acc: m.FedAvgDecryptResponse(tuple(acc)),
     ),
     m.PingRequest: _lists(lambda mem, r: [mem.status()], "nodes", m.PingResponse, keep=False),
 }

@@ -236,6 +236,17 @@ class Context:
             total = self.add(total, ct)
         return total
 
+    def add_bytes(self, a: bytes, b: bytes) -> bytes:
+        """The sum of two serialized ciphertexts, serialized, without deserializing either
+        when they differ only in their coefficients (see ``_backend.add_payloads``)."""
+        fp = self.params.fingerprint
+        ea, eb = Envelope.unpack(a, Kind.CIPHERTEXT, fp), Envelope.unpack(b, Kind.CIPHERTEXT, fp)
+        (pa,), (pb,) = _single(ea), _single(eb)
+        total = _backend.add_payloads("ciphertext", pa, pb, self.params)
+        if total is None:
+            return self.add(self.ciphertext_from_bytes(a), self.ciphertext_from_bytes(b)).to_bytes()
+        return Envelope(Kind.CIPHERTEXT, fp, blobs=(total,)).pack()
+
     def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         self._pair(a, b)
         with openfhe_errors("subtraction"):

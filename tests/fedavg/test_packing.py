@@ -10,13 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phe_fl.errors import AppError, ConfigError, ParameterError, ProtocolError
+from phe_fl.errors import (
+    AppError,
+    ConfigError,
+    KeyMismatchError,
+    ParameterError,
+    PartySetError,
+    ProtocolError,
+    SerializationError,
+)
 from phe_fl.fedavg import FedAvgSpec
 from phe_fl.fedavg.packing import (
     CHUNKS_PER_STEP,
     Layout,
     TensorSpec,
-    add_chunks,
     check_update,
     chunk_size,
     encrypt_chunks,
@@ -48,19 +55,29 @@ def test_updates_sum_encrypted_and_only_the_sum_decrypts(fed: LocalFederation) -
     cts = [encrypt_chunks(ctx, fed.joint_key, u, 0, 3, threads=2) for u in updates]
     assert all(ct.levels_left == 0 for per in cts for ct in per)  # the last level
     assert len(cts[0][0].to_bytes()) < 4.1 * 4 * chunk_size(INSECURE_TEST)
-    total = add_chunks(ctx, add_chunks(ctx, cts[0], cts[1]), cts[2])
+    # summed on their bytes, as inner nodes do, and by OpenFHE: the same ciphertexts
+    data = [[ct.to_bytes() for ct in per] for per in cts]
+    total = [ctx.add_bytes(ctx.add_bytes(a, b), c) for a, b, c in zip(*data, strict=True)]
+    by_openfhe = [ctx.add(ctx.add(a, b), c) for a, b, c in zip(*cts, strict=True)]
     proto = ThresholdDecrypt(ctx)
     decimals = release_decimals(INSECURE_TEST, 3)
     got = []
-    for ct in total:
-        ct = ctx.ciphertext_from_bytes(ct.to_bytes())
-        share = proto.aggregate_all([p.decryption_share(ct) for p in fed.parties])
-        got.append(fuse_chunk(ctx, share, ct, decimals=decimals))
+    for data_j, reference in zip(total, by_openfhe, strict=True):
+        ct = ctx.ciphertext_from_bytes(data_j)
+        shares = [p.decryption_share(ct).to_bytes() for p in fed.parties]
+        share = proto.share_from_bytes(
+            proto.aggregate_bytes(proto.aggregate_bytes(shares[0], shares[1]), shares[2])
+        )
+        values = fuse_chunk(ctx, share, ct, decimals=decimals)
+        same = ctx.ciphertext_from_bytes(reference.to_bytes())
+        assert ct.content_digest == same.content_digest  # the very ciphertext EvalAdd makes
+        got.append(values)
     flat = np.concatenate(got)[:size]
     assert np.max(np.abs(flat - sum(u.astype(np.float64) for u in updates))) < 2e-5
-    partial = proto.aggregate_all([p.decryption_share(total[0]) for p in fed.parties[:2]])
+    first = ctx.ciphertext_from_bytes(total[0])
+    partial = proto.aggregate_all([p.decryption_share(first) for p in fed.parties[:2]])
     with pytest.raises(Exception, match="lacks parties"):
-        fuse_chunk(ctx, partial, total[0], decimals=decimals)
+        fuse_chunk(ctx, partial, first, decimals=decimals)
 
 
 def test_chunk_ranges_are_checked(fed: LocalFederation) -> None:
@@ -141,3 +158,24 @@ def test_threads_racing_for_one_share_get_the_one_drawn(fed: LocalFederation) ->
     for t in threads:
         t.join()
     assert len(got) == 4 and len(set(got)) == 1
+
+
+def test_serialized_sums_check_what_aggregation_checks(fed: LocalFederation) -> None:
+    ctx = fed.ctx
+    a = ctx.ciphertext_from_bytes(fed.encrypt([1.0]).to_bytes())
+    b = ctx.ciphertext_from_bytes(fed.encrypt([2.0]).to_bytes())
+    proto = ThresholdDecrypt(ctx)
+    s0, s1 = (p.decryption_share(a).to_bytes() for p in fed.parties[:2])
+    with pytest.raises(PartySetError, match="contributed twice"):
+        proto.aggregate_bytes(s0, s0)
+    with pytest.raises(KeyMismatchError, match="different protocol instances"):
+        proto.aggregate_bytes(s0, fed.parties[1].decryption_share(b).to_bytes())
+    damaged = bytearray(a.to_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    with pytest.raises(SerializationError):
+        ctx.add_bytes(bytes(damaged), b.to_bytes())
+    # different metadata (levels): added by OpenFHE instead, same result
+    low = ctx.drop_levels(b, b.levels_left - 1)
+    mixed = ctx.ciphertext_from_bytes(ctx.add_bytes(a.to_bytes(), low.to_bytes()))
+    assert abs(fed.decrypt(mixed)[0] - 3.0) < 1e-3
+    assert s1 != s0

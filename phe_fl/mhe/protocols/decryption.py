@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from phe_fl.errors import KeyMismatchError
+from phe_fl.errors import KeyMismatchError, PartySetError, SerializationError
+from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
-from phe_fl.mhe._wire import Kind
+from phe_fl.mhe._wire import Envelope, Kind
 from phe_fl.mhe.context import Ciphertext, FloatArray
 from phe_fl.mhe.keys import SecretShare, release
 from phe_fl.mhe.protocols._flooding import flood
@@ -70,6 +71,31 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
     def _add(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         with openfhe_errors("decryption-share aggregation"):
             return (self.cc.EvalAdd(a[0], b[0]),)
+
+    def aggregate_bytes(self, a: bytes, b: bytes) -> bytes:
+        """:meth:`aggregate` on serialized shares, without deserializing them when their
+        partials differ only in their coefficients (``_backend.add_payloads``); the same
+        checks on parties and subject."""
+        fp = self.ctx.params.fingerprint
+        ea = Envelope.unpack(a, self.SHARE.KIND, fp)
+        eb = Envelope.unpack(b, self.SHARE.KIND, fp)
+        if len(ea.blobs) != 1 or len(eb.blobs) != 1 or not ea.parties or not eb.parties:
+            raise SerializationError("decryption share: expected one payload and its parties")
+        if ea.n_parties != eb.n_parties:
+            raise PartySetError(
+                f"shares disagree on the party count ({ea.n_parties} vs {eb.n_parties})"
+            )
+        if ea.subject != eb.subject:
+            raise KeyMismatchError(
+                "DecryptionShares belong to different protocol instances (another ciphertext)"
+            )
+        if ea.parties & eb.parties:
+            raise PartySetError(f"parties {sorted(ea.parties & eb.parties)} contributed twice")
+        total = _backend.add_payloads("ciphertext", ea.blobs[0], eb.blobs[0], self.ctx.params)
+        if total is None:
+            return self.aggregate(self.share_from_bytes(a), self.share_from_bytes(b)).to_bytes()
+        parties = ea.parties | eb.parties
+        return Envelope(self.SHARE.KIND, fp, ea.n_parties, parties, ea.subject, (total,)).pack()
 
     def finalize(
         self,
