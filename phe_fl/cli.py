@@ -442,7 +442,8 @@ def _job_line(j: Any) -> str:
     import time
 
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.updated))
-    extra = f", {j.iterations_done} iterations checkpointed" if j.kind == "train" else ""
+    unit = {"train": "iterations", "fedavg": "rounds"}.get(j.kind)
+    extra = f", {j.iterations_done} {unit} checkpointed" if unit else ""
     resumed = f", resumed {j.resumes}x" if j.resumes else ""
     error = f": {j.error}" if j.error else ""
     return f"{j.job_id:<18} {j.kind:<14} {j.state:<12} {when}{extra}{resumed}{error}"

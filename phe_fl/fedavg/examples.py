@@ -46,6 +46,7 @@ __all__ = [
     "digits_mlp",
     "fashion_mnist_mlp",
     "fashion_mnist_cnn",
+    "fashion_mnist_wide",
     "test_set",
     "accuracy",
     "FASHION_MNIST_PATH",
@@ -386,6 +387,24 @@ def fashion_mnist_mlp(options: Mapping[str, Any]) -> App:
     """ReLU MLP 784-1024-256-10 (1,068,810 parameters) on Fashion-MNIST: a model big enough
     that the cost of encrypting its updates shows."""
     return _make_app(options, "fashion_mnist", _fashion_mlp_model, _FASHION_OPTIONS)
+
+
+WIDE_WIDTH = 12_579
+"""Hidden units of :func:`fashion_mnist_wide`: 784-12579-10 is 10,000,315 parameters."""
+
+
+def fashion_mnist_wide(options: Mapping[str, Any]) -> App:
+    """One very wide hidden layer (option ``width``, default 12,579: 10.0M parameters) on
+    Fashion-MNIST: the model a federation streams through the tree in chunks (benchmarks'
+    scale profile)."""
+    options = dict(options)
+    width = _int_option(options, "width", WIDE_WIDTH, 1)
+    options.pop("width", None)
+
+    def build() -> nn.Module:
+        return nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
+
+    return _make_app(options, "fashion_mnist", build, _FASHION_OPTIONS)
 
 
 def fashion_mnist_cnn(options: Mapping[str, Any]) -> App:

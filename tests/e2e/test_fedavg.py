@@ -8,9 +8,11 @@ or changes its model's shapes fails the round naming the node and the tensor."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,3 +247,49 @@ def test_the_cli_runs_fedavg_and_saves_the_model(harness: Harness, tmp_path: Pat
     bad = [*argv[:-2], "--output", str(tmp_path / "model.txt")]
     refused = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode != 0 and "save a FedAvg model as .npz or .pt" in refused.stderr
+
+
+def test_the_root_keeps_the_model_when_its_policy_says_so(harness: Harness) -> None:
+    member = harness.coordinator.member
+    config = member.config
+    member.config = dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, release_fedavg_model=False)
+    )
+    try:
+        spec = FedAvgSpec("digits", rounds=1, seed=5)
+        result = harness.run("fedavg-kept", m.FedAvgJob(spec))
+    finally:
+        member.config = config
+    assert isinstance(result, m.FedAvgResult)
+    assert result.parameters == b"" and len(result.rounds) == 1
+    kept = harness.coordinator.store.get_blob("fedavg-model-fedavg-kept")
+    assert kept is not None and len(kept) == 4 * Layout(result.tensors).size
+
+
+@pytest.mark.slow
+def test_a_leaf_killed_mid_job_comes_back_and_the_job_finishes(tmp_path: Path) -> None:
+    """node-2 is killed (SIGKILL) as round 1 ends and started again: the root waits for it,
+    runs round 2 again (the others answer from what they kept) and the job ends as an
+    uninterrupted one would."""
+    from phe_fl.federation.local import LocalCluster
+    from phe_fl.federation.querier import Querier
+
+    killed = threading.Event()
+    with LocalCluster(tmp_path, n_nodes=N, params=PARAMS, tables=_tables(), deadline_s=60) as c:
+
+        def on_event(ev: m.ProgressEvent) -> None:
+            if ev.stage is m.Stage.ROUND_DONE and ev.iteration == 1 and not killed.is_set():
+                killed.set()
+                c.processes[2].kill()
+                c.processes[2].wait()
+                threading.Timer(2.0, c.start_node, args=(2,)).start()
+
+        q = Querier(c.root_address, c.querier_tls(), deadline_s=300, on_event=on_event)
+        q.setup("keys")
+        model = q.fedavg("fedavg-killed", SPEC)
+        q.close()
+    assert killed.is_set() and len(model.rounds) == SPEC.rounds
+    layout, twin = _twin(SPEC)
+    assert model.parameters is not None
+    assert float(np.max(np.abs(model.parameters - twin[-1].global_values))) < 0.05
+    assert [r.examples for r in model.rounds] == [t.examples for t in twin]
