@@ -497,7 +497,7 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             break
         except PeerError as exc:
             resumes += 1
-            if resumes > MAX_RESUMES:
+            if exc.answered or resumes > MAX_RESUMES:  # a node said no: it would again
                 raise
             c.wait_whole(run, exc)
             checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint

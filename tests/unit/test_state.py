@@ -367,3 +367,20 @@ def test_public_message_keeps_domain_words_and_hides_internals(
         (record,) = [r for r in caplog.records if r.name == "phe_fl.status"]
         assert record.exc_info is not None and record.exc_info[1] is exc
         assert status.failure_for(exc) == Failure("INTERNAL", public)
+
+
+@pytest.mark.parametrize(
+    ("code", "answered"),
+    [
+        ("PERMISSION_DENIED", True),
+        ("FAILED_PRECONDITION", True),
+        ("INVALID_ARGUMENT", True),
+        ("UNAVAILABLE", False),
+        ("ABORTED", False),
+        ("", False),
+    ],
+)
+def test_a_node_that_answered_no_is_not_asked_again(code: str, answered: bool) -> None:
+    """A training or FedAvg job waits for a vanished node and resumes; a node that refused
+    or found the request bad would answer the same again, so the job fails at once."""
+    assert PeerError("node-2", f"{code}: why", code=code).answered is answered
