@@ -15,69 +15,35 @@ import pytest
 
 from phe_fl.errors import PeerError
 from phe_fl.federation import messages as m
-from phe_fl.federation.config import load_node_config
 from phe_fl.federation.coordinator import Coordinator, Run
 from phe_fl.federation.jobs import Control, Job
 from phe_fl.federation.local import write_configs
-from phe_fl.federation.node import Node, build_node
 from phe_fl.mhe import INSECURE_TEST, Context, PublicKeyGen, QuerierKeyPair, RelinKeyGen
+from tests.e2e.harness import RootWithLeaves
 
 PARAMS = INSECURE_TEST.name
 N = 3
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Harness:
+class Harness(RootWithLeaves):
     def __init__(self, workdir: Path, *, leaf_state: str = "") -> None:
-        self.workdir = workdir
-        self.configs, self.addresses = write_configs(workdir, N, fanout=2, params=PARAMS)
-        for cfg in self.configs[1:]:  # extra [state] settings for the leaves
+        configs, self.addresses = write_configs(workdir, N, fanout=2, params=PARAMS)
+        for cfg in configs[1:]:  # extra [state] settings for the leaves
             cfg.write_text(cfg.read_text().replace("[state]\n", f"[state]\n{leaf_state}"))
-        self.root: Node = build_node(load_node_config(self.configs[0]), deadline_s=20).start()
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-        self.leaves = [
-            subprocess.Popen(
-                [sys.executable, "-m", "phe_fl.cli", "node", "--config", str(cfg)],
-                stdout=open(workdir / f"{cfg.stem}.log", "ab"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            for cfg in self.configs[1:]
-        ]
-        assert self.coordinator is not None
-
-    @property
-    def coordinator(self):  # type: ignore[no-untyped-def]
-        return self.root.coordinator
-
-    def wait_connected(self) -> None:
-        import time
-
-        deadline = time.monotonic() + 60
-        while self.root.children.connected() != ["node-1", "node-2"]:
-            assert time.monotonic() < deadline, self.root.children.connected()
-            time.sleep(0.2)
+        super().__init__(workdir, configs, deadline_s=20)
 
     def ask(self, child: str, job: str, step: m.TreeStep, **kw: object) -> m.TreeResponse:
         fields = {"params": PARAMS, "n_parties": N, **kw}
         request = m.TreeRequest(job, str(fields["params"]), int(fields["n_parties"]), step, 10)  # type: ignore[call-overload]
-        return self.root.children.call(child, request, 10)
-
-    def log(self, child: str) -> str:
-        return (self.workdir / f"{child}.log").read_text(errors="replace")
-
-    def close(self) -> None:
-        for p in self.leaves:
-            p.terminate()
-            p.wait(timeout=10)
-        self.root.stop()
+        return self.call(child, request, 10)
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     h = Harness(tmp_path_factory.mktemp("crafted"))
     try:
-        h.wait_connected()
+        h.wait_connected(["node-1", "node-2"])
         yield h
     finally:
         h.close()
@@ -254,7 +220,7 @@ def test_answers_beyond_the_bound_are_evicted_and_then_refused(tmp_path: Path) -
     request is refused (FAILED_PRECONDITION), never answered with a share drawn again."""
     h = Harness(tmp_path, leaf_state="max_answer_bytes = 1048576\n")
     try:
-        h.wait_connected()
+        h.wait_connected(["node-1", "node-2"])
         assert _run(h.coordinator, m.JobRequest("keys", PARAMS, m.SetupJob())) is not None
         ct = _junk_ciphertext()
         asks = [m.DecryptStatisticsRequest(ct) for _ in range(12)]

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,10 @@ from phe_fl.fedavg.packing import Layout, release_decimals  # noqa: E402
 from phe_fl.fedavg.site import Site, load_into  # noqa: E402
 from phe_fl.fedavg.twin import plain_fedavg  # noqa: E402
 from phe_fl.federation import messages as m  # noqa: E402
-from phe_fl.federation.config import load_node_config  # noqa: E402
-from phe_fl.federation.coordinator import Coordinator  # noqa: E402
 from phe_fl.federation.jobs import Job  # noqa: E402
 from phe_fl.federation.local import write_configs  # noqa: E402
-from phe_fl.federation.node import Node, build_node  # noqa: E402
 from phe_fl.mhe import INSECURE_TEST  # noqa: E402
+from tests.e2e.harness import RootWithLeaves  # noqa: E402
 
 PARAMS = INSECURE_TEST.name
 N = 3
@@ -60,32 +57,13 @@ def _tables() -> list[str]:
     return tables
 
 
-class Harness:
+class Harness(RootWithLeaves):
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.configs, _ = write_configs(
+        configs, _ = write_configs(
             workdir, N, fanout=2, params=PARAMS, tables=_tables(), allow_decryption=True
         )
-        self.root: Node = build_node(load_node_config(self.configs[0]), deadline_s=60).start()
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-        self.leaves = [
-            subprocess.Popen(
-                [sys.executable, "-m", "phe_fl.cli", "node", "--config", str(cfg)],
-                stdout=open(workdir / f"{cfg.stem}.log", "ab"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            for cfg in self.configs[1:]
-        ]
-        deadline = time.monotonic() + 60
-        while self.root.children.connected() != ["node-1", "node-2"]:
-            assert time.monotonic() < deadline, self.root.children.connected()
-            time.sleep(0.2)
-
-    @property
-    def coordinator(self) -> Coordinator:
-        assert self.root.coordinator is not None
-        return self.root.coordinator
+        super().__init__(workdir, configs, deadline_s=60)
+        self.wait_connected(["node-1", "node-2"])
 
     def run(self, job_id: str, job: m.Job) -> m.JobResult | None:
         job_ = self.coordinator.submit(m.JobRequest(job_id, PARAMS, job), "querier")
@@ -96,17 +74,7 @@ class Harness:
         return self.coordinator.jobs.result(job_)
 
     def ask(self, child: str, job_id: str, step: m.TreeStep) -> m.TreeResponse:
-        request = m.TreeRequest(job_id, PARAMS, N, step, 20, "fedavg")
-        return self.root.children.call(child, request, 20)
-
-    def log(self, node: str) -> str:
-        return (self.workdir / f"{node}.log").read_text(errors="replace")
-
-    def close(self) -> None:
-        for p in self.leaves:
-            p.terminate()
-            p.wait(timeout=10)
-        self.root.stop()
+        return self.call(child, m.TreeRequest(job_id, PARAMS, N, step, 20, "fedavg"), 20)
 
 
 @pytest.fixture(scope="module")
