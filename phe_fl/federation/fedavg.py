@@ -24,7 +24,7 @@ import numpy as np
 
 from phe_fl.errors import JobStateError, ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
-from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks
+from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks, n_chunks
 from phe_fl.fedavg.site import Site
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import NodeConfig
@@ -163,6 +163,8 @@ class FedAvgParty:
             range(step.first_chunk, step.first_chunk + step.chunks)
         )
         self._forget_old(job)
+        if step.first_chunk + step.chunks == n_chunks(job.update.size, self.ctx.params):
+            job.update = None  # the last chunk: a retry reads the blob again
         return cts
 
     def note_individual(self, job_id: str, round_: int, cts: Sequence[bytes]) -> None:
