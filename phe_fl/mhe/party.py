@@ -58,23 +58,25 @@ class Party:
     def _cached(self, key: tuple[str, bytes], make: Callable[[], Any]) -> Any:
         """The share for ``key``, drawn once; threads may ask for different keys at once
         (a node computes a FedAvg round's shares in parallel)."""
-        with self._lock:
-            waiting = self._pending.get(key)
-        if waiting is not None:  # another thread is drawing it: take that one
-            waiting.wait()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-            if key in self._answered:
-                raise ProtocolError(
-                    f"party {self.index}: its {key[0]} share for this request was sent long "
-                    f"ago and is no longer cached; it is not drawn again with fresh noise (a "
-                    f"retry must come within the last {self._cache_size} requests)"
-                )
-            self._answered.add(key)  # claimed: a second thread for it waits on the event
-            pending = self._pending[key] = threading.Event()
+        while True:
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    return hit
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    if key in self._answered:
+                        raise ProtocolError(
+                            f"party {self.index}: its {key[0]} share for this request was sent "
+                            f"long ago and is no longer cached; it is not drawn again with "
+                            f"fresh noise (a retry must come within the last "
+                            f"{self._cache_size} requests)"
+                        )
+                    self._answered.add(key)  # claimed: another thread asking waits for it
+                    pending = self._pending[key] = threading.Event()
+                    break
+            waiting.wait()  # another thread is drawing it: take that one
         try:
             share = make()
         except BaseException:
