@@ -58,6 +58,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from phe_fl.errors import PheFlError
+from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.federation import messages as m
 from phe_fl.federation import serde
 from phe_fl.federation.certs import load_server_credentials
@@ -146,6 +147,13 @@ READY_STEPS = (
     "prepare_training",
     "gradient",
     "margin_moment",
+    # this leaf declares no FedAvg app: PREPARE is refused naming it, the others by the
+    # FedAvg machine; what is fuzzed is that every message decodes safely first
+    "fedavg_prepare",
+    "fedavg_global",
+    "fedavg_train",
+    "fedavg_update",
+    "fedavg_decrypt",
 )
 CHILD_TARGETS = (
     ("ping", "status"),
@@ -961,6 +969,13 @@ class Kit:
             ),
             "gradient": lambda: m.GradientRequest(0, 24, self.weights.to_bytes()),
             "margin_moment": lambda: m.MarginMomentRequest(1, 24, self.weights.to_bytes(), 0.0, 2),
+            "fedavg_prepare": lambda: m.FedAvgPrepareRequest(FedAvgSpec("fz-app", rounds=1)),
+            "fedavg_global": lambda: m.FedAvgGlobalRequest(1, 0, bytes(64)),
+            "fedavg_train": lambda: m.FedAvgTrainRequest(1, bytes(32)),
+            "fedavg_update": lambda: m.FedAvgUpdateRequest(1, 0, 1, 100),
+            "fedavg_decrypt": lambda: m.FedAvgDecryptRequest(
+                1, 0, (self.ct.to_bytes(),), ("node-0", "node-1", "node-2")
+            ),
         }
         return steps[name]()
 
@@ -1566,6 +1581,7 @@ class LeafDriver:
             "gradient": "train",
             "margin_moment": "train",
             "statistics": "stats",
+            **{s: "fedavg" for s in READY_STEPS if s.startswith("fedavg")},
         }
         request = m.TreeRequest(
             job_id, PARAMS, N_NODES, self.fed.kit.step(step), ROOT_DEADLINE_S, kinds.get(step, "")
