@@ -41,9 +41,10 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(ROOT))
 
 from phe_fl.fedavg.app import App, FitConfig  # noqa: E402
+from phe_fl.fedavg.site import flatten, layout_of, load_into  # noqa: E402
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 __all__ = [
     "AggregateStats",
@@ -245,38 +246,6 @@ class TenSEALAggregator:
 # --------------------------------------------------------------------------- simulation
 
 
-def _flatten(model: torch.nn.Module) -> Vector:
-    """Every entry of ``model.state_dict()`` (parameters and buffers), in order, as float32."""
-    tensors = [
-        t.detach().to("cpu", copy=False).reshape(-1).float() for t in model.state_dict().values()
-    ]
-    if not tensors:
-        return np.zeros(0, dtype=np.float32)
-    import torch
-
-    return np.ascontiguousarray(torch.cat(tensors).numpy(), dtype=np.float32)
-
-
-def _unflatten(model: torch.nn.Module, flat: npt.NDArray[Any]) -> None:
-    """Load ``flat`` (as :func:`_flatten` lays it out) into ``model``; integer buffers are
-    rounded back to their dtype."""
-    import torch
-
-    state = model.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    offset = 0
-    for name, tensor in state.items():
-        n = tensor.numel()
-        piece = torch.from_numpy(np.asarray(flat[offset : offset + n], dtype=np.float32).copy())
-        if not tensor.dtype.is_floating_point:
-            piece = piece.round()
-        out[name] = piece.reshape(tensor.shape).to(dtype=tensor.dtype, device=tensor.device)
-        offset += n
-    if offset != len(flat):
-        raise ValueError(f"{len(flat)} values for a state of {offset}")
-    model.load_state_dict(out)
-
-
 @dataclass
 class RoundRecord:
     """One FedAvg round: local training (sum over clients and the slowest), aggregation
@@ -311,7 +280,8 @@ def run_fedavg(
 
     apps = [app_factory(options) for options in options_for_client]
     global_model = apps[0].model()
-    global_flat = _flatten(global_model)
+    layout = layout_of(global_model)  # the nodes' layout: floating-point tensors, in order
+    global_flat = flatten(global_model, layout)
     models = [app.model() for app in apps]
     records: list[RoundRecord] = []
     x_test, y_test = eval
@@ -322,16 +292,16 @@ def run_fedavg(
         losses: list[float] = []
         train_s: list[float] = []
         for app, model in zip(apps, models, strict=True):
-            _unflatten(model, global_flat)
+            load_into(model, layout, global_flat)
             t0 = time.perf_counter()
             result = app.fit(model, config)
             train_s.append(time.perf_counter() - t0)
-            updates.append(_flatten(model) - global_flat)
+            updates.append(flatten(model, layout) - global_flat)
             weights.append(float(result.examples))
             losses.append(result.loss)
         mean, stats = aggregator.aggregate(updates, weights)
         global_flat = (global_flat + mean).astype(np.float32)
-        _unflatten(global_model, global_flat)
+        load_into(global_model, layout, global_flat)
         record = RoundRecord(
             round=r,
             train_s_sum=sum(train_s),
