@@ -1,0 +1,82 @@
+"""A node's aggregate guard on its own (one party, in one process): what it refuses, and
+that it refuses the same after the node restarts (its record is in the state store)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phe_fl.federation import messages as m
+from phe_fl.federation.config import FedAvgApps, load_node_config
+from phe_fl.federation.fedavg import FedAvgParty
+from phe_fl.federation.local import write_configs
+from phe_fl.federation.store import NodeStore, StoreIdentity
+from phe_fl.mhe import INSECURE_TEST
+from phe_fl.mhe.simulation import LocalFederation
+
+JOB = "job-1"
+EVERYONE = ("node-0", "node-1", "node-2")
+
+
+@pytest.fixture(scope="module")
+def fed() -> LocalFederation:
+    return LocalFederation.setup(INSECURE_TEST, 3)
+
+
+def _party(tmp_path: Path, fed: LocalFederation) -> FedAvgParty:
+    configs, _ = write_configs(tmp_path, 3, params=INSECURE_TEST.name, certificates=False)
+    config = dataclasses.replace(load_node_config(configs[1]), fedavg=FedAvgApps())
+    store = NodeStore(tmp_path / "state", StoreIdentity("node-1", INSECURE_TEST.name, "fed"))
+    return FedAvgParty(config, store, fed.ctx)
+
+
+def _trained(party: FedAvgParty, fed: LocalFederation, round_: int) -> list[bytes]:
+    """As if node-1 trained round ``round_`` (its update kept) and encrypted chunk 0."""
+    job = party.job(JOB)
+    job.update = np.full(10, 0.01, dtype=np.float32)
+    job.fitted = (round_, 10, 0.5)
+    step = m.FedAvgUpdateRequest(round_, 0, 1, 30)
+    return party.encrypt(JOB, step, fed.joint_key)
+
+
+def test_the_guard_refuses_all_but_the_sum_and_remembers_it(
+    tmp_path: Path, fed: LocalFederation
+) -> None:
+    party = _party(tmp_path, fed)
+    own = _trained(party, fed, 1)
+    others = [fed.ctx.encrypt(np.full(10, 0.02), fed.joint_key).to_bytes() for _ in range(2)]
+    total = fed.ctx.add_bytes(fed.ctx.add_bytes(own[0], others[0]), others[1])
+    assert party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE)) is None
+    party.decryption_shares(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE), fed.parties[1])
+    party.save(JOB)
+
+    cases = {
+        "is an individual update": m.FedAvgDecryptRequest(1, 0, tuple(own), EVERYONE),
+        "not of all 3": m.FedAvgDecryptRequest(1, 0, (total,), ("node-1", "node-2")),
+        "does not hold this node's": m.FedAvgDecryptRequest(1, 0, (total,), ("a", "b", "c")),
+        "no update into chunk 1": m.FedAvgDecryptRequest(1, 1, (total,), EVERYONE),
+        "no update into chunk 0 of round 2": m.FedAvgDecryptRequest(2, 0, (total,), EVERYONE),
+        "decrypted already for another": m.FedAvgDecryptRequest(1, 0, (others[0],), EVERYONE),
+    }
+    restarted = _party(tmp_path, fed)  # the same state dir: what the node had committed
+    for node in (party, restarted):
+        for why, step in cases.items():
+            refusal = node.refusal(JOB, step)
+            assert refusal is not None and why in refusal, (why, refusal)
+        assert node.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE)) is None
+        assert node.individual_update(own[0]) == JOB
+        assert node.individual_update(total) is None
+
+
+def test_old_rounds_are_forgotten_and_then_refused(tmp_path: Path, fed: LocalFederation) -> None:
+    party = _party(tmp_path, fed)
+    first = _trained(party, fed, 1)
+    for r in (2, 3):
+        _trained(party, fed, r)
+    job = party.job(JOB)
+    assert sorted(job.contributed) == [2, 3] and sorted(job.individual) == [2, 3]
+    refusal = party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, tuple(first), EVERYONE))
+    assert refusal is not None and "no update into chunk 0 of round 1" in refusal
