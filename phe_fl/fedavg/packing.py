@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,11 +35,14 @@ __all__ = [
     "fuse_chunk",
     "release_decimals",
     "values_digest",
+    "parallel",
     "MAX_UPDATE",
     "CHUNKS_PER_STEP",
 ]
 
 Vector = npt.NDArray[np.float32]
+T = TypeVar("T")
+R = TypeVar("R")
 
 CHUNKS_PER_STEP = 16
 """Ciphertexts one update or decryption step carries (8 MiB at 2^15): a model of any size
@@ -105,8 +110,15 @@ def release_decimals(params: ParameterSet, n_parties: int) -> int:
     return max(params.release_decimals, min(12, math.floor(-math.log10(error))))
 
 
-def _threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+def parallel(work: Callable[[T], R], items: Sequence[T], threads: int = 0) -> list[R]:
+    """``work`` on every item, on ``threads`` threads (0: every core this process may
+    use): OpenFHE's heavy calls release the GIL."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(len(items), threads or cores or 1)
+    if workers <= 1:
+        return [work(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedavg") as pool:
+        return list(pool.map(work, items))
 
 
 def encrypt_chunks(
@@ -140,12 +152,7 @@ def encrypt_chunks(
             pt = ctx.cc.MakeCKKSPackedPlaintext(packed, 1, params.mult_depth)
             return Ciphertext(ctx, ctx.cc.Encrypt(key.raw, pt))
 
-    indices = range(first, first + count)
-    workers = min(count, threads or _threads())
-    if workers <= 1:
-        return [one(i) for i in indices]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encrypt") as pool:
-        return list(pool.map(one, indices))
+    return parallel(one, range(first, first + count), threads)
 
 
 def fuse_chunk(

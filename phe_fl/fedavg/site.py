@@ -84,6 +84,22 @@ def _check_layout(model: torch.nn.Module, layout: Layout, who: str) -> None:
         raise AppError(f"{who}: the trained model has tensors the job's has not: {extra}")
 
 
+def _build_model(app: App, spec: FedAvgSpec, who: str) -> torch.nn.Module:
+    """The app's fresh model, seeded by the job (the process's random state is left as
+    it was)."""
+    th = _torch()
+    try:
+        with th.random.fork_rng(devices=[]):
+            th.manual_seed(spec.seed)
+            model = app.model()
+    except Exception as exc:  # noqa: BLE001 - the site's code: name it
+        raise AppError(f"{who}: model() failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, th.nn.Module):
+        raise AppError(f"{who}: model() returned {type(model).__name__}, not a Module")
+    built: torch.nn.Module = model
+    return built
+
+
 @dataclass
 class _Job:
     spec: FedAvgSpec
@@ -92,7 +108,6 @@ class _Job:
     layout: Layout
     global_round: int = 0
     global_values: Vector = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    received: int = 0  # global values received for global_round
 
 
 class Site:
@@ -129,16 +144,8 @@ class Site:
             if job is not None and job.spec == spec:
                 return job.layout
             app = self._app(spec.app)
-            torch = _torch()
             who = f"node {self.node_id}, app {spec.app!r}"
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(spec.seed)
-                    model = app.model()
-            except Exception as exc:  # noqa: BLE001 - the site's code: name it
-                raise AppError(f"{who}: model() failed: {type(exc).__name__}: {exc}") from None
-            if not isinstance(model, torch.nn.Module):
-                raise AppError(f"{who}: model() returned {type(model).__name__}, not a Module")
+            model = _build_model(app, spec, who)
             layout = layout_of(model)
             if layout.size == 0:
                 raise AppError(f"{who}: the model has no floating-point parameters")
@@ -170,10 +177,9 @@ class Site:
             raise ProtocolError("global parameters: values are not finite")
         with self._lock:
             if job.global_round != round_ or job.global_values.size != job.layout.size:
-                job.global_round, job.received = round_, 0
+                job.global_round = round_
                 job.global_values = np.zeros(job.layout.size, dtype=np.float32)
             job.global_values[offset : offset + piece.size] = piece
-            job.received += piece.size
 
     def fit(self, job_id: str, round_: int, digest: bytes) -> tuple[Vector, FitResult]:
         """Train from the round's global parameters (their digest must match what arrived):
@@ -201,12 +207,6 @@ class Site:
             update = flatten(job.model, job.layout) - job.global_values
             check_update(update, job.layout, who)
         except BaseException:
-            job.model = self._fresh_model(job)  # what fit left of it may not be the job's
+            job.model = _build_model(job.app, spec, who)  # what fit left may not be the job's
             raise
         return update.astype(np.float32), result
-
-    def _fresh_model(self, job: _Job) -> torch.nn.Module:
-        with _torch().random.fork_rng(devices=[]):
-            _torch().manual_seed(job.spec.seed)
-            model: torch.nn.Module = job.app.model()
-        return model

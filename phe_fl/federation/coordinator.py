@@ -743,7 +743,9 @@ def _fedavg_round(
     params = c.member.params
     total = n_chunks(global_values.size, params)
     decimals = release_decimals(params, c.member.config.n_parties)
-    mean_update = np.zeros(total * chunk_size(params), dtype=np.float64)
+    size = chunk_size(params)
+    proto = ThresholdDecrypt(c.ctx)
+    mean_update = np.zeros(total * size, dtype=np.float64)
     t0 = time.perf_counter()
     update_bytes = 0
     groups = range(0, total, CHUNKS_PER_STEP)
@@ -761,8 +763,6 @@ def _fedavg_round(
         update_bytes += sum(len(x) for x in up.ciphertexts)
         step = m.FedAvgDecryptRequest(r, first, up.ciphertexts, up.contributors)
         down = c.round(run, step, m.Stage.FEDAVG_AGGREGATE, index=i + 1, count=len(groups), **event)
-        proto = ThresholdDecrypt(c.ctx)
-        size = chunk_size(params)
         for j, (ct_bytes, share_bytes) in enumerate(zip(up.ciphertexts, down.shares, strict=True)):
             ct = c.ctx.ciphertext_from_bytes(ct_bytes)
             values = fuse_chunk(c.ctx, proto.share_from_bytes(share_bytes), ct, decimals=decimals)

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from phe_fl.errors import JobStateError, ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
-from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks, n_chunks
+from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks, n_chunks, parallel
 from phe_fl.fedavg.site import Site
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import NodeConfig
@@ -34,7 +32,6 @@ from phe_fl.mhe import Context, JointPublicKey, Party
 
 __all__ = ["FedAvgParty", "ROUNDS_KEPT"]
 
-T = TypeVar("T")
 
 ROUNDS_KEPT = 2
 """Rounds whose individual-update digests a node keeps (the round in flight and the one
@@ -186,18 +183,11 @@ class FedAvgParty:
         job = self.job(job_id)
         for i, data in enumerate(step.ciphertexts):
             job.released[f"{step.round}:{step.first_chunk + i}"] = self._digest(data)
-        return self.parallel(
+        return parallel(
             lambda data: party.decryption_share(self.ctx.ciphertext_from_bytes(data)).to_bytes(),
             step.ciphertexts,
+            self.threads,
         )
-
-    def parallel(self, work: Callable[[bytes], T], items: Sequence[bytes]) -> list[T]:
-        """``work`` on every item, on every core (OpenFHE's heavy calls release the GIL)."""
-        workers = min(len(items), self.threads or os.cpu_count() or 1)
-        if workers <= 1:
-            return [work(x) for x in items]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.node_id) as pool:
-            return list(pool.map(work, items))
 
     def pairwise(
         self, add: Callable[[bytes, bytes], bytes], a: Sequence[bytes], b: Sequence[bytes]
