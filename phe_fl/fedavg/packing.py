@@ -175,7 +175,7 @@ def check_update(update: Vector, layout: Layout, who: str) -> None:
         peak = float(np.max(np.abs(part))) if part.size else 0.0
         if peak > MAX_UPDATE:
             raise AppError(
-                f"{who}: the weighted update of tensor {t.name!r} reaches {peak:.3g}, more "
+                f"{who}: the update of tensor {t.name!r} reaches {peak:.3g}, more "
                 f"than the {MAX_UPDATE:g} an encrypted update can carry (lower the "
                 "learning rate or the local epochs)"
             )
