@@ -442,18 +442,26 @@ def _installer(
     return own
 
 
+def _map_request(mem: Member, step: m.GradientRequest | m.MarginMomentRequest) -> MapRequest:
+    """MAP's input, for the gradient and for the margin check (which runs MAP's batch)."""
+    weights = mem.ctx.ciphertext_from_bytes(step.weights)
+    return MapRequest(step.iteration, weights, step.global_batch, step.sample_rate)
+
+
 def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:
     assert isinstance(r.step, m.GradientRequest)
-    weights = mem.ctx.ciphertext_from_bytes(r.step.weights)
-    request = MapRequest(r.step.iteration, weights, r.step.global_batch, r.step.sample_rate)
-    return mem.trainer(r.job_id).gradient(request)
+    return mem.trainer(r.job_id).gradient(_map_request(mem, r.step))
 
 
 def _margin_moment(mem: Member, r: m.TreeRequest) -> Ciphertext:
     assert isinstance(r.step, m.MarginMomentRequest)
-    weights = mem.ctx.ciphertext_from_bytes(r.step.weights)
-    request = MapRequest(r.step.iteration, weights, r.step.global_batch, r.step.sample_rate)
-    return mem.trainer(r.job_id).margin_moment(request, r.step.power)
+    return mem.trainer(r.job_id).margin_moment(_map_request(mem, r.step), r.step.power)
+
+
+def _prepare_fedavg(mem: Member, r: m.TreeRequest) -> tuple[Any, ...]:
+    assert isinstance(r.step, m.FedAvgPrepareRequest)
+    layout = mem.fedavg.prepare(r.job_id, r.step.job)
+    return (layout.digest(), layout.size, [mem.id])
 
 
 def _same_model(mem: Member, r: m.TreeRequest, res: m.FedAvgPrepareResponse) -> tuple[Any, ...]:
@@ -586,11 +594,7 @@ RULES: dict[type[Any], Rule] = {
     m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
     m.MarginMomentRequest: _ciphertexts(_margin_moment, "moment", m.MarginMomentResponse),
     m.FedAvgPrepareRequest: Rule(
-        own=lambda mem, r: (
-            mem.fedavg.prepare(r.job_id, r.step.job).digest(),
-            mem.fedavg.layout(r.job_id).size,
-            [mem.id],
-        ),
+        own=_prepare_fedavg,
         load=_same_model,
         combine=lambda mem, r, a, b: (a[0], a[1], a[2] + b[2]),
         answer=lambda acc: m.FedAvgPrepareResponse(acc[0], acc[1], tuple(acc[2])),
