@@ -346,6 +346,16 @@ class Coordinator:
             missing = ["(a node below a missing one)"]
         return missing
 
+    def resume_after(self, run: Run, exc: PeerError, resumes: int) -> None:
+        """A checkpointed job's rule after a round failed with ``exc``: re-raise it when a
+        node answered no (it would again) or after MAX_RESUMES tries; otherwise wait until
+        every node is back, and count the resumption."""
+        if exc.answered or resumes > MAX_RESUMES:
+            raise exc
+        self.wait_whole(run, exc)
+        if run.job is not None:
+            self.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
+
     def wait_whole(self, run: Run, why: BaseException) -> None:
         """A round failed because a node is gone: wait until every node is back."""
         run.emit(m.ProgressEvent(m.Stage.WAITING_FOR_NODES))
@@ -497,12 +507,8 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             break
         except PeerError as exc:
             resumes += 1
-            if exc.answered or resumes > MAX_RESUMES:  # a node said no: it would again
-                raise
-            c.wait_whole(run, exc)
+            c.resume_after(run, exc, resumes)
             checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint
-            if run.job is not None:
-                c.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
     std = _std_from_dict(checkpoint["standardization"])
     schema = _schema_from_dict(checkpoint.get("schema"))
     c.save_model(run.job_id, model, run.querier, std, schema)
@@ -687,11 +693,7 @@ def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
             summary, global_values = _fedavg_round(c, run, spec, r, global_values)
         except PeerError as exc:
             resumes += 1
-            if exc.answered or resumes > MAX_RESUMES:  # a node said no: it would again
-                raise
-            c.wait_whole(run, exc)
-            if run.job is not None:
-                c.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
+            c.resume_after(run, exc, resumes)
             continue
         rounds.append(summary)
         c.store.put_blob(f"checkpoint-{run.job_id}-global", global_values.astype("<f4").tobytes())
