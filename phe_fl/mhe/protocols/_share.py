@@ -109,20 +109,30 @@ class Protocol(Generic[S]):
         """Combine two shares of the same instance from disjoint sets of parties."""
         self._check(a)
         self._check(b)
-        if a.n_parties != b.n_parties:
-            raise PartySetError(
-                f"shares disagree on the party count ({a.n_parties} vs {b.n_parties})"
-            )
-        if a.subject != b.subject:
+        self._check_pair(a.n_parties, b.n_parties, a.subject, b.subject, a.parties, b.parties)
+        raw = self._add(a.raw, b.raw)
+        return self.SHARE(self.ctx, raw, a.n_parties, a.parties | b.parties, a.subject)
+
+    def _check_pair(
+        self,
+        n_a: int,
+        n_b: int,
+        subject_a: bytes,
+        subject_b: bytes,
+        parties_a: frozenset[int],
+        parties_b: frozenset[int],
+    ) -> None:
+        """Two shares may be added: the same party count and instance, no party twice."""
+        if n_a != n_b:
+            raise PartySetError(f"shares disagree on the party count ({n_a} vs {n_b})")
+        if subject_a != subject_b:
             raise KeyMismatchError(
                 f"{self.SHARE.__name__}s belong to different protocol instances "
                 "(another ciphertext, key or round)"
             )
-        overlap = a.parties & b.parties
+        overlap = parties_a & parties_b
         if overlap:
             raise PartySetError(f"parties {sorted(overlap)} contributed twice")
-        raw = self._add(a.raw, b.raw)
-        return self.SHARE(self.ctx, raw, a.n_parties, a.parties | b.parties, a.subject)
 
     def aggregate_all(self, shares: list[S]) -> S:
         if not shares:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from phe_fl.errors import KeyMismatchError, PartySetError, SerializationError
+from phe_fl.errors import KeyMismatchError, SerializationError
 from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Envelope, Kind
@@ -81,16 +81,7 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
         eb = Envelope.unpack(b, self.SHARE.KIND, fp)
         if len(ea.blobs) != 1 or len(eb.blobs) != 1 or not ea.parties or not eb.parties:
             raise SerializationError("decryption share: expected one payload and its parties")
-        if ea.n_parties != eb.n_parties:
-            raise PartySetError(
-                f"shares disagree on the party count ({ea.n_parties} vs {eb.n_parties})"
-            )
-        if ea.subject != eb.subject:
-            raise KeyMismatchError(
-                "DecryptionShares belong to different protocol instances (another ciphertext)"
-            )
-        if ea.parties & eb.parties:
-            raise PartySetError(f"parties {sorted(ea.parties & eb.parties)} contributed twice")
+        self._check_pair(ea.n_parties, eb.n_parties, ea.subject, eb.subject, ea.parties, eb.parties)
         total = _backend.add_payloads("ciphertext", ea.blobs[0], eb.blobs[0], self.ctx.params)
         if total is None:
             return self.aggregate(self.share_from_bytes(a), self.share_from_bytes(b)).to_bytes()
