@@ -329,7 +329,14 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 "activation_degree": args.degree,
                 "activation_bound": args.bound,
                 "feature_clip": args.feature_clip,
+                "dp_noise_multiplier": args.dp_noise_multiplier,
+                "dp_clip": args.dp_clip,
             }
+            if args.dp_sample_rate is not None:
+                raise ParameterError(
+                    "--dp-sample-rate is for fedavg; a DP training samples batch-size rows per "
+                    "node and iteration"
+                )
             options = {k: v for k, v in given.items() if v is not None}
             return TrainingJob(n_features=args.features, params=params, **options)
         elif args.job == "model" and not args.model:
@@ -393,6 +400,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 f"job {job}: {len(model.rounds)} FedAvg rounds of app {args.app!r}"
                 + (f", last loss {last.loss:.4f} over {last.examples} examples" if last else "")
             )
+            if model.dp_epsilon:
+                print(
+                    f"differentially private: epsilon {model.dp_epsilon:.3g}, "
+                    f"delta {model.dp_delta:g}"
+                )
             if model.parameters is None:
                 print("the root keeps the model (its release_fedavg_model = false)")
             elif args.output:
@@ -424,6 +436,9 @@ def _fedavg_spec(args: argparse.Namespace) -> Any:
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "seed": args.seed,
+        "dp_noise_multiplier": args.dp_noise_multiplier,
+        "dp_clip": args.dp_clip,
+        "dp_sample_rate": args.dp_sample_rate,
     }
     return FedAvgSpec(args.app, **{k: v for k, v in given.items() if v is not None})
 
@@ -867,6 +882,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     query.add_argument(
         "--output", default="", help="fedavg: save the final model (.npz, or .pt for torch)"
+    )
+    query.add_argument(
+        "--dp-noise-multiplier",
+        type=_positive_float,
+        help="train, fedavg: differentially private training with this noise multiplier "
+        "sigma (Gaussian noise sigma * C on each batch's sum, added in shares under encryption)",
+    )
+    query.add_argument(
+        "--dp-clip",
+        type=_positive_float,
+        help="train: bound on each row's L2 norm; fedavg: on each example's gradient (1)",
+    )
+    query.add_argument(
+        "--dp-sample-rate",
+        type=_positive_float,
+        help="fedavg with DP: each row joins a round's batch with this probability",
     )
     query.add_argument("-v", "--verbose", action="store_true", help="per-node time and bytes")
     query.add_argument(

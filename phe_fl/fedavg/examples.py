@@ -287,6 +287,14 @@ class TorchApp:
         model.to(home)
         return FitResult(examples=n, loss=epoch_loss)
 
+    def examples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This site's training rows and labels (a differentially private job's DP step)."""
+        return self.x_train, self.y_train
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy, the loss ``fit`` trains."""
+        return nn.functional.cross_entropy(outputs, targets)
+
     def evaluate(self, model: nn.Module) -> EvalResult:
         """Mean cross-entropy and accuracy on this site's test rows."""
         n = len(self.y_test)

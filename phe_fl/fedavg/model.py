@@ -26,6 +26,8 @@ class FedAvgModel:
     layout: Layout
     parameters: Vector | None  # None: the root's policy keeps the model
     rounds: tuple[RoundSummary, ...]
+    dp_epsilon: float = 0.0  # a differentially private job's spending (0: not DP)
+    dp_delta: float = 0.0
 
     def _values(self) -> Vector:
         if self.parameters is None:

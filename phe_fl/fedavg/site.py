@@ -17,6 +17,7 @@ import numpy as np
 
 from phe_fl.errors import AppError, ConfigError, JobStateError, ProtocolError
 from phe_fl.fedavg.app import App, FitConfig, FitResult, load_app
+from phe_fl.fedavg.dp import check_dp_app, dp_update
 from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import Layout, TensorSpec, Vector, check_update, values_digest
 
@@ -106,16 +107,26 @@ class _Job:
     app: App
     model: torch.nn.Module
     layout: Layout
+    dp_seed: int | None = None  # the node's secret sampling and noise seed (DP jobs)
     global_round: int = 0
     global_values: Vector = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
 class Site:
     """This node's apps (``[fedavg] apps``: name -> ``module:attribute``, built with
-    ``options``) and its running FedAvg jobs."""
+    ``options``) and its running FedAvg jobs; ``n_parties`` (the federation's) sizes a DP
+    job's noise share."""
 
-    def __init__(self, node_id: str, apps: Mapping[str, str], options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        apps: Mapping[str, str],
+        options: Mapping[str, Any],
+        *,
+        n_parties: int = 1,
+    ) -> None:
         self.node_id = node_id
+        self.n_parties = n_parties
         self.apps = dict(apps)
         self.options = dict(options)
         self._built: dict[str, App] = {}
@@ -137,19 +148,25 @@ class Site:
                 raise AppError(f"node {self.node_id}: {exc}") from None
         return self._built[name]
 
-    def prepare(self, job_id: str, spec: FedAvgSpec) -> Layout:
-        """Load the job's app and build its model (again after a restart): its layout."""
+    def prepare(self, job_id: str, spec: FedAvgSpec, *, dp_seed: int | None = None) -> Layout:
+        """Load the job's app and build its model (again after a restart): its layout. A
+        differentially private job needs the node's secret ``dp_seed`` (kept by the caller,
+        so that a restarted node draws the same batches and noise)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None and job.spec == spec:
+            if job is not None and job.spec == spec and job.dp_seed == dp_seed:
                 return job.layout
             app = self._app(spec.app)
             who = f"node {self.node_id}, app {spec.app!r}"
+            if spec.dp:
+                check_dp_app(app, who)
+                if dp_seed is None:
+                    raise JobStateError(f"{who}: a differentially private job needs a DP seed")
             model = _build_model(app, spec, who)
             layout = layout_of(model)
             if layout.size == 0:
                 raise AppError(f"{who}: the model has no floating-point parameters")
-            self._jobs[job_id] = _Job(spec, app, model, layout)
+            self._jobs[job_id] = _Job(spec, app, model, layout, dp_seed)
             return layout
 
     def job(self, job_id: str) -> _Job:
@@ -192,21 +209,47 @@ class Site:
                 "from the ones the root sent)"
             )
         spec = job.spec
-        config = FitConfig(round_, spec.epochs, spec.batch_size, spec.learning_rate, spec.seed)
         try:
             load_into(job.model, job.layout, job.global_values)
-            try:
-                result = job.app.fit(job.model, config)
-            except Exception as exc:  # noqa: BLE001 - the site's code: name it
-                raise AppError(f"{who}: fit() failed: {type(exc).__name__}: {exc}") from None
-            if not isinstance(result, FitResult) or result.examples < 1:
-                raise AppError(
-                    f"{who}: fit() must return a FitResult with examples >= 1, got {result!r}"
-                )
-            _check_layout(job.model, job.layout, who)
-            update = flatten(job.model, job.layout) - job.global_values
+            if spec.dp:
+                update, result = self._dp_step(job, round_, who)
+            else:
+                update, result = self._local_training(job, round_, who)
             check_update(update, job.layout, who)
         except BaseException:
             job.model = _build_model(job.app, spec, who)  # what fit left may not be the job's
             raise
         return update.astype(np.float32), result
+
+    @staticmethod
+    def _local_training(job: _Job, round_: int, who: str) -> tuple[Vector, FitResult]:
+        """The app's own ``fit``: the update is what it changed."""
+        spec = job.spec
+        config = FitConfig(round_, spec.epochs, spec.batch_size, spec.learning_rate, spec.seed)
+        try:
+            result = job.app.fit(job.model, config)
+        except Exception as exc:  # noqa: BLE001 - the site's code: name it
+            raise AppError(f"{who}: fit() failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(result, FitResult) or result.examples < 1:
+            raise AppError(
+                f"{who}: fit() must return a FitResult with examples >= 1, got {result!r}"
+            )
+        _check_layout(job.model, job.layout, who)
+        return flatten(job.model, job.layout) - job.global_values, result
+
+    def _dp_step(self, job: _Job, round_: int, who: str) -> tuple[Vector, FitResult]:
+        """One DP-SGD step at the global parameters (:mod:`phe_fl.fedavg.dp`); the batch
+        loss is not released."""
+        assert job.dp_seed is not None  # prepare() refuses a DP job without one
+        app = check_dp_app(job.app, who)
+        update, rows = dp_update(
+            app,
+            job.model,
+            job.layout,
+            job.spec,
+            round_,
+            seed=job.dp_seed,
+            n_parties=self.n_parties,
+            who=who,
+        )
+        return update, FitResult(examples=rows, loss=0.0)

@@ -24,13 +24,24 @@ class TwinRound:
 
 
 def plain_fedavg(
-    sites: Sequence[Site], spec: FedAvgSpec, *, job_id: str = "twin"
+    sites: Sequence[Site],
+    spec: FedAvgSpec,
+    *,
+    job_id: str = "twin",
+    dp_seeds: Sequence[int] | None = None,
 ) -> tuple[Layout, list[TwinRound]]:
     """``spec.rounds`` rounds of FedAvg in the clear; the first site's fresh model is the
-    first global model (as the root's is)."""
-    layout = sites[0].prepare(job_id, spec)
-    for site in sites[1:]:
-        if site.prepare(job_id, spec).digest() != layout.digest():
+    first global model (as the root's is). A differentially private ``spec`` needs one
+    ``dp_seeds`` entry per site (a node's secret seed; the twin draws what a node with
+    that seed draws) and sites built with ``n_parties = len(sites)``."""
+    if spec.dp and (dp_seeds is None or len(dp_seeds) != len(sites)):
+        raise ValueError(f"a DP job needs {len(sites)} dp_seeds, one per site")
+    if spec.dp and any(site.n_parties != len(sites) for site in sites):
+        raise ValueError(f"a DP job's sites must be built with n_parties={len(sites)}")
+    seeds = list(dp_seeds) if spec.dp and dp_seeds is not None else [None] * len(sites)
+    layout = sites[0].prepare(job_id, spec, dp_seed=seeds[0])
+    for site, seed in zip(sites[1:], seeds[1:], strict=True):
+        if site.prepare(job_id, spec, dp_seed=seed).digest() != layout.digest():
             raise ValueError(f"site {site.node_id} builds another model")
     global_values = sites[0].initial(job_id)
     rounds = []

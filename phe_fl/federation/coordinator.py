@@ -16,6 +16,7 @@ models and their standardization, and each training's checkpoint after every ite
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import threading
 import time
@@ -229,29 +230,20 @@ class Coordinator:
     def privacy_spent(self) -> float:
         return float((self.store.get("root", "privacy") or {}).get("spent", 0.0))
 
-    def start_dp_training(
-        self,
-        run: Run,
-        spec: TrainingJob,
-        prep: m.PrepareTrainingResponse,
-        checkpoint: dict[str, Any],
-    ) -> None:
-        """Decide (the policy, audited) whether ``spec`` may spend its epsilon of the
-        federation's budget; if so, record the spending and the training's first
-        checkpoint in one transaction (a restart neither spends twice nor trains unpaid)."""
+    def start_checkpointed(self, run: Run, epsilon: float, checkpoint: dict[str, Any]) -> None:
+        """Decide (the policy, audited) whether a training that spends ``epsilon`` of the
+        federation's budget (infinite: not differentially private) may run; if so, record
+        the spending and the training's first checkpoint in one transaction (a restart
+        neither spends twice nor trains unpaid)."""
         policy = self.member.config.policy
-        epsilon = float("inf")
-        if spec.dp_noise_multiplier > 0:
-            from phe_fl.privacy.accounting import job_epsilon
-
-            epsilon = job_epsilon(spec, prep.global_batch, prep.total_rows, policy.dp_delta)
+        dp = math.isfinite(epsilon)
         with self._lock:
             spent = self.privacy_spent()
             decision = decide_privacy_budget(
                 self.id, policy, run.job_id, run.querier, epsilon, spent, audit=self.member.audit
             )
-            checkpoint["dp_epsilon"] = epsilon if spec.dp_noise_multiplier > 0 else 0.0
-            checkpoint["dp_delta"] = policy.dp_delta if spec.dp_noise_multiplier > 0 else 0.0
+            checkpoint["dp_epsilon"] = epsilon if dp else 0.0
+            checkpoint["dp_delta"] = policy.dp_delta if dp else 0.0
             with self.store.transaction():
                 if decision is not None:
                     self.store.put("root", "privacy", {"spent": spent + epsilon})
@@ -491,7 +483,13 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
         }
         # PREPARE first: it tells the batch and rows a DP job's epsilon depends on
         prepared = c.round(run, m.PrepareTrainingRequest(spec, std), m.Stage.VALIDATE_SHARDS)
-        c.start_dp_training(run, spec, prepared, checkpoint)
+        epsilon = math.inf
+        if spec.dp:
+            from phe_fl.privacy.accounting import job_epsilon
+
+            delta = c.member.config.policy.dp_delta
+            epsilon = job_epsilon(spec, prepared.global_batch, prepared.total_rows, delta)
+        c.start_checkpointed(run, epsilon, checkpoint)
     resumes = 0
     while True:
         try:
@@ -680,7 +678,7 @@ def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
         global_values = c.member.fedavg.initial(run.job_id)
         checkpoint = {"round": 0, "rounds": []}
         c.store.put_blob(f"checkpoint-{run.job_id}-global", global_values.astype("<f4").tobytes())
-        c.store.put("checkpoints", run.job_id, checkpoint)
+        c.start_checkpointed(run, spec.epsilon(c.member.config.policy.dp_delta), checkpoint)
     else:
         data = _blob(c, f"checkpoint-{run.job_id}-global")
         global_values = np.frombuffer(data, dtype="<f4").astype(np.float32)
@@ -715,7 +713,8 @@ def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
     release = c.member.config.policy.release_fedavg_model
     params = global_values.astype("<f4").tobytes() if release else b""
     c.store.put_blob(f"fedavg-model-{run.job_id}", global_values.astype("<f4").tobytes())
-    return m.FedAvgResult(run.job_id, tensors, params, tuple(rounds))
+    dp = float(checkpoint.get("dp_epsilon", 0.0)), float(checkpoint.get("dp_delta", 0.0))
+    return m.FedAvgResult(run.job_id, tensors, params, tuple(rounds), *dp)
 
 
 def _require_everyone(c: Coordinator, contributors: Sequence[str], what: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ before); older updates' ciphertexts are gone from every honest node."""
 class _Job:
     tracker: Tracker
     spec: FedAvgSpec | None = None
+    dp_seed: int | None = None  # secret: drawn at PREPARE of a DP job, never logged
     # round -> SHA-256 of individual (not whole-federation) ciphertexts
     individual: dict[int, set[str]] = field(default_factory=dict)
     # round -> chunks this node encrypted its own update into
@@ -56,6 +58,7 @@ class _Job:
         return {
             "state": self.tracker.state,
             "spec": None if self.spec is None else dataclasses.asdict(self.spec),
+            "dp_seed": None if self.dp_seed is None else f"{self.dp_seed:x}",
             "individual": {str(r): sorted(d) for r, d in self.individual.items()},
             "contributed": {str(r): sorted(c) for r, c in self.contributed.items()},
             "released": self.released,
@@ -72,12 +75,16 @@ class FedAvgParty:
         self.threads = config.fedavg.threads
         self.store = store
         self.ctx = ctx
-        self.site = Site(config.id, config.fedavg.apps, config.fedavg.options)
+        self.site = Site(
+            config.id, config.fedavg.apps, config.fedavg.options, n_parties=config.n_parties
+        )
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         for job_id, r in store.items("fedavg"):
             job = _Job(Tracker(FEDAVG, f"{job_id!r} on node {self.node_id}", state=r["state"]))
             job.spec = None if r["spec"] is None else FedAvgSpec(**r["spec"])
+            seed = r.get("dp_seed")
+            job.dp_seed = None if seed is None else int(seed, 16)
             job.individual = {int(k): set(v) for k, v in r["individual"].items()}
             job.contributed = {int(k): set(v) for k, v in r["contributed"].items()}
             job.released = dict(r["released"])
@@ -97,16 +104,22 @@ class FedAvgParty:
 
     def _prepared(self, job_id: str) -> FedAvgSpec:
         """The job's spec, its app loaded again if this node restarted since PREPARE."""
-        spec = self.job(job_id).spec
-        if spec is None:
+        job = self.job(job_id)
+        if job.spec is None:
             raise JobStateError(f"FedAvg job {job_id!r} is not prepared on node {self.node_id}")
-        self.site.prepare(job_id, spec)
-        return spec
+        self.site.prepare(job_id, job.spec, dp_seed=job.dp_seed)
+        return job.spec
 
     # -- the steps ------------------------------------------------------------------------------
     def prepare(self, job_id: str, spec: FedAvgSpec) -> Layout:
-        layout = self.site.prepare(job_id, spec)
-        self.job(job_id).spec = spec
+        """Load the app; a DP job's secret seed is drawn once (kept with the job's record,
+        so that every retry of a round draws the same batch and noise)."""
+        job = self.job(job_id)
+        seed = job.dp_seed
+        if spec.dp and seed is None:
+            seed = secrets.randbits(128)
+        layout = self.site.prepare(job_id, spec, dp_seed=seed if spec.dp else None)
+        job.spec, job.dp_seed = spec, seed if spec.dp else None
         return layout
 
     def layout(self, job_id: str) -> Layout:

@@ -732,6 +732,8 @@ class FedAvgResult:
     tensors: tuple[TensorSpec, ...]
     parameters: bytes  # float32 little-endian; empty: the root keeps the model
     rounds: tuple[RoundSummary, ...] = ()
+    dp_epsilon: float = 0.0  # differentially private jobs: what the job spent, at dp_delta
+    dp_delta: float = 0.0
 
 
 @dataclass(frozen=True)

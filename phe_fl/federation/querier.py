@@ -242,7 +242,9 @@ class Querier:
                 raise ProtocolError(
                     f"the root sent {values.size} parameters for a model of {layout.size}"
                 )
-        return FedAvgModel(result.model_id, layout, values, result.rounds)
+        return FedAvgModel(
+            result.model_id, layout, values, result.rounds, result.dp_epsilon, result.dp_delta
+        )
 
     def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:
         """A trained model's public description (its job and standardization), so that a

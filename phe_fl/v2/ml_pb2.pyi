@@ -73,20 +73,26 @@ class Standardization(_message.Message):
     def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FedAvgSpec(_message.Message):
-    __slots__ = ("app", "rounds", "epochs", "batch_size", "learning_rate", "seed")
+    __slots__ = ("app", "rounds", "epochs", "batch_size", "learning_rate", "seed", "dp_noise_multiplier", "dp_clip", "dp_sample_rate")
     APP_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    DP_CLIP_FIELD_NUMBER: _ClassVar[int]
+    DP_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     app: str
     rounds: int
     epochs: int
     batch_size: int
     learning_rate: float
     seed: int
-    def __init__(self, app: _Optional[str] = ..., rounds: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    dp_noise_multiplier: float
+    dp_clip: float
+    dp_sample_rate: float
+    def __init__(self, app: _Optional[str] = ..., rounds: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clip: _Optional[float] = ..., dp_sample_rate: _Optional[float] = ...) -> None: ...
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "shape")

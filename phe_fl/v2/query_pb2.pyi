@@ -357,16 +357,20 @@ class FedAvgJob(_message.Message):
     def __init__(self, spec: _Optional[_Union[_ml_pb2.FedAvgSpec, _Mapping]] = ...) -> None: ...
 
 class FedAvgResult(_message.Message):
-    __slots__ = ("model_id", "tensors", "parameters", "rounds")
+    __slots__ = ("model_id", "tensors", "parameters", "rounds", "dp_epsilon", "dp_delta")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DP_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DP_DELTA_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[_ml_pb2.TensorSpec]
     parameters: bytes
     rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
-    def __init__(self, model_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_ml_pb2.TensorSpec, _Mapping]]] = ..., parameters: _Optional[bytes] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ...) -> None: ...
+    dp_epsilon: float
+    dp_delta: float
+    def __init__(self, model_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[_ml_pb2.TensorSpec, _Mapping]]] = ..., parameters: _Optional[bytes] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class ProgressEvent(_message.Message):
     __slots__ = ("stage", "seconds", "iteration", "iterations", "index", "count", "nodes", "summary", "round")

@@ -22,7 +22,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from phe_fl.errors import PeerError  # noqa: E402
+from phe_fl.errors import PeerError, PolicyError  # noqa: E402
 from phe_fl.fedavg import FedAvgSpec, examples  # noqa: E402
 from phe_fl.fedavg.packing import Layout, release_decimals  # noqa: E402
 from phe_fl.fedavg.site import Site, load_into  # noqa: E402
@@ -215,6 +215,15 @@ def test_the_cli_runs_fedavg_and_saves_the_model(harness: Harness, tmp_path: Pat
     bad = [*argv[:-2], "--output", str(tmp_path / "model.txt")]
     refused = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode != 0 and "save a FedAvg model as .npz or .pt" in refused.stderr
+    dp = [*argv[:-4], "--rounds", "1", "--job-id", "fedavg-cli-dp", "--dp-noise-multiplier", "2"]
+    refused = subprocess.run(dp, capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode != 0 and "dp_sample_rate: a differentially private" in refused.stderr
+    done = subprocess.run(
+        [*dp, "--dp-sample-rate", "0.5"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    epsilon = FedAvgSpec("digits", rounds=1, dp_noise_multiplier=2.0, dp_sample_rate=0.5)
+    assert f"differentially private: epsilon {epsilon.epsilon(1e-5):.3g}" in done.stdout
 
 
 def test_the_root_keeps_the_model_when_its_policy_says_so(harness: Harness) -> None:
@@ -232,6 +241,53 @@ def test_the_root_keeps_the_model_when_its_policy_says_so(harness: Harness) -> N
     assert result.parameters == b"" and len(result.rounds) == 1
     kept = harness.coordinator.store.get_blob("fedavg-model-fedavg-kept")
     assert kept is not None and len(kept) == 4 * Layout(result.tensors).size
+
+
+def test_a_dp_job_adds_the_noise_under_encryption_and_spends_the_budget(
+    harness: Harness,
+) -> None:
+    """A differentially private round over the nodes is the DP-SGD step of the twin plus
+    Gaussian noise whose shares, one per node, sum to sigma * C (not N times that, not one
+    node's share): the decrypted model minus the twin's step without noise has that spread.
+    The root's budget refuses a job without DP and one that needs more than is left."""
+    member = harness.coordinator.member
+    config = member.config
+    budget = 40.0
+    member.config = dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, dp_epsilon=budget)
+    )
+    spec = FedAvgSpec(
+        "digits", rounds=1, learning_rate=0.5, dp_noise_multiplier=1.0, dp_sample_rate=1.0
+    )
+    spent_before = harness.coordinator.privacy_spent()
+    try:
+        with pytest.raises(PolicyError, match="not differentially private"):
+            harness.run("fedavg-no-dp", m.FedAvgJob(FedAvgSpec("digits", rounds=1)))
+        result = harness.run("fedavg-dp", m.FedAvgJob(spec))
+        greedy = dataclasses.replace(spec, rounds=50, dp_noise_multiplier=0.3)
+        with pytest.raises(PolicyError, match="exceeds the .* left of the budget"):
+            harness.run("fedavg-dp-greedy", m.FedAvgJob(greedy))
+    finally:
+        member.config = config
+    assert isinstance(result, m.FedAvgResult)
+    epsilon = spec.epsilon(config.policy.dp_delta)
+    assert result.dp_epsilon == pytest.approx(epsilon) and result.dp_delta == 1e-5
+    assert harness.coordinator.privacy_spent() == pytest.approx(spent_before + epsilon)
+    quiet = dataclasses.replace(spec, dp_noise_multiplier=1e-12)
+    sites = [
+        Site(f"twin-{i}", {"digits": EXAMPLE}, {"shard": i, "shards": N, "threads": 1}, n_parties=N)
+        for i in range(N)
+    ]
+    _, twin = plain_fedavg(sites, quiet, dp_seeds=[1, 2, 3])  # q = 1: every row, any seed
+    got = np.frombuffer(result.parameters, dtype="<f4").astype(np.float64)
+    noise = got - twin[0].global_values
+    total = twin[0].examples
+    assert result.rounds[0].examples == total and result.rounds[0].loss == 0.0
+    expected = spec.learning_rate * spec.dp_noise_multiplier * spec.dp_clip / total
+    assert float(np.std(noise)) == pytest.approx(expected, rel=0.1)
+    assert abs(float(np.mean(noise))) < 4 * expected / np.sqrt(noise.size)
+    audit = (harness.workdir / "state" / "node-0" / "audit.jsonl").read_text()
+    assert audit.count('"step":"dp_budget"') >= 3
 
 
 @pytest.mark.slow
