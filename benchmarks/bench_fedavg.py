@@ -116,20 +116,22 @@ class CollectiveAggregator:
         share_bytes = 0
         mean = np.zeros(chunks * 2 * self.params.slots)
         for j, data in enumerate(sum_bytes):
-            ct = ctx.ciphertext_from_bytes(data)
+            masked = ctx.mask_bytes(data)  # what every party receives: the sum without c0
+            ct = ctx.ciphertext_from_bytes(ctx.unmasked_bytes(masked))
             shares = [party.decryption_share(ct).to_bytes() for party in fed.parties]
             share_bytes = len(shares[0])
             total_share = shares[0]
             for share in shares[1:]:
                 total_share = proto.aggregate_bytes(total_share, share)
-            values = fuse_chunk(ctx, proto.share_from_bytes(total_share), ct, decimals=decimals)
+            values = fuse_chunk(ctx, total_share, data, decimals=decimals)
             mean[j * values.size : (j + 1) * values.size] = values
         decrypt_s = time.perf_counter() - t0
         seconds = time.perf_counter() - t_all
         out = mean[:size].astype(np.float32)
         error = float(np.max(np.abs(out - weighted_mean(updates, weights))))
         up = sum(len(c) for c in sent[0]) + chunks * share_bytes
-        down = 4 * size + sum(len(c) for c in sum_bytes)  # the next global model, the sums
+        # the next global model, and each sum without its c0 (what a party's share needs)
+        down = 4 * size + sum(len(ctx.mask_bytes(c)) for c in sum_bytes)
         detail = {
             "encrypt_s_max_client": max(encrypt_s),
             "server_s": server_s,

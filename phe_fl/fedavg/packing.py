@@ -24,7 +24,6 @@ import numpy.typing as npt
 from phe_fl.errors import AppError, ParameterError, ProtocolError
 from phe_fl.mhe import Ciphertext, Context, JointPublicKey, ParameterSet, ThresholdDecrypt
 from phe_fl.mhe._backend import openfhe_errors
-from phe_fl.mhe.protocols.decryption import DecryptionShare
 
 __all__ = [
     "TensorSpec",
@@ -155,12 +154,10 @@ def encrypt_chunks(
     return parallel(one, range(first, first + count), threads)
 
 
-def fuse_chunk(
-    ctx: Context, share: DecryptionShare, ct: Ciphertext, *, decimals: int
-) -> npt.NDArray[np.float64]:
-    """A complete decryption share of one summed chunk, fused: its ``2 * slots`` reals,
-    rounded to ``decimals``."""
-    z = ThresholdDecrypt(ctx).finalize_slots(share, ct)
+def fuse_chunk(ctx: Context, share: bytes, ct: bytes, *, decimals: int) -> npt.NDArray[np.float64]:
+    """One summed chunk's ``2 * slots`` reals, rounded to ``decimals``, from the complete
+    serialized share of its masked form (the parties shared ``c1`` only) and the sum."""
+    z = ThresholdDecrypt(ctx).fuse_masked(share, ct)
     return np.round(np.concatenate([z.real, z.imag]), decimals)
 
 

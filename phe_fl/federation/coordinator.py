@@ -745,7 +745,6 @@ def _fedavg_round(
     total = n_chunks(global_values.size, params)
     decimals = release_decimals(params, c.member.config.n_parties)
     size = chunk_size(params)
-    proto = ThresholdDecrypt(c.ctx)
     mean_update = np.zeros(total * size, dtype=np.float64)
     t0 = time.perf_counter()
     update_bytes = 0
@@ -762,11 +761,11 @@ def _fedavg_round(
         )
         _require_everyone(c, up.contributors, "sent an update")
         update_bytes += sum(len(x) for x in up.ciphertexts)
-        step = m.FedAvgDecryptRequest(r, first, up.ciphertexts, up.contributors)
+        masked = tuple(c.ctx.mask_bytes(ct) for ct in up.ciphertexts)
+        step = m.FedAvgDecryptRequest(r, first, masked, up.contributors)
         down = c.round(run, step, m.Stage.FEDAVG_AGGREGATE, index=i + 1, count=len(groups), **event)
         for j, (ct_bytes, share_bytes) in enumerate(zip(up.ciphertexts, down.shares, strict=True)):
-            ct = c.ctx.ciphertext_from_bytes(ct_bytes)
-            values = fuse_chunk(c.ctx, proto.share_from_bytes(share_bytes), ct, decimals=decimals)
+            values = fuse_chunk(c.ctx, share_bytes, ct_bytes, decimals=decimals)
             mean_update[(first + j) * size : (first + j + 1) * size] = values
     aggregate_seconds = time.perf_counter() - t0
     new_global = (global_values + mean_update[: global_values.size]).astype(np.float32)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from phe_fl.errors import JobStateError, ProtocolError
+from phe_fl.errors import JobStateError, PheFlError, ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks, n_chunks, parallel
 from phe_fl.fedavg.site import Site
@@ -44,11 +44,11 @@ class _Job:
     tracker: Tracker
     spec: FedAvgSpec | None = None
     dp_seed: int | None = None  # secret: drawn at PREPARE of a DP job, never logged
-    # round -> SHA-256 of individual (not whole-federation) ciphertexts
+    # round -> SHA-256 of individual (not whole-federation) ciphertexts' masked forms
     individual: dict[int, set[str]] = field(default_factory=dict)
     # round -> chunks this node encrypted its own update into
     contributed: dict[int, set[int]] = field(default_factory=dict)
-    # "round:chunk" -> SHA-256 of the one sum released
+    # "round:chunk" -> SHA-256 of the one sum's masked form released
     released: dict[str, str] = field(default_factory=dict)
     # the round's update, weighted by nothing yet: (round, examples, loss)
     fitted: tuple[int, int, float] | None = None
@@ -179,14 +179,15 @@ class FedAvgParty:
 
     def note_individual(self, job_id: str, round_: int, cts: Sequence[bytes]) -> None:
         """Ciphertexts that hold less than every party's update (this node's own, a child's
-        subtree's): never to be decrypted."""
+        subtree's): never to be decrypted, whatever their c0 (the guard compares masked
+        forms, what a decryption share depends on)."""
         digests = self.job(job_id).individual.setdefault(round_, set())
-        digests.update(self._digest(ct) for ct in cts)
+        digests.update(self._digest(self.ctx.mask_bytes(ct)) for ct in cts)
 
     @staticmethod
     def _digest(data: bytes) -> str:
-        """SHA-256 of a ciphertext as it travels: a node compares what it is asked to
-        decrypt with what it sent and received, byte for byte, without parsing it."""
+        """SHA-256 of a masked ciphertext as it travels: a node compares what it is asked
+        to decrypt with what it sent and received, byte for byte."""
         return hashlib.sha256(data).hexdigest()
 
     def decryption_shares(
@@ -194,13 +195,14 @@ class FedAvgParty:
     ) -> list[bytes]:
         """Shares of the sums the guard let through (:meth:`refusal` ran in admit)."""
         job = self.job(job_id)
-        for i, data in enumerate(step.ciphertexts):
+        for i, data in enumerate(step.masked):
             job.released[f"{step.round}:{step.first_chunk + i}"] = self._digest(data)
-        return parallel(
-            lambda data: party.decryption_share(self.ctx.ciphertext_from_bytes(data)).to_bytes(),
-            step.ciphertexts,
-            self.threads,
-        )
+
+        def share(masked: bytes) -> bytes:
+            ct = self.ctx.ciphertext_from_bytes(self.ctx.unmasked_bytes(masked))
+            return party.decryption_share(ct).to_bytes()
+
+        return parallel(share, step.masked, self.threads)
 
     def pairwise(
         self, add: Callable[[bytes, bytes], bytes], a: Sequence[bytes], b: Sequence[bytes]
@@ -225,7 +227,7 @@ class FedAvgParty:
         job = self.job(job_id)
         mine = job.contributed.get(step.round, set())
         individual = job.individual.get(step.round, set())
-        for i, data in enumerate(step.ciphertexts):
+        for i, data in enumerate(step.masked):
             chunk = step.first_chunk + i
             if chunk not in mine:
                 return f"this node encrypted no update into chunk {chunk} of round {step.round}"
@@ -248,7 +250,10 @@ class FedAvgParty:
         ``ct_bytes`` is, if it is one."""
         if not any(job.individual for job in self._jobs.values()):
             return None
-        digest = self._digest(ct_bytes)
+        try:
+            digest = self._digest(self.ctx.mask_bytes(ct_bytes))
+        except PheFlError:  # not a two-element ciphertext: not an update either
+            return None
         for job_id, job in self._jobs.items():
             if any(digest in d for d in job.individual.values()):
                 return job_id

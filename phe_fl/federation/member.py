@@ -502,8 +502,8 @@ def _decryption_shares(mem: Member, r: m.TreeRequest) -> list[bytes]:
 
 def _child_shares(mem: Member, r: m.TreeRequest, res: m.FedAvgDecryptResponse) -> list[bytes]:
     assert isinstance(r.step, m.FedAvgDecryptRequest)
-    if len(res.shares) != len(r.step.ciphertexts):
-        raise ProtocolError(f"{len(res.shares)} shares for {len(r.step.ciphertexts)} ciphertexts")
+    if len(res.shares) != len(r.step.masked):
+        raise ProtocolError(f"{len(res.shares)} shares for {len(r.step.masked)} ciphertexts")
     return list(res.shares)
 
 

@@ -506,9 +506,12 @@ class FedAvgUpdateResponse:
 
 @dataclass(frozen=True)
 class FedAvgDecryptRequest:
+    """Decryption shares of the round's summed chunks, sent without their c0 (the root
+    adds it back): half the bytes, and the guard reads exactly what a share depends on."""
+
     round: int
     first_chunk: int
-    ciphertexts: tuple[bytes, ...]
+    masked: tuple[bytes, ...]
     contributors: tuple[str, ...]
 
 

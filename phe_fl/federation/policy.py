@@ -117,7 +117,7 @@ def _digest(step: m.TreeStep) -> str:
     """sha256 (hex, 32 characters) of the ciphertext(s) a step asks about, if it has any."""
     data = getattr(step, "ciphertext", None) or getattr(step, "weights", None)
     if isinstance(step, m.FedAvgDecryptRequest):
-        data = b"".join(hashlib.sha256(c).digest() for c in step.ciphertexts)
+        data = b"".join(hashlib.sha256(c).digest() for c in step.masked)
     return hashlib.sha256(data).hexdigest()[:32] if isinstance(data, bytes) else ""
 
 

@@ -245,6 +245,10 @@ class _Parser:
         self.first_new: int | None = None
         self.seen: set[str] = set()
         self.regions: list[tuple[int, int]] = []  # (offset of a tower's coefficients, modulus)
+        # masked ciphertexts (:func:`mask_payload`): the first element's coefficients are
+        # absent; ``gaps`` records where they would be
+        self.absent_elements = 0
+        self.gaps: list[int] = []
         self.chain_name = _CHAINS[kind]
         self.chain: list[tuple[int, int]] | None = (
             list(layout.chains[self.chain_name]) if self.chain_name in layout.chains else None
@@ -372,7 +376,11 @@ class _Parser:
             self.expect(self.u8(), 1, "coefficient vector presence")
             self.version("NativeVector")
             self.expect(self.u64(), self.n, "coefficient count")
-            at = self._take(8 * self.n)
+            if self.absent_elements:
+                at = self.pos
+                self.gaps.append(at)
+            else:
+                at = self._take(8 * self.n)
             modulus = self.u64()
             # EVALUATION: every object phe-fl exchanges; OpenFHE's automorphisms and
             # products throw inside OpenMP loops on a tower in COEFFICIENT format.
@@ -399,7 +407,10 @@ class _Parser:
         count = self.u64()
         if not low <= count <= high:
             raise self.fail(f"{count} ring elements (expected {low} to {high})")
-        towers = {self.dcrtpoly(exact) for _ in range(count)}
+        towers = set()
+        for _ in range(count):
+            towers.add(self.dcrtpoly(exact))
+            self.absent_elements = max(0, self.absent_elements - 1)
         if len(towers) != 1:
             raise self.fail("ring elements with different tower counts")
         return count, towers.pop()
@@ -663,6 +674,80 @@ def add_payloads(kind: str, a: bytes, b: bytes, params: ParameterSet) -> bytes |
         previous = at + 8 * n
     if a[previous:] != b[previous:]:
         return None
+    return bytes(out)
+
+
+def mask_payload(data: bytes, params: ParameterSet) -> bytes:
+    """A two-element ciphertext payload without its first element's coefficients (c0):
+    all a decryption share depends on but the lead's c0, at half the bytes. Read strictly
+    first; :func:`unmask_payload` puts zeros back."""
+    reader = _Parser(_layout_for(params), "ciphertext", data)
+    reader.run()
+    reader.check_coefficients()
+    towers = len(reader.regions) // 2
+    if len(reader.regions) != 2 * towers or towers < 1:
+        raise SerializationError("masking a ciphertext: expected two ring elements")
+    out = bytearray()
+    previous = 0
+    for at, _ in reader.regions[:towers]:
+        out += data[previous:at]
+        previous = at + 8 * params.ring_dim
+    out += data[previous:]
+    return bytes(out)
+
+
+def unmask_payload(masked: bytes, params: ParameterSet) -> bytes:
+    """The ciphertext payload of :func:`mask_payload`'s output with c0 all zeros, read
+    strictly (a lead's share of it lacks c0, which the receiver adds back:
+    :func:`add_first_element`)."""
+    layout = _layout_for(params)
+    reader = _Parser(layout, "ciphertext", masked)
+    reader.absent_elements = 1
+    reader.run()
+    if not reader.gaps or len(reader.regions) != 2 * len(reader.gaps):
+        raise SerializationError("invalid masked ciphertext payload: expected two ring elements")
+    zeros = bytes(8 * params.ring_dim)
+    out = bytearray()
+    previous = 0
+    for at in reader.gaps:
+        out += masked[previous:at] + zeros
+        previous = at
+    out += masked[previous:]
+    full = bytes(out)
+    check = _Parser(layout, "ciphertext", full)
+    check.run()
+    check.check_coefficients()
+    return full
+
+
+def add_first_element(target: bytes, source: bytes, params: ParameterSet) -> bytes:
+    """``target`` (a ciphertext-kind payload: a decryption share's partial) with the
+    first ring element of ``source`` (a ciphertext's c0) added to its first element, tower
+    by tower; both read strictly and on the same towers."""
+    layout = _layout_for(params)
+    readers = []
+    for data in (target, source):
+        reader = _Parser(layout, "ciphertext", data)
+        reader.run()
+        reader.check_coefficients()
+        readers.append(reader)
+    rt, rs = readers
+    towers = len(rs.regions) // 2
+    if len(rs.regions) != 2 * towers or [q for _, q in rt.regions] != [
+        q for _, q in rs.regions[:towers]
+    ]:
+        raise SerializationError(
+            f"adding c0 to a share: a share of {len(rt.regions)} towers and a ciphertext of "
+            f"{len(rs.regions)} (two elements of the same towers expected)"
+        )
+    n = params.ring_dim
+    out = bytearray(target)
+    for (at_t, modulus), (at_s, _) in zip(rt.regions, rs.regions[:towers], strict=True):
+        x = np.frombuffer(target, dtype="<u8", count=n, offset=at_t)
+        y = np.frombuffer(source, dtype="<u8", count=n, offset=at_s)
+        total = x + y
+        total -= np.where(total >= np.uint64(modulus), np.uint64(modulus), np.uint64(0))
+        out[at_t : at_t + 8 * n] = total.astype("<u8").tobytes()
     return bytes(out)
 
 

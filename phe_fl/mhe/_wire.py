@@ -49,6 +49,7 @@ class Kind(IntEnum):
     ROTATION_KEYS = 19
     QUERIER_PUBLIC_KEY = 20
     REFRESH_CRP = 21
+    MASKED_CIPHERTEXT = 22  # a ciphertext without c0: what a decryption share needs
     SECRET_SHARE = 32
     QUERIER_SECRET_KEY = 33
 

@@ -247,6 +247,22 @@ class Context:
             return self.add(self.ciphertext_from_bytes(a), self.ciphertext_from_bytes(b)).to_bytes()
         return Envelope(Kind.CIPHERTEXT, fp, blobs=(total,)).pack()
 
+    def mask_bytes(self, data: bytes) -> bytes:
+        """A serialized two-element ciphertext without its c0, serialized: everything a
+        party's decryption share depends on (the lead's c0 is added back by whoever holds
+        the whole ciphertext, :meth:`ThresholdDecrypt.fuse_masked`), at half the bytes."""
+        fp = self.params.fingerprint
+        (payload,) = _single(Envelope.unpack(data, Kind.CIPHERTEXT, fp))
+        masked = _backend.mask_payload(payload, self.params)
+        return Envelope(Kind.MASKED_CIPHERTEXT, fp, blobs=(masked,)).pack()
+
+    def unmasked_bytes(self, masked: bytes) -> bytes:
+        """The serialized ciphertext ``(0, c1)`` of a masked one (read strictly)."""
+        fp = self.params.fingerprint
+        (payload,) = _single(Envelope.unpack(masked, Kind.MASKED_CIPHERTEXT, fp))
+        full = _backend.unmask_payload(payload, self.params)
+        return Envelope(Kind.CIPHERTEXT, fp, blobs=(full,)).pack()
+
     def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         self._pair(a, b)
         with openfhe_errors("subtraction"):

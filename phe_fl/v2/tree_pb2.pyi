@@ -436,16 +436,16 @@ class FedAvgUpdateResponse(_message.Message):
     def __init__(self, ciphertexts: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FedAvgDecryptRequest(_message.Message):
-    __slots__ = ("round", "first_chunk", "ciphertexts", "contributors")
+    __slots__ = ("round", "first_chunk", "masked", "contributors")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     FIRST_CHUNK_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     round: int
     first_chunk: int
-    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    masked: _containers.RepeatedScalarFieldContainer[bytes]
     contributors: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, round: _Optional[int] = ..., first_chunk: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, round: _Optional[int] = ..., first_chunk: _Optional[int] = ..., masked: _Optional[_Iterable[bytes]] = ..., contributors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FedAvgDecryptResponse(_message.Message):
     __slots__ = ("shares",)

@@ -149,14 +149,15 @@ def test_no_node_decrypts_a_single_partys_update(harness: Harness, trained: m.Fe
     assert isinstance(own.result, m.FedAvgUpdateResponse)
     assert own.result.contributors == ("node-1",)
     everyone = ("node-0", "node-1", "node-2")
-    crafted = m.FedAvgDecryptRequest(last, 0, own.result.ciphertexts, everyone)
+    masked = tuple(harness.coordinator.ctx.mask_bytes(ct) for ct in own.result.ciphertexts)
+    crafted = m.FedAvgDecryptRequest(last, 0, masked, everyone)
     for child, reason in (
         ("node-1", "is an individual update"),
         ("node-2", "was decrypted already for another ciphertext"),
     ):
         with pytest.raises(PeerError, match=f"PERMISSION_DENIED.*{reason}"):
             harness.ask(child, "fedavg-1", crafted)
-    alone = m.FedAvgDecryptRequest(last, 0, own.result.ciphertexts, ("node-1",))
+    alone = m.FedAvgDecryptRequest(last, 0, masked, ("node-1",))
     for child in ("node-1", "node-2"):
         with pytest.raises(PeerError, match="PERMISSION_DENIED.*1 distinct nodes, not of all 3"):
             harness.ask(child, "fedavg-1", alone)

@@ -42,24 +42,30 @@ def _trained(party: FedAvgParty, fed: LocalFederation, round_: int) -> list[byte
     return party.encrypt(JOB, step, fed.joint_key)
 
 
+def _masked(fed: LocalFederation, cts: list[bytes]) -> tuple[bytes, ...]:
+    return tuple(fed.ctx.mask_bytes(ct) for ct in cts)
+
+
 def test_the_guard_refuses_all_but_the_sum_and_remembers_it(
     tmp_path: Path, fed: LocalFederation
 ) -> None:
     party = _party(tmp_path, fed)
     own = _trained(party, fed, 1)
     others = [fed.ctx.encrypt(np.full(10, 0.02), fed.joint_key).to_bytes() for _ in range(2)]
-    total = fed.ctx.add_bytes(fed.ctx.add_bytes(own[0], others[0]), others[1])
+    total = fed.ctx.mask_bytes(fed.ctx.add_bytes(fed.ctx.add_bytes(own[0], others[0]), others[1]))
     assert party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE)) is None
     party.decryption_shares(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE), fed.parties[1])
     party.save(JOB)
 
     cases = {
-        "is an individual update": m.FedAvgDecryptRequest(1, 0, tuple(own), EVERYONE),
+        "is an individual update": m.FedAvgDecryptRequest(1, 0, _masked(fed, own), EVERYONE),
         "not of all 3": m.FedAvgDecryptRequest(1, 0, (total,), ("node-1", "node-2")),
         "does not hold this node's": m.FedAvgDecryptRequest(1, 0, (total,), ("a", "b", "c")),
         "no update into chunk 1": m.FedAvgDecryptRequest(1, 1, (total,), EVERYONE),
         "no update into chunk 0 of round 2": m.FedAvgDecryptRequest(2, 0, (total,), EVERYONE),
-        "decrypted already for another": m.FedAvgDecryptRequest(1, 0, (others[0],), EVERYONE),
+        "decrypted already for another": m.FedAvgDecryptRequest(
+            1, 0, _masked(fed, others[:1]), EVERYONE
+        ),
     }
     restarted = _party(tmp_path, fed)  # the same state dir: what the node had committed
     for node in (party, restarted):
@@ -68,7 +74,7 @@ def test_the_guard_refuses_all_but_the_sum_and_remembers_it(
             assert refusal is not None and why in refusal, (why, refusal)
         assert node.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE)) is None
         assert node.individual_update(own[0]) == JOB
-        assert node.individual_update(total) is None
+        assert node.individual_update(others[0]) is None
 
 
 def test_old_rounds_are_forgotten_and_then_refused(tmp_path: Path, fed: LocalFederation) -> None:
@@ -78,5 +84,37 @@ def test_old_rounds_are_forgotten_and_then_refused(tmp_path: Path, fed: LocalFed
         _trained(party, fed, r)
     job = party.job(JOB)
     assert sorted(job.contributed) == [2, 3] and sorted(job.individual) == [2, 3]
-    refusal = party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, tuple(first), EVERYONE))
+    refusal = party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, _masked(fed, first), EVERYONE))
     assert refusal is not None and "no update into chunk 0 of round 1" in refusal
+
+
+def _with_other_c0(fed: LocalFederation, ct: bytes) -> bytes:
+    """``ct`` with one coefficient of its c0 changed: another ciphertext to a byte digest,
+    but the same c1, so the same decryption shares."""
+    from phe_fl.mhe import _backend
+    from phe_fl.mhe._wire import Envelope, Kind
+
+    params = fed.ctx.params
+    env = Envelope.unpack(ct, Kind.CIPHERTEXT, params.fingerprint)
+    payload = bytearray(env.blobs[0])
+    reader = _backend._Parser(_backend._layout_for(params), "ciphertext", bytes(payload))
+    reader.run()
+    at, modulus = reader.regions[0]
+    first = int.from_bytes(payload[at : at + 8], "little")
+    payload[at : at + 8] = ((first + 1) % modulus).to_bytes(8, "little")
+    return Envelope(Kind.CIPHERTEXT, params.fingerprint, blobs=(bytes(payload),)).pack()
+
+
+def test_an_individual_update_with_another_c0_is_still_refused(
+    tmp_path: Path, fed: LocalFederation
+) -> None:
+    """A share depends on c1 only: a parent that changes c0 of a party's ciphertext must
+    not get it decrypted (the guard compares masked forms, not whole ciphertexts)."""
+    party = _party(tmp_path, fed)
+    own = _trained(party, fed, 1)
+    altered = _with_other_c0(fed, own[0])
+    assert altered != own[0]
+    fed.ctx.ciphertext_from_bytes(altered)  # still a well-formed ciphertext
+    refusal = party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, _masked(fed, [altered]), EVERYONE))
+    assert refusal is not None and "is an individual update" in refusal
+    assert party.individual_update(altered) == JOB

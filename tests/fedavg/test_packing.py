@@ -64,20 +64,24 @@ def test_updates_sum_encrypted_and_only_the_sum_decrypts(fed: LocalFederation) -
     got = []
     for data_j, reference in zip(total, by_openfhe, strict=True):
         ct = ctx.ciphertext_from_bytes(data_j)
-        shares = [p.decryption_share(ct).to_bytes() for p in fed.parties]
-        share = proto.share_from_bytes(
-            proto.aggregate_bytes(proto.aggregate_bytes(shares[0], shares[1]), shares[2])
-        )
-        values = fuse_chunk(ctx, share, ct, decimals=decimals)
+        masked = ctx.mask_bytes(data_j)  # what the parties get: no c0, half the bytes
+        assert len(data_j) - len(masked) == 8 * INSECURE_TEST.ring_dim  # c0, one tower
+        zeroed = ctx.ciphertext_from_bytes(ctx.unmasked_bytes(masked))
+        shares = [p.decryption_share(zeroed).to_bytes() for p in fed.parties]
+        share = proto.aggregate_bytes(proto.aggregate_bytes(shares[0], shares[1]), shares[2])
+        values = fuse_chunk(ctx, share, data_j, decimals=decimals)
         same = ctx.ciphertext_from_bytes(reference.to_bytes())
         assert ct.content_digest == same.content_digest  # the very ciphertext EvalAdd makes
         got.append(values)
     flat = np.concatenate(got)[:size]
     assert np.max(np.abs(flat - sum(u.astype(np.float64) for u in updates))) < 2e-5
-    first = ctx.ciphertext_from_bytes(total[0])
+    first = ctx.ciphertext_from_bytes(ctx.unmasked_bytes(ctx.mask_bytes(total[0])))
     partial = proto.aggregate_all([p.decryption_share(first) for p in fed.parties[:2]])
     with pytest.raises(Exception, match="lacks parties"):
-        fuse_chunk(ctx, partial, first, decimals=decimals)
+        fuse_chunk(ctx, partial.to_bytes(), total[0], decimals=decimals)
+    whole = proto.aggregate_all([p.decryption_share(first) for p in fed.parties])
+    with pytest.raises(Exception, match="not of this ciphertext's masked form"):
+        fuse_chunk(ctx, whole.to_bytes(), total[1], decimals=decimals)
 
 
 def test_chunk_ranges_are_checked(fed: LocalFederation) -> None:

@@ -974,7 +974,7 @@ class Kit:
             "fedavg_train": lambda: m.FedAvgTrainRequest(1, bytes(32)),
             "fedavg_update": lambda: m.FedAvgUpdateRequest(1, 0, 1, 100),
             "fedavg_decrypt": lambda: m.FedAvgDecryptRequest(
-                1, 0, (self.ct.to_bytes(),), ("node-0", "node-1", "node-2")
+                1, 0, (self.ctx.mask_bytes(self.ct.to_bytes()),), ("node-0", "node-1", "node-2")
             ),
         }
         return steps[name]()

@@ -90,7 +90,7 @@ DIGESTED = {
     "refresh": "ciphertext",
     "gradient": "weights",
     "margin_moment": "weights",
-    "fedavg_decrypt": "ciphertexts",
+    "fedavg_decrypt": "masked",
 }
 POLICIES = [
     Policy(queriers, allow_decryption, release_statistics, release_aggregates=aggregates)

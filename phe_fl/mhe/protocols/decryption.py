@@ -12,7 +12,7 @@ import numpy.typing as npt
 from phe_fl.errors import KeyMismatchError, SerializationError
 from phe_fl.mhe import _backend
 from phe_fl.mhe._backend import openfhe_errors
-from phe_fl.mhe._wire import Envelope, Kind
+from phe_fl.mhe._wire import Envelope, Kind, digest
 from phe_fl.mhe.context import Ciphertext, FloatArray
 from phe_fl.mhe.keys import SecretShare, release
 from phe_fl.mhe.protocols._flooding import flood
@@ -103,12 +103,24 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
             values = values[:length]
         return release(values, self.ctx.params.release_decimals if decimals is None else decimals)
 
-    def finalize_slots(self, share: DecryptionShare, ct: Ciphertext) -> npt.NDArray[np.complex128]:
-        """Fuse a complete share into the ciphertext's complex slots, unrounded (a caller
-        that packs two reals per slot rounds them itself: phe_fl.fedavg.packing)."""
-        self._require_complete(share, ct.digest)
+    def fuse_masked(self, share: bytes, ct: bytes) -> npt.NDArray[np.complex128]:
+        """The complex slots of serialized ciphertext ``ct`` from a complete serialized
+        share of its masked form (``(0, c1)``: every party, the lead included, shared
+        ``c1`` only; :meth:`Context.mask_bytes`): ``ct``'s c0 is added to the share on
+        the bytes, so neither ``ct`` nor the masked form is ever deserialized."""
+        fp = self.ctx.params.fingerprint
+        env = Envelope.unpack(share, self.SHARE.KIND, fp)
+        if len(env.blobs) != 1:
+            raise SerializationError("decryption share: expected one payload")
+        zeroed = self.ctx.unmasked_bytes(self.ctx.mask_bytes(ct))
+        if env.subject != digest(zeroed):
+            raise KeyMismatchError("the decryption share is not of this ciphertext's masked form")
+        payload = Envelope.unpack(ct, Kind.CIPHERTEXT, fp).blobs[0]  # one: mask_bytes read it
+        partial = _backend.add_first_element(env.blobs[0], payload, self.ctx.params)
+        whole = Envelope(self.SHARE.KIND, fp, env.n_parties, env.parties, env.subject, (partial,))
+        complete = self._require_complete(self.share_from_bytes(whole.pack()))
         with openfhe_errors("fusing decryption shares"):
-            pt = self.cc.MultipartyDecryptFusion([share.raw[0]])
+            pt = self.cc.MultipartyDecryptFusion([complete.raw[0]])
         return np.asarray(pt.GetCKKSPackedValue(), dtype=np.complex128)
 
 
