@@ -125,6 +125,14 @@ def dump(obj: Any) -> bytes:
     return bytes(out)
 
 
+# OpenFHE recomputes the CRT tables of the crypto context every serialized object carries
+# (12.7 of the 13.4 ms a ciphertext takes to load at 2^15, whatever its level), then looks
+# the context up among the process's own and keeps the one it finds. phe-fl loads nothing
+# that :func:`check_payload` has not matched, byte for byte, to a context this process
+# generated (whose tables were computed then), so the lookup always succeeds and the
+# recomputed tables are thrown away: skip them (a process-wide OpenFHE switch).
+ofhe.DisablePrecomputeCRTTablesAfterDeserializaton()
+
 LOADERS = {
     "ciphertext": ofhe.DeserializeCiphertextString,
     "public_key": ofhe.DeserializePublicKeyString,
