@@ -649,6 +649,17 @@ def object_bytes(params: ParameterSet) -> dict[str, int]:
     return dict(_layout_for(params).sizes)
 
 
+def _read(kind: str, data: bytes, params: ParameterSet) -> _Parser:
+    """``data`` read strictly as a ``kind`` payload of ``params``, every coefficient
+    reduced: its reader, which knows where each tower's coefficients lie (``regions``).
+    Raises ``_OtherContext`` for an object of another parameter set."""
+    layout = _layout_with_maps(params) if kind == "eval_key_map" else _layout_for(params)
+    reader = _Parser(layout, kind, data)
+    reader.run()
+    reader.check_coefficients()
+    return reader
+
+
 def add_payloads(kind: str, a: bytes, b: bytes, params: ParameterSet) -> bytes | None:
     """``a + b`` computed on the bytes of two well-formed payloads of ``params`` (each
     read strictly, as :func:`check_payload` does): tower by tower, coefficient by
@@ -658,14 +669,7 @@ def add_payloads(kind: str, a: bytes, b: bytes, params: ParameterSet) -> bytes |
     Adding serialized objects skips OpenFHE's deserialization (13 ms a ciphertext at
     2^15, most of it the crypto context, whatever the level), which an inner node would
     otherwise pay for every child's ciphertext."""
-    layout = _layout_for(params)
-    readers = []
-    for data in (a, b):
-        reader = _Parser(layout, kind, data)
-        reader.run()
-        reader.check_coefficients()
-        readers.append(reader)
-    ra, rb = readers
+    ra, rb = _read(kind, a, params), _read(kind, b, params)
     if len(a) != len(b) or ra.regions != rb.regions:
         return None
     n = params.ring_dim
@@ -689,9 +693,7 @@ def mask_payload(data: bytes, params: ParameterSet) -> bytes:
     """A two-element ciphertext payload without its first element's coefficients (c0):
     all a decryption share depends on but the lead's c0, at half the bytes. Read strictly
     first; :func:`unmask_payload` puts zeros back."""
-    reader = _Parser(_layout_for(params), "ciphertext", data)
-    reader.run()
-    reader.check_coefficients()
+    reader = _read("ciphertext", data, params)
     towers = len(reader.regions) // 2
     if len(reader.regions) != 2 * towers or towers < 1:
         raise SerializationError("masking a ciphertext: expected two ring elements")
@@ -708,8 +710,7 @@ def unmask_payload(masked: bytes, params: ParameterSet) -> bytes:
     """The ciphertext payload of :func:`mask_payload`'s output with c0 all zeros, read
     strictly (a lead's share of it lacks c0, which the receiver adds back:
     :func:`add_first_element`)."""
-    layout = _layout_for(params)
-    reader = _Parser(layout, "ciphertext", masked)
+    reader = _Parser(_layout_for(params), "ciphertext", masked)
     reader.absent_elements = 1
     reader.run()
     if not reader.gaps or len(reader.regions) != 2 * len(reader.gaps):
@@ -722,9 +723,7 @@ def unmask_payload(masked: bytes, params: ParameterSet) -> bytes:
         previous = at
     out += masked[previous:]
     full = bytes(out)
-    check = _Parser(layout, "ciphertext", full)
-    check.run()
-    check.check_coefficients()
+    _read("ciphertext", full, params)
     return full
 
 
@@ -732,14 +731,7 @@ def add_first_element(target: bytes, source: bytes, params: ParameterSet) -> byt
     """``target`` (a ciphertext-kind payload: a decryption share's partial) with the
     first ring element of ``source`` (a ciphertext's c0) added to its first element, tower
     by tower; both read strictly and on the same towers."""
-    layout = _layout_for(params)
-    readers = []
-    for data in (target, source):
-        reader = _Parser(layout, "ciphertext", data)
-        reader.run()
-        reader.check_coefficients()
-        readers.append(reader)
-    rt, rs = readers
+    rt, rs = _read("ciphertext", target, params), _read("ciphertext", source, params)
     towers = len(rs.regions) // 2
     if len(rs.regions) != 2 * towers or [q for _, q in rt.regions] != [
         q for _, q in rs.regions[:towers]
@@ -767,13 +759,10 @@ def check_payload(kind: str, data: bytes, params: ParameterSet | None = None) ->
         raise SerializationError(f"unknown payload type {kind!r}")
     candidates = [params] if params is not None else list(_params_by_fp.values())
     for p in candidates:
-        layout = _layout_with_maps(p) if kind == "eval_key_map" else _layout_for(p)
-        parser = _Parser(layout, kind, data)
         try:
-            parser.run()
+            _read(kind, data, p)
         except _OtherContext:
             continue  # another parameter set's object: try the next one
-        parser.check_coefficients()
         return
     raise SerializationError(
         f"invalid {kind.replace('_', ' ')} payload: not made with "
