@@ -24,7 +24,12 @@ from phe_fl.fedavg.packing import Layout, TensorSpec, Vector, check_update, valu
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Site", "layout_of", "flatten", "load_into"]
+__all__ = ["Site", "layout_of", "flatten", "load_into", "JOBS_KEPT"]
+
+JOBS_KEPT = 2
+"""Prepared jobs whose model and global parameters a site keeps in memory: no step tells
+a node that a job ended, and the root runs one job at a time. An older job asked again is
+prepared again from its spec (its update and guard record are in the node's store)."""
 
 
 def _torch() -> Any:
@@ -166,7 +171,10 @@ class Site:
             layout = layout_of(model)
             if layout.size == 0:
                 raise AppError(f"{who}: the model has no floating-point parameters")
+            self._jobs.pop(job_id, None)
             self._jobs[job_id] = _Job(spec, app, model, layout, dp_seed)
+            while len(self._jobs) > JOBS_KEPT:  # the oldest job: rebuilt if asked again
+                del self._jobs[next(iter(self._jobs))]
             return layout
 
     def job(self, job_id: str) -> _Job:
