@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from phe_fl.errors import JobStateError, PeerError, ProtocolError
+from phe_fl.errors import JobStateError, PeerError, PolicyError, ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import (
     CHUNKS_PER_STEP,
@@ -673,14 +673,21 @@ def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
     prep = c.round(run, m.FedAvgPrepareRequest(spec), m.Stage.FEDAVG_PREPARE)
     _require_everyone(c, prep.contributors, "prepared")
     layout = c.member.fedavg.layout(run.job_id)
+    # the global model after the last round done: the checkpoint, and the job's model at
+    # the end (kept at the root whatever release_fedavg_model says)
+    model_blob = f"fedavg-model-{run.job_id}"
     checkpoint = c.store.get("checkpoints", run.job_id)
     if checkpoint is None:
         global_values = c.member.fedavg.initial(run.job_id)
         checkpoint = {"round": 0, "rounds": []}
-        c.store.put_blob(f"checkpoint-{run.job_id}-global", global_values.astype("<f4").tobytes())
-        c.start_checkpointed(run, spec.epsilon(c.member.config.policy.dp_delta), checkpoint)
+        c.store.put_blob(model_blob, global_values.astype("<f4").tobytes())
+        try:
+            c.start_checkpointed(run, spec.epsilon(c.member.config.policy.dp_delta), checkpoint)
+        except PolicyError:
+            c.store.delete_blob(model_blob)  # refused by the budget: nothing will train
+            raise
     else:
-        data = _blob(c, f"checkpoint-{run.job_id}-global")
+        data = _blob(c, model_blob)
         global_values = np.frombuffer(data, dtype="<f4").astype(np.float32)
         run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=checkpoint["round"] + 1))
     rounds = [m.RoundSummary(**r) for r in checkpoint["rounds"]]
@@ -694,7 +701,7 @@ def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
             c.resume_after(run, exc, resumes)
             continue
         rounds.append(summary)
-        c.store.put_blob(f"checkpoint-{run.job_id}-global", global_values.astype("<f4").tobytes())
+        c.store.put_blob(model_blob, global_values.astype("<f4").tobytes())
         checkpoint.update(round=r, rounds=[dataclasses.asdict(x) for x in rounds])
         c.store.put("checkpoints", run.job_id, checkpoint)
         if run.job is not None:
@@ -712,7 +719,6 @@ def _fedavg(c: Coordinator, run: Run, job: m.FedAvgJob) -> m.FedAvgResult:
     tensors = layout.tensors
     release = c.member.config.policy.release_fedavg_model
     params = global_values.astype("<f4").tobytes() if release else b""
-    c.store.put_blob(f"fedavg-model-{run.job_id}", global_values.astype("<f4").tobytes())
     dp = float(checkpoint.get("dp_epsilon", 0.0)), float(checkpoint.get("dp_delta", 0.0))
     return m.FedAvgResult(run.job_id, tensors, params, tuple(rounds), *dp)
 

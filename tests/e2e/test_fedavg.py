@@ -274,6 +274,8 @@ def test_a_dp_job_adds_the_noise_under_encryption_and_spends_the_budget(
     epsilon = spec.epsilon(config.policy.dp_delta)
     assert result.dp_epsilon == pytest.approx(epsilon) and result.dp_delta == 1e-5
     assert harness.coordinator.privacy_spent() == pytest.approx(spent_before + epsilon)
+    for refused in ("fedavg-no-dp", "fedavg-dp-greedy"):  # refused before any training
+        assert harness.coordinator.store.get_blob(f"fedavg-model-{refused}") is None
     quiet = dataclasses.replace(spec, dp_noise_multiplier=1e-12)
     sites = [
         Site(f"twin-{i}", {"digits": EXAMPLE}, {"shard": i, "shards": N, "threads": 1}, n_parties=N)
