@@ -8,6 +8,7 @@ shares one OpenFHE context.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import struct
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import openfhe as ofhe
 
 from phe_fl.errors import CryptoError, ParameterError, SerializationError
@@ -749,6 +751,98 @@ def add_first_element(target: bytes, source: bytes, params: ParameterSet) -> byt
         total -= np.where(total >= np.uint64(modulus), np.uint64(modulus), np.uint64(0))
         out[at_t : at_t + 8 * n] = total.astype("<u8").tobytes()
     return bytes(out)
+
+
+# -- ring arithmetic on serialized elements ---------------------------------------------
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One RNS tower of a ring element in EVALUATION form: its modulus, its coefficients
+    and their Shoup factors ``floor(c * 2^64 / q)``, for products by this element."""
+
+    modulus: int
+    values: npt.NDArray[np.uint64] = field(repr=False)  # a secret key's: never printed
+    shoup: npt.NDArray[np.uint64] = field(repr=False)
+
+
+def towers_of(kind: str, payload: bytes, params: ParameterSet) -> list[Tower]:
+    """The towers of the first ring element of a ``kind`` payload (a secret key's)."""
+    reader = _read(kind, payload, params)
+    n = params.ring_dim
+    out = []
+    for at, modulus in reader.regions:
+        values = np.frombuffer(payload, dtype="<u8", count=n, offset=at).astype(np.uint64)
+        shoup = np.array([(v << 64) // modulus for v in values.tolist()], dtype=np.uint64)
+        out.append(Tower(modulus, values, shoup))
+    return out
+
+
+def _mulhi(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """``floor(a * b / 2^64)`` of 64-bit words, from 32-bit halves (numpy has no 128-bit
+    product; its uint64 products wrap, which the halves never do)."""
+    a0, a1 = a & _LOW32, a >> _SHIFT32
+    b0, b1 = b & _LOW32, b >> _SHIFT32
+    low, cross1, cross2 = a0 * b0, a0 * b1, a1 * b0
+    carry = (low >> _SHIFT32) + (cross1 & _LOW32) + (cross2 & _LOW32)
+    high: npt.NDArray[np.uint64] = (
+        a1 * b1 + (cross1 >> _SHIFT32) + (cross2 >> _SHIFT32) + (carry >> _SHIFT32)
+    )
+    return high
+
+
+def mulmod(a: npt.NDArray[np.uint64], b: Tower) -> npt.NDArray[np.uint64]:
+    """``a * b mod q`` coefficient-wise (``a`` reduced, ``q`` below 2^62): Shoup's
+    product, exact (``a*b - floor(a*b'/2^64)*q`` lies in [0, 2q), computed mod 2^64)."""
+    q = np.uint64(b.modulus)
+    r = a * b.values - _mulhi(a, b.shoup) * q
+    reduced: npt.NDArray[np.uint64] = np.where(r >= q, r - q, r)
+    return reduced
+
+
+def partial_payload(
+    ct: bytes, template: bytes, secret: list[Tower], params: ParameterSet, *, lead: bool
+) -> bytes:
+    """A partial decryption of the two-element ciphertext payload ``ct``: ``c1 * s`` tower
+    by tower (``c0 + c1 * s`` for the lead), written over ``template``, a one-element
+    partial of a ciphertext with ``ct``'s towers and metadata (whose coefficients are all
+    replaced). Both read strictly."""
+    rc, rt = _read("ciphertext", ct, params), _read("ciphertext", template, params)
+    towers = len(rt.regions)
+    if len(rc.regions) != 2 * towers or len(secret) < towers:
+        raise SerializationError(
+            f"partial decryption: a ciphertext of {len(rc.regions)} tower regions, a template "
+            f"of {towers} and a key of {len(secret)}"
+        )
+    n = params.ring_dim
+    out = bytearray(template)
+    for j, (at, modulus) in enumerate(rt.regions):
+        (c0_at, q0), (c1_at, q1) = rc.regions[j], rc.regions[towers + j]
+        if not modulus == q0 == q1 == secret[j].modulus:
+            raise SerializationError(f"partial decryption: tower {j} moduli differ")
+        c1 = np.frombuffer(ct, dtype="<u8", count=n, offset=c1_at).astype(np.uint64)
+        part = mulmod(c1, secret[j])
+        if lead:
+            part = part + np.frombuffer(ct, dtype="<u8", count=n, offset=c0_at)
+            q = np.uint64(modulus)
+            part = np.where(part >= q, part - q, part)
+        out[at : at + 8 * n] = part.astype("<u8").tobytes()
+    return bytes(out)
+
+
+def skeleton_digest(kind: str, payload: bytes, params: ParameterSet) -> bytes:
+    """SHA-256 of a payload without its coefficients: its shape and metadata (towers,
+    level, scale, key tag), what two objects share when one can be the other's template."""
+    reader = _read(kind, payload, params)
+    h = hashlib.sha256()
+    previous = 0
+    for at, _ in reader.regions:
+        h.update(payload[previous:at])
+        previous = at + 8 * params.ring_dim
+    h.update(payload[previous:])
+    return h.digest()
 
 
 def check_payload(kind: str, data: bytes, params: ParameterSet | None = None) -> None:

@@ -7,6 +7,7 @@ for storage on their owner's disk.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 import numpy as np
@@ -104,10 +105,22 @@ class SecretShare(_KeyObject):
             raise ParameterError(f"party index {index} outside 0..{n_parties - 1}")
         self.index = index
         self.n_parties = n_parties
+        self._towers: list[_backend.Tower] | None = None
+        self._towers_lock = threading.Lock()
 
     @property
     def is_lead(self) -> bool:
         return self.index == 0
+
+    def towers(self) -> list[_backend.Tower]:
+        """The share's RNS towers with their Shoup factors, for partial decryptions
+        computed on serialized ciphertexts (read once, kept with the share)."""
+        with self._towers_lock:
+            if self._towers is None:
+                self._towers = _backend.towers_of(
+                    "private_key", _backend.dump(self.raw), self.ctx.params
+                )
+            return self._towers
 
     def _envelope(self) -> Envelope:
         return Envelope(
