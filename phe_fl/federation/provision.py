@@ -20,6 +20,10 @@ A federation description (``fed.toml``)::
     allow_decryption = false
     release_statistics = true
 
+    [fedavg]                    # optional: every site's [fedavg] (its FedAvg apps) unless
+    apps = { mlp = "phe_fl.fedavg.examples:fashion_mnist_mlp" }   # a site overrides a key
+    threads = 0
+
     [[site]]
     id = "site-a"
     role = "root"                        # optional check: root, inner or leaf
@@ -38,6 +42,8 @@ A federation description (``fed.toml``)::
     path = "data/site-b.csv"
     [site.policy]
     allow_decryption = false             # overrides the federation's [policy]
+    [site.fedavg]                        # optional: overrides the federation's [fedavg]
+    options = { path = "/data/fashion-mnist" }
 
     [tree]                               # the parent of every site but the root
     site-b = "site-a"
@@ -95,7 +101,7 @@ __all__ = [
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):(?P<port>\d{1,5})$")
 _SITE_ROLES = ("root", "inner", "leaf")
 
-_TOP_KEYS = ("federation", "policy", "site", "tree", "querier")
+_TOP_KEYS = ("federation", "policy", "fedavg", "site", "tree", "querier")
 _FEDERATION_KEYS = ("name", "params", "days")
 _SITE_KEYS = (
     "id",
@@ -108,6 +114,7 @@ _SITE_KEYS = (
     "hosts",
     "data",
     "policy",
+    "fedavg",
     "state",
 )
 _POLICY_KEYS = tuple(SCHEMA["policy"])  # a node's [policy], declared once in config.py
@@ -131,6 +138,7 @@ class Site:
     data: Mapping[str, Any] = field(default_factory=dict)
     policy: Mapping[str, Any] = field(default_factory=dict)
     state: Mapping[str, Any] = field(default_factory=dict)
+    fedavg: Mapping[str, Any] = field(default_factory=dict)  # the node's [fedavg] table
 
     @property
     def role(self) -> str:
@@ -293,6 +301,7 @@ def load_federation(path: Path | str) -> Federation:
         raise ConfigError(f"{path} [[querier]]: duplicate querier ids")
 
     policy = _table(raw, "policy", str(path))
+    fedavg = _table(raw, "fedavg", str(path))
     _refuse_unknown(policy, _POLICY_KEYS, f"{path} [policy]")
 
     sites_raw = _get(raw, "site", list, str(path), [])
@@ -363,6 +372,7 @@ def load_federation(path: Path | str) -> Federation:
             data=_table(s, "data", swhere),
             policy=merged,
             state=_table(s, "state", swhere),
+            fedavg={**fedavg, **_table(s, "fedavg", swhere)},
         )
         declared_role = _get(s, "role", str, swhere, None)
         if declared_role is not None and declared_role not in _SITE_ROLES:
@@ -542,6 +552,8 @@ def _node_toml(fed: Federation, site: Site) -> str:
     ]
     if site.data:
         parts.append(_toml_table("data", site.data))
+    if site.fedavg:
+        parts.append(_toml_table("fedavg", site.fedavg))
     parts += [_toml_table("tls", tls), _toml_table("state", state)]
     parts.append(_toml_table("policy", site.policy))
     return "\n".join(parts)
@@ -620,6 +632,15 @@ def _site_readme(fed: Federation, site: Site, fingerprint: str) -> str:
     lines += [
         f"- Data (`[data]` in `node.toml`): {data}.",
         f"- Policy: {_policy_words(site.policy)}.",
+    ]
+    apps = site.fedavg.get("apps", {})
+    if isinstance(apps, dict) and apps:
+        declared = ", ".join(f"`{name}` (`{entry}`)" for name, entry in apps.items())
+        lines.append(
+            f"- FedAvg apps (`[fedavg]` in `node.toml`): {declared}; they must be importable "
+            "by this node's Python (`pip install 'phe-fl[torch]'` and the app's package)."
+        )
+    lines += [
         "",
         "CA certificate fingerprint (SHA-256):",
         "",

@@ -271,6 +271,35 @@ def test_explicit_parties_and_data_passed_verbatim(tmp_path: Path) -> None:
     assert cfg.data.path == tmp_path / "kits" / "site-b" / "data" / 'site b "1" \u00e9.csv'
 
 
+def test_fedavg_apps_go_into_every_node_toml_and_a_site_may_override_them(
+    tmp_path: Path,
+) -> None:
+    app = "phe_fl.fedavg.examples:digits_mlp"
+    text = DESCRIPTION.replace(
+        "[[site]]",
+        f'[fedavg]\napps = {{{{ digits = "{app}" }}}}\noptions = {{{{ shards = 3 }}}}\n'
+        "threads = 1\n\n[[site]]",
+        1,
+    ).replace(
+        "[site.policy]\nrelease_statistics = false",
+        "[site.policy]\nrelease_statistics = false\n"
+        "[site.fedavg]\noptions = {{ shards = 3, shard = 2 }}",  # DESCRIPTION is formatted
+    )
+    fed = load_federation(write_description(tmp_path, text=text))
+    provision(fed, tmp_path / "kits", tmp_path / "ca")
+    configs = {s: load_node_config(tmp_path / "kits" / s / "node.toml") for s in SITES}
+    assert all(dict(c.fedavg.apps) == {"digits": app} for c in configs.values())
+    assert dict(configs["site-b"].fedavg.options) == {"shards": 3}
+    assert dict(configs["site-c"].fedavg.options) == {"shards": 3, "shard": 2}
+    assert configs["site-a"].fedavg.threads == 1
+    readme = (tmp_path / "kits" / "site-c" / "README.md").read_text()
+    assert f"FedAvg apps (`[fedavg]` in `node.toml`): `digits` (`{app}`)" in readme
+    bad = text.replace("threads = 1", "thread = 1")  # the node's own config check names it
+    fed = load_federation(write_description(tmp_path / "bad", text=bad))
+    with pytest.raises(ConfigError, match="node config would be refused.*thread"):
+        provision(fed, tmp_path / "bad" / "kits", tmp_path / "bad" / "ca")
+
+
 def test_a_data_key_the_node_refuses_stops_provisioning(tmp_path: Path) -> None:
     text = DESCRIPTION.replace('path = "data/site-b.csv"', 'dataset = "x"\npath = "y.csv"')
     fed = load_federation(write_description(tmp_path, text=text))
