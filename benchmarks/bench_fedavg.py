@@ -260,8 +260,15 @@ def _over_nodes(args: argparse.Namespace, app: str) -> SystemResult:
         t0 = time.perf_counter()
         q.setup("keys")
         setup_s = time.perf_counter() - t0
-        q.on_event = events.append
+        arrived: list[float] = []  # when each event reached the querier
+
+        def on_event(ev: m.ProgressEvent) -> None:
+            events.append(ev)
+            arrived.append(time.perf_counter())
+
+        q.on_event = on_event
         spec = FedAvgSpec("bench", args.rounds, args.epochs, args.batch_size, args.lr, args.seed)
+        started = time.perf_counter()
         model = q.fedavg("bench", spec)
         q.close()
     x, y = examples.test_set("fashion_mnist", rows=args.test_rows)
@@ -271,7 +278,11 @@ def _over_nodes(args: argparse.Namespace, app: str) -> SystemResult:
     seconds: list[float] = []
     train: list[float] = []
     current: dict[str, list[float]] = {}
-    for ev in events:
+    # a round's wall time, as the querier sees it: from the previous round's end (round 1:
+    # from the job's start, PREPARE included) to this one's, the global model's way down
+    # included (the root's own round summary counts training and aggregation only)
+    last = started
+    for ev, at in zip(events, arrived, strict=True):
         for s in ev.nodes:
             if s.parent_id:
                 c = current.setdefault(s.node_id, [0.0, 0.0])
@@ -281,7 +292,8 @@ def _over_nodes(args: argparse.Namespace, app: str) -> SystemResult:
             leaves = [v for k, v in current.items()]
             up.append(float(np.mean([v[0] for v in leaves])))
             down.append(float(np.mean([v[1] for v in leaves])))
-            seconds.append(ev.seconds)
+            seconds.append(at - last)
+            last = at
             train.append(ev.round.train_seconds)
             current = {}
     # accuracy after the last round (the querier receives the final model only)
