@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -64,6 +63,9 @@ from phe_fl.privacy.accounting import epsilon_spent, noise_for  # noqa: E402
 from phe_fl.privacy.attacks import audit_split, reference_attack, threshold_attack  # noqa: E402
 from phe_fl.privacy.audit import quiet_training  # noqa: E402
 from phe_fl.privacy.models import GLMTwinModel  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dp_figures import draw_setting, fmt, summary  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "dp"
 DELTA = 1e-5
@@ -154,15 +156,6 @@ def one_row(
             }
         )
 
-    def stat(key: str) -> dict[str, float]:
-        vals = [r[key] for r in per_seed]
-        if not vals:
-            return {"mean": math.nan, "std": math.nan}
-        return {
-            "mean": statistics.fmean(vals),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-        }
-
     keys = ("accuracy", "auc_threshold", "auc_lira", "tpr_at_1pct_lira", "advantage_lira")
     return {
         "setting": setting.name,
@@ -175,14 +168,8 @@ def one_row(
         "iterations": job.iterations,
         "seeds_run": len(per_seed),
         "seeds_stopped_by_margin_check": stopped,
-        **{k: stat(k) for k in keys},
+        **{k: summary(per_seed, k) for k in keys},
     }
-
-
-def fmt(s: dict[str, float], digits: int = 3) -> str:
-    if math.isnan(s["mean"]):
-        return "-"
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -245,35 +232,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     colors = {"standard": "tab:blue", "overfit-prone": "tab:red"}
     for setting in SETTINGS:
         mine = [r for r in rows if r["setting"] == setting.name]
-        dp = [r for r in mine if r["row"].startswith("DP eps")]
-        eps = [r["epsilon"] for r in dp]
-        base = next(r for r in mine if not r["delta"])
         c = colors[setting.name]
-        for ax, key, label in (
-            (axes[0], "accuracy", "accuracy (non-members)"),
-            (axes[1], "auc_lira", "membership AUC (LiRA)"),
-        ):
-            ax.errorbar(
-                eps,
-                [r[key]["mean"] for r in dp],
-                yerr=[r[key]["std"] for r in dp],
-                marker="o",
-                color=c,
-                capsize=3,
-                label=f"{setting.name}, DP",
-            )
-            ax.axhline(base[key]["mean"], color=c, ls="--", lw=1, label=f"{setting.name}, no DP")
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("epsilon (delta 1e-5)")
-            ax.set_ylabel(label)
-        axes[1].plot(
-            eps,
-            [r["auc_threshold"]["mean"] for r in dp],
-            marker="x",
-            ls=":",
-            color=c,
-            label=f"{setting.name}, DP, threshold attack",
-        )
+        dp = draw_setting(axes, mine, setting.name, c)
+        eps = [r["epsilon"] for r in dp]
         controls = []
         for r in dp:
             tag = r["row"].removeprefix("DP eps ")

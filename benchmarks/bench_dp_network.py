@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Mapping
@@ -64,6 +63,9 @@ from phe_fl.fedavg.twin import plain_fedavg  # noqa: E402
 from phe_fl.privacy.accounting import epsilon_spent, noise_for  # noqa: E402
 from phe_fl.privacy.attacks import audit_split, reference_attack, threshold_attack  # noqa: E402
 from phe_fl.privacy.metrics import FloatArray  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dp_figures import draw_setting, fmt, summary  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "dp"
 DELTA = 1e-5
@@ -182,13 +184,6 @@ def one_row(
             }
         )
 
-    def stat(key: str) -> dict[str, float]:
-        vals = [r[key] for r in per_seed]
-        return {
-            "mean": statistics.fmean(vals),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-        }
-
     keys = (
         "accuracy",
         "train_accuracy",
@@ -208,7 +203,7 @@ def one_row(
         "rounds": spec.rounds,
         "local_epochs": spec.epochs,
         "seconds": time.perf_counter() - t0,
-        **{k: stat(k) for k in keys},
+        **{k: summary(per_seed, k) for k in keys},
     }
     print(
         f"{setting.name}, {label}: accuracy {row['accuracy']['mean']:.3f}, "
@@ -217,10 +212,6 @@ def one_row(
         flush=True,
     )
     return row
-
-
-def fmt(s: dict[str, float], digits: int = 3) -> str:
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -283,35 +274,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     colors = {"standard": "tab:blue", "overfit-prone": "tab:red"}
     for setting in SETTINGS:
         mine = [r for r in rows if r["setting"] == setting.name]
-        dp = [r for r in mine if r["delta"] and math.isfinite(r["epsilon"])]
-        base = next(r for r in mine if not r["delta"])
-        eps = [r["epsilon"] for r in dp]
-        c = colors[setting.name]
-        for ax, key, label in (
-            (axes[0], "accuracy", "accuracy (non-members)"),
-            (axes[1], "auc_lira", "membership AUC (LiRA)"),
-        ):
-            ax.errorbar(
-                eps,
-                [r[key]["mean"] for r in dp],
-                yerr=[r[key]["std"] for r in dp],
-                marker="o",
-                color=c,
-                capsize=3,
-                label=f"{setting.name}, DP",
-            )
-            ax.axhline(base[key]["mean"], color=c, ls="--", lw=1, label=f"{setting.name}, no DP")
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("epsilon (delta 1e-5)")
-            ax.set_ylabel(label)
-        axes[1].plot(
-            eps,
-            [r["auc_threshold"]["mean"] for r in dp],
-            marker="x",
-            ls=":",
-            color=c,
-            label=f"{setting.name}, DP, threshold attack",
-        )
+        draw_setting(axes, mine, setting.name, colors[setting.name])
     axes[1].axhline(0.5, color="gray", lw=0.8)
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=7)
