@@ -53,12 +53,16 @@ from fedavg_baselines import (  # noqa: E402
 from phe_fl.fedavg import FitConfig  # noqa: E402
 from phe_fl.fedavg.packing import (  # noqa: E402
     CHUNKS_PER_STEP,
+    add_shares,
+    add_updates,
     encrypt_chunks,
     fuse_chunk,
+    masked,
     n_chunks,
     release_decimals,
+    share_chunk,
 )
-from phe_fl.mhe import ThresholdDecrypt, get_parameter_set  # noqa: E402
+from phe_fl.mhe import get_parameter_set  # noqa: E402
 from phe_fl.mhe.simulation import LocalFederation  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fedavg"
@@ -89,7 +93,7 @@ class CollectiveAggregator:
         total = float(sum(weights))
         chunks = n_chunks(size, self.params)
         decimals = release_decimals(self.params, len(updates))
-        proto = ThresholdDecrypt(ctx)
+        n = len(updates)
         encrypt_s: list[float] = []
         sent: list[list[bytes]] = []
         t_all = time.perf_counter()
@@ -99,30 +103,27 @@ class CollectiveAggregator:
             cts = []
             for first in range(0, chunks, CHUNKS_PER_STEP):
                 count = min(CHUNKS_PER_STEP, chunks - first)
-                cts += [
-                    c.to_bytes() for c in encrypt_chunks(ctx, fed.joint_key, weighted, first, count)
-                ]
+                cts += encrypt_chunks(ctx, fed.joint_key, weighted, first, count, n_parties=n)
             sent.append(cts)
             encrypt_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        sum_bytes = []  # added on their bytes, as the tree's inner nodes and root do
+        sum_bytes = []  # compact forms added on their quotients, as the tree's nodes do
         for j in range(chunks):
             acc = sent[0][j]
             for client in sent[1:]:
-                acc = ctx.add_bytes(acc, client[j])
+                acc = add_updates(ctx, acc, client[j])
             sum_bytes.append(acc)
         server_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         share_bytes = 0
         mean = np.zeros(chunks * 2 * self.params.slots)
         for j, data in enumerate(sum_bytes):
-            masked = ctx.mask_bytes(data)  # what every party receives: the sum without c0
-            ct = ctx.ciphertext_from_bytes(ctx.unmasked_bytes(masked))
-            shares = [party.decryption_share(ct).to_bytes() for party in fed.parties]
+            masked_sum = masked(ctx, data)  # what every party receives: the sum without c0
+            shares = [share_chunk(ctx, party, masked_sum) for party in fed.parties]
             share_bytes = len(shares[0])
             total_share = shares[0]
             for share in shares[1:]:
-                total_share = proto.aggregate_bytes(total_share, share)
+                total_share = add_shares(ctx, total_share, share)
             values = fuse_chunk(ctx, total_share, data, decimals=decimals)
             mean[j * values.size : (j + 1) * values.size] = values
         decrypt_s = time.perf_counter() - t0
@@ -131,7 +132,7 @@ class CollectiveAggregator:
         error = float(np.max(np.abs(out - weighted_mean(updates, weights))))
         up = sum(len(c) for c in sent[0]) + chunks * share_bytes
         # the next global model, and each sum without its c0 (what a party's share needs)
-        down = 4 * size + sum(len(ctx.mask_bytes(c)) for c in sum_bytes)
+        down = 4 * size + sum(len(masked(ctx, c)) for c in sum_bytes)
         detail = {
             "encrypt_s_max_client": max(encrypt_s),
             "server_s": server_s,

@@ -16,13 +16,13 @@ Saved to ``benchmarks/results/fedavg/scale-<parameters>.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,10 @@ from phe_fl.fedavg.packing import (  # noqa: E402
     CHUNKS_PER_STEP,
     chunk_size,
     encrypt_chunks,
+    masked,
     n_chunks,
+    parallel,
+    share_chunk,
 )
 from phe_fl.mhe import get_parameter_set  # noqa: E402
 
@@ -147,16 +150,14 @@ def cores(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"cpus": os.cpu_count(), "chunks": CHUNKS_PER_STEP}
     for threads in (1, os.cpu_count() or 1):
         t0 = time.perf_counter()
-        cts = encrypt_chunks(fed.ctx, fed.joint_key, update, 0, CHUNKS_PER_STEP, threads=threads)
+        cts = encrypt_chunks(
+            fed.ctx, fed.joint_key, update, 0, CHUNKS_PER_STEP, n_parties=2, threads=threads
+        )
         enc = time.perf_counter() - t0
-        cts = [fed.ctx.ciphertext_from_bytes(ct.to_bytes()) for ct in cts]
+        sums = [masked(fed.ctx, ct) for ct in cts]
         party = fed.parties[1]
         t0 = time.perf_counter()
-        if threads == 1:
-            [party.decryption_share(ct) for ct in cts]
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(party.decryption_share, cts))
+        parallel(functools.partial(share_chunk, fed.ctx, party), sums, threads)
         dec = time.perf_counter() - t0
         out[f"threads_{threads}"] = {"encrypt_s": enc, "decryption_shares_s": dec}
     one, many = out["threads_1"], out[f"threads_{os.cpu_count() or 1}"]

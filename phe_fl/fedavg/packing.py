@@ -1,11 +1,14 @@
 """Model updates as ciphertexts: a flat float32 vector cut into chunks, two reals per complex
 slot, encrypted at the last level (aggregation only adds, so no level is kept for
-multiplications: one RNS tower, about 4 bytes per parameter).
+multiplications: one RNS tower) and sent in compact form (:mod:`phe_fl.mhe.compact`:
+each coefficient rounded below the flooding noise, about 2.4 bytes per parameter where
+OpenFHE writes 4).
 
 A chunk holds ``2 * slots`` parameters: the first half in the real parts, the second in the
 imaginary parts. Every node encrypts the same chunk indices of its own weighted update;
 the sums are threshold-decrypted with each party's flooding noise, so a released value is
-rounded to the precision the flooding leaves (:func:`release_decimals`).
+rounded to the precision the flooding leaves (:func:`release_decimals`). Every function
+here takes and returns compact forms: what travels is what is added, digested and fused.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import numpy as np
 import numpy.typing as npt
 
 from phe_fl.errors import AppError, ParameterError, ProtocolError
-from phe_fl.mhe import Ciphertext, Context, JointPublicKey, ParameterSet, ThresholdDecrypt
+from phe_fl.mhe import (
+    Ciphertext,
+    Context,
+    JointPublicKey,
+    ParameterSet,
+    Party,
+    ThresholdDecrypt,
+    compact,
+)
 from phe_fl.mhe._backend import openfhe_errors
 
 __all__ = [
@@ -31,6 +42,11 @@ __all__ = [
     "chunk_size",
     "n_chunks",
     "encrypt_chunks",
+    "add_updates",
+    "masked",
+    "mask_digest",
+    "share_chunk",
+    "add_shares",
     "fuse_chunk",
     "release_decimals",
     "values_digest",
@@ -103,9 +119,12 @@ def values_digest(values: Vector) -> bytes:
 
 
 def release_decimals(params: ParameterSet, n_parties: int) -> int:
-    """Decimals a decrypted sum is rounded to: what the parties' flooding noise leaves
-    meaningful (never fewer than the parameter set's own release precision)."""
-    error = params.expected_flooding_error(n_parties)
+    """Decimals a decrypted sum is rounded to: what the parties' flooding noise and the
+    compact forms' rounding leave meaningful (never fewer than the parameter set's own
+    release precision)."""
+    error = math.hypot(
+        params.expected_flooding_error(n_parties), compact.rounding_error(params, n_parties)
+    )
     return max(params.release_decimals, min(12, math.floor(-math.log10(error))))
 
 
@@ -127,10 +146,12 @@ def encrypt_chunks(
     first: int,
     count: int,
     *,
+    n_parties: int,
     threads: int = 0,
-) -> list[Ciphertext]:
+) -> list[bytes]:
     """Chunks ``first .. first+count-1`` of ``update`` encrypted at the last level, in
-    parallel (OpenFHE's encryption releases the GIL); ``threads`` 0: every core."""
+    compact form for a federation of ``n_parties``, in parallel (OpenFHE's encryption
+    and the transforms release the GIL); ``threads`` 0: every core."""
     params = ctx.params
     size = chunk_size(params)
     total = n_chunks(update.size, params)
@@ -141,23 +162,55 @@ def encrypt_chunks(
         )
     key.check_context(ctx)
     half = params.slots
+    shifts = (compact.message_shift(params), compact.mask_shift(params, n_parties))
 
-    def one(index: int) -> Ciphertext:
+    def one(index: int) -> bytes:
         part = np.zeros(size, dtype=np.float64)
         piece = update[index * size : (index + 1) * size]
         part[: piece.size] = piece
         packed = part[:half] + 1j * part[half:]
         with openfhe_errors("encrypting an update"):
             pt = ctx.cc.MakeCKKSPackedPlaintext(packed, 1, params.mult_depth)
-            return Ciphertext(ctx, ctx.cc.Encrypt(key.raw, pt))
+            ct = ctx.cc.Encrypt(key.raw, pt)
+        return compact.compact(ctx, Ciphertext(ctx, ct).to_bytes(), shifts)
 
     return parallel(one, range(first, first + count), threads)
 
 
+def add_updates(ctx: Context, a: bytes, b: bytes) -> bytes:
+    """The sum of two compact encrypted chunks (exact: their quotients add)."""
+    return compact.add(ctx, a, b)
+
+
+def masked(ctx: Context, ct: bytes) -> bytes:
+    """A compact chunk without its c0: what every party receives to decrypt the sum."""
+    return compact.masked(ctx, ct)
+
+
+def mask_digest(ctx: Context, data: bytes) -> str:
+    """SHA-256 (hex) of what a decryption of ``data`` (a compact chunk, its masked form or
+    OpenFHE's ciphertext) depends on: the aggregate guard compares these."""
+    return compact.mask_digest(ctx, data).hex()
+
+
+def share_chunk(ctx: Context, party: Party, masked_ct: bytes) -> bytes:
+    """``party``'s flooded decryption share of a masked compact chunk, compact (drawn once
+    per ciphertext: ``Party`` keeps it)."""
+    ct = ctx.ciphertext_from_bytes(compact.expand(ctx, masked_ct))
+    share = party.decryption_share(ct).to_bytes()
+    return compact.compact(ctx, share, (compact.message_shift(ctx.params),))
+
+
+def add_shares(ctx: Context, a: bytes, b: bytes) -> bytes:
+    """The sum of two compact decryption shares of one chunk (no party twice)."""
+    return ThresholdDecrypt(ctx).aggregate_compact(a, b)
+
+
 def fuse_chunk(ctx: Context, share: bytes, ct: bytes, *, decimals: int) -> npt.NDArray[np.float64]:
     """One summed chunk's ``2 * slots`` reals, rounded to ``decimals``, from the complete
-    serialized share of its masked form (the parties shared ``c1`` only) and the sum."""
-    z = ThresholdDecrypt(ctx).fuse_masked(share, ct)
+    compact share of its masked form (the parties shared ``c1`` only) and the compact
+    sum."""
+    z = ThresholdDecrypt(ctx).fuse_masked(compact.expand(ctx, share), compact.expand(ctx, ct))
     return np.round(np.concatenate([z.real, z.imag]), decimals)
 
 

@@ -33,6 +33,7 @@ from phe_fl.fedavg.packing import (
     Vector,
     chunk_size,
     fuse_chunk,
+    masked,
     n_chunks,
     release_decimals,
     values_digest,
@@ -767,8 +768,8 @@ def _fedavg_round(
         )
         _require_everyone(c, up.contributors, "sent an update")
         update_bytes += sum(len(x) for x in up.ciphertexts)
-        masked = tuple(c.ctx.mask_bytes(ct) for ct in up.ciphertexts)
-        step = m.FedAvgDecryptRequest(r, first, masked, up.contributors)
+        masked_cts = tuple(masked(c.ctx, ct) for ct in up.ciphertexts)
+        step = m.FedAvgDecryptRequest(r, first, masked_cts, up.contributors)
         down = c.round(run, step, m.Stage.FEDAVG_AGGREGATE, index=i + 1, count=len(groups), **event)
         for j, (ct_bytes, share_bytes) in enumerate(zip(up.ciphertexts, down.shares, strict=True)):
             values = fuse_chunk(c.ctx, share_bytes, ct_bytes, decimals=decimals)

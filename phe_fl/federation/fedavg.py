@@ -12,7 +12,6 @@ and the one sum it released per round and chunk.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -23,7 +22,15 @@ import numpy as np
 
 from phe_fl.errors import JobStateError, PheFlError, ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
-from phe_fl.fedavg.packing import Layout, Vector, encrypt_chunks, n_chunks, parallel
+from phe_fl.fedavg.packing import (
+    Layout,
+    Vector,
+    encrypt_chunks,
+    mask_digest,
+    n_chunks,
+    parallel,
+    share_chunk,
+)
 from phe_fl.fedavg.site import Site
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import NodeConfig
@@ -162,12 +169,15 @@ class FedAvgParty:
                 f"total examples {step.total_examples} below this node's own {examples}"
             )
         weighted = (job.update * np.float32(examples / step.total_examples)).astype(np.float32)
-        cts = [
-            ct.to_bytes()
-            for ct in encrypt_chunks(
-                self.ctx, key, weighted, step.first_chunk, step.chunks, threads=self.threads
-            )
-        ]
+        cts = encrypt_chunks(
+            self.ctx,
+            key,
+            weighted,
+            step.first_chunk,
+            step.chunks,
+            n_parties=self.n_parties,
+            threads=self.threads,
+        )
         self.note_individual(job_id, step.round, cts)
         job.contributed.setdefault(step.round, set()).update(
             range(step.first_chunk, step.first_chunk + step.chunks)
@@ -179,16 +189,10 @@ class FedAvgParty:
 
     def note_individual(self, job_id: str, round_: int, cts: Sequence[bytes]) -> None:
         """Ciphertexts that hold less than every party's update (this node's own, a child's
-        subtree's): never to be decrypted, whatever their c0 (the guard compares masked
-        forms, what a decryption share depends on)."""
+        subtree's): never to be decrypted, whatever their c0 (the guard compares the c1
+        a decryption depends on, in whatever form it comes: :func:`mask_digest`)."""
         digests = self.job(job_id).individual.setdefault(round_, set())
-        digests.update(self._digest(self.ctx.mask_bytes(ct)) for ct in cts)
-
-    @staticmethod
-    def _digest(data: bytes) -> str:
-        """SHA-256 of a masked ciphertext as it travels: a node compares what it is asked
-        to decrypt with what it sent and received, byte for byte."""
-        return hashlib.sha256(data).hexdigest()
+        digests.update(parallel(lambda ct: mask_digest(self.ctx, ct), cts, self.threads))
 
     def decryption_shares(
         self, job_id: str, step: m.FedAvgDecryptRequest, party: Party
@@ -196,13 +200,8 @@ class FedAvgParty:
         """Shares of the sums the guard let through (:meth:`refusal` ran in admit)."""
         job = self.job(job_id)
         for i, data in enumerate(step.masked):
-            job.released[f"{step.round}:{step.first_chunk + i}"] = self._digest(data)
-
-        def share(masked: bytes) -> bytes:
-            ct = self.ctx.ciphertext_from_bytes(self.ctx.unmasked_bytes(masked))
-            return party.decryption_share(ct).to_bytes()
-
-        return parallel(share, step.masked, self.threads)
+            job.released[f"{step.round}:{step.first_chunk + i}"] = mask_digest(self.ctx, data)
+        return parallel(lambda x: share_chunk(self.ctx, party, x), step.masked, self.threads)
 
     def pairwise(
         self, add: Callable[[bytes, bytes], bytes], a: Sequence[bytes], b: Sequence[bytes]
@@ -231,7 +230,7 @@ class FedAvgParty:
             chunk = step.first_chunk + i
             if chunk not in mine:
                 return f"this node encrypted no update into chunk {chunk} of round {step.round}"
-            digest = self._digest(data)
+            digest = mask_digest(self.ctx, data)
             if digest in individual:
                 return (
                     f"chunk {chunk} of round {step.round} is an individual update (this node's "
@@ -251,8 +250,8 @@ class FedAvgParty:
         if not any(job.individual for job in self._jobs.values()):
             return None
         try:
-            digest = self._digest(self.ctx.mask_bytes(ct_bytes))
-        except PheFlError:  # not a two-element ciphertext: not an update either
+            digest = mask_digest(self.ctx, ct_bytes)
+        except PheFlError:  # not a two-element one-tower ciphertext: not an update either
             return None
         for job_id, job in self._jobs.items():
             if any(digest in d for d in job.individual.values()):

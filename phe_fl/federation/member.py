@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from phe_fl.errors import ParameterError, ProtocolError
+from phe_fl.fedavg.packing import add_shares, add_updates
 from phe_fl.federation import messages as m
 from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import NodeConfig
@@ -489,7 +490,7 @@ def _child_update(mem: Member, r: m.TreeRequest, res: m.FedAvgUpdateResponse) ->
 def _add_updates(mem: Member, r: m.TreeRequest, a: tuple[Any, ...], b: tuple[Any, ...]) -> Any:
     """COMBINE on the bytes: no ciphertext is deserialized on the way up."""
     assert isinstance(r.step, m.FedAvgUpdateRequest)
-    total = mem.fedavg.pairwise(mem.ctx.add_bytes, a[0], b[0])
+    total = mem.fedavg.pairwise(lambda x, y: add_updates(mem.ctx, x, y), a[0], b[0])
     if mem.config.parent is not None:  # below the root every sum lacks someone's update
         mem.fedavg.note_individual(r.job_id, r.step.round, total)
     return (total, a[1] + b[1])
@@ -508,7 +509,7 @@ def _child_shares(mem: Member, r: m.TreeRequest, res: m.FedAvgDecryptResponse) -
 
 
 def _add_shares(mem: Member, r: m.TreeRequest, a: list[bytes], b: list[bytes]) -> list[bytes]:
-    return mem.fedavg.pairwise(ThresholdDecrypt(mem.ctx).aggregate_bytes, a, b)
+    return mem.fedavg.pairwise(lambda x, y: add_shares(mem.ctx, x, y), a, b)
 
 
 def _decrypt(mem: Member, step: Any) -> Share:

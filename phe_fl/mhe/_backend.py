@@ -13,7 +13,7 @@ import math
 import re
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -751,6 +751,59 @@ def add_first_element(target: bytes, source: bytes, params: ParameterSet) -> byt
         total -= np.where(total >= np.uint64(modulus), np.uint64(modulus), np.uint64(0))
         out[at_t : at_t + 8 * n] = total.astype("<u8").tobytes()
     return bytes(out)
+
+
+def split_coefficients(
+    kind: str, payload: bytes, params: ParameterSet
+) -> tuple[bytes, list[tuple[int, npt.NDArray[np.uint64]]]]:
+    """A payload read strictly, cut into its skeleton (every byte but the coefficients:
+    shape and metadata) and each tower region's (modulus, coefficients), in order."""
+    reader = _read(kind, payload, params)
+    n = params.ring_dim
+    skeleton = bytearray()
+    regions = []
+    previous = 0
+    for at, modulus in reader.regions:
+        skeleton += payload[previous:at]
+        values = np.frombuffer(payload, dtype="<u8", count=n, offset=at).astype(np.uint64)
+        regions.append((modulus, values))
+        previous = at + 8 * n
+    skeleton += payload[previous:]
+    return bytes(skeleton), regions
+
+
+def join_coefficients(
+    kind: str, skeleton: bytes, values: Sequence[npt.NDArray[np.uint64]], params: ParameterSet
+) -> bytes:
+    """The payload of :func:`split_coefficients`'s skeleton with ``values`` put back,
+    region by region, read strictly (a skeleton of another shape, a wrong region count or
+    an unreduced coefficient is refused)."""
+    reader = _Parser(_layout_for(params), kind, skeleton)
+    reader.absent_elements = _MAX_LIMBS  # every element's coefficients are absent
+    reader.run()
+    if len(reader.gaps) != len(values):
+        raise SerializationError(
+            f"invalid {kind} skeleton: {len(reader.gaps)} tower regions for {len(values)}"
+        )
+    out = bytearray()
+    previous = 0
+    for at, v in zip(reader.gaps, values, strict=True):
+        if v.shape != (params.ring_dim,):
+            raise SerializationError(f"{v.size} coefficients for a region of {params.ring_dim}")
+        out += skeleton[previous:at] + v.astype("<u8").tobytes()
+        previous = at
+    out += skeleton[previous:]
+    full = bytes(out)
+    _read(kind, full, params)
+    return full
+
+
+def root_of_unity(params: ParameterSet, modulus: int) -> int:
+    """OpenFHE's primitive 2N-th root of unity for the tower ``modulus`` of ``params``."""
+    for q, root in _layout_for(params).chains["Q"]:
+        if q == modulus:
+            return root
+    raise SerializationError(f"{modulus} is not a modulus of parameter set {params.name!r}")
 
 
 # -- ring arithmetic on serialized elements ---------------------------------------------

@@ -50,6 +50,9 @@ class Kind(IntEnum):
     QUERIER_PUBLIC_KEY = 20
     REFRESH_CRP = 21
     MASKED_CIPHERTEXT = 22  # a ciphertext without c0: what a decryption share needs
+    COMPACT_CIPHERTEXT = 23  # rounded in coefficient form for the wire (mhe/compact.py)
+    COMPACT_MASKED_CIPHERTEXT = 24
+    COMPACT_DECRYPTION_SHARE = 8
     SECRET_SHARE = 32
     QUERIER_SECRET_KEY = 33
 
@@ -96,6 +99,19 @@ class Envelope:
             h.update(part)
         parts.append(h.digest())
         return b"".join(parts)
+
+    @staticmethod
+    def kind_of(data: bytes) -> Kind:
+        """The kind an envelope declares (checked again, with the rest, by :meth:`unpack`)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < _HEAD.size:
+            raise SerializationError("not a phe-fl object (too short)")
+        magic, _, kind, _, _ = _HEAD.unpack_from(data)
+        if magic != MAGIC:
+            raise SerializationError("not a phe-fl object (bad magic)")
+        try:
+            return Kind(kind)
+        except ValueError:
+            raise SerializationError(f"unknown object kind {kind}") from None
 
     @classmethod
     def unpack(cls, data: bytes, expect: Kind, fingerprint: bytes | None = None) -> Envelope:

@@ -24,13 +24,13 @@ torch = pytest.importorskip("torch")
 
 from phe_fl.errors import PeerError, PolicyError  # noqa: E402
 from phe_fl.fedavg import FedAvgSpec, examples  # noqa: E402
-from phe_fl.fedavg.packing import Layout, release_decimals  # noqa: E402
+from phe_fl.fedavg.packing import Layout, masked, release_decimals  # noqa: E402
 from phe_fl.fedavg.site import Site, load_into  # noqa: E402
 from phe_fl.fedavg.twin import plain_fedavg  # noqa: E402
 from phe_fl.federation import messages as m  # noqa: E402
 from phe_fl.federation.jobs import Job  # noqa: E402
 from phe_fl.federation.local import write_configs  # noqa: E402
-from phe_fl.mhe import INSECURE_TEST  # noqa: E402
+from phe_fl.mhe import INSECURE_TEST, compact  # noqa: E402
 from tests.e2e.harness import RootWithLeaves  # noqa: E402
 
 PARAMS = INSECURE_TEST.name
@@ -149,15 +149,16 @@ def test_no_node_decrypts_a_single_partys_update(harness: Harness, trained: m.Fe
     assert isinstance(own.result, m.FedAvgUpdateResponse)
     assert own.result.contributors == ("node-1",)
     everyone = ("node-0", "node-1", "node-2")
-    masked = tuple(harness.coordinator.ctx.mask_bytes(ct) for ct in own.result.ciphertexts)
-    crafted = m.FedAvgDecryptRequest(last, 0, masked, everyone)
+    ctx = harness.coordinator.ctx
+    masked_own = tuple(masked(ctx, ct) for ct in own.result.ciphertexts)
+    crafted = m.FedAvgDecryptRequest(last, 0, masked_own, everyone)
     for child, reason in (
         ("node-1", "is an individual update"),
         ("node-2", "was decrypted already for another ciphertext"),
     ):
         with pytest.raises(PeerError, match=f"PERMISSION_DENIED.*{reason}"):
             harness.ask(child, "fedavg-1", crafted)
-    alone = m.FedAvgDecryptRequest(last, 0, masked, ("node-1",))
+    alone = m.FedAvgDecryptRequest(last, 0, masked_own, ("node-1",))
     for child in ("node-1", "node-2"):
         with pytest.raises(PeerError, match="PERMISSION_DENIED.*1 distinct nodes, not of all 3"):
             harness.ask(child, "fedavg-1", alone)
@@ -165,8 +166,9 @@ def test_no_node_decrypts_a_single_partys_update(harness: Harness, trained: m.Fe
     member = harness.coordinator.member
     refusal = member.fedavg.refusal("fedavg-1", crafted)
     assert refusal is not None and "individual update" in refusal
-    # nor does any other release decrypt it (a node with allow_decryption = true)
-    model_step = m.DecryptModelRequest("fedavg-1", own.result.ciphertexts[0])
+    # nor does any other release decrypt it, written as OpenFHE's ciphertext (a node with
+    # allow_decryption = true)
+    model_step = m.DecryptModelRequest("fedavg-1", compact.expand(ctx, own.result.ciphertexts[0]))
     with pytest.raises(PeerError, match="PERMISSION_DENIED.*individual update of FedAvg job"):
         harness.ask("node-1", "fedavg-1", model_step)
     assert '"decision":"refuse"' in (

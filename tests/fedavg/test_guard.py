@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from phe_fl.fedavg.packing import add_updates, encrypt_chunks, masked
 from phe_fl.federation import messages as m
 from phe_fl.federation.config import FedAvgApps, load_node_config
 from phe_fl.federation.fedavg import FedAvgParty
 from phe_fl.federation.local import write_configs
 from phe_fl.federation.store import NodeStore, StoreIdentity
-from phe_fl.mhe import INSECURE_TEST
+from phe_fl.mhe import INSECURE_TEST, compact
+from phe_fl.mhe._wire import Envelope, Kind
 from phe_fl.mhe.simulation import LocalFederation
 
 JOB = "job-1"
@@ -43,7 +45,13 @@ def _trained(party: FedAvgParty, fed: LocalFederation, round_: int) -> list[byte
 
 
 def _masked(fed: LocalFederation, cts: list[bytes]) -> tuple[bytes, ...]:
-    return tuple(fed.ctx.mask_bytes(ct) for ct in cts)
+    return tuple(masked(fed.ctx, ct) for ct in cts)
+
+
+def _others(fed: LocalFederation) -> list[bytes]:
+    """Chunk 0 of the two other parties' updates, compact as they travel."""
+    update = np.full(10, 0.02, dtype=np.float32)
+    return [encrypt_chunks(fed.ctx, fed.joint_key, update, 0, 1, n_parties=3)[0] for _ in "ab"]
 
 
 def test_the_guard_refuses_all_but_the_sum_and_remembers_it(
@@ -51,8 +59,10 @@ def test_the_guard_refuses_all_but_the_sum_and_remembers_it(
 ) -> None:
     party = _party(tmp_path, fed)
     own = _trained(party, fed, 1)
-    others = [fed.ctx.encrypt(np.full(10, 0.02), fed.joint_key).to_bytes() for _ in range(2)]
-    total = fed.ctx.mask_bytes(fed.ctx.add_bytes(fed.ctx.add_bytes(own[0], others[0]), others[1]))
+    others = _others(fed)
+    total = masked(
+        fed.ctx, add_updates(fed.ctx, add_updates(fed.ctx, own[0], others[0]), others[1])
+    )
     assert party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE)) is None
     party.decryption_shares(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE), fed.parties[1])
     party.save(JOB)
@@ -74,6 +84,7 @@ def test_the_guard_refuses_all_but_the_sum_and_remembers_it(
             assert refusal is not None and why in refusal, (why, refusal)
         assert node.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (total,), EVERYONE)) is None
         assert node.individual_update(own[0]) == JOB
+        assert node.individual_update(compact.expand(fed.ctx, own[0])) == JOB  # as OpenFHE's
         assert node.individual_update(others[0]) is None
 
 
@@ -89,8 +100,8 @@ def test_old_rounds_are_forgotten_and_then_refused(tmp_path: Path, fed: LocalFed
 
 
 def _with_other_c0(fed: LocalFederation, ct: bytes) -> bytes:
-    """``ct`` with one coefficient of its c0 changed: another ciphertext to a byte digest,
-    but the same c1, so the same decryption shares."""
+    """``ct`` (OpenFHE's ciphertext) with one coefficient of its c0 changed: another
+    ciphertext to a byte digest, but the same c1, so the same decryption shares."""
     from phe_fl.mhe import _backend
     from phe_fl.mhe._wire import Envelope, Kind
 
@@ -105,16 +116,33 @@ def _with_other_c0(fed: LocalFederation, ct: bytes) -> bytes:
     return Envelope(Kind.CIPHERTEXT, params.fingerprint, blobs=(bytes(payload),)).pack()
 
 
-def test_an_individual_update_with_another_c0_is_still_refused(
+def _rescaled(fed: LocalFederation, masked_ct: bytes) -> bytes:
+    """The same masked ciphertext written another way: quotients doubled at one shift
+    less, plus q on the first (the same c1 once expanded, other bytes)."""
+    c = compact._read(fed.ctx, masked_ct, Kind.COMPACT_MASKED_CIPHERTEXT)
+    (shift,), (quotients,) = c.shifts, c.quotients
+    modulus = compact._one_tower(fed.ctx.params, c.skeleton, 2)
+    doubled = quotients * np.uint64(2)
+    doubled[0] += np.uint64(modulus)
+    blobs = (c.skeleton, compact._pack(doubled, shift - 1))
+    return Envelope(c.envelope.kind, c.envelope.fingerprint, blobs=blobs).pack()
+
+
+def test_an_individual_update_written_another_way_is_still_refused(
     tmp_path: Path, fed: LocalFederation
 ) -> None:
-    """A share depends on c1 only: a parent that changes c0 of a party's ciphertext must
-    not get it decrypted (the guard compares masked forms, not whole ciphertexts)."""
+    """A share depends on c1 only: a parent that changes c0 of a party's ciphertext, or
+    writes its c1 with other bytes, must not get it decrypted (the guard compares the
+    coefficients of c1, not bytes)."""
     party = _party(tmp_path, fed)
     own = _trained(party, fed, 1)
-    altered = _with_other_c0(fed, own[0])
-    assert altered != own[0]
+    expanded = compact.expand(fed.ctx, own[0])
+    altered = _with_other_c0(fed, expanded)
+    assert altered != expanded
     fed.ctx.ciphertext_from_bytes(altered)  # still a well-formed ciphertext
-    refusal = party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, _masked(fed, [altered]), EVERYONE))
-    assert refusal is not None and "is an individual update" in refusal
     assert party.individual_update(altered) == JOB
+    rewritten = _rescaled(fed, _masked(fed, own)[0])
+    assert rewritten != _masked(fed, own)[0]
+    assert compact.expand(fed.ctx, rewritten) == compact.expand(fed.ctx, _masked(fed, own)[0])
+    refusal = party.refusal(JOB, m.FedAvgDecryptRequest(1, 0, (rewritten,), EVERYONE))
+    assert refusal is not None and "is an individual update" in refusal

@@ -1,6 +1,7 @@
-"""Updates as ciphertexts: chunks of two reals per complex slot at the last level, summed
-and threshold-decrypted within the flooding precision; what a node refuses to encrypt;
-the [fedavg] table of a node config; shares drawn once when threads race for them."""
+"""Updates as ciphertexts: chunks of two reals per complex slot at the last level, in
+compact form, summed and threshold-decrypted within the flooding precision; what a node
+refuses to encrypt; the [fedavg] table of a node config; shares drawn once when threads
+race for them."""
 
 from __future__ import annotations
 
@@ -24,16 +25,20 @@ from phe_fl.fedavg.packing import (
     CHUNKS_PER_STEP,
     Layout,
     TensorSpec,
+    add_shares,
+    add_updates,
     check_update,
     chunk_size,
     encrypt_chunks,
     fuse_chunk,
+    masked,
     n_chunks,
     release_decimals,
+    share_chunk,
 )
 from phe_fl.federation.config import load_node_config
 from phe_fl.federation.local import write_configs
-from phe_fl.mhe import INSECURE_TEST, N15_128, ThresholdDecrypt
+from phe_fl.mhe import INSECURE_TEST, N15_128, ThresholdDecrypt, compact
 from phe_fl.mhe.simulation import LocalFederation
 
 
@@ -52,43 +57,50 @@ def test_updates_sum_encrypted_and_only_the_sum_decrypts(fed: LocalFederation) -
     ctx, rng = fed.ctx, np.random.default_rng(1)
     size = 3 * chunk_size(INSECURE_TEST) - 17  # three chunks, the last one short
     updates = [rng.normal(0, 0.05, size).astype(np.float32) for _ in range(3)]
-    cts = [encrypt_chunks(ctx, fed.joint_key, u, 0, 3, threads=2) for u in updates]
-    assert all(ct.levels_left == 0 for per in cts for ct in per)  # the last level
-    assert len(cts[0][0].to_bytes()) < 4.1 * 4 * chunk_size(INSECURE_TEST)
-    # summed on their bytes, as inner nodes do, and by OpenFHE: the same ciphertexts
-    data = [[ct.to_bytes() for ct in per] for per in cts]
-    total = [ctx.add_bytes(ctx.add_bytes(a, b), c) for a, b, c in zip(*data, strict=True)]
-    by_openfhe = [ctx.add(ctx.add(a, b), c) for a, b, c in zip(*cts, strict=True)]
-    proto = ThresholdDecrypt(ctx)
+    data = [encrypt_chunks(ctx, fed.joint_key, u, 0, 3, n_parties=3, threads=2) for u in updates]
+    expanded = [ctx.ciphertext_from_bytes(compact.expand(ctx, x)) for x in data[0]]
+    assert all(ct.levels_left == 0 for ct in expanded)  # the last level
+    float32 = 4 * chunk_size(INSECURE_TEST)
+    assert len(data[0][0]) < 2.75 * float32  # OpenFHE writes 4.1x
+    # summed on their quotients, as inner nodes do: the sum of what each stands for
+    total = [add_updates(ctx, add_updates(ctx, a, b), c) for a, b, c in zip(*data, strict=True)]
+    for j, t in enumerate(total):
+        by_openfhe = ctx.add_bytes(
+            ctx.add_bytes(compact.expand(ctx, data[0][j]), compact.expand(ctx, data[1][j])),
+            compact.expand(ctx, data[2][j]),
+        )
+        assert compact.expand(ctx, t) == by_openfhe
     decimals = release_decimals(INSECURE_TEST, 3)
     got = []
-    for data_j, reference in zip(total, by_openfhe, strict=True):
-        ct = ctx.ciphertext_from_bytes(data_j)
-        masked = ctx.mask_bytes(data_j)  # what the parties get: no c0, half the bytes
-        assert len(data_j) - len(masked) == 8 * INSECURE_TEST.ring_dim  # c0, one tower
-        zeroed = ctx.ciphertext_from_bytes(ctx.unmasked_bytes(masked))
-        shares = [p.decryption_share(zeroed).to_bytes() for p in fed.parties]
-        share = proto.aggregate_bytes(proto.aggregate_bytes(shares[0], shares[1]), shares[2])
-        values = fuse_chunk(ctx, share, data_j, decimals=decimals)
-        same = ctx.ciphertext_from_bytes(reference.to_bytes())
-        assert ct.content_digest == same.content_digest  # the very ciphertext EvalAdd makes
-        got.append(values)
+    for t in total:
+        masked_t = masked(ctx, t)  # what the parties get: no c0
+        shares = [share_chunk(ctx, p, masked_t) for p in fed.parties]
+        assert len(shares[0]) < 1.3 * float32  # OpenFHE writes 2.1x
+        share = add_shares(ctx, add_shares(ctx, shares[0], shares[1]), shares[2])
+        got.append(fuse_chunk(ctx, share, t, decimals=decimals))
     flat = np.concatenate(got)[:size]
     assert np.max(np.abs(flat - sum(u.astype(np.float64) for u in updates))) < 2e-5
-    first = ctx.ciphertext_from_bytes(ctx.unmasked_bytes(ctx.mask_bytes(total[0])))
-    partial = proto.aggregate_all([p.decryption_share(first) for p in fed.parties[:2]])
+    first = masked(ctx, total[0])
+    partial = add_shares(
+        ctx, share_chunk(ctx, fed.parties[0], first), share_chunk(ctx, fed.parties[1], first)
+    )
     with pytest.raises(Exception, match="lacks parties"):
-        fuse_chunk(ctx, partial.to_bytes(), total[0], decimals=decimals)
-    whole = proto.aggregate_all([p.decryption_share(first) for p in fed.parties])
+        fuse_chunk(ctx, partial, total[0], decimals=decimals)
+    whole = add_shares(ctx, partial, share_chunk(ctx, fed.parties[2], first))
     with pytest.raises(Exception, match="not of this ciphertext's masked form"):
-        fuse_chunk(ctx, whole.to_bytes(), total[1], decimals=decimals)
+        fuse_chunk(ctx, whole, total[1], decimals=decimals)
+    with pytest.raises(PartySetError, match="contributed twice"):
+        add_shares(ctx, whole, share_chunk(ctx, fed.parties[2], first))
+    other = share_chunk(ctx, fed.parties[2], masked(ctx, total[1]))
+    with pytest.raises(KeyMismatchError, match="different protocol instances"):
+        add_shares(ctx, partial, other)
 
 
 def test_chunk_ranges_are_checked(fed: LocalFederation) -> None:
     update = np.zeros(10, dtype=np.float32)
     for first, count in ((1, 1), (0, 2), (0, CHUNKS_PER_STEP + 1), (-1, 1)):
         with pytest.raises(ProtocolError, match="chunks"):
-            encrypt_chunks(fed.ctx, fed.joint_key, update, first, count)
+            encrypt_chunks(fed.ctx, fed.joint_key, update, first, count, n_parties=3)
 
 
 def test_an_update_the_last_level_cannot_carry_is_refused_naming_its_tensor() -> None:

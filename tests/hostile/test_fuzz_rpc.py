@@ -59,6 +59,7 @@ from google.protobuf.message import Message
 
 from phe_fl.errors import PheFlError
 from phe_fl.fedavg.job import FedAvgSpec
+from phe_fl.fedavg.packing import encrypt_chunks, masked
 from phe_fl.federation import messages as m
 from phe_fl.federation import serde
 from phe_fl.federation.certs import load_server_credentials
@@ -937,7 +938,14 @@ class Kit:
             Kind.PUBLIC_KEY_SHARE: self.crp.to_bytes(),
             Kind.DECRYPTION_SHARE: self.stand_in.decryption_share(fed_ct).to_bytes(),
             Kind.REFRESH_CRP: self.refresh_crp.to_bytes(),
+            Kind.COMPACT_MASKED_CIPHERTEXT: self.masked_update(),
         }
+
+    def masked_update(self) -> bytes:
+        """A FedAvg chunk as the root sends it for decryption: compact, without c0."""
+        update = np.linspace(-1, 1, 100).astype(np.float32)
+        (chunk,) = encrypt_chunks(self.ctx, self.joint, update, 0, 1, n_parties=N_NODES)
+        return masked(self.ctx, chunk)
 
     def step(self, name: str) -> m.TreeStep:
         """A valid request of each step, for the fresh leaf (under the simulated keys)."""
@@ -974,7 +982,7 @@ class Kit:
             "fedavg_train": lambda: m.FedAvgTrainRequest(1, bytes(32)),
             "fedavg_update": lambda: m.FedAvgUpdateRequest(1, 0, 1, 100),
             "fedavg_decrypt": lambda: m.FedAvgDecryptRequest(
-                1, 0, (self.ctx.mask_bytes(self.ct.to_bytes()),), ("node-0", "node-1", "node-2")
+                1, 0, (self.masked_update(),), ("node-0", "node-1", "node-2")
             ),
         }
         return steps[name]()

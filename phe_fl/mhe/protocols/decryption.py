@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from phe_fl.errors import KeyMismatchError, SerializationError
-from phe_fl.mhe import _backend
+from phe_fl.mhe import _backend, compact
 from phe_fl.mhe._backend import openfhe_errors
 from phe_fl.mhe._wire import Envelope, Kind, digest
 from phe_fl.mhe.context import Ciphertext, FloatArray
@@ -121,6 +121,17 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
             return self.aggregate(self.share_from_bytes(a), self.share_from_bytes(b)).to_bytes()
         parties = ea.parties | eb.parties
         return Envelope(self.SHARE.KIND, fp, ea.n_parties, parties, ea.subject, (total,)).pack()
+
+    def aggregate_compact(self, a: bytes, b: bytes) -> bytes:
+        """:meth:`aggregate` of two compact shares (:mod:`phe_fl.mhe.compact`): the same
+        checks on parties and subject, then their quotients added."""
+        fp = self.ctx.params.fingerprint
+        ea = Envelope.unpack(a, Kind.COMPACT_DECRYPTION_SHARE, fp)
+        eb = Envelope.unpack(b, Kind.COMPACT_DECRYPTION_SHARE, fp)
+        if not ea.parties or not eb.parties:
+            raise SerializationError("decryption share: no contributing party")
+        self._check_pair(ea.n_parties, eb.n_parties, ea.subject, eb.subject, ea.parties, eb.parties)
+        return compact.add(self.ctx, a, b)
 
     def finalize(
         self,
