@@ -10,7 +10,9 @@ uniform noise, which is what the tests check.
 
 Products are Shoup's (``w' = floor(w * 2^64 / q)``, exact, moduli below 2^62) with the
 high word from 32-bit halves; reductions are branch-free (``min(x, x - q)`` of unsigned
-words). About 0.6 ms a transform at 2^15 on one core; the kernels release the GIL.
+words). About 0.6 ms a transform at 2^15 on one core, once compiled (about a second at
+the first use in a process; nothing is cached on disk, so read-only installs work); the
+kernels release the GIL.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _mulhi(a: np.uint64, b: np.uint64) -> np.uint64:
     return a1 * b1 + (c1 >> s) + (c2 >> s) + (carry >> s)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(nogil=True)  # compiled at first use (about a second): no cache files to write
 def _forward(a: U64, w: U64, ws: U64, q: np.uint64) -> None:  # pragma: no cover - compiled
     rows, n = a.shape
     for r in range(rows):
@@ -57,7 +59,7 @@ def _forward(a: U64, w: U64, ws: U64, q: np.uint64) -> None:  # pragma: no cover
             m *= 2
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(nogil=True)  # compiled at first use (about a second): no cache files to write
 def _inverse(
     a: U64, w: U64, ws: U64, q: np.uint64, n_inv: np.uint64, n_inv_shoup: np.uint64
 ) -> None:  # pragma: no cover - compiled
