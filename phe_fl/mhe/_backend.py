@@ -255,8 +255,8 @@ class _Parser:
         self.first_new: int | None = None
         self.seen: set[str] = set()
         self.regions: list[tuple[int, int]] = []  # (offset of a tower's coefficients, modulus)
-        # masked ciphertexts (:func:`mask_payload`): the first element's coefficients are
-        # absent; ``gaps`` records where they would be
+        # skeletons (:func:`join_coefficients`): the first ``absent_elements`` elements'
+        # coefficients are absent; ``gaps`` records where they would be
         self.absent_elements = 0
         self.gaps: list[int] = []
         self.chain_name = _CHAINS[kind]
@@ -662,71 +662,18 @@ def _read(kind: str, data: bytes, params: ParameterSet) -> _Parser:
     return reader
 
 
-def add_payloads(kind: str, a: bytes, b: bytes, params: ParameterSet) -> bytes | None:
-    """``a + b`` computed on the bytes of two well-formed payloads of ``params`` (each
-    read strictly, as :func:`check_payload` does): tower by tower, coefficient by
-    coefficient, modulo the tower's modulus, which is what OpenFHE's EvalAdd does to two
-    ciphertexts in EVALUATION format with the same metadata. None when the two differ
-    anywhere but in their coefficients (level, scale, key tag): add those with OpenFHE.
-    Adding serialized objects skips OpenFHE's deserialization (13 ms a ciphertext at
-    2^15, most of it the crypto context, whatever the level), which an inner node would
-    otherwise pay for every child's ciphertext."""
-    ra, rb = _read(kind, a, params), _read(kind, b, params)
-    if len(a) != len(b) or ra.regions != rb.regions:
-        return None
-    n = params.ring_dim
-    out = bytearray(a)
-    previous = 0
-    for at, modulus in ra.regions:
-        if a[previous:at] != b[previous:at]:
-            return None
-        x = np.frombuffer(a, dtype="<u8", count=n, offset=at)
-        y = np.frombuffer(b, dtype="<u8", count=n, offset=at)
-        total = x + y  # both below a modulus under 2^61: no overflow
-        total -= np.where(total >= np.uint64(modulus), np.uint64(modulus), np.uint64(0))
-        out[at : at + 8 * n] = total.astype("<u8").tobytes()
-        previous = at + 8 * n
-    if a[previous:] != b[previous:]:
-        return None
-    return bytes(out)
-
-
-def mask_payload(data: bytes, params: ParameterSet) -> bytes:
-    """A two-element ciphertext payload without its first element's coefficients (c0):
-    all a decryption share depends on but the lead's c0, at half the bytes. Read strictly
-    first; :func:`unmask_payload` puts zeros back."""
-    reader = _read("ciphertext", data, params)
-    towers = len(reader.regions) // 2
-    if len(reader.regions) != 2 * towers or towers < 1:
-        raise SerializationError("masking a ciphertext: expected two ring elements")
-    out = bytearray()
-    previous = 0
-    for at, _ in reader.regions[:towers]:
-        out += data[previous:at]
-        previous = at + 8 * params.ring_dim
-    out += data[previous:]
-    return bytes(out)
-
-
-def unmask_payload(masked: bytes, params: ParameterSet) -> bytes:
-    """The ciphertext payload of :func:`mask_payload`'s output with c0 all zeros, read
-    strictly (a lead's share of it lacks c0, which the receiver adds back:
-    :func:`add_first_element`)."""
-    reader = _Parser(_layout_for(params), "ciphertext", masked)
-    reader.absent_elements = 1
-    reader.run()
-    if not reader.gaps or len(reader.regions) != 2 * len(reader.gaps):
-        raise SerializationError("invalid masked ciphertext payload: expected two ring elements")
-    zeros = bytes(8 * params.ring_dim)
-    out = bytearray()
-    previous = 0
-    for at in reader.gaps:
-        out += masked[previous:at] + zeros
-        previous = at
-    out += masked[previous:]
-    full = bytes(out)
-    _read("ciphertext", full, params)
-    return full
+def without_c0(payload: bytes, params: ParameterSet) -> bytes:
+    """The two-element ciphertext payload ``(0, c1)`` of ``payload`` (read strictly): what
+    every party's decryption share of it is computed from (the lead's c0 is added back by
+    whoever holds the whole ciphertext: :func:`add_first_element`)."""
+    skeleton, regions = split_coefficients("ciphertext", payload, params)
+    towers = len(regions) // 2
+    if len(regions) != 2 * towers or towers < 1:
+        raise SerializationError("a ciphertext without c0: expected two ring elements")
+    zeros = [np.zeros(params.ring_dim, dtype=np.uint64)] * towers
+    return join_coefficients(
+        "ciphertext", skeleton, zeros + [v for _, v in regions[towers:]], params
+    )
 
 
 def add_first_element(target: bytes, source: bytes, params: ParameterSet) -> bytes:

@@ -49,7 +49,6 @@ class Kind(IntEnum):
     ROTATION_KEYS = 19
     QUERIER_PUBLIC_KEY = 20
     REFRESH_CRP = 21
-    MASKED_CIPHERTEXT = 22  # a ciphertext without c0: what a decryption share needs
     COMPACT_CIPHERTEXT = 23  # rounded in coefficient form for the wire (mhe/compact.py)
     COMPACT_MASKED_CIPHERTEXT = 24
     COMPACT_DECRYPTION_SHARE = 8

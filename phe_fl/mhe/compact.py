@@ -25,6 +25,7 @@ import math
 import struct
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import numpy.typing as npt
 
@@ -110,13 +111,45 @@ class _Compact:
     quotients: tuple[U64, ...]
 
 
+@nb.njit(nogil=True)  # compiled at first use, like the transforms
+def _pack_bits(values: U64, width: int, out: npt.NDArray[np.uint8]) -> None:  # pragma: no cover
+    """``values`` (each below 2^width) written in ``width`` bits each, little-endian,
+    into ``out`` (zeroed, with 9 bytes to spare)."""
+    for j in range(values.size):
+        at = j * width
+        byte, offset = at >> 3, np.uint64(at & 7)
+        v = values[j]
+        low = v << offset
+        for k in range(8):
+            out[byte + k] |= np.uint8((low >> np.uint64(8 * k)) & np.uint64(0xFF))
+        if offset and at % 8 + width > 64:
+            out[byte + 8] |= np.uint8(v >> (np.uint64(64) - offset))
+
+
+@nb.njit(nogil=True)
+def _unpack_bits(data: npt.NDArray[np.uint8], width: int, out: U64) -> None:  # pragma: no cover
+    """The inverse of :func:`_pack_bits` (``data`` with 9 bytes to spare)."""
+    mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+    for j in range(out.size):
+        at = j * width
+        byte, offset = at >> 3, np.uint64(at & 7)
+        low = np.uint64(0)
+        for k in range(8):
+            low |= np.uint64(data[byte + k]) << np.uint64(8 * k)
+        v = low >> offset
+        if offset and at % 8 + width > 64:
+            v |= np.uint64(data[byte + 8]) << (np.uint64(64) - offset)
+        out[j] = v & mask
+
+
 def _pack(values: U64, shift: int) -> bytes:
     width = max(1, int(values.max()).bit_length())
     if width > MAX_WIDTH:
         raise SerializationError(f"compact element of {width}-bit quotients (at most {MAX_WIDTH})")
-    words = np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)
-    bits = np.unpackbits(words, axis=1, bitorder="little")[:, :width]
-    return _HEADER.pack(shift, width) + np.packbits(bits, bitorder="little").tobytes()
+    size = -(-values.size * width // 8)
+    out = np.zeros(size + 9, dtype=np.uint8)
+    _pack_bits(np.ascontiguousarray(values, dtype=np.uint64), width, out)
+    return _HEADER.pack(shift, width) + out[:size].tobytes()
 
 
 def _unpack(blob: bytes, n: int) -> tuple[int, U64]:
@@ -125,15 +158,14 @@ def _unpack(blob: bytes, n: int) -> tuple[int, U64]:
     shift, width = _HEADER.unpack_from(blob)
     if not 1 <= width <= MAX_WIDTH or shift > 60:
         raise SerializationError(f"compact element: width {width}, shift {shift}")
-    body = np.frombuffer(blob, dtype=np.uint8, offset=_HEADER.size)
-    if body.size != -(-n * width // 8):
-        raise SerializationError(
-            f"compact element: {body.size} bytes for {n} quotients of {width} bits"
-        )
-    bits = np.zeros((n, 64), dtype=np.uint8)
-    bits[:, :width] = np.unpackbits(body, bitorder="little")[: n * width].reshape(n, width)
-    values = np.packbits(bits, axis=1, bitorder="little").view("<u8").reshape(n)
-    return shift, values.astype(np.uint64)
+    size = len(blob) - _HEADER.size
+    if size != -(-n * width // 8):
+        raise SerializationError(f"compact element: {size} bytes for {n} quotients of {width} bits")
+    data = np.zeros(size + 9, dtype=np.uint8)
+    data[:size] = np.frombuffer(blob, dtype=np.uint8, offset=_HEADER.size)
+    values = np.empty(n, dtype=np.uint64)
+    _unpack_bits(data, width, values)
+    return shift, values
 
 
 def _read(ctx: Context, data: bytes, kind: Kind) -> _Compact:

@@ -236,33 +236,6 @@ class Context:
             total = self.add(total, ct)
         return total
 
-    def add_bytes(self, a: bytes, b: bytes) -> bytes:
-        """The sum of two serialized ciphertexts, serialized, without deserializing either
-        when they differ only in their coefficients (see ``_backend.add_payloads``)."""
-        fp = self.params.fingerprint
-        ea, eb = Envelope.unpack(a, Kind.CIPHERTEXT, fp), Envelope.unpack(b, Kind.CIPHERTEXT, fp)
-        (pa,), (pb,) = _single(ea), _single(eb)
-        total = _backend.add_payloads("ciphertext", pa, pb, self.params)
-        if total is None:
-            return self.add(self.ciphertext_from_bytes(a), self.ciphertext_from_bytes(b)).to_bytes()
-        return Envelope(Kind.CIPHERTEXT, fp, blobs=(total,)).pack()
-
-    def mask_bytes(self, data: bytes) -> bytes:
-        """A serialized two-element ciphertext without its c0, serialized: everything a
-        party's decryption share depends on (the lead's c0 is added back by whoever holds
-        the whole ciphertext, :meth:`ThresholdDecrypt.fuse_masked`), at half the bytes."""
-        fp = self.params.fingerprint
-        (payload,) = _single(Envelope.unpack(data, Kind.CIPHERTEXT, fp))
-        masked = _backend.mask_payload(payload, self.params)
-        return Envelope(Kind.MASKED_CIPHERTEXT, fp, blobs=(masked,)).pack()
-
-    def unmasked_bytes(self, masked: bytes) -> bytes:
-        """The serialized ciphertext ``(0, c1)`` of a masked one (read strictly)."""
-        fp = self.params.fingerprint
-        (payload,) = _single(Envelope.unpack(masked, Kind.MASKED_CIPHERTEXT, fp))
-        full = _backend.unmask_payload(payload, self.params)
-        return Envelope(Kind.CIPHERTEXT, fp, blobs=(full,)).pack()
-
     def sub(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         self._pair(a, b)
         with openfhe_errors("subtraction"):

@@ -86,11 +86,11 @@ def test_compact_forms_add_exactly(fed: LocalFederation) -> None:
         compact.compact(ctx, _last_level(fed, np.full(4, float(v))), _shifts()) for v in (1, 2, 3)
     )
     total = compact.add(ctx, compact.add(ctx, a, b), c)
-    by_openfhe = ctx.add_bytes(
-        ctx.add_bytes(compact.expand(ctx, a), compact.expand(ctx, b)), compact.expand(ctx, c)
-    )
-    assert compact.expand(ctx, total) == by_openfhe
-    assert np.allclose(fed.decrypt(ctx.ciphertext_from_bytes(by_openfhe))[:4], 6.0, atol=1e-3)
+    a_ct, b_ct, c_ct = (ctx.ciphertext_from_bytes(compact.expand(ctx, x)) for x in (a, b, c))
+    by_openfhe = ctx.add(ctx.add(a_ct, b_ct), c_ct)  # EvalAdd of what each stands for
+    back = ctx.ciphertext_from_bytes(compact.expand(ctx, total))
+    assert back.content_digest == by_openfhe.content_digest
+    assert np.allclose(fed.decrypt(back)[:4], 6.0, atol=1e-3)
 
 
 def _blobs(data: bytes) -> Envelope:
@@ -126,3 +126,14 @@ def test_what_is_not_well_formed_is_refused(fed: LocalFederation) -> None:
     with pytest.raises(SerializationError, match="not a compact form"):
         compact.expand(ctx, _last_level(fed, np.ones(4)))
     assert Envelope.kind_of(small) is Kind.COMPACT_CIPHERTEXT
+
+
+@pytest.mark.parametrize("width", [1, 7, 8, 13, 38, 47, 56, 57, 61, 62])
+def test_quotients_pack_into_their_width_and_back(width: int) -> None:
+    rng = np.random.default_rng(width)
+    values = rng.integers(0, 2**width, 1001, dtype=np.uint64, endpoint=False)
+    values[0] = 2**width - 1  # the widest value sets the width
+    blob = compact._pack(values, 5)
+    assert len(blob) == 2 + -(-1001 * width // 8)
+    shift, back = compact._unpack(blob, 1001)
+    assert shift == 5 and np.array_equal(back, values)

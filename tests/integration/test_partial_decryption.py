@@ -51,7 +51,7 @@ def test_numpy_partials_decrypt_like_openfhes(fed: LocalFederation, levels_left:
 def test_a_partial_reads_its_inputs_strictly(fed: LocalFederation) -> None:
     ctx = fed.ctx
     ct = ctx.drop_levels(ctx.encrypt(np.ones(4), fed.joint_key), 0)
-    payload = ctx.mask_bytes(ct.to_bytes())  # not a two-element ciphertext payload
+    payload = ct.to_bytes()  # an envelope, not a ciphertext payload
     template = _backend.dump(decryption._openfhe_partial(fed.parties[1]._secret, ct))
     with pytest.raises(Exception, match="payload"):
         _backend.partial_payload(

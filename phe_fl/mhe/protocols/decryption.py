@@ -106,22 +106,6 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
         with openfhe_errors("decryption-share aggregation"):
             return (self.cc.EvalAdd(a[0], b[0]),)
 
-    def aggregate_bytes(self, a: bytes, b: bytes) -> bytes:
-        """:meth:`aggregate` on serialized shares, without deserializing them when their
-        partials differ only in their coefficients (``_backend.add_payloads``); the same
-        checks on parties and subject."""
-        fp = self.ctx.params.fingerprint
-        ea = Envelope.unpack(a, self.SHARE.KIND, fp)
-        eb = Envelope.unpack(b, self.SHARE.KIND, fp)
-        if len(ea.blobs) != 1 or len(eb.blobs) != 1 or not ea.parties or not eb.parties:
-            raise SerializationError("decryption share: expected one payload and its parties")
-        self._check_pair(ea.n_parties, eb.n_parties, ea.subject, eb.subject, ea.parties, eb.parties)
-        total = _backend.add_payloads("ciphertext", ea.blobs[0], eb.blobs[0], self.ctx.params)
-        if total is None:
-            return self.aggregate(self.share_from_bytes(a), self.share_from_bytes(b)).to_bytes()
-        parties = ea.parties | eb.parties
-        return Envelope(self.SHARE.KIND, fp, ea.n_parties, parties, ea.subject, (total,)).pack()
-
     def aggregate_compact(self, a: bytes, b: bytes) -> bytes:
         """:meth:`aggregate` of two compact shares (:mod:`phe_fl.mhe.compact`): the same
         checks on parties and subject, then their quotients added."""
@@ -151,18 +135,25 @@ class ThresholdDecrypt(Protocol[DecryptionShare]):
     def fuse_masked(self, share: bytes, ct: bytes) -> npt.NDArray[np.complex128]:
         """The complex slots of serialized ciphertext ``ct`` from a complete serialized
         share of its masked form (``(0, c1)``: every party, the lead included, shared
-        ``c1`` only; :meth:`Context.mask_bytes`): ``ct``'s c0 is added to the share on
-        the bytes, so neither ``ct`` nor the masked form is ever deserialized."""
-        fp = self.ctx.params.fingerprint
-        env = Envelope.unpack(share, self.SHARE.KIND, fp)
+        ``c1`` only; :func:`phe_fl.mhe.compact.masked`): ``ct``'s c0 is added to the share
+        on the bytes, so neither ``ct`` nor the masked form is ever deserialized."""
+        params = self.ctx.params
+        env = Envelope.unpack(share, self.SHARE.KIND, params.fingerprint)
         if len(env.blobs) != 1:
             raise SerializationError("decryption share: expected one payload")
-        zeroed = self.ctx.unmasked_bytes(self.ctx.mask_bytes(ct))
+        ct_env = Envelope.unpack(ct, Kind.CIPHERTEXT, params.fingerprint)
+        if len(ct_env.blobs) != 1:
+            raise SerializationError("ciphertext: expected one payload")
+        payload = ct_env.blobs[0]
+        zeroed = Envelope(
+            Kind.CIPHERTEXT, params.fingerprint, blobs=(_backend.without_c0(payload, params),)
+        ).pack()
         if env.subject != digest(zeroed):
             raise KeyMismatchError("the decryption share is not of this ciphertext's masked form")
-        payload = Envelope.unpack(ct, Kind.CIPHERTEXT, fp).blobs[0]  # one: mask_bytes read it
-        partial = _backend.add_first_element(env.blobs[0], payload, self.ctx.params)
-        whole = Envelope(self.SHARE.KIND, fp, env.n_parties, env.parties, env.subject, (partial,))
+        partial = _backend.add_first_element(env.blobs[0], payload, params)
+        whole = Envelope(
+            self.SHARE.KIND, params.fingerprint, env.n_parties, env.parties, env.subject, (partial,)
+        )
         complete = self._require_complete(self.share_from_bytes(whole.pack()))
         with openfhe_errors("fusing decryption shares"):
             pt = self.cc.MultipartyDecryptFusion([complete.raw[0]])
