@@ -65,7 +65,7 @@ from phe_fl.privacy.audit import quiet_training  # noqa: E402
 from phe_fl.privacy.models import GLMTwinModel  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dp_figures import draw_setting, fmt, summary  # noqa: E402
+from dp_figures import attack_metrics, draw_setting, fmt, save, summary  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "dp"
 DELTA = 1e-5
@@ -145,16 +145,7 @@ def one_row(
             continue
         nx, ny = data.nonmembers
         acc = float(np.mean(np.argmax(target(nx), axis=1) == ny))
-        assert thr.metrics is not None and lira.metrics is not None
-        per_seed.append(
-            {
-                "accuracy": acc,
-                "auc_threshold": thr.metrics.auc,
-                "auc_lira": lira.metrics.auc,
-                "tpr_at_1pct_lira": lira.metrics.tpr_at_1pct_fpr,
-                "advantage_lira": lira.metrics.advantage,
-            }
-        )
+        per_seed.append({"accuracy": acc, **attack_metrics(thr, lira)})
 
     keys = ("accuracy", "auc_threshold", "auc_lira", "tpr_at_1pct_lira", "advantage_lira")
     return {
@@ -252,13 +243,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     axes[1].axhline(0.5, color="gray", lw=0.8)
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=7)
-    fig.suptitle(
+    save(
+        fig,
         "phe-fl logistic regression, breast cancer, 4 parties: "
-        "DP vs accuracy and membership inference"
+        "DP vs accuracy and membership inference",
+        path,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> int:

@@ -65,7 +65,7 @@ from phe_fl.privacy.attacks import audit_split, reference_attack, threshold_atta
 from phe_fl.privacy.metrics import FloatArray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dp_figures import draw_setting, fmt, summary  # noqa: E402
+from dp_figures import attack_metrics, draw_setting, fmt, save, summary  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "dp"
 DELTA = 1e-5
@@ -172,15 +172,11 @@ def one_row(
         lira = reference_attack(target, trainer, data, n_reference=args.reference_models, seed=seed)
         nx, ny = data.nonmembers
         mx, my = data.members
-        assert thr.metrics is not None and lira.metrics is not None
         per_seed.append(
             {
                 "accuracy": float(np.mean(np.argmax(target(nx), axis=1) == ny)),
                 "train_accuracy": float(np.mean(np.argmax(target(mx), axis=1) == my)),
-                "auc_threshold": thr.metrics.auc,
-                "auc_lira": lira.metrics.auc,
-                "tpr_at_1pct_lira": lira.metrics.tpr_at_1pct_fpr,
-                "advantage_lira": lira.metrics.advantage,
+                **attack_metrics(thr, lira),
             }
         )
 
@@ -278,10 +274,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     axes[1].axhline(0.5, color="gray", lw=0.8)
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=7)
-    fig.suptitle("phe-fl FedAvg, digits MLP 64-32-10, 4 parties: DP vs accuracy and membership")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, "phe-fl FedAvg, digits MLP 64-32-10, 4 parties: DP vs accuracy and membership", path)
 
 
 def main() -> int:

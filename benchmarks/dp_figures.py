@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["summary", "fmt", "draw_setting"]
+__all__ = ["summary", "fmt", "attack_metrics", "draw_setting", "save"]
 
 Row = dict[str, Any]
 
@@ -29,6 +29,27 @@ def fmt(s: dict[str, float], digits: int = 3) -> str:
     if math.isnan(s["mean"]):
         return "-"
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def attack_metrics(threshold: Any, lira: Any) -> dict[str, float]:
+    """One game's attack figures, from the threshold and the LiRA attacks' results."""
+    assert threshold.metrics is not None and lira.metrics is not None
+    return {
+        "auc_threshold": threshold.metrics.auc,
+        "auc_lira": lira.metrics.auc,
+        "tpr_at_1pct_lira": lira.metrics.tpr_at_1pct_fpr,
+        "advantage_lira": lira.metrics.advantage,
+    }
+
+
+def save(fig: Any, title: str, path: Any) -> None:
+    """Title, lay out, write at 120 dpi and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def draw_setting(axes: Any, rows: Sequence[Row], name: str, color: str) -> list[Row]:
