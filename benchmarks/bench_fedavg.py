@@ -50,7 +50,7 @@ from fedavg_baselines import (  # noqa: E402
     weighted_mean,
 )
 
-from phe_fl.fedavg import FitConfig  # noqa: E402
+from phe_fl.fedavg import FedAvgSpec  # noqa: E402
 from phe_fl.fedavg.packing import (  # noqa: E402
     CHUNKS_PER_STEP,
     add_shares,
@@ -161,13 +161,12 @@ class SystemResult:
 def _in_process(args: argparse.Namespace, app: str, n_params: int) -> list[SystemResult]:
     from phe_fl.fedavg import examples
 
-    factory = getattr(examples, app)
     test = examples.test_set("fashion_mnist", rows=args.test_rows)
     options = [
         {"shard": i, "shards": args.clients, "rows": args.rows, "threads": args.threads}
         for i in range(args.clients)
     ]
-    config = FitConfig(1, args.epochs, args.batch_size, args.lr, args.seed)
+    spec = FedAvgSpec(app, args.rounds, args.epochs, args.batch_size, args.lr, args.seed)
     out = []
     for make in (
         PlainAggregator,
@@ -175,7 +174,7 @@ def _in_process(args: argparse.Namespace, app: str, n_params: int) -> list[Syste
         TenSEALAggregator,
     ):
         aggregator = make()
-        records = run_fedavg(factory, options, args.rounds, config, aggregator, test, print)
+        records = run_fedavg(spec, options, aggregator, test, print)
         out.append(
             SystemResult(
                 aggregator.name,
@@ -199,7 +198,6 @@ def _accuracy_over_seeds(args: argparse.Namespace, app: str) -> dict[str, Any]:
     a point with the order of float additions alone, so the gap is judged on means."""
     from phe_fl.fedavg import examples
 
-    factory = getattr(examples, app)
     test = examples.test_set("fashion_mnist", rows=args.test_rows)
     collective = CollectiveAggregator(args.params, args.clients)
     out: dict[str, list[float]] = {"plain": [], "phe-fl": []}
@@ -209,9 +207,9 @@ def _accuracy_over_seeds(args: argparse.Namespace, app: str) -> dict[str, Any]:
             | {"seed": seed}
             for i in range(args.clients)
         ]
-        config = FitConfig(1, args.epochs, args.batch_size, args.lr, seed)
+        spec = FedAvgSpec(app, args.rounds, args.epochs, args.batch_size, args.lr, seed)
         for name, aggregator in (("plain", PlainAggregator()), ("phe-fl", collective)):
-            records = run_fedavg(factory, options, args.rounds, config, aggregator, test)
+            records = run_fedavg(spec, options, aggregator, test)
             out[name].append(records[-1].accuracy)
             print(f"seed {seed} {name}: accuracy {records[-1].accuracy:.4f}")
     diffs = [a - b for a, b in zip(out["phe-fl"], out["plain"], strict=True)]

@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,8 +40,9 @@ try:  # run from a checkout without installing: make phe_fl importable
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(ROOT))
 
-from phe_fl.fedavg.app import App, FitConfig  # noqa: E402
-from phe_fl.fedavg.site import flatten, layout_of, load_into  # noqa: E402
+from phe_fl.fedavg.job import FedAvgSpec  # noqa: E402
+from phe_fl.fedavg.site import Site, layout_of, load_into  # noqa: E402
+from phe_fl.fedavg.twin import TwinRound, plain_fedavg, weighted_mean  # noqa: E402
 
 if TYPE_CHECKING:
     pass
@@ -83,23 +84,9 @@ class Aggregator(Protocol):
     ) -> tuple[Vector, AggregateStats]: ...
 
 
-def weighted_mean(updates: Sequence[npt.NDArray[Any]], weights: Sequence[float]) -> Vector64:
-    """The exact reference: sum(w_i u_i) / sum(w_i) in float64."""
-    _check(updates, weights)
-    total = float(sum(weights))
-    out = np.zeros(len(updates[0]), dtype=np.float64)
-    for u, w in zip(updates, weights, strict=True):
-        out += np.asarray(u, dtype=np.float64) * (float(w) / total)
-    return out
-
-
 def _check(updates: Sequence[npt.NDArray[Any]], weights: Sequence[float]) -> None:
     if not updates or len(updates) != len(weights):
         raise ValueError(f"{len(updates)} updates for {len(weights)} weights")
-    if any(u.ndim != 1 or len(u) != len(updates[0]) for u in updates):
-        raise ValueError("updates must be flat vectors of one length")
-    if any(not w >= 0 for w in weights) or not sum(weights) > 0:
-        raise ValueError(f"weights must be >= 0 with a positive sum, not {list(weights)}")
 
 
 class PlainAggregator:
@@ -264,59 +251,52 @@ class RoundRecord:
 
 
 def run_fedavg(
-    app_factory: Callable[[Mapping[str, Any]], App],
+    spec: FedAvgSpec,
     options_for_client: list[dict[str, Any]],
-    rounds: int,
-    fit_config: FitConfig,
     aggregator: Aggregator,
     eval: tuple[npt.NDArray[Any], npt.NDArray[Any]],  # noqa: A002 - the brief's name
     log: Callable[[str], None] | None = None,
 ) -> list[RoundRecord]:
-    """FedAvg in one process: the global model starts as client 0's ``app.model()``; each
-    round every client loads it, trains, and sends ``local - global`` (flat float32 over the
-    state dict); the aggregator averages the updates weighted by examples and the mean is
-    added to the global model, which is then scored on ``eval``."""
-    from phe_fl.fedavg.examples import accuracy
+    """FedAvg in one process through ``aggregator``: the twin's loop
+    (:func:`phe_fl.fedavg.twin.plain_fedavg`, each client a ``Site`` training the example
+    app ``spec.app`` as a node does), the global model scored on ``eval`` after each
+    round."""
+    from phe_fl.fedavg import examples
 
-    apps = [app_factory(options) for options in options_for_client]
-    global_model = apps[0].model()
-    layout = layout_of(global_model)  # the nodes' layout: floating-point tensors, in order
-    global_flat = flatten(global_model, layout)
-    models = [app.model() for app in apps]
-    records: list[RoundRecord] = []
+    path = {spec.app: f"phe_fl.fedavg.examples:{spec.app}"}
+    sites = [Site(f"client-{i}", path, options) for i, options in enumerate(options_for_client)]
+    scorer = getattr(examples, spec.app)(options_for_client[0]).model()
+    layout = layout_of(scorer)
     x_test, y_test = eval
-    for r in range(1, rounds + 1):
-        config = replace(fit_config, round=r)
-        updates: list[Vector] = []
-        weights: list[float] = []
-        losses: list[float] = []
-        train_s: list[float] = []
-        for app, model in zip(apps, models, strict=True):
-            load_into(model, layout, global_flat)
-            t0 = time.perf_counter()
-            result = app.fit(model, config)
-            train_s.append(time.perf_counter() - t0)
-            updates.append(flatten(model, layout) - global_flat)
-            weights.append(float(result.examples))
-            losses.append(result.loss)
-        mean, stats = aggregator.aggregate(updates, weights)
-        global_flat = (global_flat + mean).astype(np.float32)
-        load_into(global_model, layout, global_flat)
-        record = RoundRecord(
-            round=r,
-            train_s_sum=sum(train_s),
-            train_s_max=max(train_s),
-            aggregate_s=stats.seconds,
-            bytes_up_per_client=stats.bytes_up_per_client,
-            bytes_down_per_client=stats.bytes_down_per_client,
-            max_abs_error=stats.max_abs_error,
-            accuracy=accuracy(global_model, x_test, y_test),
-            train_loss=float(np.average(losses, weights=weights)),
-            detail=dict(stats.detail),
+    stats: list[AggregateStats] = []
+    records: list[RoundRecord] = []
+
+    def aggregate(updates: list[Vector], weights: list[float]) -> npt.NDArray[Any]:
+        mean, cost = aggregator.aggregate(updates, weights)
+        stats.append(cost)
+        return mean
+
+    def record(twin: TwinRound) -> None:
+        load_into(scorer, layout, twin.global_values)
+        cost = stats[-1]
+        records.append(
+            RoundRecord(
+                round=twin.round,
+                train_s_sum=sum(twin.fit_seconds),
+                train_s_max=max(twin.fit_seconds),
+                aggregate_s=cost.seconds,
+                bytes_up_per_client=cost.bytes_up_per_client,
+                bytes_down_per_client=cost.bytes_down_per_client,
+                max_abs_error=cost.max_abs_error,
+                accuracy=examples.accuracy(scorer, x_test, y_test),
+                train_loss=twin.loss,
+                detail=dict(cost.detail),
+            )
         )
-        records.append(record)
         if log is not None:
-            log(_describe(aggregator.name, record))
+            log(_describe(aggregator.name, records[-1]))
+
+    plain_fedavg(sites, spec, aggregate=aggregate, on_round=record)
     return records
 
 
@@ -352,16 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--aggregators", default="plain,tenseal")
     args = parser.parse_args(argv)
 
-    factory = getattr(examples, args.app)
     dataset = "digits" if args.app.startswith("digits") else "fashion_mnist"
     x_test, y_test = examples.test_set(dataset, rows=args.test_rows)
     options = [
         {"shard": i, "shards": args.clients, "rows": args.rows, "threads": args.threads}
         for i in range(args.clients)
     ]
-    config = FitConfig(
-        round=1, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=0
-    )
+    spec = FedAvgSpec(args.app, args.rounds, args.epochs, args.batch_size, args.lr)
     makers: dict[str, Callable[[], Aggregator]] = {
         "plain": PlainAggregator,
         "tenseal": TenSEALAggregator,
@@ -369,9 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.aggregators.split(","):
         aggregator = makers[name]()
         t0 = time.perf_counter()
-        records = run_fedavg(
-            factory, options, args.rounds, config, aggregator, (x_test, y_test), print
-        )
+        records = run_fedavg(spec, options, aggregator, (x_test, y_test), print)
         total = time.perf_counter() - t0
         print(
             f"{aggregator.name:>20} total {total:.1f}s, {total / max(1, len(records)):.1f}s/round"

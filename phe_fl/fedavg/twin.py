@@ -1,26 +1,48 @@
 """Plaintext FedAvg over the same apps, in one process: what an encrypted FedAvg job must
-reproduce within its decryption precision (tests), and the unprotected baseline of the
-benchmark. Each :class:`~phe_fl.fedavg.site.Site` trains exactly as it would on a node."""
+reproduce within its decryption precision (tests), and the one loop the benchmark drives
+with each aggregator it compares (plain, phe-fl's in process, TenSEAL's). Each
+:class:`~phe_fl.fedavg.site.Site` trains exactly as it would on a node."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import Layout, Vector, values_digest
 from phe_fl.fedavg.site import Site
 
-__all__ = ["TwinRound", "plain_fedavg"]
+__all__ = ["TwinRound", "plain_fedavg", "weighted_mean"]
+
+Aggregate = Callable[[list[Vector], list[float]], npt.NDArray[np.floating[Any]]]
+"""The mean of the sites' updates weighted by their examples, however it is computed."""
 
 
 @dataclass(frozen=True)
 class TwinRound:
+    round: int
     examples: int
-    loss: float
-    global_values: Vector
+    loss: float  # examples-weighted mean of the sites' reported losses
+    global_values: Vector  # after this round
+    fit_seconds: tuple[float, ...]  # each site's local training
+
+
+def weighted_mean(
+    updates: Sequence[npt.NDArray[Any]], weights: Sequence[float]
+) -> npt.NDArray[np.float64]:
+    """The exact reference: ``sum(w_i u_i) / sum(w_i)`` in float64."""
+    if not updates or len(updates) != len(weights):
+        raise ValueError(f"{len(updates)} updates for {len(weights)} weights")
+    total = float(sum(weights))
+    out = np.zeros(len(updates[0]), dtype=np.float64)
+    for u, w in zip(updates, weights, strict=True):
+        out += np.asarray(u, dtype=np.float64) * (float(w) / total)
+    return out
 
 
 def plain_fedavg(
@@ -29,11 +51,15 @@ def plain_fedavg(
     *,
     job_id: str = "twin",
     dp_seeds: Sequence[int] | None = None,
+    aggregate: Aggregate = weighted_mean,
+    on_round: Callable[[TwinRound], None] | None = None,
 ) -> tuple[Layout, list[TwinRound]]:
     """``spec.rounds`` rounds of FedAvg in the clear; the first site's fresh model is the
-    first global model (as the root's is). A differentially private ``spec`` needs one
-    ``dp_seeds`` entry per site (a node's secret seed; the twin draws what a node with
-    that seed draws) and sites built with ``n_parties = len(sites)``."""
+    first global model (as the root's is). ``aggregate`` averages the updates (the
+    benchmark passes its aggregators'); ``on_round`` sees each round as it ends. A
+    differentially private ``spec`` needs one ``dp_seeds`` entry per site (a node's secret
+    seed; the twin draws what a node with that seed draws) and sites built with
+    ``n_parties = len(sites)``."""
     if spec.dp and (dp_seeds is None or len(dp_seeds) != len(sites)):
         raise ValueError(f"a DP job needs {len(sites)} dp_seeds, one per site")
     if spec.dp and any(site.n_parties != len(sites) for site in sites):
@@ -47,13 +73,18 @@ def plain_fedavg(
     rounds = []
     for r in range(1, spec.rounds + 1):
         data, digest = global_values.astype("<f4").tobytes(), values_digest(global_values)
-        fitted = []
+        fitted, seconds = [], []
         for site in sites:
             site.receive_global(job_id, r, 0, data)
+            t0 = time.perf_counter()
             fitted.append(site.fit(job_id, r, digest))
-        total = sum(res.examples for _, res in fitted)
-        mean = sum(u.astype(np.float64) * (res.examples / total) for u, res in fitted)
+            seconds.append(time.perf_counter() - t0)
+        weights = [float(res.examples) for _, res in fitted]
+        mean = aggregate([u for u, _ in fitted], weights)
         global_values = (global_values + mean).astype(np.float32)
+        total = sum(res.examples for _, res in fitted)
         loss = sum(res.loss * res.examples for _, res in fitted) / total
-        rounds.append(TwinRound(total, loss, global_values))
+        rounds.append(TwinRound(r, total, loss, global_values, tuple(seconds)))
+        if on_round is not None:
+            on_round(rounds[-1])
     return layout, rounds
