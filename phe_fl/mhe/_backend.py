@@ -719,30 +719,37 @@ def split_coefficients(
     return bytes(skeleton), regions
 
 
+def skeleton_regions(kind: str, skeleton: bytes, params: ParameterSet) -> list[tuple[int, int]]:
+    """Where each tower region's coefficients go in a skeleton (:func:`split_coefficients`)
+    and its modulus, the skeleton read strictly (one pass over its few hundred bytes)."""
+    reader = _Parser(_layout_for(params), kind, skeleton)
+    reader.absent_elements = _MAX_LIMBS  # every element's coefficients are absent
+    reader.run()
+    return [(at, modulus) for at, (_, modulus) in zip(reader.gaps, reader.regions, strict=True)]
+
+
 def join_coefficients(
     kind: str, skeleton: bytes, values: Sequence[npt.NDArray[np.uint64]], params: ParameterSet
 ) -> bytes:
     """The payload of :func:`split_coefficients`'s skeleton with ``values`` put back,
-    region by region, read strictly (a skeleton of another shape, a wrong region count or
-    an unreduced coefficient is refused)."""
-    reader = _Parser(_layout_for(params), kind, skeleton)
-    reader.absent_elements = _MAX_LIMBS  # every element's coefficients are absent
-    reader.run()
-    if len(reader.gaps) != len(values):
+    region by region: a skeleton of another shape, a wrong region count or an unreduced
+    coefficient is refused, so the payload is one :func:`check_payload` accepts."""
+    regions = skeleton_regions(kind, skeleton, params)
+    if len(regions) != len(values):
         raise SerializationError(
-            f"invalid {kind} skeleton: {len(reader.gaps)} tower regions for {len(values)}"
+            f"invalid {kind} skeleton: {len(regions)} tower regions for {len(values)}"
         )
     out = bytearray()
     previous = 0
-    for at, v in zip(reader.gaps, values, strict=True):
+    for (at, modulus), v in zip(regions, values, strict=True):
         if v.shape != (params.ring_dim,):
             raise SerializationError(f"{v.size} coefficients for a region of {params.ring_dim}")
+        if v.size and int(v.max()) >= modulus:
+            raise SerializationError(f"invalid {kind}: a coefficient is not reduced")
         out += skeleton[previous:at] + v.astype("<u8").tobytes()
         previous = at
     out += skeleton[previous:]
-    full = bytes(out)
-    _read(kind, full, params)
-    return full
+    return bytes(out)
 
 
 def root_of_unity(params: ParameterSet, modulus: int) -> int:

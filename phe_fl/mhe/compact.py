@@ -183,11 +183,14 @@ def _ntt(params: ParameterSet, modulus: int) -> TowerNTT:
 
 def _one_tower(params: ParameterSet, skeleton: bytes, elements: int) -> int:
     """The modulus of a skeleton of ``elements`` ring elements of one tower each."""
-    full = _backend.join_coefficients(
-        "ciphertext", skeleton, [np.zeros(params.ring_dim, np.uint64)] * elements, params
-    )
-    _, regions = _backend.split_coefficients("ciphertext", full, params)
-    return regions[0][0]
+    regions = _backend.skeleton_regions("ciphertext", skeleton, params)
+    moduli = {q for _, q in regions}
+    if len(regions) != elements or len(moduli) != 1:
+        raise SerializationError(
+            f"compact forms hold one RNS tower per element: {len(regions)} tower regions for "
+            f"{elements} elements"
+        )
+    return moduli.pop()
 
 
 def compact(ctx: Context, data: bytes, shifts: tuple[int, ...]) -> bytes:
@@ -217,14 +220,31 @@ def compact(ctx: Context, data: bytes, shifts: tuple[int, ...]) -> bytes:
     ).pack()
 
 
+@nb.njit(nogil=True)
+def _times(
+    values: U64, factor: np.uint64, shoup: np.uint64, q: np.uint64
+) -> U64:  # pragma: no cover
+    """``(values mod q) * factor mod q`` (Shoup's product: ``shoup = factor * 2^64 // q``)."""
+    out = np.empty_like(values)
+    low32, s = np.uint64(0xFFFFFFFF), np.uint64(32)
+    b0, b1 = shoup & low32, shoup >> s
+    for j in range(values.size):
+        a = values[j] % q
+        a0, a1 = a & low32, a >> s
+        lo, c1, c2 = a0 * b0, a0 * b1, a1 * b0
+        carry = (lo >> s) + (c1 & low32) + (c2 & low32)
+        high = a1 * b1 + (c1 >> s) + (c2 >> s) + (carry >> s)
+        r = a * factor - high * q
+        out[j] = min(r, r - q)
+    return out
+
+
 def _coefficients(modulus: int, shift: int, quotients: U64) -> U64:
     """``quotients * 2^shift mod q``: the element a compact one stands for."""
-    q = np.uint64(modulus)
     factor = pow(2, shift, modulus)
-    tower = _backend.Tower(
-        modulus, np.array(factor, dtype=np.uint64), np.array((factor << 64) // modulus, np.uint64)
+    return _times(
+        quotients, np.uint64(factor), np.uint64((factor << 64) // modulus), np.uint64(modulus)
     )
-    return _backend.mulmod(quotients % q, tower)
 
 
 def expand(ctx: Context, data: bytes) -> bytes:
