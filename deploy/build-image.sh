@@ -13,6 +13,7 @@
 #   BASE_IMAGE  default: localhost/phe-fl-base:trixie-py3.12
 #   PHE_FL_REF  build phe-fl from this git commit (e.g. HEAD) instead of the working tree
 #               (the Containerfile and healthcheck.py still come from the working tree)
+#   PHE_FL_EXTRAS  phe-fl extras to install, comma-separated (e.g. torch: FedAvg apps)
 #   PIP_CERT    a CA bundle pip must trust (a TLS-intercepting proxy), passed to the builder
 #               stage as the build secret pip_cert; default: $PIP_CERT if it is set
 set -euo pipefail
@@ -42,7 +43,8 @@ fi
 mkdir "$CTX/deploy"
 cp "$HERE/Containerfile" "$HERE/healthcheck.py" "$CTX/deploy/"
 
-args=(build -f "$CTX/deploy/Containerfile" -t "$TAG" --build-arg "BASE_IMAGE=$BASE_IMAGE")
+args=(build -f "$CTX/deploy/Containerfile" -t "$TAG" --build-arg "BASE_IMAGE=$BASE_IMAGE"
+    --build-arg "PHE_FL_EXTRAS=${PHE_FL_EXTRAS:-}")
 if [[ -n "${PIP_CERT:-}" && -s "${PIP_CERT:-}" ]]; then
     args+=(--secret "id=pip_cert,src=$PIP_CERT")
 fi

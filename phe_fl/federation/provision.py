@@ -638,7 +638,9 @@ def _site_readme(fed: Federation, site: Site, fingerprint: str) -> str:
         declared = ", ".join(f"`{name}` (`{entry}`)" for name, entry in apps.items())
         lines.append(
             f"- FedAvg apps (`[fedavg]` in `node.toml`): {declared}; they must be importable "
-            "by this node's Python (`pip install 'phe-fl[torch]'` and the app's package)."
+            "by this node's Python (`pip install 'phe-fl[torch]'` and the app's package; in "
+            "the container image, built with `PHE_FL_EXTRAS=torch`, a module in this kit's "
+            "`apps/` folder is importable as it is)."
         )
     lines += [
         "",

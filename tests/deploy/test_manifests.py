@@ -453,6 +453,19 @@ def test_containerfile_is_multi_stage_and_non_root() -> None:
     assert {str(HEALTH_PORT), str(METRICS_PORT), str(TREE_PORT)} <= exposed
 
 
+def test_the_image_can_carry_extras_and_a_sites_own_apps() -> None:
+    """A site running FedAvg builds the image with the torch extra, and its apps come
+    from its kit (mounted read-only at /kit) without a rebuild."""
+    builder, runtime = _stages((DEPLOY / "Containerfile").read_text())[-2:]
+    assert "ARG PHE_FL_EXTRAS=" in builder, "no extras by default"
+    install = next(i for i in builder if "pip install" in i and "wheel" in i)
+    assert '"${wheel}${PHE_FL_EXTRAS:+[$PHE_FL_EXTRAS]}"' in install
+    env = " ".join(i for i in runtime if i.startswith("ENV "))
+    assert f"PYTHONPATH={KIT_DIR}/apps" in env
+    script = (DEPLOY / "build-image.sh").read_text()
+    assert '--build-arg "PHE_FL_EXTRAS=${PHE_FL_EXTRAS:-}"' in script
+
+
 def test_scripts_parse() -> None:
     for script in sorted(DEPLOY.glob("*.sh")):
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
