@@ -296,21 +296,21 @@ def masked(ctx: Context, data: bytes) -> bytes:
 
 
 def mask_digest(ctx: Context, data: bytes) -> bytes:
-    """SHA-256 of the ``c1`` a ciphertext decrypts with (coefficients and skeleton), the
-    same for a compact ciphertext, its masked form, and OpenFHE's serialized ciphertext
-    it expands to: what a node compares to refuse decrypting an individual update."""
+    """SHA-256 of the ``c1`` a ciphertext decrypts with (its modulus and coefficients, blind
+    to metadata as a party's flooding cache is), the same for a compact ciphertext, its
+    masked form, and OpenFHE's serialized ciphertext it expands to or any relabelling of
+    it: what a node compares to refuse decrypting an individual update."""
     params = ctx.params
     kind = Envelope.kind_of(data)
     if kind in (Kind.COMPACT_CIPHERTEXT, Kind.COMPACT_MASKED_CIPHERTEXT):
         c = _read(ctx, data, kind)
         modulus = _one_tower(params, c.skeleton, 2)
         c1 = _coefficients(modulus, c.shifts[-1], c.quotients[-1])
-        skeleton = c.skeleton
     else:
         (payload,) = Envelope.unpack(data, Kind.CIPHERTEXT, params.fingerprint).blobs
-        skeleton, regions = _backend.split_coefficients("ciphertext", payload, params)
+        _, regions = _backend.split_coefficients("ciphertext", payload, params)
         if len(regions) != 2 or regions[0][0] != regions[1][0]:
             raise SerializationError("not a two-element ciphertext of one tower")
         modulus, values = regions[1]
         c1 = _ntt(params, modulus).inverse(values)[0]
-    return hashlib.sha256(skeleton + c1.astype("<u8").tobytes()).digest()
+    return hashlib.sha256(modulus.to_bytes(8, "little") + c1.astype("<u8").tobytes()).digest()

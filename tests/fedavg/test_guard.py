@@ -15,7 +15,7 @@ from phe_fl.federation.config import FedAvgApps, load_node_config
 from phe_fl.federation.fedavg import FedAvgParty
 from phe_fl.federation.local import write_configs
 from phe_fl.federation.store import NodeStore, StoreIdentity
-from phe_fl.mhe import INSECURE_TEST, compact
+from phe_fl.mhe import INSECURE_TEST, Ciphertext, compact
 from phe_fl.mhe._wire import Envelope, Kind
 from phe_fl.mhe.simulation import LocalFederation
 
@@ -131,9 +131,9 @@ def _rescaled(fed: LocalFederation, masked_ct: bytes) -> bytes:
 def test_an_individual_update_written_another_way_is_still_refused(
     tmp_path: Path, fed: LocalFederation
 ) -> None:
-    """A share depends on c1 only: a parent that changes c0 of a party's ciphertext, or
-    writes its c1 with other bytes, must not get it decrypted (the guard compares the
-    coefficients of c1, not bytes)."""
+    """A share depends on c1 only: a parent that changes c0 of a party's ciphertext, its
+    metadata, or writes its c1 with other bytes, must not get it decrypted (the guard
+    compares the coefficients of c1, not bytes)."""
     party = _party(tmp_path, fed)
     own = _trained(party, fed, 1)
     expanded = compact.expand(fed.ctx, own[0])
@@ -141,6 +141,9 @@ def test_an_individual_update_written_another_way_is_still_refused(
     assert altered != expanded
     fed.ctx.ciphertext_from_bytes(altered)  # still a well-formed ciphertext
     assert party.individual_update(altered) == JOB
+    relabelled = fed.ctx.ciphertext_from_bytes(expanded)._ct.Clone()
+    relabelled.SetScalingFactor(2.0**40)  # other metadata, the same elements
+    assert party.individual_update(Ciphertext(fed.ctx, relabelled).to_bytes()) == JOB
     rewritten = _rescaled(fed, _masked(fed, own)[0])
     assert rewritten != _masked(fed, own)[0]
     assert compact.expand(fed.ctx, rewritten) == compact.expand(fed.ctx, _masked(fed, own)[0])
