@@ -475,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         (RESULTS / f"fedavg-{model}.json").write_text(json.dumps(record, indent=1))
         _plot(model, results)
-    (RESULTS / "fedavg.md").write_text("\n\n".join(report) + "\n")
+    if report:  # an accuracy-only run (--systems none) keeps the tables of the last full one
+        (RESULTS / "fedavg.md").write_text("\n\n".join(report) + "\n")
     return 0
 
 

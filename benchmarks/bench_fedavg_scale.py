@@ -148,6 +148,10 @@ def cores(args: argparse.Namespace) -> dict[str, Any]:
     update = np.random.default_rng(0).normal(0, 0.01, CHUNKS_PER_STEP * chunk_size(params))
     update = update.astype(np.float32)
     out: dict[str, Any] = {"cpus": os.cpu_count(), "chunks": CHUNKS_PER_STEP}
+    party = fed.parties[1]
+    # warm-up: numba compiles its kernels at their first use in a process (about a second)
+    (first,) = encrypt_chunks(fed.ctx, fed.joint_key, update, 0, 1, n_parties=2, threads=1)
+    share_chunk(fed.ctx, party, masked(fed.ctx, first))
     for threads in (1, os.cpu_count() or 1):
         t0 = time.perf_counter()
         cts = encrypt_chunks(
@@ -155,7 +159,6 @@ def cores(args: argparse.Namespace) -> dict[str, Any]:
         )
         enc = time.perf_counter() - t0
         sums = [masked(fed.ctx, ct) for ct in cts]
-        party = fed.parties[1]
         t0 = time.perf_counter()
         parallel(functools.partial(share_chunk, fed.ctx, party), sums, threads)
         dec = time.perf_counter() - t0
