@@ -1,8 +1,8 @@
 """Model updates as ciphertexts: a flat float32 vector cut into chunks, two reals per complex
 slot, encrypted at the last level (aggregation only adds, so no level is kept for
 multiplications: one RNS tower) and sent in compact form (:mod:`phe_fl.mhe.compact`:
-each coefficient rounded below the flooding noise, about 2.4 bytes per parameter where
-OpenFHE writes 4).
+each coefficient rounded below the flooding noise, about 10.6 bytes per parameter at 2^15
+and 8 parties where OpenFHE writes 16).
 
 A chunk holds ``2 * slots`` parameters: the first half in the real parts, the second in the
 imaginary parts. Every node encrypts the same chunk indices of its own weighted update;
