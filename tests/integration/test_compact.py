@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phe_fl.errors import SerializationError
+from phe_fl.errors import PheFlError, SerializationError
 from phe_fl.mhe import INSECURE_TEST, N15_128, PublicKeyGen, compact
 from phe_fl.mhe import _backend as backend
 from phe_fl.mhe._ntt import tower_ntt
@@ -137,3 +137,45 @@ def test_quotients_pack_into_their_width_and_back(width: int) -> None:
     assert len(blob) == 2 + -(-1001 * width // 8)
     shift, back = compact._unpack(blob, 1001)
     assert shift == 5 and np.array_equal(back, values)
+
+
+def test_mutated_compact_forms_fail_cleanly(fed: LocalFederation) -> None:
+    """Bytes flipped anywhere in a compact form's blobs (the envelope resealed, as a
+    crafting peer would): every reader either succeeds or raises phe-fl's own error,
+    never another exception."""
+    ctx, rng = fed.ctx, np.random.default_rng(11)
+    ct = compact.compact(ctx, _last_level(fed, np.ones(4)), _shifts())
+    share = compact.compact(
+        ctx,
+        fed.parties[0]
+        .decryption_share(ctx.ciphertext_from_bytes(_last_level(fed, np.ones(4))))
+        .to_bytes(),
+        (compact.message_shift(INSECURE_TEST),),
+    )
+    samples = [ct, compact.masked(ctx, ct), share]
+    outcomes = {"ok": 0, "refused": 0}
+    for i in range(300):
+        env = _blobs(samples[i % 3])
+        blobs = list(env.blobs)
+        j = int(rng.integers(len(blobs)))
+        blob = bytearray(blobs[j])
+        if blob:
+            for _ in range(int(rng.integers(1, 4))):
+                at = int(rng.integers(min(len(blob), 64))) if rng.random() < 0.5 else None
+                at = int(rng.integers(len(blob))) if at is None else at
+                blob[at] ^= int(rng.integers(1, 256))
+        if rng.random() < 0.2:
+            blob = blob[: int(rng.integers(len(blob) + 1))]
+        blobs[j] = bytes(blob)
+        data = _rewrap(env, tuple(blobs))
+        for read in (
+            lambda d: compact.expand(ctx, d),
+            lambda d: compact.mask_digest(ctx, d),
+            lambda d: compact.add(ctx, d, d),
+        ):
+            try:
+                read(data)
+                outcomes["ok"] += 1
+            except PheFlError:
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 300, outcomes
