@@ -24,7 +24,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["TowerNTT", "tower_ntt"]
+__all__ = ["TowerNTT", "tower_ntt", "times"]
 
 U64 = npt.NDArray[np.uint64]
 
@@ -84,6 +84,23 @@ def _inverse(
         for j in range(n):
             y = x[j] * n_inv - _mulhi(x[j], n_inv_shoup) * q
             x[j] = min(y, y - q)
+
+
+@nb.njit(nogil=True)
+def _times(
+    values: U64, factor: np.uint64, shoup: np.uint64, q: np.uint64
+) -> U64:  # pragma: no cover
+    out = np.empty_like(values)
+    for j in range(values.size):
+        a = values[j] % q
+        r = a * factor - _mulhi(a, shoup) * q
+        out[j] = min(r, r - q)
+    return out
+
+
+def times(values: U64, factor: int, q: int) -> U64:
+    """``(values mod q) * factor mod q``, element-wise (``factor`` below ``q``)."""
+    return _times(values, np.uint64(factor), np.uint64((factor << 64) // q), np.uint64(q))
 
 
 def _bit_reversed(n: int) -> list[int]:

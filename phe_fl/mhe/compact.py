@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from phe_fl.errors import SerializationError
 from phe_fl.mhe import _backend
-from phe_fl.mhe._ntt import TowerNTT, tower_ntt
+from phe_fl.mhe._ntt import TowerNTT, times, tower_ntt
 from phe_fl.mhe._wire import Envelope, Kind
 from phe_fl.mhe.context import Context
 from phe_fl.mhe.params import ParameterSet
@@ -220,31 +220,9 @@ def compact(ctx: Context, data: bytes, shifts: tuple[int, ...]) -> bytes:
     ).pack()
 
 
-@nb.njit(nogil=True)
-def _times(
-    values: U64, factor: np.uint64, shoup: np.uint64, q: np.uint64
-) -> U64:  # pragma: no cover
-    """``(values mod q) * factor mod q`` (Shoup's product: ``shoup = factor * 2^64 // q``)."""
-    out = np.empty_like(values)
-    low32, s = np.uint64(0xFFFFFFFF), np.uint64(32)
-    b0, b1 = shoup & low32, shoup >> s
-    for j in range(values.size):
-        a = values[j] % q
-        a0, a1 = a & low32, a >> s
-        lo, c1, c2 = a0 * b0, a0 * b1, a1 * b0
-        carry = (lo >> s) + (c1 & low32) + (c2 & low32)
-        high = a1 * b1 + (c1 >> s) + (c2 >> s) + (carry >> s)
-        r = a * factor - high * q
-        out[j] = min(r, r - q)
-    return out
-
-
 def _coefficients(modulus: int, shift: int, quotients: U64) -> U64:
     """``quotients * 2^shift mod q``: the element a compact one stands for."""
-    factor = pow(2, shift, modulus)
-    return _times(
-        quotients, np.uint64(factor), np.uint64((factor << 64) // modulus), np.uint64(modulus)
-    )
+    return times(quotients, pow(2, shift, modulus), modulus)
 
 
 def expand(ctx: Context, data: bytes) -> bytes:
