@@ -42,7 +42,12 @@ except ImportError:  # pragma: no cover
 
 from phe_fl.fedavg.job import FedAvgSpec  # noqa: E402
 from phe_fl.fedavg.site import Site, layout_of, load_into  # noqa: E402
-from phe_fl.fedavg.twin import TwinRound, plain_fedavg, weighted_mean  # noqa: E402
+from phe_fl.fedavg.twin import (  # noqa: E402
+    TwinRound,
+    check_updates,
+    plain_fedavg,
+    weighted_mean,
+)
 
 if TYPE_CHECKING:
     pass
@@ -84,11 +89,6 @@ class Aggregator(Protocol):
     ) -> tuple[Vector, AggregateStats]: ...
 
 
-def _check(updates: Sequence[npt.NDArray[Any]], weights: Sequence[float]) -> None:
-    if not updates or len(updates) != len(weights):
-        raise ValueError(f"{len(updates)} updates for {len(weights)} weights")
-
-
 class PlainAggregator:
     """Weighted mean of float32 updates sent in the clear: 4 bytes a parameter each way."""
 
@@ -98,7 +98,7 @@ class PlainAggregator:
     def aggregate(
         self, updates: list[Vector], weights: list[float]
     ) -> tuple[Vector, AggregateStats]:
-        _check(updates, weights)
+        check_updates(updates, weights)
         start = time.perf_counter()
         total = float(sum(weights))
         acc = np.zeros(len(updates[0]), dtype=np.float64)
@@ -175,7 +175,7 @@ class TenSEALAggregator:
     def aggregate(
         self, updates: list[Vector], weights: list[float]
     ) -> tuple[Vector, AggregateStats]:
-        _check(updates, weights)
+        check_updates(updates, weights)
         ts = self._ts
         n = len(updates[0])
         chunks = self._chunks(n)

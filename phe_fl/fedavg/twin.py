@@ -17,7 +17,7 @@ from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import Layout, Vector, values_digest
 from phe_fl.fedavg.site import Site
 
-__all__ = ["TwinRound", "plain_fedavg", "weighted_mean"]
+__all__ = ["TwinRound", "plain_fedavg", "weighted_mean", "check_updates"]
 
 Aggregate = Callable[[list[Vector], list[float]], npt.NDArray[np.floating[Any]]]
 """The mean of the sites' updates weighted by their examples, however it is computed."""
@@ -32,12 +32,22 @@ class TwinRound:
     fit_seconds: tuple[float, ...]  # each site's local training
 
 
+def check_updates(updates: Sequence[npt.NDArray[Any]], weights: Sequence[float]) -> None:
+    """Refuse what no weighted mean is: one flat update per weight, all of one length,
+    weights at least 0 with a positive sum."""
+    if not updates or len(updates) != len(weights):
+        raise ValueError(f"{len(updates)} updates for {len(weights)} weights")
+    if any(u.ndim != 1 or len(u) != len(updates[0]) for u in updates):
+        raise ValueError("updates must be flat vectors of one length")
+    if any(not w >= 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"weights must be >= 0 with a positive sum, not {list(weights)}")
+
+
 def weighted_mean(
     updates: Sequence[npt.NDArray[Any]], weights: Sequence[float]
 ) -> npt.NDArray[np.float64]:
     """The exact reference: ``sum(w_i u_i) / sum(w_i)`` in float64."""
-    if not updates or len(updates) != len(weights):
-        raise ValueError(f"{len(updates)} updates for {len(weights)} weights")
+    check_updates(updates, weights)
     total = float(sum(weights))
     out = np.zeros(len(updates[0]), dtype=np.float64)
     for u, w in zip(updates, weights, strict=True):
