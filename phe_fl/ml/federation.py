@@ -12,19 +12,20 @@ and benchmarks only) and round-trips every ciphertext through bytes like the net
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from phe_fl.errors import ProtocolError
 from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.simulation import LocalFederation
+from phe_fl.ml.staging import Lockstep, layer_sums
 
 __all__ = [
     "MapRequest",
     "LayersMapRequest",
     "LayersWorker",
-    "Refresher",
+    "MapStage",
     "Federation",
     "LayersFederation",
     "MapWorker",
@@ -66,9 +67,19 @@ class LayersMapRequest:
     global_batch: int
 
 
-Refresher = Callable[[Ciphertext], Ciphertext]
-"""The federation's collective refresh, handed to parties whose MAP is deeper than the
-levels between two refreshes (networks): every party contributes to each call."""
+@dataclass(frozen=True)
+class MapStage:
+    """What one stage of a network's MAP brought back (:mod:`phe_fl.ml.staging`): the
+    intermediates each party needs refreshed before it can go on, and the summed
+    gradients of the parties that finished at this stage."""
+
+    pending: Mapping[str, tuple[Ciphertext, ...]]
+    """Party id -> its ciphertexts to refresh, in its order (parties that finished or
+    need nothing are absent)."""
+    gradients: tuple[Ciphertext, ...] = ()
+    """Per layer, the sum over the parties that finished at this stage (empty: none)."""
+    finished: int = 0
+    """How many parties finished at this stage."""
 
 
 @runtime_checkable
@@ -102,9 +113,10 @@ class LayersWorker(Protocol):
 
     def batch_size_at(self, iteration: int) -> int: ...
 
-    def gradients(self, request: LayersMapRequest, refresh: Refresher) -> tuple[Ciphertext, ...]:
-        """MAP: this party's encrypted per-layer gradient contributions; ``refresh`` is
-        the collective refresh for intermediates that run out of levels."""
+    def start_map(self, request: LayersMapRequest) -> Lockstep[list[Ciphertext]]:
+        """MAP, paused at its first refresh point: its ``pending`` intermediates go to the
+        federation's refresh, its ``advance`` takes them back refreshed; once finished,
+        its results are the per-chunk, per-layer gradient contributions."""
         ...
 
 
@@ -191,19 +203,26 @@ class LayersFederation(Protocol):
     def ctx(self) -> Context: ...
 
     @property
-    def last_map_refreshes(self) -> int:
-        """Refreshes the parties asked for during the last :meth:`map_layers`."""
-        ...
+    def n_parties(self) -> int: ...
 
     def encrypt(self, values: FloatArray) -> Ciphertext: ...
 
     def global_batch(self, iteration: int) -> int: ...
 
-    def map_layers(self, request: LayersMapRequest) -> list[tuple[Ciphertext, ...]]: ...
+    def map_stage(
+        self,
+        request: LayersMapRequest,
+        stage: int,
+        refreshed: Mapping[str, Sequence[Ciphertext]],
+    ) -> MapStage:
+        """Stage 0 starts every party's MAP of ``request``; stage s > 0 hands each party
+        its refreshed intermediates of stage s - 1 and runs it to its next pause. Over a
+        tree, the finished parties' gradients are added on the way up (COMBINE)."""
+        ...
 
-    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext: ...
-
-    def refresh(self, ct: Ciphertext) -> Ciphertext: ...
+    def refresh_many(self, cts: Sequence[Ciphertext]) -> list[Ciphertext]:
+        """Collective refresh of a batch, in one round (every party contributes to each)."""
+        ...
 
     def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray: ...
 
@@ -218,8 +237,8 @@ class LocalTrainingFederation:
             )
         self.fed = fed
         self.workers = list(workers)
-        self.last_map_refreshes = 0
-        """Collective refreshes the parties asked for during the last :meth:`map_layers`."""
+        self._maps: dict[str, Lockstep[list[Ciphertext]]] = {}
+        """The parties' MAPs of the iteration under way, by party id."""
 
     @property
     def ctx(self) -> Context:
@@ -261,24 +280,37 @@ class LocalTrainingFederation:
             out.append(self._wire(moment(sent, power)))
         return out
 
-    def map_layers(self, request: LayersMapRequest) -> list[tuple[Ciphertext, ...]]:
-        """MAP for networks: each party gets the per-layer weights and this federation's
-        collective refresh for its intermediates (counted in :attr:`last_map_refreshes`)."""
-        sent = LayersMapRequest(
-            request.iteration,
-            tuple(self._wire(w) for w in request.weights),
-            request.global_batch,
-        )
-        self.last_map_refreshes = 0
-
-        def refresh(ct: Ciphertext) -> Ciphertext:
-            self.last_map_refreshes += 1
-            return self._wire(self.refresh(self._wire(ct)))
-
-        return [
-            tuple(self._wire(g) for g in w.gradients(sent, refresh))
-            for w in self._workers(LayersWorker)
-        ]
+    def map_stage(
+        self,
+        request: LayersMapRequest,
+        stage: int,
+        refreshed: Mapping[str, Sequence[Ciphertext]],
+    ) -> MapStage:
+        """A network MAP's stage at every party, each ciphertext round-tripped through
+        bytes as it would travel."""
+        if stage == 0:
+            sent = LayersMapRequest(
+                request.iteration,
+                tuple(self._wire(w) for w in request.weights),
+                request.global_batch,
+            )
+            self._maps = {str(w.index): w.start_map(sent) for w in self._workers(LayersWorker)}
+        else:
+            for party, steps in self._maps.items():
+                if not steps.finished:
+                    steps.advance([self._wire(ct) for ct in refreshed.get(party, ())])
+        pending, done = {}, []
+        for party, steps in list(self._maps.items()):
+            if steps.finished:
+                done.append(steps.results())
+                del self._maps[party]
+            else:
+                pending[party] = tuple(self._wire(ct) for ct in steps.pending)
+        gradients: tuple[Ciphertext, ...] = ()
+        if done:
+            summed = layer_sums(self.ctx, [chunk for d in done for chunk in d])
+            gradients = tuple(self._wire(g) for g in summed)
+        return MapStage(pending, gradients, len(done))
 
     def _workers(self, kind: type[MapWorker] | type[LayersWorker]) -> list:  # type: ignore[type-arg]
         wrong = [w.index for w in self.workers if not isinstance(w, kind)]
@@ -295,6 +327,9 @@ class LocalTrainingFederation:
 
     def refresh(self, ct: Ciphertext) -> Ciphertext:
         return self.fed.refresh(ct)
+
+    def refresh_many(self, cts: Sequence[Ciphertext]) -> list[Ciphertext]:
+        return [self._wire(self.fed.refresh(self._wire(ct))) for ct in cts]
 
     def decrypt_if_agreed(self, ct: Ciphertext, *, length: int) -> FloatArray:
         refusing = [w.index for w in self.workers if not w.allows_model_decryption]

@@ -22,11 +22,13 @@ One iteration, with ``eta = learning_rate / global_batch``:
 
 Depth: a hidden layer costs 3 levels forward (product, degree-2 activation) and 3
 backward (product, mask, ``g'``), far more than the 8 usable levels of the 2^15 set for
-two or more hidden layers. As in POSEIDON, a party therefore asks for a collective
-refresh of an intermediate ciphertext (its activations or errors, still under the joint
-key) whenever the next operation would leave it unrefreshable; every party contributes a
-share, as for any refresh. The root refreshes the weights once per iteration. Both
-counts are reported per iteration.
+two or more hidden layers. As in POSEIDON, an intermediate ciphertext (activations or
+errors, still under the joint key) is refreshed collectively whenever the next operation
+would leave it unrefreshable. A party cannot start a collective protocol itself (only
+the root asks the tree), so MAP runs in stages (:mod:`phe_fl.ml.staging`): each party
+pauses where its chunks need refreshes and answers with those intermediates; the root
+refreshes every party's at once in one round and sends them back. The root refreshes
+the weights once per iteration. Refreshes and refresh rounds are reported per iteration.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from phe_fl.errors import LevelError, ParameterError, ProtocolError
+from phe_fl.errors import ParameterError, ProtocolError
 from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.keys import QuerierKeyPair
 from phe_fl.mhe.params import ParameterSet, get_parameter_set
@@ -59,7 +61,6 @@ from phe_fl.ml.federation import (
     LayersFederation,
     LayersMapRequest,
     LocalTrainingFederation,
-    Refresher,
 )
 from phe_fl.ml.glm import batch_rows, log
 from phe_fl.ml.job import (
@@ -75,6 +76,7 @@ from phe_fl.ml.job import (
 )
 from phe_fl.ml.mlp_layout import MLPLayout
 from phe_fl.ml.packing import chunks
+from phe_fl.ml.staging import Levels, Lockstep, Refreshing, RefreshMany, layer_sums, run_alone
 
 __all__ = [
     "HiddenActivation",
@@ -255,41 +257,20 @@ def _hidden_fit(kind: str, degree: int, bound: float, method: FitMethod) -> Poly
 
 
 # -- the encrypted forward and backward passes ----------------------------------------------
-class _Levels:
-    """Refreshes a ciphertext (collectively) when the next operation would leave it with
-    fewer levels than a refresh needs, and counts the refreshes."""
-
-    def __init__(self, ctx: Context, refresh: Refresher) -> None:
-        self.ctx = ctx
-        self._refresh = refresh
-        self.count = 0
-
-    def ready(self, ct: Ciphertext, need: int) -> Ciphertext:
-        keep = self.ctx.params.refresh_min_levels
-        if ct.levels_left - need >= keep:
-            return ct
-        out = self._refresh(ct)
-        self.count += 1
-        if out.levels_left - need < keep:
-            raise LevelError(
-                f"an operation needs {need} levels, more than a refreshed ciphertext has "
-                f"({out.levels_left} minus {keep} kept for the next refresh)"
-            )
-        return out
-
-
 def _rotsum(ctx: Context, ct: Ciphertext, steps: Sequence[int]) -> Ciphertext:
     for s in steps:
         ct = ctx.add(ct, ctx.rotate(ct, s))
     return ct
 
 
-def _times(ctx: Context, lv: _Levels, a: Ciphertext, b: Ciphertext | FloatArray) -> Ciphertext:
+def _times(
+    ctx: Context, lv: Levels, a: Ciphertext, b: Ciphertext | FloatArray
+) -> Refreshing[Ciphertext]:
     """``a * b`` slot-wise and rescaled; ``b`` a ciphertext or a plaintext vector."""
-    a = lv.ready(a, 1)
+    a = yield from lv.ready(a, 1)
     if isinstance(b, np.ndarray):
         return ctx.rescale(ctx.mul_plain(a, b))
-    b = lv.ready(b, 1)
+    b = yield from lv.ready(b, 1)
     return ctx.rescale(ctx.mul(a, b))
 
 
@@ -307,31 +288,31 @@ class _Forward:
 def _forward(
     job: MLPJob,
     ctx: Context,
-    lv: _Levels,
+    lv: Levels,
     weights: Sequence[Ciphertext],
     a0: Ciphertext | FloatArray,
     n: int,
     *,
     slopes: bool,
-) -> _Forward:
+) -> Refreshing[_Forward]:
     layout = job.layout
     g, dg = job.hidden_act, job.hidden_act.derivative()
     acts: list[Ciphertext | FloatArray] = [a0]
     grads: list[Ciphertext | None] = [None]
     a = a0
     for k in range(1, job.n_layers + 1):
-        z = _rotsum(ctx, _times(ctx, lv, weights[k - 1], a), layout.input_sum_steps(k))
+        z = _rotsum(ctx, (yield from _times(ctx, lv, weights[k - 1], a)), layout.input_sum_steps(k))
         if k == job.n_layers:
             return _Forward(acts, grads, z)
         mask = layout.line_mask(k, n)
-        z = lv.ready(z, g.depth)
+        z = yield from lv.ready(z, max(g.depth, dg.depth if slopes else 0))
         h = _rotsum(ctx, g.encrypted(ctx, z, scale=mask), layout.replicate_steps(k))
         if layout.bias:
             h = ctx.add_plain(h, layout.bias_vector(k, n))
         acts.append(h)
         a = h
         if slopes:
-            s = dg.encrypted(ctx, lv.ready(z, dg.depth), scale=mask)
+            s = dg.encrypted(ctx, z, scale=mask)
             grads.append(_rotsum(ctx, s, layout.replicate_steps(k)))
     raise AssertionError("unreachable: a network has at least one layer")
 
@@ -339,42 +320,44 @@ def _forward(
 def _chunk_gradients(
     job: MLPJob,
     ctx: Context,
-    lv: _Levels,
     weights: Sequence[Ciphertext],
     x: FloatArray,
     y: npt.NDArray[np.intp],
     eta: float,
-) -> list[Ciphertext]:
+) -> Refreshing[list[Ciphertext]]:
     """``U_1 .. U_L`` of one chunk (at most ``samples_per_ct`` samples)."""
     layout = job.layout
+    lv = Levels(ctx)
     n = x.shape[0]
     a0 = layout.form_vector(_with_bias(x), "col")
-    fw = _forward(job, ctx, lv, weights, a0, n, slopes=True)
+    fw = yield from _forward(job, ctx, lv, weights, a0, n, slopes=True)
     last = job.n_layers
     sig = job.output_act
     onehot = np.eye(job.n_classes)[y]
     e_line = sig.encrypted(
         ctx,
-        lv.ready(fw.z_out, sig.depth),
+        (yield from lv.ready(fw.z_out, sig.depth)),
         scale=layout.line_mask(last, n, eta),
         shift=-eta * layout.line_vector(last, onehot),
     )
     e = _rotsum(ctx, e_line, layout.replicate_steps(last))
     out: list[Ciphertext] = [e] * last
     for k in range(last, 0, -1):
-        e = lv.ready(e, 1)
+        e = yield from lv.ready(e, 1)
         a_prev = fw.acts[k - 1]
         if not isinstance(a_prev, np.ndarray):
-            a_prev = fw.acts[k - 1] = lv.ready(a_prev, 1)
-        out[k - 1] = _times(ctx, lv, e, a_prev)
+            a_prev = fw.acts[k - 1] = yield from lv.ready(a_prev, 1)
+        out[k - 1] = yield from _times(ctx, lv, e, a_prev)
         if k == 1:
             break
-        s = _rotsum(ctx, _times(ctx, lv, e, weights[k - 1]), layout.output_sum_steps(k))
-        s = _times(ctx, lv, s, layout.line_mask(k - 1, n))
+        s = _rotsum(
+            ctx, (yield from _times(ctx, lv, e, weights[k - 1])), layout.output_sum_steps(k)
+        )
+        s = yield from _times(ctx, lv, s, layout.line_mask(k - 1, n))
         s = _rotsum(ctx, s, layout.replicate_steps(k - 1))
         slope = fw.slopes[k - 1]
         assert slope is not None
-        e = _times(ctx, lv, s, slope)
+        e = yield from _times(ctx, lv, s, slope)
     return out
 
 
@@ -390,9 +373,11 @@ class MLPParty(ShardWorker[MLPJob]):
         super().__init__(index, job, x, y)
         self._labels = y.astype(np.intp)
 
-    def gradients(self, request: LayersMapRequest, refresh: Refresher) -> tuple[Ciphertext, ...]:
-        """MAP: encrypted ``U_1 .. U_L`` of this party's batch, unreduced over the samples
-        of a chunk. ``refresh`` is the federation's collective refresh."""
+    def start_map(self, request: LayersMapRequest) -> Lockstep[list[Ciphertext]]:
+        """MAP of ``request``, paused before its first refresh: advance it (its chunks
+        together) with the federation's refreshed ciphertexts until it finishes, then
+        :func:`layer_sums` gives the encrypted ``U_1 .. U_L`` of this party's batch,
+        unreduced over the samples of a chunk."""
         job = self.job
         if request.global_batch < 1:
             raise ProtocolError(f"party {self.index}: global batch must be positive")
@@ -410,13 +395,14 @@ class MLPParty(ShardWorker[MLPJob]):
         eta = job.learning_rate / request.global_batch
         rows = batch_rows(self.n_samples, job.batch_size, request.iteration)
         x, y = self._x[rows], self._labels[rows]
-        lv = _Levels(ctx, refresh)
-        total: list[Ciphertext] | None = None
-        for sl in chunks(len(rows), job.layout.samples_per_ct):
-            us = _chunk_gradients(job, ctx, lv, request.weights, x[sl], y[sl], eta)
-            total = us if total is None else [ctx.add(t, u) for t, u in zip(total, us, strict=True)]
-        assert total is not None  # a validated shard has at least one sample
-        return tuple(total)
+        steps = Lockstep(
+            [
+                _chunk_gradients(job, ctx, request.weights, x[sl], y[sl], eta)
+                for sl in chunks(len(rows), job.layout.samples_per_ct)
+            ]
+        )
+        steps.advance()
+        return steps
 
 
 # -- REDUCE: the root --------------------------------------------------------------------
@@ -428,6 +414,9 @@ class MLPIterationReport:
     party_refreshes: int
     """Refreshes of intermediate ciphertexts the parties asked for during MAP."""
     seconds: float
+    map_rounds: int = 0
+    """Collective refresh rounds (over a tree: round trips) the parties' refreshes took:
+    one per pause of MAP, refreshing every ciphertext the parties need there at once."""
 
     @property
     def refreshes(self) -> int:
@@ -455,8 +444,17 @@ class EncryptedMLP:
         ]
 
 
+def _refresh_one(refresh_many: RefreshMany) -> Callable[[Ciphertext], Ciphertext]:
+    return lambda ct: refresh_many([ct])[0]
+
+
 class MLPTrainer:
-    """The root's side of network training: owns the encrypted model, never a share."""
+    """The root's side of network training: owns the encrypted model, never a share.
+
+    MAP runs in stages (:mod:`phe_fl.ml.staging`): the root sends the weights, every
+    party runs its MAP until its intermediates need a refresh and answers with them; the
+    root refreshes all of them in one collective round and sends each party its own back,
+    until every party has answered with its gradients."""
 
     def __init__(self, job: MLPJob, federation: LayersFederation) -> None:
         require_job_params(job, federation.ctx.params.name)
@@ -478,18 +476,58 @@ class MLPTrainer:
             for k, w in enumerate(ws, start=1)
         ]
 
-    def _keep_high(self, lv: _Levels, ws: list[Ciphertext]) -> list[Ciphertext]:
-        """Refresh every weight that is below full depth: one refresh here saves each
-        party's chunks a deeper chain (and the refreshes it would ask for) in MAP."""
+    def _keep_high(self, ws: list[Ciphertext]) -> tuple[list[Ciphertext], int]:
+        """Refresh (in one round) every weight below full depth: one refresh here saves
+        each party's chunks a deeper chain, and the refreshes it would ask for, in MAP.
+        Returns the weights and how many were refreshed."""
         full = self.federation.ctx.params.mult_depth
-        return [lv.ready(w, full - lv.ctx.params.refresh_min_levels) for w in ws]
+        low = [k for k, w in enumerate(ws) if w.levels_left < full]
+        if not low:
+            return ws, 0
+        fresh = self.federation.refresh_many([ws[k] for k in low])
+        out = list(ws)
+        for k, w in zip(low, fresh, strict=True):
+            out[k] = w
+        return out, len(low)
+
+    def map(self, request: LayersMapRequest) -> tuple[tuple[Ciphertext, ...], int, int]:
+        """MAP and COMBINE in stages: the parties' summed gradients, the refreshes they
+        asked for and the refresh rounds those took."""
+        fed = self.federation
+        stage = 0
+        refreshed: dict[str, tuple[Ciphertext, ...]] = {}
+        sums: list[tuple[Ciphertext, ...]] = []
+        finished = refreshes = rounds = 0
+        while True:
+            got = fed.map_stage(request, stage, refreshed)
+            if got.gradients:
+                sums.append(got.gradients)
+            finished += got.finished
+            if not got.pending:
+                break
+            parties = sorted(got.pending)
+            flat = [ct for p in parties for ct in got.pending[p]]
+            fresh = iter(fed.refresh_many(flat))
+            refreshed = {p: tuple(next(fresh) for _ in got.pending[p]) for p in parties}
+            refreshes += len(flat)
+            rounds += 1
+            stage += 1
+        if finished != fed.n_parties:
+            raise ProtocolError(
+                f"MAP of iteration {request.iteration}: {finished} of {fed.n_parties} parties "
+                f"answered with gradients"
+            )
+        return layer_sums(fed.ctx, sums), refreshes, rounds
 
     def reduce(
-        self, lv: _Levels, ws: list[Ciphertext], combined: Sequence[Ciphertext]
-    ) -> list[Ciphertext]:
+        self, ws: list[Ciphertext], combined: Sequence[Ciphertext]
+    ) -> tuple[list[Ciphertext], int]:
+        """The update; returns the new weights and the refreshes momentum took."""
         ctx = self.federation.ctx
         mu = float(self.job.momentum)
         new_ws, new_ds = [], []
+        refreshes = 0
+        lv = Levels(ctx)
         for k, (w, g) in enumerate(zip(ws, combined, strict=True)):
             g = _rotsum(ctx, g, self.layout.sample_sum_steps)
             if not mu:
@@ -498,27 +536,31 @@ class MLPTrainer:
             if self.deltas is None:
                 d = ctx.negate(g)
             else:
-                prev = lv.ready(self.deltas[k], 1)
-                d = ctx.sub(ctx.rescale(ctx.mul_plain(prev, mu)), g)
+                prev = self.deltas[k]
+                ready = run_alone(lv.ready(prev, 1), _refresh_one(self.federation.refresh_many))
+                refreshes += ready is not prev
+                d = ctx.sub(ctx.rescale(ctx.mul_plain(ready, mu)), g)
             new_ds.append(d)
             new_ws.append(ctx.add(w, d))
         if mu:
             self.deltas = new_ds
-        return new_ws
+        return new_ws, refreshes
 
     def step(
         self, ws: list[Ciphertext], iteration: int
     ) -> tuple[list[Ciphertext], MLPIterationReport]:
         t0 = time.perf_counter()
         fed = self.federation
-        lv = _Levels(fed.ctx, fed.refresh)
-        ws = self._keep_high(lv, ws)
+        ws, kept = self._keep_high(ws)
         request = LayersMapRequest(iteration, tuple(ws), fed.global_batch(iteration))
-        per_party = fed.map_layers(request)
-        combined = [fed.aggregate([p[k] for p in per_party]) for k in range(self.job.n_layers)]
-        ws = self.reduce(lv, ws, combined)
+        combined, party_refreshes, rounds = self.map(request)
+        ws, momentum_refreshes = self.reduce(ws, combined)
         report = MLPIterationReport(
-            iteration, lv.count, fed.last_map_refreshes, time.perf_counter() - t0
+            iteration,
+            kept + momentum_refreshes,
+            party_refreshes,
+            time.perf_counter() - t0,
+            rounds,
         )
         return ws, report
 
@@ -539,12 +581,14 @@ class MLPTrainer:
             ws, report = self.step(ws, it)
             model.reports.append(report)
             log.info(
-                "MLP iteration %d/%d: %.2f s, %d refresh(es) at the root, %d by the parties",
+                "MLP iteration %d/%d: %.2f s, %d refresh(es) at the root, %d by the parties "
+                "in %d round(s)",
                 it + 1,
                 n_iter,
                 report.seconds,
                 report.root_refreshes,
                 report.party_refreshes,
+                report.map_rounds,
             )
             if on_iteration is not None:
                 on_iteration(report)
@@ -680,18 +724,33 @@ def evaluate_mlp(
     weights: Sequence[Ciphertext],
     queries: Sequence[Ciphertext],
     n_samples: int,
-    refresh: Refresher,
-) -> tuple[list[Ciphertext], int]:
+    refresh_many: RefreshMany,
+) -> tuple[list[Ciphertext], int, int]:
     """The root's side: forward pass on encrypted queries, every slot but the class
-    scores masked to zero. Returns the score ciphertexts and the refreshes it took."""
+    scores masked to zero. The query ciphertexts advance together, so a refresh they all
+    need at one layer is one collective round for the batch, not one per ciphertext.
+    Returns the score ciphertexts, the refreshes and the refresh rounds it took."""
     layout = job.layout
-    lv = _Levels(ctx, refresh)
-    out = []
-    for q, sl in zip(queries, chunks(n_samples, layout.samples_per_ct), strict=True):
-        n = sl.stop - sl.start
-        fw = _forward(job, ctx, lv, weights, q, n, slopes=False)
-        out.append(_times(ctx, lv, fw.z_out, layout.line_mask(job.n_layers, n)))
-    return out, lv.count
+    slices = chunks(n_samples, layout.samples_per_ct)
+    if len(slices) != len(queries):
+        raise ProtocolError(
+            f"{len(queries)} query ciphertexts for {n_samples} samples "
+            f"({layout.samples_per_ct} a ciphertext: {len(slices)} expected)"
+        )
+
+    def scores(q: Ciphertext, n: int) -> Refreshing[Ciphertext]:
+        lv = Levels(ctx)
+        fw = yield from _forward(job, ctx, lv, weights, q, n, slopes=False)
+        return (yield from _times(ctx, lv, fw.z_out, layout.line_mask(job.n_layers, n)))
+
+    steps = Lockstep([scores(q, sl.stop - sl.start) for q, sl in zip(queries, slices, strict=True)])
+    pending = steps.advance()
+    refreshes = rounds = 0
+    while pending:
+        refreshes += len(pending)
+        rounds += 1
+        pending = steps.advance(refresh_many(pending))
+    return steps.results(), refreshes, rounds
 
 
 def decode_mlp_scores(
@@ -734,7 +793,9 @@ def predict_local_mlp(
     for start in range(0, max(n, 1), per):  # no rows: the first chunk is refused, by name
         rows = x[start : start + per]
         queries = encrypt_mlp_queries(job, fed.encrypt, rows)
-        scores, _ = evaluate_mlp(job, fed.ctx, weights, queries, rows.shape[0], fed.refresh)
+        scores, _, _ = evaluate_mlp(
+            job, fed.ctx, weights, queries, rows.shape[0], lambda cts: [fed.refresh(c) for c in cts]
+        )
         del queries
         switched = [fed.key_switch(s, querier.public_key) for s in scores]
         del scores

@@ -8,7 +8,7 @@ shapes; the encrypted tests then check CKKS itself on a few.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,11 @@ from phe_fl.ml.federation import (
     LayersMapRequest,
     LayersWorker,
     MapRequest,
+    MapStage,
     MapWorker,
     ModelDecryptionRefused,
 )
+from phe_fl.ml.staging import layer_sums
 
 
 class SlotCiphertext:
@@ -69,6 +71,12 @@ class SlotContext:
     def add(self, a: SlotCiphertext, b: SlotCiphertext) -> SlotCiphertext:
         return SlotCiphertext(self, a.v + b.v, max(a.level, b.level), a.scale_degree)
 
+    def sum(self, cts: Sequence[SlotCiphertext]) -> SlotCiphertext:
+        total = cts[0]
+        for ct in cts[1:]:
+            total = self.add(total, ct)
+        return total
+
     def sub(self, a: SlotCiphertext, b: SlotCiphertext) -> SlotCiphertext:
         return SlotCiphertext(self, a.v - b.v, max(a.level, b.level), a.scale_degree)
 
@@ -108,7 +116,8 @@ class SlotFederation:
         self.ctx = SlotContext(params)
         self.workers = list(workers)
         self.refreshes = 0
-        self.last_map_refreshes = 0
+        self.maps: dict[str, Any] = {}
+        self.map_stages = 0
 
     @property
     def n_parties(self) -> int:
@@ -123,11 +132,26 @@ class SlotFederation:
     def map(self, request: MapRequest) -> list[Any]:
         return [w.gradient(request) for w in self.workers]  # type: ignore[union-attr]
 
-    def map_layers(self, request: LayersMapRequest) -> list[Any]:
-        before = self.refreshes
-        out = [w.gradients(request, self.refresh) for w in self.workers]  # type: ignore[union-attr]
-        self.last_map_refreshes = self.refreshes - before
-        return out
+    def map_stage(
+        self, request: LayersMapRequest, stage: int, refreshed: Mapping[str, Sequence[Any]]
+    ) -> MapStage:
+        if stage == 0:
+            self.maps = {str(w.index): w.start_map(request) for w in self.workers}  # type: ignore[union-attr]
+            self.map_stages = 0
+        else:
+            for party, steps in self.maps.items():
+                steps.advance(list(refreshed.get(party, ())))
+            self.map_stages += 1
+        pending = {p: tuple(s.pending) for p, s in self.maps.items() if not s.finished}
+        done = [s.results() for p, s in self.maps.items() if s.finished]
+        self.maps = {p: s for p, s in self.maps.items() if not s.finished}
+        if not done:
+            return MapStage(pending)
+        parts = [chunk for d in done for chunk in d]
+        return MapStage(pending, layer_sums(self.ctx, parts), len(done))  # type: ignore[arg-type]
+
+    def refresh_many(self, cts: Sequence[Any]) -> list[Any]:
+        return [self.refresh(ct) for ct in cts]
 
     def aggregate(self, cts: Sequence[Any]) -> Any:
         total = cts[0]

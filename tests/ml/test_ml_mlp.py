@@ -162,6 +162,8 @@ def test_hidden_layers_refresh_inside_map(encrypted_run) -> None:  # type: ignor
     job, _, _, model = encrypted_run
     if job.hidden:  # deeper than the 4 usable levels of the test set: parties refresh
         assert all(r.party_refreshes > 0 for r in model.reports)
+        # the three parties' refreshes at one point of MAP are one collective round
+        assert all(r.map_rounds * 3 == r.party_refreshes for r in model.reports), model.reports
     else:  # multinomial regression fits between two refreshes of the weights
         assert all(r.party_refreshes == 0 for r in model.reports)
     assert all(r.root_refreshes >= 1 for r in model.reports[1:])
