@@ -14,6 +14,7 @@ from phe_fl.errors import ConfigError, ParameterError, PheFlError
 
 if TYPE_CHECKING:
     from phe_fl.mhe.context import FloatArray
+    from phe_fl.ml import MLPJob
 
 __all__ = ["main", "read_query_csv", "check_query_width"]
 
@@ -65,6 +66,30 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be a finite number of seconds > 0, got {text!r}"
         ) from None
+
+
+def _unit_interval(text: str) -> float:
+    """A number in [0, 1) (momentum)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _widths(text: str) -> list[int]:
+    """``64,64``: comma-separated positive layer widths."""
+    try:
+        widths = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be positive layer widths separated by commas (64,64), got {text!r}"
+        )
+    return widths
 
 
 def _rotation_steps(text: str) -> list[int]:
@@ -308,9 +333,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
     from phe_fl.mhe import get_parameter_set
-    from phe_fl.ml import TrainingJob
+    from phe_fl.ml import MLPJob, TrainingJob
 
-    def checked(params: str) -> TrainingJob | None:
+    def checked(params: str) -> TrainingJob | MLPJob | None:
         """What can be checked without the federation (before connecting, when the
         parameter set is given): rotations in range, a valid training job."""
         if args.job == "setup":
@@ -331,11 +356,20 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 "feature_clip": args.feature_clip,
                 "dp_noise_multiplier": args.dp_noise_multiplier,
                 "dp_clip": args.dp_clip,
+                "model": args.model or None,
             }
             if args.dp_sample_rate is not None:
                 raise ParameterError(
                     "--dp-sample-rate is for fedavg; a DP training samples batch-size rows per "
                     "node and iteration"
+                )
+            family = args.model or "logistic"
+            if family in NETWORK_MODELS:
+                return _network_job(args, params)
+            if args.hidden or args.classes is not None:
+                raise ParameterError(
+                    f"--hidden and --classes are for networks (--model mlp or multinomial), "
+                    f"not --model {family}"
                 )
             options = {k: v for k, v in given.items() if v is not None}
             return TrainingJob(n_features=args.features, params=params, **options)
@@ -375,8 +409,22 @@ def _cmd_query(args: argparse.Namespace) -> int:
                     f"privacy budget: epsilon {status.privacy_spent:.3g} spent of "
                     f"{status.privacy_budget:g} (delta {status.privacy_delta:g})"
                 )
+        elif args.job == "train" and isinstance(spec, MLPJob):
+            if args.detach:
+                from phe_fl.federation.messages import TrainNetworkJob
+
+                info = querier.detach(job, TrainNetworkJob(spec))
+                print(f"job {job}: {info.state}; follow it with `phe-fl jobs watch {job}`")
+                return 0
+            run = querier.train_network(job, spec)
+            print(
+                f"job {job}: trained a {spec.model} network {'-'.join(map(str, spec.units))} "
+                f"for {len(run.refreshes)} iterations, {sum(run.refreshes)} collective "
+                f"refreshes ({sum(run.party_refreshes)} of the parties' intermediates, in "
+                f"{sum(run.map_rounds)} rounds); the model stays encrypted at the root as {job!r}"
+            )
         elif args.job == "train":
-            assert spec is not None  # checked() builds it for a training
+            assert isinstance(spec, TrainingJob)  # checked() builds it for a training
             if args.detach:
                 from phe_fl.federation.messages import TrainJob
 
@@ -410,9 +458,18 @@ def _cmd_query(args: argparse.Namespace) -> int:
             elif args.output:
                 print(f"model saved to {model.save(args.output)}")
         elif args.job == "model":
-            weights = querier.model_weights(job, args.model)
-            print(f"model {args.model}: weights (intercept last)")
-            print("  " + " ".join(f"{w:.4f}" for w in weights))
+            _, described = querier.model_info(f"{job}-info", args.model)
+            if isinstance(described, MLPJob):
+                layers = querier.network_weights(job, args.model)
+                print(f"model {args.model}: {len(layers)} layer(s), W_k rows (bias column last)")
+                for k, w in enumerate(layers, start=1):
+                    print(f"  W_{k} ({w.shape[0]} x {w.shape[1]}):")
+                    for row in w:
+                        print("    " + " ".join(f"{v:.4f}" for v in row))
+            else:
+                weights = querier.model_weights(job, args.model)
+                print(f"model {args.model}: weights (intercept last)")
+                print("  " + " ".join(f"{w:.4f}" for w in weights))
         else:
             stats = querier.stats(job, args.features)
             print(f"job {job}: pooled over {stats.count} samples")
@@ -421,6 +478,46 @@ def _cmd_query(args: argparse.Namespace) -> int:
     finally:
         querier.close()
     return 0
+
+
+NETWORK_MODELS = ("mlp", "multinomial")
+"""``query train --model``: the families trained as networks (MLPJob)."""
+
+
+def _network_job(args: argparse.Namespace, params: str) -> MLPJob:
+    """A network job from ``query train --model mlp|multinomial`` (what is not given
+    keeps MLPJob's defaults); MLPJob refuses a bad value naming its field."""
+    from phe_fl.ml import MLPJob
+
+    if args.model == "mlp" and not args.hidden:
+        raise ParameterError("--model mlp needs --hidden (layer widths, e.g. 64,64)")
+    if args.model == "multinomial" and args.hidden:
+        raise ParameterError("--model multinomial has no hidden layer: drop --hidden")
+    for flag, value in (
+        ("--margin-check-every", args.margin_check_every),
+        ("--feature-clip", args.feature_clip),
+        ("--dp-noise-multiplier", args.dp_noise_multiplier),
+    ):
+        if value:
+            raise ParameterError(f"{flag} is for GLMs, not --model {args.model}")
+    given = {
+        "iterations": args.iterations,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+        "momentum": args.momentum,
+        "hidden_degree": args.degree,
+        "hidden_bound": args.bound,
+        "seed": args.seed,
+    }
+    options = {k: v for k, v in given.items() if v is not None}
+    return MLPJob(
+        n_features=args.features,
+        n_classes=2 if args.classes is None else args.classes,
+        hidden=tuple(args.hidden),
+        params=params,
+        allow_model_decryption=args.allow_model_decryption,
+        **options,
+    )
 
 
 def _fedavg_spec(args: argparse.Namespace) -> Any:
@@ -457,7 +554,7 @@ def _job_line(j: Any) -> str:
     import time
 
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.updated))
-    unit = {"train": "iterations", "fedavg": "rounds"}.get(j.kind)
+    unit = {"train": "iterations", "train_network": "iterations", "fedavg": "rounds"}.get(j.kind)
     extra = f", {j.iterations_done} {unit} checkpointed" if unit else ""
     resumed = f", resumed {j.resumes}x" if j.resumes else ""
     error = f": {j.error}" if j.error else ""
@@ -499,9 +596,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
         querier.close()
     print(f"{len(models)} trained model(s) at the root (all still encrypted)")
     for model in models:
-        s = model.spec
+        s = model.spec or model.network
+        what = (
+            f"{s.model} regression"
+            if model.network is None
+            else f"{s.model} network {'-'.join(map(str, model.network.units))}"
+        )
         print(
-            f"  {model.model_id:<18} {s.model} regression, {s.n_features} features, "
+            f"  {model.model_id:<18} {what}, {s.n_features} features, "
             f"{s.iterations} iterations, trained for {model.querier}, "
             f"{sum(model.refreshes)} refreshes"
         )
@@ -589,6 +691,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from phe_fl.federation.data import has_column_names
     from phe_fl.federation.progress import ProgressPrinter
     from phe_fl.federation.querier import Querier, new_job_id
+    from phe_fl.ml import TrainingJob
 
     named = has_column_names(args.input)  # a file it cannot read is a ConfigError naming it
     if named and args.labels_last:
@@ -624,8 +727,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     finally:
         querier.close()
     classes = run.schema.classes if run.schema is not None else ()
-    names = list(classes) if len(classes) == 2 else ["0", "1"]  # the nodes' declared labels
     fmt = args.format or ("json" if str(args.output).lower().endswith(".json") else "csv")
+    if not isinstance(job, TrainingJob):  # a network: one score per class
+        return _network_predictions(args, fmt, scores, y, classes)
+    names = list(classes) if len(classes) == 2 else ["0", "1"]  # the nodes' declared labels
     if fmt == "json":
         import json
 
@@ -646,6 +751,47 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(text, end="")
     if y is not None:
         accuracy = float(((scores >= 0.5) == y).mean())
+        print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
+    return 0
+
+
+def _network_predictions(
+    args: argparse.Namespace,
+    fmt: str,
+    scores: FloatArray,
+    y: FloatArray | None,
+    classes: Sequence[str],
+) -> int:
+    """A network's predictions: each row's class (the largest score) and every score."""
+    n_classes = scores.shape[1]
+    names = list(classes) if len(classes) == n_classes else [str(c) for c in range(n_classes)]
+    labels = scores.argmax(axis=1)
+    if fmt == "json":
+        import json
+
+        records = [
+            {
+                "row": i,
+                "label": names[int(k)],
+                "scores": {n: round(float(v), 6) for n, v in zip(names, row, strict=True)},
+            }
+            for i, (k, row) in enumerate(zip(labels, scores, strict=True))
+        ]
+        text = json.dumps({"model": args.model, "predictions": records}, indent=1) + "\n"
+    else:
+        lines = ["row,label," + ",".join(f"score_{n}" for n in names)]
+        lines += [
+            f"{i},{names[int(k)]}," + ",".join(f"{v:.4f}" for v in row)
+            for i, (k, row) in enumerate(zip(labels, scores, strict=True))
+        ]
+        text = "\n".join(lines) + "\n"
+    if args.output:
+        _write_result(Path(args.output), text)
+        print(f"wrote {len(scores)} prediction(s) to {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    if y is not None:
+        accuracy = float((labels == y).mean())
         print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
     return 0
 
@@ -822,8 +968,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "job",
         choices=["setup", "status", "stats", "train", "model", "fedavg"],
         help="setup: collective keys; status: which nodes are connected; stats: pooled "
-        "feature statistics readable by this querier only; train: logistic regression "
-        "with the model kept encrypted; model: "
+        "feature statistics readable by this querier only; train: a GLM (logistic, "
+        "linear) or a network (--model mlp or multinomial) with the model kept encrypted; "
+        "model: "
         "decrypt a trained model (every node's policy must allow it); fedavg: every node "
         "trains its own app locally, only the sum of the updates is decrypted",
     )
@@ -871,14 +1018,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_clip,
         help="train: bound every standardized feature to [-c, c] (default 4; inf: none)",
     )
-    query.add_argument("--model", default="", help="model: the training job id to decrypt")
+    query.add_argument(
+        "--model",
+        default="",
+        help="train: the model, logistic (default), linear, multinomial or mlp; model: the "
+        "training job id to decrypt",
+    )
+    query.add_argument(
+        "--hidden",
+        type=_widths,
+        default=[],
+        help="train --model mlp: hidden layer widths, e.g. 64,64",
+    )
+    query.add_argument(
+        "--classes", type=_int_at_least(2), help="train a network: number of classes (2)"
+    )
+    query.add_argument(
+        "--momentum", type=_unit_interval, help="train a network: momentum in [0, 1) (0)"
+    )
+    query.add_argument(
+        "--allow-model-decryption",
+        action="store_true",
+        help="train a network: the querier's consent to decrypt the model later (each node's "
+        "policy decides too)",
+    )
     query.add_argument("--app", default="", help="fedavg: the app every node declares")
     query.add_argument("--rounds", type=_positive_int, help="fedavg: rounds (default 5)")
     query.add_argument(
         "--epochs", type=_positive_int, help="fedavg: local epochs per round (default 1)"
     )
     query.add_argument(
-        "--seed", type=_int_at_least(0), help="fedavg: initialization and shuffling seed (0)"
+        "--seed",
+        type=_int_at_least(0),
+        help="fedavg: initialization and shuffling seed; train a network: its initial weights' (0)",
     )
     query.add_argument(
         "--output", default="", help="fedavg: save the final model (.npz, or .pt for torch)"

@@ -27,6 +27,7 @@ __all__ = [
     "JobCancelledError",
     "BusyError",
     "AppError",
+    "StageLostError",
 ]
 
 
@@ -100,6 +101,11 @@ class AuditError(PheFlError, ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+
+
+class StageLostError(PheFlError, RuntimeError):
+    """A node was asked to go on with a computation it no longer holds (it restarted in
+    the middle of a network's MAP); the asker starts the iteration again."""
 
 
 class AppError(PheFlError, RuntimeError):

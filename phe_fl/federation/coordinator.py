@@ -20,7 +20,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +59,20 @@ from phe_fl.mhe import (
 )
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import (
+    EncryptedMLP,
     EncryptedModel,
     GLMTrainer,
     IterationReport,
+    LayersMapRequest,
     MapRequest,
+    MapStage,
+    MLPJob,
+    MLPTrainer,
     TrainingJob,
+    evaluate_mlp,
 )
 from phe_fl.ml.datasets import pooled_mean_std
+from phe_fl.ml.mlp import MLPIterationReport, at_full_depth
 
 __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 
@@ -99,7 +106,7 @@ class Coordinator:
         self.member = tree.member
         self.store = store
         self.deadline_s = deadline_s
-        self.models: dict[str, EncryptedModel] = {}
+        self.models: dict[str, EncryptedModel | EncryptedMLP] = {}
         self.model_info: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         record = store.get("root", "keys") or {}
@@ -191,25 +198,45 @@ class Coordinator:
 
     def _load_models(self) -> None:
         for model_id, record in self.store.items("models"):
-            data = self.store.get_blob(f"model-{model_id}")
-            if data is None:
-                continue
-            spec = TrainingJob(**record["spec"])
-            reports = [IterationReport(**r) for r in record["reports"]]
-            model = EncryptedModel(spec, self.ctx.ciphertext_from_bytes(data), reports)
+            model: EncryptedModel | EncryptedMLP
+            if record.get("model") == "network":
+                spec = MLPJob(**record["spec"])
+                blobs = [
+                    self.store.get_blob(f"model-{model_id}-layer-{k}")
+                    for k in range(1, spec.n_layers + 1)
+                ]
+                if any(b is None for b in blobs):
+                    continue
+                weights = [self.ctx.ciphertext_from_bytes(b) for b in blobs if b is not None]
+                reports = [MLPIterationReport(**r) for r in record["reports"]]
+                model = EncryptedMLP(spec, weights, reports)
+            else:
+                data = self.store.get_blob(f"model-{model_id}")
+                if data is None:
+                    continue
+                glm = TrainingJob(**record["spec"])
+                glm_reports = [IterationReport(**r) for r in record["reports"]]
+                model = EncryptedModel(glm, self.ctx.ciphertext_from_bytes(data), glm_reports)
             self.models[model_id] = model
             self.model_info[model_id] = record
 
     def save_model(
         self,
         model_id: str,
-        model: EncryptedModel,
+        model: EncryptedModel | EncryptedMLP,
         querier: str,
         std: m.Standardization | None,
         schema: m.DataSchema | None,
     ) -> None:
-        self.store.put_blob(f"model-{model_id}", model.weights.to_bytes())
+        """The model's ciphertexts, then the record naming them (a GLM's one ciphertext,
+        or a network's one per layer)."""
+        if isinstance(model, EncryptedMLP):
+            for k, w in enumerate(model.weights, start=1):
+                self.store.put_blob(f"model-{model_id}-layer-{k}", w.to_bytes())
+        else:
+            self.store.put_blob(f"model-{model_id}", model.weights.to_bytes())
         record = {
+            "model": "network" if isinstance(model, EncryptedMLP) else "glm",
             "spec": dataclasses.asdict(model.job),
             "reports": [dataclasses.asdict(r) for r in model.reports],
             "standardization": _std_to_dict(std),
@@ -269,7 +296,7 @@ class Coordinator:
             )
         return mine
 
-    def model(self, model_id: str) -> EncryptedModel:
+    def model(self, model_id: str) -> EncryptedModel | EncryptedMLP:
         model = self.models.get(model_id)
         if model is None:
             raise JobStateError(f"no trained model {model_id!r} at the root")
@@ -306,14 +333,26 @@ class Coordinator:
         return proto.finalize(proto.share_from_bytes(result.share), ct)
 
     def refresh(self, run: Run, ct: Ciphertext, **event: Any) -> Ciphertext:
-        """Bootstrap ``ct`` with every node: the root prepares it and samples the CRP."""
+        """Bootstrap ``ct`` with every node (:meth:`refresh_many` of one)."""
+        return self.refresh_many(run, [ct], **event)[0]
+
+    def refresh_many(self, run: Run, cts: Sequence[Ciphertext], **event: Any) -> list[Ciphertext]:
+        """Bootstrap a batch with every node in one round: the root prepares each
+        ciphertext and samples its CRP."""
         proto = Refresh(self.ctx)
-        prepared = proto.prepare(ct)
         joint = self.member.require_joint_key()
-        crp = proto.gen_crp(joint)
-        step = m.RefreshShareRequest(prepared.to_bytes(), crp.to_bytes())
-        result = self.round(run, step, m.Stage.REFRESH, **event)
-        return proto.finalize(proto.share_from_bytes(result.share), prepared, crp, joint)
+        prepared = [proto.prepare(ct) for ct in cts]
+        crps = [proto.gen_crp(joint) for _ in cts]
+        step = m.RefreshShareRequest(
+            tuple(p.to_bytes() for p in prepared), tuple(c.to_bytes() for c in crps)
+        )
+        result = self.round(run, step, m.Stage.REFRESH, **{"count": len(cts), **event})
+        if len(result.shares) != len(cts):
+            raise ProtocolError(f"{len(result.shares)} refresh shares for {len(cts)} ciphertexts")
+        return [
+            proto.finalize(proto.share_from_bytes(share), p, crp, joint)
+            for share, p, crp in zip(result.shares, prepared, crps, strict=True)
+        ]
 
     def ensure_rotations(self, run: Run, needed: Sequence[int]) -> None:
         """Generate (collectively) rotation keys for every step in ``needed`` not yet
@@ -467,21 +506,7 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
     checkpoint = c.store.get("checkpoints", run.job_id)
     prepared: m.PrepareTrainingResponse | None = None  # PREPARE's answer, when run here
     if checkpoint is None:
-        schema = c.require_one_schema(run)
-        if schema is not None and len(schema.features) != spec.n_features:
-            raise ProtocolError(
-                f"the job declares {spec.n_features} features; the nodes' data has "
-                f"{len(schema.features)} ({', '.join(schema.features[:8])}"
-                + (", ..." if len(schema.features) > 8 else "")
-                + ")"
-            )
-        std = _pooled_standardization(c, run, spec.n_features) if job.standardize else None
-        checkpoint = {
-            "standardization": _std_to_dict(std),
-            "schema": None if schema is None else dataclasses.asdict(schema),
-            "iteration": 0,
-            "reports": [],
-        }
+        checkpoint, std = _first_checkpoint(c, run, spec.n_features, job.standardize)
         # PREPARE first: it tells the batch and rows a DP job's epsilon depends on
         prepared = c.round(run, m.PrepareTrainingRequest(spec, std), m.Stage.VALIDATE_SHARDS)
         epsilon = math.inf
@@ -513,6 +538,139 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
     c.save_model(run.job_id, model, run.querier, std, schema)
     dp = float(checkpoint.get("dp_epsilon", 0.0)), float(checkpoint.get("dp_delta", 0.0))
     return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std, schema, *dp)
+
+
+def _first_checkpoint(
+    c: Coordinator, run: Run, n_features: int, standardize: bool
+) -> tuple[dict[str, Any], m.Standardization | None]:
+    """A new training's first checkpoint: the nodes' one schema (its width must be the
+    job's) and, when asked, the pooled standardization every shard and query goes through."""
+    schema = c.require_one_schema(run)
+    if schema is not None and len(schema.features) != n_features:
+        raise ProtocolError(
+            f"the job declares {n_features} features; the nodes' data has "
+            f"{len(schema.features)} ({', '.join(schema.features[:8])}"
+            + (", ..." if len(schema.features) > 8 else "")
+            + ")"
+        )
+    std = _pooled_standardization(c, run, n_features) if standardize else None
+    checkpoint: dict[str, Any] = {
+        "standardization": _std_to_dict(std),
+        "schema": None if schema is None else dataclasses.asdict(schema),
+        "iteration": 0,
+        "reports": [],
+    }
+    return checkpoint, std
+
+
+def _train_network(c: Coordinator, run: Run, job: m.TrainNetworkJob) -> m.TrainNetworkResult:
+    """Train a network on every node's data, as :func:`_train` does a GLM: checkpointed
+    after every iteration, resumed from the checkpoint when a node went missing or the
+    root restarted. MAP runs in stages over the tree, one batched refresh round between
+    two stages (:class:`~phe_fl.ml.MLPTrainer`)."""
+    spec = job.spec
+    if spec.params != c.member.params.name:
+        raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
+    checkpoint = c.store.get("checkpoints", run.job_id)
+    prepared: m.PrepareNetworkResponse | None = None
+    if checkpoint is None:
+        checkpoint, std = _first_checkpoint(c, run, spec.n_features, job.standardize)
+        prepared = c.round(run, m.PrepareNetworkRequest(spec, std), m.Stage.VALIDATE_SHARDS)
+        c.start_checkpointed(run, math.inf, checkpoint)
+    resumes = 0
+    while True:
+        try:
+            model = _train_network_from(
+                c,
+                run,
+                spec,
+                checkpoint,
+                resumed=resumes > 0 or _resuming(run),
+                prepared=prepared if resumes == 0 else None,
+            )
+            break
+        except PeerError as exc:
+            resumes += 1
+            c.resume_after(run, exc, resumes)
+            checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint
+    std = _std_from_dict(checkpoint["standardization"])
+    schema = _schema_from_dict(checkpoint.get("schema"))
+    c.save_model(run.job_id, model, run.querier, std, schema)
+    return m.TrainNetworkResult(
+        run.job_id,
+        tuple(r.root_refreshes for r in model.reports),
+        tuple(r.party_refreshes for r in model.reports),
+        tuple(r.map_rounds for r in model.reports),
+        std,
+        schema,
+    )
+
+
+def _train_network_from(
+    c: Coordinator,
+    run: Run,
+    spec: MLPJob,
+    checkpoint: dict[str, Any],
+    *,
+    resumed: bool,
+    prepared: m.PrepareNetworkResponse | None = None,
+) -> EncryptedMLP:
+    """The network's training loop from ``checkpoint`` (iteration 0: the job's seeded
+    weights); a resumed loop sends PREPARE again (nodes rebuild their party from it)."""
+    std = _std_from_dict(checkpoint["standardization"])
+    if prepared is None:
+        step = m.PrepareNetworkRequest(spec, std)
+        prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
+    c.ensure_rotations(run, spec.rotation_indices())
+    fed = TreeFederation(
+        c, run, prepared.global_batch, iterations=spec.iterations, total_rows=prepared.total_rows
+    )
+    trainer = MLPTrainer(spec, fed)
+    start = int(checkpoint["iteration"])
+    reports = [MLPIterationReport(**r) for r in checkpoint["reports"]]
+    layers = range(1, spec.n_layers + 1)
+    if start == 0:
+        ws = trainer.encrypt_initial()
+    else:
+        ws = [
+            c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-layer-{k}"))
+            for k in layers
+        ]
+        if spec.momentum:
+            trainer.deltas = [
+                c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-delta-{k}"))
+                for k in layers
+            ]
+    if resumed or start:
+        run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=start + 1, iterations=spec.iterations))
+    fed.iteration = start + 1
+    for it in range(start, spec.iterations):
+        run.control.check()
+        sent = min(w.levels_left for w in ws)
+        ws, report = trainer.step(ws, it)
+        reports.append(report)
+        for k, w in zip(layers, ws, strict=True):
+            c.store.put_blob(f"checkpoint-{run.job_id}-layer-{k}", w.to_bytes())
+        for k, d in zip(layers, trainer.deltas or (), strict=False):
+            c.store.put_blob(f"checkpoint-{run.job_id}-delta-{k}", d.to_bytes())
+        _record_checkpoint(c, run, checkpoint, it + 1, reports)
+        fed.iteration = it + 2
+        summary = m.IterationSummary(
+            refreshes=report.refreshes,
+            levels_left=min(w.levels_left for w in ws),
+            levels_sent=sent,
+            levels_dropped=0,
+        )
+        run.emit(
+            m.ProgressEvent(
+                m.Stage.ITERATION_DONE,
+                report.seconds,
+                iteration=it + 1,
+                iterations=spec.iterations,
+                summary=summary,
+            )
+        )
+    return EncryptedMLP(spec, ws, reports)
 
 
 def _resuming(run: Run) -> bool:
@@ -600,6 +758,17 @@ def _checkpoint(
     c.store.put_blob(f"checkpoint-{run.job_id}-weights", w.to_bytes())
     if delta is not None:
         c.store.put_blob(f"checkpoint-{run.job_id}-delta", delta.to_bytes())
+    _record_checkpoint(c, run, checkpoint, done, reports)
+
+
+def _record_checkpoint(
+    c: Coordinator,
+    run: Run,
+    checkpoint: dict[str, Any],
+    done: int,
+    reports: Sequence[IterationReport | MLPIterationReport],
+) -> None:
+    """The checkpoint's record, once its blobs are written: it never names a missing one."""
     checkpoint.update(iteration=done, reports=[dataclasses.asdict(r) for r in reports])
     c.store.put("checkpoints", run.job_id, checkpoint)
     if run.job is not None:
@@ -617,6 +786,15 @@ def _model_weights(c: Coordinator, run: Run, job: m.ModelWeightsJob) -> m.ModelW
     """Threshold-decrypt a trained model: every node's policy must allow it."""
     model = c.model(job.model_id)
     fed = TreeFederation(c, run, 0)
+    if isinstance(model, EncryptedMLP):
+        net = model.job.layout
+        layers = [
+            net.weights_from_slots(
+                k, fed.decrypt_if_agreed(w, length=net.block, model_id=job.model_id)
+            )
+            for k, w in enumerate(model.weights, start=1)
+        ]
+        return m.ModelWeightsResult(np.zeros(0), tuple(m.Matrix.of(w) for w in layers))
     layout = model.job.layout
     slots = fed.decrypt_if_agreed(model.weights, length=layout.block, model_id=job.model_id)
     return m.ModelWeightsResult(layout.weights_from_slots(slots))
@@ -624,12 +802,21 @@ def _model_weights(c: Coordinator, run: Run, job: m.ModelWeightsJob) -> m.ModelW
 
 def _model_info(c: Coordinator, run: Run, job: m.ModelInfoJob) -> m.ModelInfoResult:
     model = c.model(job.model_id)
+    glm, network = _specs(model)
     return m.ModelInfoResult(
-        model.job,
+        glm,
         tuple(model.refreshes_per_iteration),
         c.standardization(job.model_id),
         c.schema(job.model_id),
+        network,
     )
+
+
+def _specs(model: EncryptedModel | EncryptedMLP) -> tuple[TrainingJob | None, MLPJob | None]:
+    """(a GLM's job, a network's job): the wire carries either in its own field."""
+    if isinstance(model, EncryptedMLP):
+        return None, model.job
+    return model.job, None
 
 
 def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
@@ -643,13 +830,16 @@ def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
         raise ProtocolError("a predict job needs at least one encrypted query")
     QuerierPublicKey.from_bytes(c.ctx, job.querier_key)  # refuse a bad key before any work
     cts = [c.ctx.ciphertext_from_bytes(q) for q in job.queries]
-    weights = model.weights
-    if weights.levels_left < prediction_depth(model.job) + c.member.params.refresh_min_levels:
-        weights = c.refresh(run, weights)
-        model.weights = weights  # later queries reuse the refreshed model
-    t = time.perf_counter()
-    results = evaluate(model.job, c.ctx, weights, cts)
-    run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
+    if isinstance(model, EncryptedMLP):
+        results = _evaluate_network(c, run, model, cts, job.n_samples)
+    else:
+        weights = model.weights
+        if weights.levels_left < prediction_depth(model.job) + c.member.params.refresh_min_levels:
+            weights = c.refresh(run, weights)
+            model.weights = weights  # later queries reuse the refreshed model
+        t = time.perf_counter()
+        results = evaluate(model.job, c.ctx, weights, cts)
+        run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
     purpose = m.Purpose.PREDICTION
     scores = [
         c.switch_to_querier(
@@ -658,6 +848,24 @@ def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
         for i, ct in enumerate(results)
     ]
     return m.PredictResult(tuple(scores))
+
+
+def _evaluate_network(
+    c: Coordinator, run: Run, model: EncryptedMLP, cts: list[Ciphertext], n_samples: int
+) -> list[Ciphertext]:
+    """A network's forward pass on the queries, their refreshes batched: one collective
+    round for what every query ciphertext needs at one layer."""
+    if n_samples < 1:
+        raise ProtocolError("a network's predict job names how many samples its queries hold")
+
+    def refresh_many(batch: Sequence[Ciphertext]) -> list[Ciphertext]:
+        return c.refresh_many(run, batch)
+
+    model.weights, _ = at_full_depth(model.weights, refresh_many)  # kept for later queries
+    t = time.perf_counter()
+    results, _, _ = evaluate_mlp(model.job, c.ctx, model.weights, cts, n_samples, refresh_many)
+    run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
+    return results
 
 
 GLOBAL_SLICE = 1 << 20
@@ -832,13 +1040,15 @@ def _list_models(c: Coordinator, run: Run, job: m.ListModelsJob) -> m.ListModels
     out = []
     for model_id, model in c.models.items():
         info = c.model_info.get(model_id, {})
+        glm, network = _specs(model)
         out.append(
             m.ModelSummary(
                 model_id,
-                model.job,
+                glm,
                 info.get("querier", ""),
                 float(info.get("created", 0.0)),
                 tuple(model.refreshes_per_iteration),
+                network,
             )
         )
     return m.ListModelsResult(tuple(out))
@@ -848,6 +1058,7 @@ HANDLERS: dict[type[Any], Callable[..., Any]] = {
     m.SetupJob: _setup,
     m.StatsJob: _stats,
     m.TrainJob: _train,
+    m.TrainNetworkJob: _train_network,
     m.ModelWeightsJob: _model_weights,
     m.PredictJob: _predict,
     m.FedAvgJob: _fedavg,
@@ -935,11 +1146,52 @@ class TreeFederation:
         result = self.c.round(self.run, step, m.Stage.MAP_COMBINE, iteration=self.iteration)
         return [self.ctx.ciphertext_from_bytes(result.moment)]
 
+    def map_stage(
+        self,
+        request: LayersMapRequest,
+        stage: int,
+        refreshed: Mapping[str, Sequence[Ciphertext]],
+    ) -> MapStage:
+        """One stage of a network's MAP over the tree (:class:`phe_fl.ml.LayersFederation`):
+        the weights go down at stage 0 only, each party's refreshed intermediates after."""
+        self.iteration = request.iteration + 1
+        step = m.NetworkMapRequest(
+            request.iteration,
+            request.global_batch,
+            tuple(w.to_bytes() for w in request.weights) if stage == 0 else (),
+            stage,
+            tuple(
+                m.NodeCiphertexts(node, tuple(ct.to_bytes() for ct in cts))
+                for node, cts in sorted(refreshed.items())
+            ),
+        )
+        result = self.c.round(
+            self.run,
+            step,
+            m.Stage.MAP_COMBINE,
+            iteration=self.iteration,
+            iterations=self.iterations,
+            index=stage,
+        )
+        pending = {
+            p.node_id: tuple(self.ctx.ciphertext_from_bytes(ct) for ct in p.ciphertexts)
+            for p in result.pending
+        }
+        if len(pending) != len(result.pending):
+            raise ProtocolError("a node answered the same MAP stage twice")
+        gradients = tuple(self.ctx.ciphertext_from_bytes(g) for g in result.gradients)
+        return MapStage(pending, gradients, result.finished)
+
     def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
         return self.ctx.sum(cts)
 
     def refresh(self, ct: Ciphertext) -> Ciphertext:
-        return self.c.refresh(self.run, ct, iteration=self.iteration, iterations=self.iterations)
+        return self.refresh_many([ct])[0]
+
+    def refresh_many(self, cts: Sequence[Ciphertext]) -> list[Ciphertext]:
+        return self.c.refresh_many(
+            self.run, cts, iteration=self.iteration, iterations=self.iterations
+        )
 
     def decrypt_if_agreed(self, ct: Ciphertext, *, length: int, model_id: str = "") -> FloatArray:
         step = m.DecryptModelRequest(model_id or self.run.job_id, ct.to_bytes())

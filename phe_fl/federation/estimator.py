@@ -130,6 +130,11 @@ class FederatedGLM:
         """An estimator for a model trained earlier (by this querier or another)."""
         est = cls(root, tls, n_features=0, name=name, **kw)
         run, job = est.querier.model_info(new_job_id(), model_id)
+        if not isinstance(job, TrainingJob):
+            raise ParameterError(
+                f"model {model_id!r} is a network ({job.model}, hidden {list(job.hidden)}), not "
+                f"a GLM: query it with Querier.predict"
+            )
         est.run_, est.job_, est.n_features, est.model = run, job, job.n_features, job.model
         est.feature_names_in_ = est._names(None)
         return est

@@ -29,6 +29,7 @@ from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import NodeConfig
 from phe_fl.federation.data import DataShard, load_shard, schema_digest
 from phe_fl.federation.fedavg import FedAvgParty
+from phe_fl.federation.network import NetworkMaps, StageAnswer
 from phe_fl.federation.policy import decide
 from phe_fl.federation.serde import STEP_NAMES
 from phe_fl.federation.state import FEDAVG, KEYGEN, TRAINING, Tracker
@@ -51,8 +52,9 @@ from phe_fl.mhe import (
     ThresholdDecrypt,
     get_parameter_set,
 )
+from phe_fl.mhe.context import FloatArray
 from phe_fl.mhe.protocols._share import Share
-from phe_fl.ml import GLMParty, MapRequest, TrainingJob
+from phe_fl.ml import GLMParty, MapRequest, MLPJob, MLPParty, TrainingJob
 
 __all__ = ["Member", "Rule", "RULES"]
 
@@ -102,6 +104,7 @@ class Member:
         self._public_key_share: Share | None = None
         self._trainings: dict[str, _Training] = {}
         self._lock = threading.Lock()
+        self.network_maps = NetworkMaps(config.id, self.ctx)
         self._restore()
         self.fedavg = FedAvgParty(config, store, self.ctx)
 
@@ -125,7 +128,9 @@ class Member:
                     key.install()
                 setattr(self, name.replace("-", "_"), key)
         for job_id, t in self.store.items("trainings"):
-            spec = TrainingJob(**t["spec"])
+            spec: TrainingJob | MLPJob = (
+                MLPJob(**t["spec"]) if t.get("model") == "network" else TrainingJob(**t["spec"])
+            )
             std = t["standardization"]
             standardization = (
                 None
@@ -169,7 +174,9 @@ class Member:
             request,
             requester,
             audit=self.audit,
-            rows=len(self.X) if isinstance(request.step, m.PrepareTrainingRequest) else None,
+            rows=len(self.X)
+            if isinstance(request.step, (m.PrepareTrainingRequest, m.PrepareNetworkRequest))
+            else None,
             refusal=self._refusal(request),
         )
 
@@ -209,6 +216,7 @@ class Member:
                     request.job_id,
                     {
                         "state": t.tracker.state,
+                        "model": "network" if isinstance(t.spec, MLPJob) else "glm",
                         "spec": dataclasses.asdict(t.spec),
                         "standardization": None
                         if t.standardization is None
@@ -228,14 +236,23 @@ class Member:
             return self._trainings[job_id]
 
     def trainer(self, job_id: str) -> GLMParty:
-        """This node's MAP side of a prepared training (rebuilt after a restart from the
-        job and standardization it prepared with)."""
+        """This node's MAP side of a prepared GLM training (rebuilt after a restart from
+        the job and standardization it prepared with)."""
         t = self._trainings.get(job_id)
-        if t is None or t.spec is None:
-            raise ProtocolError(f"training job {job_id!r} has no trainer on node {self.id}")
+        if t is None or not isinstance(t.spec, TrainingJob):
+            raise ProtocolError(f"training job {job_id!r} has no GLM trainer on node {self.id}")
         if t.trainer is None:
             t.trainer = self._make_trainer(t.spec, t.standardization, t.dp_seed)
         return t.trainer
+
+    def network_party(self, job_id: str) -> MLPParty:
+        """This node's MAP side of a prepared network training (rebuilt after a restart)."""
+        t = self._trainings.get(job_id)
+        if t is None or not isinstance(t.spec, MLPJob):
+            raise ProtocolError(f"training job {job_id!r} has no network on node {self.id}")
+        if t.network is None:
+            t.network = self._make_network(t.spec, t.standardization)
+        return t.network
 
     # -- what the parts need ----------------------------------------------------------------
     def require_party(self) -> Party:
@@ -291,9 +308,27 @@ class Member:
         t.spec, t.standardization, t.trainer, t.dp_seed = job, step.standardization, trainer, seed
         return trainer.batch_size_at(0)
 
-    def _make_trainer(
-        self, job: TrainingJob, std: m.Standardization | None, dp_seed: int | None = None
-    ) -> GLMParty:
+    def prepare_network(self, step: m.PrepareNetworkRequest, job_id: str) -> int:
+        """PREPARE of a network job: validate the shard against it (features, labels
+        0 .. n_classes - 1), standardize it; the samples this node contributes per
+        iteration."""
+        job = step.job
+        if job.params != self.params.name:
+            raise ProtocolError(
+                f"job uses {job.params!r}, node {self.id} runs {self.params.name!r}"
+            )
+        t = self._training(job_id)
+        network = self._make_network(job, step.standardization)
+        t.spec, t.standardization, t.network = job, step.standardization, network
+        return network.batch_size_at(0)
+
+    def _make_network(self, job: MLPJob, std: m.Standardization | None) -> MLPParty:
+        try:
+            return MLPParty(self.config.party, job, (self._standardized(std), self.y))
+        except ParameterError as exc:
+            raise ParameterError(f"node {self.id}: {exc}") from None
+
+    def _standardized(self, std: m.Standardization | None) -> FloatArray:
         X = self.X
         if std is not None:
             if std.mean.size != X.shape[1]:
@@ -301,6 +336,12 @@ class Member:
                     f"standardization for {std.mean.size} features, node {self.id} has {X.shape[1]}"
                 )
             X = std.apply(X)
+        return X
+
+    def _make_trainer(
+        self, job: TrainingJob, std: m.Standardization | None, dp_seed: int | None = None
+    ) -> GLMParty:
+        X = self._standardized(std)
         try:
             return GLMParty(
                 self.config.party,
@@ -325,13 +366,14 @@ class Member:
 
 @dataclass
 class _Training:
-    """This node's side of one training job."""
+    """This node's side of one training job (a GLM or a network)."""
 
     tracker: Tracker
-    spec: TrainingJob | None = None
+    spec: TrainingJob | MLPJob | None = None
     standardization: m.Standardization | None = None
     dp_seed: int | None = None
     trainer: GLMParty | None = None
+    network: MLPParty | None = None
 
 
 _KEYS: tuple[tuple[str, Callable[[Context, bytes], Any], bool], ...] = (
@@ -459,6 +501,39 @@ def _margin_moment(mem: Member, r: m.TreeRequest) -> Ciphertext:
     return mem.trainer(r.job_id).margin_moment(_map_request(mem, r.step), r.step.power)
 
 
+def _network_stage(mem: Member, r: m.TreeRequest) -> StageAnswer:
+    assert isinstance(r.step, m.NetworkMapRequest)
+    return mem.network_maps.stage(r.job_id, mem.network_party(r.job_id), r.step)
+
+
+def _child_stage(mem: Member, r: m.TreeRequest, res: m.NetworkMapResponse) -> StageAnswer:
+    return StageAnswer.read(mem.ctx, res, mem.network_party(r.job_id).job.n_layers)
+
+
+def _refresh_shares(mem: Member, step: m.RefreshShareRequest) -> list[Share]:
+    """This node's share of every ciphertext of the batch (each drawn once, cached)."""
+    if not step.ciphertexts or len(step.ciphertexts) != len(step.crps):
+        raise ProtocolError(
+            f"a refresh batch is as many ciphertexts as CRPs, at least one; got "
+            f"{len(step.ciphertexts)} and {len(step.crps)}"
+        )
+    party = mem.require_party()
+    return [
+        party.refresh_share(mem.ctx.ciphertext_from_bytes(c), RefreshCRP.from_bytes(mem.ctx, crp))
+        for c, crp in zip(step.ciphertexts, step.crps, strict=True)
+    ]
+
+
+def _child_refresh_shares(
+    mem: Member, r: m.TreeRequest, res: m.RefreshShareResponse
+) -> list[Share]:
+    assert isinstance(r.step, m.RefreshShareRequest)
+    if len(res.shares) != len(r.step.ciphertexts):
+        raise ProtocolError(f"{len(res.shares)} shares for {len(r.step.ciphertexts)} ciphertexts")
+    proto = Refresh(mem.ctx)
+    return [proto.share_from_bytes(s) for s in res.shares]
+
+
 def _prepare_fedavg(mem: Member, r: m.TreeRequest) -> tuple[Any, ...]:
     assert isinstance(r.step, m.FedAvgPrepareRequest)
     layout = mem.fedavg.prepare(r.job_id, r.step.job)
@@ -579,18 +654,32 @@ RULES: dict[type[Any], Rule] = {
         ),
         m.KeySwitchResponse,
     ),
-    m.RefreshShareRequest: _shares(
-        lambda mem, s: Refresh(mem.ctx),
-        lambda mem, s: mem.require_party().refresh_share(
-            mem.ctx.ciphertext_from_bytes(s.ciphertext), RefreshCRP.from_bytes(mem.ctx, s.crp)
-        ),
-        m.RefreshShareResponse,
+    m.RefreshShareRequest: Rule(
+        own=lambda mem, r: _refresh_shares(mem, r.step),
+        load=_child_refresh_shares,
+        combine=lambda mem, r, a, b: [
+            Refresh(mem.ctx).aggregate(x, y) for x, y in zip(a, b, strict=True)
+        ],
+        answer=lambda acc: m.RefreshShareResponse(tuple(s.to_bytes() for s in acc)),
     ),
     m.PrepareTrainingRequest: Rule(
         own=lambda mem, r: (mem.prepare_training(r.step, r.job_id), len(mem.X)),
         load=lambda mem, r, res: (_batch(res.global_batch), _batch(res.total_rows)),
         combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1]),
         answer=lambda acc: m.PrepareTrainingResponse(int(acc[0]), int(acc[1])),
+    ),
+    m.PrepareNetworkRequest: Rule(
+        own=lambda mem, r: (mem.prepare_network(r.step, r.job_id), len(mem.X)),
+        load=lambda mem, r, res: (_batch(res.global_batch), _batch(res.total_rows)),
+        combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1]),
+        answer=lambda acc: m.PrepareNetworkResponse(int(acc[0]), int(acc[1])),
+    ),
+    m.NetworkMapRequest: Rule(
+        own=_network_stage,
+        load=_child_stage,
+        combine=lambda mem, r, a, b: a.plus(mem.ctx, b),
+        answer=lambda acc: acc.response(),
+        keep=False,  # the paused MAP answers a retry itself; a restarted node starts over
     ),
     m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
     m.MarginMomentRequest: _ciphertexts(_margin_moment, "moment", m.MarginMomentResponse),

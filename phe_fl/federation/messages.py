@@ -12,10 +12,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from phe_fl.errors import ProtocolError
 from phe_fl.fedavg.job import FedAvgSpec
 from phe_fl.fedavg.packing import TensorSpec
 from phe_fl.mhe.context import FloatArray
-from phe_fl.ml import TrainingJob
+from phe_fl.ml import MLPJob, TrainingJob
 
 __all__ = [
     "NodeStats",
@@ -81,6 +84,14 @@ __all__ = [
     "StatsResult",
     "TrainJob",
     "TrainResult",
+    "TrainNetworkJob",
+    "TrainNetworkResult",
+    "Matrix",
+    "PrepareNetworkRequest",
+    "PrepareNetworkResponse",
+    "NetworkMapRequest",
+    "NetworkMapResponse",
+    "NodeCiphertexts",
     "ModelWeightsJob",
     "ModelWeightsResult",
     "ModelInfoJob",
@@ -405,13 +416,15 @@ class KeySwitchResponse:
 
 @dataclass(frozen=True)
 class RefreshShareRequest:
-    ciphertext: bytes
-    crp: bytes
+    """A batch of prepared ciphertexts to refresh, one CRP each."""
+
+    ciphertexts: tuple[bytes, ...]
+    crps: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
 class RefreshShareResponse:
-    share: bytes
+    shares: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -451,6 +464,47 @@ class MarginMomentResponse:
 @dataclass(frozen=True)
 class GradientResponse:
     gradient: bytes
+
+
+@dataclass(frozen=True)
+class PrepareNetworkRequest:
+    job: MLPJob
+    standardization: Standardization | None
+
+
+@dataclass(frozen=True)
+class PrepareNetworkResponse:
+    global_batch: int
+    total_rows: int = 0
+
+
+@dataclass(frozen=True)
+class NodeCiphertexts:
+    """One node's ciphertexts in a message that carries several nodes'."""
+
+    node_id: str
+    ciphertexts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class NetworkMapRequest:
+    """One stage of a network's MAP (:mod:`phe_fl.ml.staging`): stage 0 carries the
+    weights, later stages each party's refreshed intermediates."""
+
+    iteration: int
+    global_batch: int
+    weights: tuple[bytes, ...]
+    stage: int = 0
+    refreshed: tuple[NodeCiphertexts, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkMapResponse:
+    gradients: tuple[bytes, ...]
+    """Per layer, summed over the subtree's parties that finished at this stage."""
+    finished: int
+    pending: tuple[NodeCiphertexts, ...]
+    """The subtree's parties that wait for refreshed intermediates."""
 
 
 @dataclass(frozen=True)
@@ -546,6 +600,8 @@ TreeStep = (
     | PrepareTrainingRequest
     | GradientRequest
     | MarginMomentRequest
+    | PrepareNetworkRequest
+    | NetworkMapRequest
     | FedAvgPrepareRequest
     | FedAvgGlobalRequest
     | FedAvgTrainRequest
@@ -580,6 +636,8 @@ TreeResult = (
     | PrepareTrainingResponse
     | GradientResponse
     | MarginMomentResponse
+    | PrepareNetworkResponse
+    | NetworkMapResponse
     | FedAvgPrepareResponse
     | FedAvgGlobalResponse
     | FedAvgTrainResponse
@@ -664,13 +722,60 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
+class TrainNetworkJob:
+    spec: MLPJob
+    standardize: bool = True
+
+
+@dataclass(frozen=True)
+class TrainNetworkResult:
+    model_id: str
+    root_refreshes: tuple[int, ...]
+    party_refreshes: tuple[int, ...]
+    map_rounds: tuple[int, ...]
+    standardization: Standardization | None
+    schema: DataSchema | None = None
+
+
+@dataclass(frozen=True)
 class ModelWeightsJob:
     model_id: str
 
 
 @dataclass(frozen=True)
+class Matrix:
+    rows: int
+    cols: int
+    values: FloatArray
+
+    @classmethod
+    def of(cls, a: FloatArray) -> Matrix:
+        return cls(int(a.shape[0]), int(a.shape[1]), np.asarray(a, dtype=np.float64).ravel())
+
+    def array(self) -> FloatArray:
+        if self.values.size != self.rows * self.cols:
+            raise ProtocolError(
+                f"a {self.rows} x {self.cols} matrix with {self.values.size} values"
+            )
+        return self.values.reshape(self.rows, self.cols)
+
+
+@dataclass(frozen=True)
 class ModelWeightsResult:
     weights: FloatArray
+    """A GLM's weights (empty for a network)."""
+    layers: tuple[Matrix, ...] = ()
+    """A network's ``W_1 .. W_L`` (bias column last; empty for a GLM)."""
+
+
+def _one_model(info: ModelInfoResult | ModelSummary) -> None:
+    """A model is a GLM (``spec``) or a network (``network``): exactly one is given."""
+    if (info.spec is None) == (info.network is None):
+        raise ProtocolError(
+            f"{type(info).__name__} lacks its spec (a GLM's job) or network (a network's job)"
+            if info.spec is None
+            else f"{type(info).__name__} carries both a GLM's spec and a network's job"
+        )
 
 
 @dataclass(frozen=True)
@@ -680,10 +785,16 @@ class ModelInfoJob:
 
 @dataclass(frozen=True)
 class ModelInfoResult:
-    spec: TrainingJob
+    spec: TrainingJob | None
+    """A GLM's job (None for a network)."""
     refreshes: tuple[int, ...]
     standardization: Standardization | None
     schema: DataSchema | None = None
+    network: MLPJob | None = None
+    """A network's job (None for a GLM)."""
+
+    def __post_init__(self) -> None:
+        _one_model(self)
 
 
 @dataclass(frozen=True)
@@ -691,6 +802,8 @@ class PredictJob:
     model_id: str
     querier_key: bytes
     queries: tuple[bytes, ...]
+    n_samples: int = 0
+    """A network's queries: the rows they hold (its masks need the count)."""
 
 
 @dataclass(frozen=True)
@@ -800,10 +913,14 @@ class ListModelsJob:
 @dataclass(frozen=True)
 class ModelSummary:
     model_id: str
-    spec: TrainingJob
+    spec: TrainingJob | None
     querier: str
     created: float
     refreshes: tuple[int, ...]
+    network: MLPJob | None = None
+
+    def __post_init__(self) -> None:
+        _one_model(self)
 
 
 @dataclass(frozen=True)
@@ -821,6 +938,7 @@ Job = (
     | JointKeyJob
     | StatusJob
     | FedAvgJob
+    | TrainNetworkJob
     | WatchJob
     | ListJobsJob
     | CancelJob
@@ -836,6 +954,7 @@ JobResult = (
     | JointKeyResult
     | StatusResult
     | FedAvgResult
+    | TrainNetworkResult
     | WatchResult
     | ListJobsResult
     | CancelResult

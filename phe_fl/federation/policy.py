@@ -94,10 +94,12 @@ _PURPOSES: dict[type[Any], str] = {
     m.StatisticsRequest: "encrypted local statistics",
     m.DecryptStatisticsRequest: "statistics release (threshold decryption to the root)",
     m.DecryptModelRequest: "model decryption (threshold decryption to the root)",
-    m.RefreshShareRequest: "collective refresh of an encrypted value",
+    m.RefreshShareRequest: "collective refresh of encrypted values",
     m.PrepareTrainingRequest: "training participation",
     m.GradientRequest: "training: encrypted gradient",
     m.MarginMomentRequest: "training: encrypted margin check (released only by decrypt_model)",
+    m.PrepareNetworkRequest: "network training participation",
+    m.NetworkMapRequest: "network training: a stage of MAP (encrypted gradients or intermediates)",
     m.FedAvgPrepareRequest: "FedAvg participation (load the job's app)",
     m.FedAvgGlobalRequest: "FedAvg: receive the round's global parameters",
     m.FedAvgTrainRequest: "FedAvg: local training with the site's app",
@@ -113,11 +115,16 @@ def _purpose(step: m.TreeStep) -> str:
     return _PURPOSES[type(step)]
 
 
+_DIGESTED_FIELDS = ("ciphertext", "weights", "masked", "ciphertexts")
+"""The fields that hold what a step asks about (one ciphertext, or several)."""
+
+
 def _digest(step: m.TreeStep) -> str:
-    """sha256 (hex, 32 characters) of the ciphertext(s) a step asks about, if it has any."""
-    data = getattr(step, "ciphertext", None) or getattr(step, "weights", None)
-    if isinstance(step, m.FedAvgDecryptRequest):
-        data = b"".join(hashlib.sha256(c).digest() for c in step.masked)
+    """sha256 (hex, 32 characters) of the ciphertext(s) a step asks about, if it has any;
+    of several, the digest of their digests."""
+    data = next((getattr(step, f) for f in _DIGESTED_FIELDS if getattr(step, f, None)), None)
+    if isinstance(data, tuple):
+        data = b"".join(hashlib.sha256(c).digest() for c in data)
     return hashlib.sha256(data).hexdigest()[:32] if isinstance(data, bytes) else ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -21,7 +21,7 @@ from phe_fl.federation.status import PeerTimeout, rpc_errors
 from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import Context, JointPublicKey, QuerierKeyPair, get_parameter_set
 from phe_fl.mhe.context import FloatArray
-from phe_fl.ml import TrainingJob
+from phe_fl.ml import MLPJob, TrainingJob
 from phe_fl.v2 import query_pb2_grpc
 
 __all__ = ["Querier", "PooledStats", "TrainingRun", "new_job_id"]
@@ -57,6 +57,10 @@ class TrainingRun:
     dp_epsilon: float = 0.0
     """A differentially private training: the epsilon it spent at :attr:`dp_delta`."""
     dp_delta: float = 0.0
+    party_refreshes: list[int] = field(default_factory=list)
+    """A network: per iteration, the refreshes of the parties' intermediates (part of
+    :attr:`refreshes`) and the collective rounds they took (:attr:`map_rounds`)."""
+    map_rounds: list[int] = field(default_factory=list)
 
     @property
     def mean(self) -> FloatArray | None:
@@ -229,6 +233,20 @@ class Querier:
             result.dp_delta,
         )
 
+    def train_network(self, job_id: str, job: MLPJob, *, standardize: bool = True) -> TrainingRun:
+        """Train the network ``job`` across the federation; its weights stay encrypted at
+        the root under ``job_id``. ``refreshes`` counts the root's and the parties'."""
+        result = self.submit(job_id, m.TrainNetworkJob(job, standardize), m.TrainNetworkResult)
+        totals = [r + p for r, p in zip(result.root_refreshes, result.party_refreshes, strict=True)]
+        return TrainingRun(
+            result.model_id,
+            totals,
+            result.standardization,
+            result.schema,
+            party_refreshes=list(result.party_refreshes),
+            map_rounds=list(result.map_rounds),
+        )
+
     def fedavg(self, job_id: str, spec: FedAvgSpec) -> FedAvgModel:
         """Encrypted FedAvg with the app every node declares as ``spec.app``: each node
         trains locally, only the sum of every node's update is ever decrypted. The final
@@ -246,22 +264,33 @@ class Querier:
             result.model_id, layout, values, result.rounds, result.dp_epsilon, result.dp_delta
         )
 
-    def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob]:
-        """A trained model's public description (its job and standardization), so that a
-        querier that did not train it can send queries."""
+    def model_info(self, job_id: str, model_id: str) -> tuple[TrainingRun, TrainingJob | MLPJob]:
+        """A trained model's public description (its job, a GLM's or a network's, and
+        standardization), so that a querier that did not train it can send queries."""
         info = self.submit(job_id, m.ModelInfoJob(model_id), m.ModelInfoResult)
         run = TrainingRun(model_id, list(info.refreshes), info.standardization, info.schema)
-        return run, info.spec
+        spec = info.spec if info.spec is not None else info.network
+        if spec is None:
+            raise ProtocolError(f"the root described model {model_id!r} without its job")
+        return run, spec
 
     def model_weights(self, job_id: str, model_id: str) -> FloatArray:
-        """The trained model in the clear: refused unless every node's policy allows it."""
+        """A GLM in the clear: refused unless every node's policy allows it."""
         return self.submit(job_id, m.ModelWeightsJob(model_id), m.ModelWeightsResult).weights
+
+    def network_weights(self, job_id: str, model_id: str) -> list[FloatArray]:
+        """A network's ``W_1 .. W_L`` in the clear (bias column last): refused unless
+        every node's policy allows it."""
+        result = self.submit(job_id, m.ModelWeightsJob(model_id), m.ModelWeightsResult)
+        if not result.layers:
+            raise ProtocolError(f"model {model_id!r} is not a network (no layers came back)")
+        return [layer.array() for layer in result.layers]
 
     def predict(
         self,
         job_id: str,
         run: TrainingRun,
-        job: TrainingJob,
+        job: TrainingJob | MLPJob,
         x: FloatArray,
         *,
         on_rows: Callable[[int, int], None] | None = None,
@@ -287,17 +316,28 @@ class Querier:
         return np.concatenate(scores)
 
     def _predict_chunk(
-        self, job_id: str, run: TrainingRun, job: TrainingJob, x: FloatArray
+        self, job_id: str, run: TrainingRun, job: TrainingJob | MLPJob, x: FloatArray
     ) -> FloatArray:
+        from phe_fl.ml.mlp import decode_mlp_scores, encrypt_mlp_queries
         from phe_fl.ml.prediction import decode_scores, encrypt_queries
 
-        assert self._joint is not None
-        queries = encrypt_queries(job, self.ctx, x, self._joint)
+        joint = self._joint
+        assert joint is not None
+        if isinstance(job, MLPJob):
+            queries = encrypt_mlp_queries(job, lambda v: self.ctx.encrypt(v, joint), x)
+        else:
+            queries = encrypt_queries(job, self.ctx, x, joint)
         request = m.PredictJob(
-            run.model_id, self.keys.public_key.to_bytes(), tuple(q.to_bytes() for q in queries)
+            run.model_id,
+            self.keys.public_key.to_bytes(),
+            tuple(q.to_bytes() for q in queries),
+            len(x) if isinstance(job, MLPJob) else 0,
         )
         del queries
         result = self.submit(job_id, request, m.PredictResult)
+        if isinstance(job, MLPJob):
+            cts = [self.ctx.ciphertext_from_bytes(s) for s in result.scores]
+            return decode_mlp_scores(job, self.keys, cts, len(x))
         slots = [
             self.keys.decrypt(self.ctx.ciphertext_from_bytes(s), decimals=8) for s in result.scores
         ]

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +25,7 @@ from google.protobuf.message import Message as PbMessage
 from phe_fl.errors import PheFlError, ProtocolError
 from phe_fl.federation import messages as m
 from phe_fl.mhe.context import FloatArray
-from phe_fl.ml import TrainingJob
+from phe_fl.ml import MLPJob, TrainingJob
 from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, tree_pb2
 
 __all__ = [
@@ -100,6 +100,8 @@ _STEPS: dict[str, tuple[type[Any], type[Any]]] = {
     "prepare_training": (m.PrepareTrainingRequest, m.PrepareTrainingResponse),
     "gradient": (m.GradientRequest, m.GradientResponse),
     "margin_moment": (m.MarginMomentRequest, m.MarginMomentResponse),
+    "prepare_network": (m.PrepareNetworkRequest, m.PrepareNetworkResponse),
+    "network_map": (m.NetworkMapRequest, m.NetworkMapResponse),
     "fedavg_prepare": (m.FedAvgPrepareRequest, m.FedAvgPrepareResponse),
     "fedavg_global": (m.FedAvgGlobalRequest, m.FedAvgGlobalResponse),
     "fedavg_train": (m.FedAvgTrainRequest, m.FedAvgTrainResponse),
@@ -117,6 +119,7 @@ _JOBS: dict[str, tuple[type[Any], type[Any]]] = {
     "joint_key": (m.JointKeyJob, m.JointKeyResult),
     "status": (m.StatusJob, m.StatusResult),
     "fedavg": (m.FedAvgJob, m.FedAvgResult),
+    "train_network": (m.TrainNetworkJob, m.TrainNetworkResult),
     "watch": (m.WatchJob, m.WatchResult),
     "list_jobs": (m.ListJobsJob, m.ListJobsResult),
     "cancel": (m.CancelJob, m.CancelResult),
@@ -147,6 +150,22 @@ def glm_job_to_proto(job: TrainingJob) -> ml_pb2.GlmJobSpec:
 def glm_job_from_proto(spec: ml_pb2.GlmJobSpec) -> TrainingJob:
     """Field by field; TrainingJob validates every value (ParameterError names it)."""
     return TrainingJob(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(TrainingJob)})
+
+
+def network_job_to_proto(job: MLPJob) -> ml_pb2.NetworkJobSpec:
+    return ml_pb2.NetworkJobSpec(**dataclasses.asdict(job))
+
+
+def network_job_from_proto(spec: ml_pb2.NetworkJobSpec) -> MLPJob:
+    """Field by field; MLPJob validates every value (ParameterError names it)."""
+    return MLPJob(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(MLPJob)})
+
+
+_SPECS: dict[Any, tuple[Callable[[Any], PbMessage], Callable[[Any], Any]]] = {
+    TrainingJob: (glm_job_to_proto, glm_job_from_proto),
+    MLPJob: (network_job_to_proto, network_job_from_proto),
+}
+"""Job specifications: validated by their own dataclass, field by field."""
 
 
 def standardization_to_proto(s: m.Standardization) -> ml_pb2.Standardization:
@@ -225,8 +244,8 @@ def _set(msg: PbMessage, name: str, value: Any) -> None:
         return
     if isinstance(value, m.Purpose):
         setattr(msg, name, tree_pb2.KeySwitchRequest.Purpose.Value(value.name))
-    elif isinstance(value, TrainingJob):
-        getattr(msg, name).CopyFrom(glm_job_to_proto(value))
+    elif type(value) in _SPECS:
+        getattr(msg, name).CopyFrom(_SPECS[type(value)][0](value))
     elif isinstance(value, m.Standardization):
         getattr(msg, name).CopyFrom(standardization_to_proto(value))
     elif isinstance(value, np.ndarray):
@@ -262,10 +281,13 @@ def _get(msg: PbMessage, name: str, hint: Any) -> Any:
     if hint is m.Purpose:
         purpose = tree_pb2.KeySwitchRequest.Purpose.Name(raw)
         return _enum(m.Purpose, purpose, "key-switch purpose")
-    if hint is TrainingJob:
+    spec, optional = _spec_hint(hint)
+    if spec is not None:
         if not msg.HasField(name):
+            if optional:
+                return None
             raise ProtocolError(f"{type(msg).__name__} lacks its {name}")
-        return glm_job_from_proto(raw)
+        return _SPECS[spec][1](raw)
     if hint == m.Standardization | None:
         return standardization_from_proto(raw) if msg.HasField(name) else None
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: optional
@@ -284,6 +306,17 @@ def _get(msg: PbMessage, name: str, hint: Any) -> Any:
             raise ProtocolError(f"{type(msg).__name__} lacks its {name}")
         return _from_pb(raw, hint)  # type: ignore[arg-type]
     return raw
+
+
+def _spec_hint(hint: Any) -> tuple[Any, bool]:
+    """(the job specification class ``hint`` names, whether it is optional), or (None, _)."""
+    if hint in _SPECS:
+        return hint, False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and inner[0] in _SPECS:
+            return inner[0], True
+    return None, False
 
 
 def _oneof_to_pb(

@@ -68,6 +68,8 @@ _READY_STEPS = (
     "prepare_training",
     "gradient",
     "margin_moment",
+    "prepare_network",
+    "network_map",
     "fedavg_prepare",
     "fedavg_global",
     "fedavg_train",
@@ -91,7 +93,16 @@ KEYGEN = Machine(
 )
 """Every node's view of collective key generation; each tree step is checked against it."""
 
-_KEYED_JOBS = ("stats", "train", "model_weights", "model_info", "predict", "joint_key", "fedavg")
+_KEYED_JOBS = (
+    "stats",
+    "train",
+    "train_network",
+    "model_weights",
+    "model_info",
+    "predict",
+    "joint_key",
+    "fedavg",
+)
 
 FEDERATION_KEYS = Machine(
     "federation keys",
@@ -113,12 +124,14 @@ TRAINING = Machine(
     "unprepared",
     {
         ("unprepared", "prepare_training"): "prepared",
+        ("unprepared", "prepare_network"): "prepared",
         ("prepared", "gradient"): "prepared",
         ("prepared", "margin_moment"): "prepared",
+        ("prepared", "network_map"): "prepared",
     },
 )
-"""A node's side of one training job: MAP (and the margin check, which runs MAP's batch)
-only after PREPARE validated its shard."""
+"""A node's side of one training job (a GLM or a network): MAP (and the margin check,
+which runs MAP's batch) only after PREPARE validated its shard."""
 
 FEDAVG = Machine(
     "FedAvg job",

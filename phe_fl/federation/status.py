@@ -20,6 +20,7 @@ from phe_fl.errors import (
     PeerError,
     PheFlError,
     PolicyError,
+    StageLostError,
 )
 from phe_fl.federation.messages import Failure
 
@@ -34,6 +35,7 @@ STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
     (JobStateError, "FAILED_PRECONDITION"),
     (AppError, "FAILED_PRECONDITION"),  # a site's app cannot run the job as it stands
     (PeerError, "ABORTED"),  # a node further down failed; not worth a retry here
+    (StageLostError, "ABORTED"),  # a node restarted mid-MAP: the root redoes the iteration
     (CryptoError, "INTERNAL"),
     (PheFlError, "INVALID_ARGUMENT"),  # bad input: protocol, serialization, keys, parameters
 )

@@ -94,6 +94,7 @@ __all__ = [
     "evaluate_mlp",
     "decode_mlp_scores",
     "predict_local_mlp",
+    "at_full_depth",
 ]
 
 HiddenActivation = Literal["relu", "sigmoid"]
@@ -444,6 +445,24 @@ class EncryptedMLP:
         ]
 
 
+def at_full_depth(
+    weights: Sequence[Ciphertext], refresh_many: RefreshMany
+) -> tuple[list[Ciphertext], int]:
+    """Every weight below full depth refreshed, in one round: one refresh of a weight
+    saves every chunk that uses it (a party's in MAP, a batch of queries in prediction)
+    a deeper chain and the refreshes it would ask for. Returns the weights and how many
+    were refreshed."""
+    if not weights:
+        return [], 0
+    full = weights[0].context.params.mult_depth
+    low = [k for k, w in enumerate(weights) if w.levels_left < full]
+    out = list(weights)
+    if low:
+        for k, w in zip(low, refresh_many([weights[k] for k in low]), strict=True):
+            out[k] = w
+    return out, len(low)
+
+
 def _refresh_one(refresh_many: RefreshMany) -> Callable[[Ciphertext], Ciphertext]:
     return lambda ct: refresh_many([ct])[0]
 
@@ -475,20 +494,6 @@ class MLPTrainer:
             self.federation.encrypt(self.layout.weights_vector(k, w))
             for k, w in enumerate(ws, start=1)
         ]
-
-    def _keep_high(self, ws: list[Ciphertext]) -> tuple[list[Ciphertext], int]:
-        """Refresh (in one round) every weight below full depth: one refresh here saves
-        each party's chunks a deeper chain, and the refreshes it would ask for, in MAP.
-        Returns the weights and how many were refreshed."""
-        full = self.federation.ctx.params.mult_depth
-        low = [k for k, w in enumerate(ws) if w.levels_left < full]
-        if not low:
-            return ws, 0
-        fresh = self.federation.refresh_many([ws[k] for k in low])
-        out = list(ws)
-        for k, w in zip(low, fresh, strict=True):
-            out[k] = w
-        return out, len(low)
 
     def map(self, request: LayersMapRequest) -> tuple[tuple[Ciphertext, ...], int, int]:
         """MAP and COMBINE in stages: the parties' summed gradients, the refreshes they
@@ -551,7 +556,7 @@ class MLPTrainer:
     ) -> tuple[list[Ciphertext], MLPIterationReport]:
         t0 = time.perf_counter()
         fed = self.federation
-        ws, kept = self._keep_high(ws)
+        ws, kept = at_full_depth(ws, fed.refresh_many)
         request = LayersMapRequest(iteration, tuple(ws), fed.global_batch(iteration))
         combined, party_refreshes, rounds = self.map(request)
         ws, momentum_refreshes = self.reduce(ws, combined)
@@ -790,12 +795,15 @@ def predict_local_mlp(
     n = x.shape[0]
     per = job.layout.samples_per_ct
     out: list[FloatArray] = []
+
+    def refresh_many(cts: Sequence[Ciphertext]) -> list[Ciphertext]:
+        return [fed.refresh(c) for c in cts]
+
     for start in range(0, max(n, 1), per):  # no rows: the first chunk is refused, by name
         rows = x[start : start + per]
         queries = encrypt_mlp_queries(job, fed.encrypt, rows)
-        scores, _, _ = evaluate_mlp(
-            job, fed.ctx, weights, queries, rows.shape[0], lambda cts: [fed.refresh(c) for c in cts]
-        )
+        weights, _ = at_full_depth(weights, refresh_many)
+        scores, _, _ = evaluate_mlp(job, fed.ctx, weights, queries, rows.shape[0], refresh_many)
         del queries
         switched = [fed.key_switch(s, querier.public_key) for s in scores]
         del scores

@@ -40,6 +40,54 @@ class GlmJobSpec(_message.Message):
     dp_clip: float
     def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clip: _Optional[float] = ...) -> None: ...
 
+class NetworkJobSpec(_message.Message):
+    __slots__ = ("n_features", "n_classes", "hidden", "learning_rate", "batch_size", "iterations", "momentum", "hidden_activation", "hidden_degree", "hidden_bound", "output_degree", "output_bound", "activation_method", "params", "seed", "init_scale", "allow_model_decryption")
+    N_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    N_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_DEGREE_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_BOUND_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DEGREE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BOUND_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    INIT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_MODEL_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
+    n_features: int
+    n_classes: int
+    hidden: _containers.RepeatedScalarFieldContainer[int]
+    learning_rate: float
+    batch_size: int
+    iterations: int
+    momentum: float
+    hidden_activation: str
+    hidden_degree: int
+    hidden_bound: float
+    output_degree: int
+    output_bound: float
+    activation_method: str
+    params: str
+    seed: int
+    init_scale: float
+    allow_model_decryption: bool
+    def __init__(self, n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., momentum: _Optional[float] = ..., hidden_activation: _Optional[str] = ..., hidden_degree: _Optional[int] = ..., hidden_bound: _Optional[float] = ..., output_degree: _Optional[int] = ..., output_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., seed: _Optional[int] = ..., init_scale: _Optional[float] = ..., allow_model_decryption: _Optional[bool] = ...) -> None: ...
+
+class Matrix(_message.Message):
+    __slots__ = ("rows", "cols", "values")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    cols: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class DataSchema(_message.Message):
     __slots__ = ("features", "label", "classes", "transforms", "digest")
     FEATURES_FIELD_NUMBER: _ClassVar[int]

@@ -63,7 +63,7 @@ FEDAVG_AGGREGATE: Stage
 ROUND_DONE: Stage
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "fedavg", "watch", "list_jobs", "cancel", "list_models", "detach")
+    __slots__ = ("job_id", "params", "setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "fedavg", "train_network", "watch", "list_jobs", "cancel", "list_models", "detach")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class JobRequest(_message.Message):
     JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_NETWORK_FIELD_NUMBER: _ClassVar[int]
     WATCH_FIELD_NUMBER: _ClassVar[int]
     LIST_JOBS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -91,12 +92,13 @@ class JobRequest(_message.Message):
     joint_key: JointKeyJob
     status: StatusJob
     fedavg: FedAvgJob
+    train_network: TrainNetworkJob
     watch: WatchJob
     list_jobs: ListJobsJob
     cancel: CancelJob
     list_models: ListModelsJob
     detach: bool
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ..., fedavg: _Optional[_Union[FedAvgJob, _Mapping]] = ..., watch: _Optional[_Union[WatchJob, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsJob, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsJob, _Mapping]] = ..., detach: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., setup: _Optional[_Union[SetupJob, _Mapping]] = ..., stats: _Optional[_Union[StatsJob, _Mapping]] = ..., train: _Optional[_Union[TrainJob, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsJob, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoJob, _Mapping]] = ..., predict: _Optional[_Union[PredictJob, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyJob, _Mapping]] = ..., status: _Optional[_Union[StatusJob, _Mapping]] = ..., fedavg: _Optional[_Union[FedAvgJob, _Mapping]] = ..., train_network: _Optional[_Union[TrainNetworkJob, _Mapping]] = ..., watch: _Optional[_Union[WatchJob, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsJob, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsJob, _Mapping]] = ..., detach: _Optional[bool] = ...) -> None: ...
 
 class JobReply(_message.Message):
     __slots__ = ("event", "result", "accepted")
@@ -109,7 +111,7 @@ class JobReply(_message.Message):
     def __init__(self, event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., accepted: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "fedavg", "watch", "list_jobs", "cancel", "list_models")
+    __slots__ = ("setup", "stats", "train", "model_weights", "model_info", "predict", "joint_key", "status", "fedavg", "train_network", "watch", "list_jobs", "cancel", "list_models")
     SETUP_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,7 @@ class JobResult(_message.Message):
     JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_NETWORK_FIELD_NUMBER: _ClassVar[int]
     WATCH_FIELD_NUMBER: _ClassVar[int]
     LIST_JOBS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -132,11 +135,12 @@ class JobResult(_message.Message):
     joint_key: JointKeyResult
     status: StatusResult
     fedavg: FedAvgResult
+    train_network: TrainNetworkResult
     watch: WatchResult
     list_jobs: ListJobsResult
     cancel: CancelResult
     list_models: ListModelsResult
-    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ..., fedavg: _Optional[_Union[FedAvgResult, _Mapping]] = ..., watch: _Optional[_Union[WatchResult, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsResult, _Mapping]] = ..., cancel: _Optional[_Union[CancelResult, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, setup: _Optional[_Union[SetupResult, _Mapping]] = ..., stats: _Optional[_Union[StatsResult, _Mapping]] = ..., train: _Optional[_Union[TrainResult, _Mapping]] = ..., model_weights: _Optional[_Union[ModelWeightsResult, _Mapping]] = ..., model_info: _Optional[_Union[ModelInfoResult, _Mapping]] = ..., predict: _Optional[_Union[PredictResult, _Mapping]] = ..., joint_key: _Optional[_Union[JointKeyResult, _Mapping]] = ..., status: _Optional[_Union[StatusResult, _Mapping]] = ..., fedavg: _Optional[_Union[FedAvgResult, _Mapping]] = ..., train_network: _Optional[_Union[TrainNetworkResult, _Mapping]] = ..., watch: _Optional[_Union[WatchResult, _Mapping]] = ..., list_jobs: _Optional[_Union[ListJobsResult, _Mapping]] = ..., cancel: _Optional[_Union[CancelResult, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResult, _Mapping]] = ...) -> None: ...
 
 class SetupJob(_message.Message):
     __slots__ = ("rotations",)
@@ -190,6 +194,30 @@ class TrainResult(_message.Message):
     dp_delta: float
     def __init__(self, model_id: _Optional[str] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
+class TrainNetworkJob(_message.Message):
+    __slots__ = ("spec", "standardize")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
+    spec: _ml_pb2.NetworkJobSpec
+    standardize: bool
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.NetworkJobSpec, _Mapping]] = ..., standardize: _Optional[bool] = ...) -> None: ...
+
+class TrainNetworkResult(_message.Message):
+    __slots__ = ("model_id", "root_refreshes", "party_refreshes", "map_rounds", "standardization", "schema")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ROOT_REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    PARTY_REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    MAP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    root_refreshes: _containers.RepeatedScalarFieldContainer[int]
+    party_refreshes: _containers.RepeatedScalarFieldContainer[int]
+    map_rounds: _containers.RepeatedScalarFieldContainer[int]
+    standardization: _ml_pb2.Standardization
+    schema: _ml_pb2.DataSchema
+    def __init__(self, model_id: _Optional[str] = ..., root_refreshes: _Optional[_Iterable[int]] = ..., party_refreshes: _Optional[_Iterable[int]] = ..., map_rounds: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
+
 class ModelWeightsJob(_message.Message):
     __slots__ = ("model_id",)
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -197,10 +225,12 @@ class ModelWeightsJob(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class ModelWeightsResult(_message.Message):
-    __slots__ = ("weights",)
+    __slots__ = ("weights", "layers")
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     weights: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, weights: _Optional[_Iterable[float]] = ...) -> None: ...
+    layers: _containers.RepeatedCompositeFieldContainer[_ml_pb2.Matrix]
+    def __init__(self, weights: _Optional[_Iterable[float]] = ..., layers: _Optional[_Iterable[_Union[_ml_pb2.Matrix, _Mapping]]] = ...) -> None: ...
 
 class ModelInfoJob(_message.Message):
     __slots__ = ("model_id",)
@@ -209,26 +239,30 @@ class ModelInfoJob(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResult(_message.Message):
-    __slots__ = ("spec", "refreshes", "standardization", "schema")
+    __slots__ = ("spec", "refreshes", "standardization", "schema", "network")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     spec: _ml_pb2.GlmJobSpec
     refreshes: _containers.RepeatedScalarFieldContainer[int]
     standardization: _ml_pb2.Standardization
     schema: _ml_pb2.DataSchema
-    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ...) -> None: ...
+    network: _ml_pb2.NetworkJobSpec
+    def __init__(self, spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., refreshes: _Optional[_Iterable[int]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ..., schema: _Optional[_Union[_ml_pb2.DataSchema, _Mapping]] = ..., network: _Optional[_Union[_ml_pb2.NetworkJobSpec, _Mapping]] = ...) -> None: ...
 
 class PredictJob(_message.Message):
-    __slots__ = ("model_id", "querier_key", "queries")
+    __slots__ = ("model_id", "querier_key", "queries", "n_samples")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     QUERIER_KEY_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     querier_key: bytes
     queries: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, model_id: _Optional[str] = ..., querier_key: _Optional[bytes] = ..., queries: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    n_samples: int
+    def __init__(self, model_id: _Optional[str] = ..., querier_key: _Optional[bytes] = ..., queries: _Optional[_Iterable[bytes]] = ..., n_samples: _Optional[int] = ...) -> None: ...
 
 class PredictResult(_message.Message):
     __slots__ = ("scores",)
@@ -337,18 +371,20 @@ class ListModelsResult(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("model_id", "spec", "querier", "created", "refreshes")
+    __slots__ = ("model_id", "spec", "querier", "created", "refreshes", "network")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     QUERIER_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     spec: _ml_pb2.GlmJobSpec
     querier: str
     created: float
     refreshes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model_id: _Optional[str] = ..., spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., querier: _Optional[str] = ..., created: _Optional[float] = ..., refreshes: _Optional[_Iterable[int]] = ...) -> None: ...
+    network: _ml_pb2.NetworkJobSpec
+    def __init__(self, model_id: _Optional[str] = ..., spec: _Optional[_Union[_ml_pb2.GlmJobSpec, _Mapping]] = ..., querier: _Optional[str] = ..., created: _Optional[float] = ..., refreshes: _Optional[_Iterable[int]] = ..., network: _Optional[_Union[_ml_pb2.NetworkJobSpec, _Mapping]] = ...) -> None: ...
 
 class FedAvgJob(_message.Message):
     __slots__ = ("spec",)

@@ -42,7 +42,7 @@ class Welcome(_message.Message):
     def __init__(self, parent_id: _Optional[str] = ...) -> None: ...
 
 class TreeRequest(_message.Message):
-    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt", "ping")
+    __slots__ = ("job_id", "params", "n_parties", "deadline_s", "job_kind", "public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "prepare_network", "network_map", "fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt", "ping")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     N_PARTIES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class TreeRequest(_message.Message):
     PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     MARGIN_MOMENT_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_MAP_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_PREPARE_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_GLOBAL_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -89,16 +91,18 @@ class TreeRequest(_message.Message):
     prepare_training: PrepareTrainingRequest
     gradient: GradientRequest
     margin_moment: MarginMomentRequest
+    prepare_network: PrepareNetworkRequest
+    network_map: NetworkMapRequest
     fedavg_prepare: FedAvgPrepareRequest
     fedavg_global: FedAvgGlobalRequest
     fedavg_train: FedAvgTrainRequest
     fedavg_update: FedAvgUpdateRequest
     fedavg_decrypt: FedAvgDecryptRequest
     ping: PingRequest
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentRequest, _Mapping]] = ..., fedavg_prepare: _Optional[_Union[FedAvgPrepareRequest, _Mapping]] = ..., fedavg_global: _Optional[_Union[FedAvgGlobalRequest, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrainRequest, _Mapping]] = ..., fedavg_update: _Optional[_Union[FedAvgUpdateRequest, _Mapping]] = ..., fedavg_decrypt: _Optional[_Union[FedAvgDecryptRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[str] = ..., n_parties: _Optional[int] = ..., deadline_s: _Optional[float] = ..., job_kind: _Optional[str] = ..., public_key: _Optional[_Union[PublicKeyShareRequest, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyRequest, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneRequest, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoRequest, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyRequest, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareRequest, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysRequest, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsRequest, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsRequest, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelRequest, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchRequest, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareRequest, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentRequest, _Mapping]] = ..., prepare_network: _Optional[_Union[PrepareNetworkRequest, _Mapping]] = ..., network_map: _Optional[_Union[NetworkMapRequest, _Mapping]] = ..., fedavg_prepare: _Optional[_Union[FedAvgPrepareRequest, _Mapping]] = ..., fedavg_global: _Optional[_Union[FedAvgGlobalRequest, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrainRequest, _Mapping]] = ..., fedavg_update: _Optional[_Union[FedAvgUpdateRequest, _Mapping]] = ..., fedavg_decrypt: _Optional[_Union[FedAvgDecryptRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ...) -> None: ...
 
 class TreeResponse(_message.Message):
-    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt", "ping", "error", "stats")
+    __slots__ = ("public_key", "install_joint_key", "relin_round_one", "relin_round_two", "install_relin_key", "rotation_keys", "install_rotation_keys", "statistics", "decrypt_statistics", "decrypt_model", "key_switch", "refresh", "prepare_training", "gradient", "margin_moment", "prepare_network", "network_map", "fedavg_prepare", "fedavg_global", "fedavg_train", "fedavg_update", "fedavg_decrypt", "ping", "error", "stats")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     INSTALL_JOINT_KEY_FIELD_NUMBER: _ClassVar[int]
     RELIN_ROUND_ONE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +118,8 @@ class TreeResponse(_message.Message):
     PREPARE_TRAINING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     MARGIN_MOMENT_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_MAP_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_PREPARE_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_GLOBAL_FIELD_NUMBER: _ClassVar[int]
     FEDAVG_TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +143,8 @@ class TreeResponse(_message.Message):
     prepare_training: PrepareTrainingResponse
     gradient: GradientResponse
     margin_moment: MarginMomentResponse
+    prepare_network: PrepareNetworkResponse
+    network_map: NetworkMapResponse
     fedavg_prepare: FedAvgPrepareResponse
     fedavg_global: FedAvgGlobalResponse
     fedavg_train: FedAvgTrainResponse
@@ -145,7 +153,7 @@ class TreeResponse(_message.Message):
     ping: PingResponse
     error: _common_pb2.Error
     stats: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStats]
-    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentResponse, _Mapping]] = ..., fedavg_prepare: _Optional[_Union[FedAvgPrepareResponse, _Mapping]] = ..., fedavg_global: _Optional[_Union[FedAvgGlobalResponse, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrainResponse, _Mapping]] = ..., fedavg_update: _Optional[_Union[FedAvgUpdateResponse, _Mapping]] = ..., fedavg_decrypt: _Optional[_Union[FedAvgDecryptResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
+    def __init__(self, public_key: _Optional[_Union[PublicKeyShareResponse, _Mapping]] = ..., install_joint_key: _Optional[_Union[InstallJointKeyResponse, _Mapping]] = ..., relin_round_one: _Optional[_Union[RelinRoundOneResponse, _Mapping]] = ..., relin_round_two: _Optional[_Union[RelinRoundTwoResponse, _Mapping]] = ..., install_relin_key: _Optional[_Union[InstallRelinKeyResponse, _Mapping]] = ..., rotation_keys: _Optional[_Union[RotationKeysShareResponse, _Mapping]] = ..., install_rotation_keys: _Optional[_Union[InstallRotationKeysResponse, _Mapping]] = ..., statistics: _Optional[_Union[StatisticsResponse, _Mapping]] = ..., decrypt_statistics: _Optional[_Union[DecryptStatisticsResponse, _Mapping]] = ..., decrypt_model: _Optional[_Union[DecryptModelResponse, _Mapping]] = ..., key_switch: _Optional[_Union[KeySwitchResponse, _Mapping]] = ..., refresh: _Optional[_Union[RefreshShareResponse, _Mapping]] = ..., prepare_training: _Optional[_Union[PrepareTrainingResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., margin_moment: _Optional[_Union[MarginMomentResponse, _Mapping]] = ..., prepare_network: _Optional[_Union[PrepareNetworkResponse, _Mapping]] = ..., network_map: _Optional[_Union[NetworkMapResponse, _Mapping]] = ..., fedavg_prepare: _Optional[_Union[FedAvgPrepareResponse, _Mapping]] = ..., fedavg_global: _Optional[_Union[FedAvgGlobalResponse, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrainResponse, _Mapping]] = ..., fedavg_update: _Optional[_Union[FedAvgUpdateResponse, _Mapping]] = ..., fedavg_decrypt: _Optional[_Union[FedAvgDecryptResponse, _Mapping]] = ..., ping: _Optional[_Union[PingResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[_common_pb2.NodeStats, _Mapping]]] = ...) -> None: ...
 
 class PublicKeyShareRequest(_message.Message):
     __slots__ = ("crp",)
@@ -298,18 +306,18 @@ class KeySwitchResponse(_message.Message):
     def __init__(self, share: _Optional[bytes] = ...) -> None: ...
 
 class RefreshShareRequest(_message.Message):
-    __slots__ = ("ciphertext", "crp")
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    CRP_FIELD_NUMBER: _ClassVar[int]
-    ciphertext: bytes
-    crp: bytes
-    def __init__(self, ciphertext: _Optional[bytes] = ..., crp: _Optional[bytes] = ...) -> None: ...
+    __slots__ = ("ciphertexts", "crps")
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    CRPS_FIELD_NUMBER: _ClassVar[int]
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    crps: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ciphertexts: _Optional[_Iterable[bytes]] = ..., crps: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class RefreshShareResponse(_message.Message):
-    __slots__ = ("share",)
-    SHARE_FIELD_NUMBER: _ClassVar[int]
-    share: bytes
-    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, shares: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PrepareTrainingRequest(_message.Message):
     __slots__ = ("job", "standardization")
@@ -364,6 +372,54 @@ class MarginMomentResponse(_message.Message):
     MOMENT_FIELD_NUMBER: _ClassVar[int]
     moment: bytes
     def __init__(self, moment: _Optional[bytes] = ...) -> None: ...
+
+class PrepareNetworkRequest(_message.Message):
+    __slots__ = ("job", "standardization")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    STANDARDIZATION_FIELD_NUMBER: _ClassVar[int]
+    job: _ml_pb2.NetworkJobSpec
+    standardization: _ml_pb2.Standardization
+    def __init__(self, job: _Optional[_Union[_ml_pb2.NetworkJobSpec, _Mapping]] = ..., standardization: _Optional[_Union[_ml_pb2.Standardization, _Mapping]] = ...) -> None: ...
+
+class PrepareNetworkResponse(_message.Message):
+    __slots__ = ("global_batch", "total_rows")
+    GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    global_batch: int
+    total_rows: int
+    def __init__(self, global_batch: _Optional[int] = ..., total_rows: _Optional[int] = ...) -> None: ...
+
+class NetworkMapRequest(_message.Message):
+    __slots__ = ("iteration", "global_batch", "weights", "stage", "refreshed")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    REFRESHED_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    global_batch: int
+    weights: _containers.RepeatedScalarFieldContainer[bytes]
+    stage: int
+    refreshed: _containers.RepeatedCompositeFieldContainer[NodeCiphertexts]
+    def __init__(self, iteration: _Optional[int] = ..., global_batch: _Optional[int] = ..., weights: _Optional[_Iterable[bytes]] = ..., stage: _Optional[int] = ..., refreshed: _Optional[_Iterable[_Union[NodeCiphertexts, _Mapping]]] = ...) -> None: ...
+
+class NetworkMapResponse(_message.Message):
+    __slots__ = ("gradients", "finished", "pending")
+    GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    gradients: _containers.RepeatedScalarFieldContainer[bytes]
+    finished: int
+    pending: _containers.RepeatedCompositeFieldContainer[NodeCiphertexts]
+    def __init__(self, gradients: _Optional[_Iterable[bytes]] = ..., finished: _Optional[int] = ..., pending: _Optional[_Iterable[_Union[NodeCiphertexts, _Mapping]]] = ...) -> None: ...
+
+class NodeCiphertexts(_message.Message):
+    __slots__ = ("node_id", "ciphertexts")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, node_id: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class FedAvgPrepareRequest(_message.Message):
     __slots__ = ("job",)

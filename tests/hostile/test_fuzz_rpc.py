@@ -79,7 +79,7 @@ from phe_fl.mhe import (
     RotationKeyGen,
 )
 from phe_fl.mhe._wire import Envelope, Kind
-from phe_fl.ml import TrainingJob
+from phe_fl.ml import MLPJob, TrainingJob
 from phe_fl.ml.prediction import encrypt_queries
 from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, query_pb2_grpc, tree_pb2, tree_pb2_grpc
 from tests.helpers import body_of, reseal
@@ -148,6 +148,8 @@ READY_STEPS = (
     "prepare_training",
     "gradient",
     "margin_moment",
+    "prepare_network",
+    "network_map",
     # this leaf declares no FedAvg app: PREPARE is refused naming it, the others by the
     # FedAvg machine; what is fuzzed is that every message decodes safely first
     "fedavg_prepare",
@@ -969,7 +971,7 @@ class Kit:
                 m.Purpose.PREDICTION, "querier", self.querier_key, self.ct.to_bytes()
             ),
             "refresh": lambda: m.RefreshShareRequest(
-                self.prepared.to_bytes(), self.refresh_crp.to_bytes()
+                (self.prepared.to_bytes(),), (self.refresh_crp.to_bytes(),)
             ),
             "prepare_training": lambda: m.PrepareTrainingRequest(
                 TrainingJob(n_features=N_FEATURES, iterations=1, batch_size=8, params=PARAMS),
@@ -977,6 +979,10 @@ class Kit:
             ),
             "gradient": lambda: m.GradientRequest(0, 24, self.weights.to_bytes()),
             "margin_moment": lambda: m.MarginMomentRequest(1, 24, self.weights.to_bytes(), 0.0, 2),
+            "prepare_network": lambda: m.PrepareNetworkRequest(
+                MLPJob(N_FEATURES, 2, iterations=1, batch_size=8, params=PARAMS), None
+            ),
+            "network_map": lambda: m.NetworkMapRequest(0, 24, (self.weights.to_bytes(),)),
             "fedavg_prepare": lambda: m.FedAvgPrepareRequest(FedAvgSpec("fz-app", rounds=1)),
             "fedavg_global": lambda: m.FedAvgGlobalRequest(1, 0, bytes(64)),
             "fedavg_train": lambda: m.FedAvgTrainRequest(1, bytes(32)),
@@ -1588,6 +1594,8 @@ class LeafDriver:
             "prepare_training": "train",
             "gradient": "train",
             "margin_moment": "train",
+            "prepare_network": "train_network",
+            "network_map": "train_network",
             "statistics": "stats",
             **{s: "fedavg" for s in READY_STEPS if s.startswith("fedavg")},
         }

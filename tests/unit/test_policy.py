@@ -24,7 +24,7 @@ from phe_fl.federation import serde
 from phe_fl.federation.audit import AuditLog
 from phe_fl.federation.config import Policy
 from phe_fl.federation.policy import AUDIT_LOGGER, Decision, decide, decide_job
-from phe_fl.ml import TrainingJob
+from phe_fl.ml import MLPJob, TrainingJob
 
 NODE, JOB_ID, REQUESTER, QUERIER = "node-2", "job-42", "node-0", "querier"
 PARAMS, KIND = "n14-depth5-128", "train"
@@ -43,10 +43,12 @@ STEPS: dict[str, m.TreeStep] = {
     "decrypt_statistics": m.DecryptStatisticsRequest(b"stats-ct"),
     "decrypt_model": m.DecryptModelRequest("model-9", b"model-ct"),
     "key_switch": m.KeySwitchRequest(m.Purpose.PREDICTION, QUERIER, b"qk", b"switch-ct"),
-    "refresh": m.RefreshShareRequest(b"refresh-ct", b"crp"),
+    "refresh": m.RefreshShareRequest((b"refresh-ct", b"refresh-ct-2"), (b"crp", b"crp-2")),
     "prepare_training": m.PrepareTrainingRequest(TrainingJob(4), None),
     "gradient": m.GradientRequest(1, 64, b"weights"),
     "margin_moment": m.MarginMomentRequest(2, 64, b"margin-weights", 0.0, 8),
+    "prepare_network": m.PrepareNetworkRequest(MLPJob(4, 3, hidden=(5,)), None),
+    "network_map": m.NetworkMapRequest(1, 64, (b"w1", b"w2")),
     "fedavg_prepare": m.FedAvgPrepareRequest(FedAvgSpec("digits")),
     "fedavg_global": m.FedAvgGlobalRequest(1, 0, b"\0\0\0\0"),
     "fedavg_train": m.FedAvgTrainRequest(1, b"digest"),
@@ -71,10 +73,12 @@ PURPOSES = {
     "statistics": "encrypted local statistics",
     "decrypt_statistics": "statistics release (threshold decryption to the root)",
     "decrypt_model": "model decryption (threshold decryption to the root)",
-    "refresh": "collective refresh of an encrypted value",
+    "refresh": "collective refresh of encrypted values",
     "prepare_training": "training participation",
     "gradient": "training: encrypted gradient",
     "margin_moment": "training: encrypted margin check (released only by decrypt_model)",
+    "prepare_network": "network training participation",
+    "network_map": "network training: a stage of MAP (encrypted gradients or intermediates)",
     "fedavg_prepare": "FedAvg participation (load the job's app)",
     "fedavg_global": "FedAvg: receive the round's global parameters",
     "fedavg_train": "FedAvg: local training with the site's app",
@@ -87,9 +91,10 @@ DIGESTED = {
     "decrypt_statistics": "ciphertext",
     "decrypt_model": "ciphertext",
     "key_switch": "ciphertext",
-    "refresh": "ciphertext",
+    "refresh": "ciphertexts",
     "gradient": "weights",
     "margin_moment": "weights",
+    "network_map": "weights",
     "fedavg_decrypt": "masked",
 }
 POLICIES = [
@@ -115,6 +120,7 @@ JOBS: dict[str, m.Job] = {
     "cancel": m.CancelJob("job-7"),
     "list_models": m.ListModelsJob(),
     "fedavg": m.FedAvgJob(FedAvgSpec("digits")),
+    "train_network": m.TrainNetworkJob(MLPJob(4, 3, hidden=(5,))),
 }
 
 
@@ -287,7 +293,6 @@ def test_the_digest_is_a_sha256_prefix_of_the_steps_bytes(audit: AuditLog) -> No
         m.DecryptStatisticsRequest(payload),
         m.DecryptModelRequest("model-9", payload),
         m.KeySwitchRequest(m.Purpose.POOLED_STATISTICS, QUERIER, b"other key", payload),
-        m.RefreshShareRequest(payload, b"a crp"),
         m.GradientRequest(3, 64, payload),
     ]
     want = hashlib.sha256(payload).hexdigest()[:32]

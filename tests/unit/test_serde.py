@@ -29,7 +29,7 @@ from phe_fl.federation.serde import CHUNK, MAX_PENDING_MESSAGES, FrameReader, to
 from phe_fl.federation.status import STATUS_TABLE
 from phe_fl.mhe.context import FloatArray
 from phe_fl.mhe.params import PARAMETER_SETS
-from phe_fl.ml import TrainingJob
+from phe_fl.ml import MLPJob, TrainingJob
 from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, tree_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +76,32 @@ def training_jobs(draw: st.DrawFn) -> TrainingJob:
             momentum=draw(st.floats(0.0, 1.0, exclude_max=True)),
         )
     except ParameterError:  # e.g. a degree the parameter set has no levels for
+        reject()
+
+
+@st.composite
+def network_jobs(draw: st.DrawFn) -> MLPJob:
+    try:
+        return MLPJob(
+            n_features=draw(st.integers(1, 16)),
+            n_classes=draw(st.integers(2, 10)),
+            hidden=tuple(draw(st.lists(st.integers(1, 16), max_size=3))),
+            learning_rate=draw(st.floats(1e-6, 1e6)),
+            batch_size=draw(st.integers(1, 2**32 - 1)),
+            iterations=draw(U32),
+            momentum=draw(st.floats(0.0, 1.0, exclude_max=True)),
+            hidden_activation=draw(st.sampled_from(["relu", "sigmoid"])),
+            hidden_degree=draw(st.integers(2, 3)),
+            hidden_bound=draw(st.floats(0.1, 50.0)),
+            output_degree=draw(st.sampled_from([1, 5])),
+            output_bound=draw(st.floats(0.1, 50.0)),
+            activation_method=draw(st.sampled_from(["lstsq", "chebyshev"])),
+            params=draw(st.sampled_from(sorted(PARAMETER_SETS))),
+            seed=draw(st.integers(0, 2**63)),
+            init_scale=draw(st.floats(0.01, 10.0)),
+            allow_model_decryption=draw(st.booleans()),
+        )
+    except ParameterError:  # e.g. layers wider than the parameter set's slots
         reject()
 
 
@@ -132,6 +158,12 @@ def flat(cls: type[Any], pb_cls: type[PbMessage]) -> st.SearchStrategy[Any]:
             kwargs[f.name] = st.sampled_from(m.Purpose)
         elif hint is TrainingJob:
             kwargs[f.name] = training_jobs()
+        elif hint == TrainingJob | None:
+            kwargs[f.name] = st.none() | training_jobs()
+        elif hint is MLPJob:
+            kwargs[f.name] = network_jobs()
+        elif hint == MLPJob | None:
+            kwargs[f.name] = st.none() | network_jobs()
         elif hint is FedAvgSpec:
             kwargs[f.name] = FEDAVG_SPECS
         elif hint == m.Standardization | None:
@@ -149,6 +181,11 @@ def flat(cls: type[Any], pb_cls: type[PbMessage]) -> st.SearchStrategy[Any]:
             kwargs[f.name] = flat(hint, _pb_class(pb_cls, f.name))
         else:
             kwargs[f.name] = _SCALARS[fd.type]
+    if "spec" in kwargs and "network" in kwargs:  # a model is a GLM or a network
+        glm = {**kwargs, "spec": training_jobs(), "network": st.none()}
+        return st.builds(cls, **glm) | st.builds(
+            cls, **{**glm, "spec": st.none(), "network": network_jobs()}
+        )
     return st.builds(cls, **kwargs)
 
 
@@ -205,6 +242,8 @@ ENVELOPES_AND_NESTED = {
     m.JobInfo,  # a job's record: in Accepted, WatchResult, ListJobsResult, CancelResult
     m.Accepted,  # the JobReply body ``accepted``
     m.ModelSummary,  # in ListModelsResult
+    m.Matrix,  # a network's layer, in ModelWeightsResult
+    m.NodeCiphertexts,  # one node's ciphertexts, in NetworkMapRequest and its response
     m.DataSchema,  # in StatusResult, TrainResult, ModelInfoResult
     m.Transform,  # in DataSchema
     m.RoundSummary,  # in ProgressEvent and FedAvgResult

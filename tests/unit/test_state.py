@@ -346,6 +346,7 @@ def test_status_table_order() -> None:
         ("JobStateError", "FAILED_PRECONDITION"),
         ("AppError", "FAILED_PRECONDITION"),
         ("PeerError", "ABORTED"),
+        ("StageLostError", "ABORTED"),
         ("CryptoError", "INTERNAL"),
         ("PheFlError", "INVALID_ARGUMENT"),
     ]
