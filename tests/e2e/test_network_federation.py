@@ -5,6 +5,9 @@ queried obliviously; compared with the plaintext twin on the same standardized s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from phe_fl.federation.querier import Querier
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import MLPJob, mlp_scores, train_plaintext_mlp
 
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = INSECURE_TEST.name
 N = 4  # node-0 <- node-1 <- node-3 and node-0 <- node-2: an inner node adds a child's answers
 
@@ -131,3 +135,60 @@ def test_bad_network_jobs_are_refused_naming_the_field(tmp_path: Path) -> None:
         with pytest.raises(PeerError, match="PERMISSION_DENIED.*decrypt_model"):
             q.network_weights("weights", "kept")
         q.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "phe_fl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.slow
+def test_a_network_from_the_command_line(tmp_path: Path) -> None:
+    refused = _cli(
+        "query", "train", "--root", "127.0.0.1:1", "--cert", "c", "--key", "k", "--ca", "a",
+        "--params", PARAMS, "--model", "mlp", "--hidden", "6", "--degree", "9",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "hidden_degree" in refused.stderr, refused.stderr
+    with LocalCluster(
+        tmp_path,
+        n_nodes=3,
+        fanout=2,
+        params=PARAMS,
+        allow_decryption=True,
+        data_files=_files(tmp_path)[:3],
+        data_extra=['label = "species"'] * 3,
+    ) as c:
+        tls = c.querier_tls()
+        common = ["--root", c.root_address, "--cert", str(tls.cert), "--key", str(tls.key)]
+        common += ["--ca", str(tls.ca), "--params", PARAMS]
+        assert _cli("query", "setup", *common).returncode == 0
+        train = _cli(
+            "query", "train", *common, "--job-id", "net", "--model", "mlp", "--hidden", "6",
+            "--classes", "3", "--features", "4", "--iterations", "3", "--batch-size", "8",
+            "--learning-rate", "1", "--allow-model-decryption",
+        )  # fmt: skip
+        assert train.returncode == 0, train.stderr
+        assert "mlp network 4-6-3" in train.stdout and "stays encrypted" in train.stdout
+        models = _cli("models", "list", *common)
+        assert "net" in models.stdout and "mlp network 4-6-3" in models.stdout, models.stdout
+        weights = _cli("query", "model", *common, "--model", "net")
+        assert weights.returncode == 0, weights.stderr
+        assert "W_1 (6 x 5)" in weights.stdout and "W_2 (3 x 7)" in weights.stdout
+        queries = tmp_path / "queries.csv"
+        queries.write_text("\n".join(_files(tmp_path)[3].read_text().splitlines()[:21]) + "\n")
+        out = tmp_path / "predictions.csv"
+        pred = _cli(
+            "predict", *common, "--model", "net", "--input", str(queries), "--label", "species",
+            "--output", str(out),
+        )  # fmt: skip
+        assert pred.returncode == 0, pred.stderr
+        assert "accuracy" in pred.stderr
+        lines = out.read_text().splitlines()
+        assert lines[0] == "row,label,score_0,score_1,score_2" and len(lines) == 21
