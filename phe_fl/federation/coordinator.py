@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,8 @@ _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 RESUME_POLL_S = 1.0
+ROTATIONS_PER_ROUND = 8
+"""Rotation keys generated per collective round (bounds every node's memory)."""
 MAX_RESUMES = 20
 """A training gives up after this many resumptions from its checkpoint."""
 
@@ -356,19 +359,21 @@ class Coordinator:
 
     def ensure_rotations(self, run: Run, needed: Sequence[int]) -> None:
         """Generate (collectively) rotation keys for every step in ``needed`` not yet
-        there; a new set replaces the old one everywhere, so it covers the union."""
-        keys = self.member.rotation_keys
-        have = set(keys.indices) if keys is not None else set()
-        if set(needed) <= have:
-            return
-        gen = RotationKeyGen(self.member.require_joint_key(), sorted(have | set(needed)))
+        there, :data:`ROTATIONS_PER_ROUND` at a time: each round's keys are added to those
+        installed, and no node holds more than one round's shares at once (at 2^15 a key
+        is 25 MB, and a round's shares, aggregates and copies take a dozen times that)."""
+        missing = sorted(set(needed) - self.member.rotation_indices)
         party = self.member.require_party()
-        name = "lead-rotation-crp-" + "_".join(str(i) for i in gen.indices)
-        crp = self.lead_share(name, lambda: party.rotation_crp(gen), gen.share_from_bytes)
-        step = m.RotationKeysShareRequest(crp.to_bytes(), tuple(gen.indices))
-        result = self.round(run, step, m.Stage.KEYGEN_ROTATION_KEYS)
-        keys_bytes = gen.finalize(gen.share_from_bytes(result.share)).to_bytes()
-        self.install(run, m.InstallRotationKeysRequest(keys_bytes))
+        for start in range(0, len(missing), ROTATIONS_PER_ROUND):
+            gen = RotationKeyGen(
+                self.member.require_joint_key(), missing[start : start + ROTATIONS_PER_ROUND]
+            )
+            name = "lead-rotation-crp-" + "_".join(str(i) for i in gen.indices)
+            crp = self.lead_share(name, partial(party.rotation_crp, gen), gen.share_from_bytes)
+            step = m.RotationKeysShareRequest(crp.to_bytes(), tuple(gen.indices))
+            result = self.round(run, step, m.Stage.KEYGEN_ROTATION_KEYS)
+            keys_bytes = gen.finalize(gen.share_from_bytes(result.share)).to_bytes()
+            self.install(run, m.InstallRotationKeysRequest(keys_bytes))
 
     def whole(self) -> list[str]:
         """The nodes missing from the tree right now (a ping); [] when it is whole."""

@@ -98,7 +98,9 @@ class Member:
         self.party: Party | None = None
         self.joint_key: JointPublicKey | None = None
         self.relin_key: RelinKey | None = None
-        self.rotation_keys: RotationKeys | None = None
+        self.rotation_keys: list[RotationKeys] = []
+        """Installed rotation-key sets, each made by one generation round; OpenFHE adds
+        a set to those installed before under the same joint key."""
         # The public-key share is drawn once with the secret share: a resumed key
         # generation resends it. At the root it is also the CRP (PublicKeyGen.gen_crp).
         self._public_key_share: Share | None = None
@@ -127,6 +129,14 @@ class Member:
                 if install:
                     key.install()
                 setattr(self, name.replace("-", "_"), key)
+        record = self.store.get("member", "rotation-keys") or {"blobs": []}
+        legacy = ["rotation-keys"] if self.store.get_blob("rotation-keys") is not None else []
+        for name in legacy + list(record["blobs"]):
+            data = self.store.get_blob(name)
+            if data is not None:
+                keys = RotationKeys.from_bytes(self.ctx, data)
+                keys.install()
+                self.rotation_keys.append(keys)
         for job_id, t in self.store.items("trainings"):
             spec: TrainingJob | MLPJob = (
                 MLPJob(**t["spec"]) if t.get("model") == "network" else TrainingJob(**t["spec"])
@@ -254,6 +264,26 @@ class Member:
             t.network = self._make_network(t.spec, t.standardization)
         return t.network
 
+    @property
+    def rotation_indices(self) -> set[int]:
+        """Every rotation step this node has a key for."""
+        return {i for keys in self.rotation_keys for i in keys.indices}
+
+    def install_rotation_keys(self, data: bytes) -> list[str]:
+        """Add one generation round's rotation keys to those installed (kept in the state
+        store, each set in its own blob, listed in one record)."""
+        keys = RotationKeys.from_bytes(self.ctx, data)
+        name = f"rotation-keys-{'_'.join(str(i) for i in keys.indices)}"
+        with self._lock:
+            record = self.store.get("member", "rotation-keys") or {"blobs": []}
+            if name not in record["blobs"]:
+                self.store.put_blob(name, data)
+                self.store.put("member", "rotation-keys", {"blobs": [*record["blobs"], name]})
+            keys.install()
+            self.rotation_keys = [k for k in self.rotation_keys if k.indices != keys.indices]
+            self.rotation_keys.append(keys)
+        return [self.id]
+
     # -- what the parts need ----------------------------------------------------------------
     def require_party(self) -> Party:
         if self.party is None:
@@ -379,7 +409,6 @@ class _Training:
 _KEYS: tuple[tuple[str, Callable[[Context, bytes], Any], bool], ...] = (
     ("joint-key", JointPublicKey.from_bytes, False),
     ("relin-key", RelinKey.from_bytes, True),
-    ("rotation-keys", RotationKeys.from_bytes, True),
 )
 """The joint keys a node keeps: blob name, loader, whether OpenFHE must install it."""
 
@@ -631,7 +660,7 @@ RULES: dict[type[Any], Rule] = {
         m.RotationKeysShareResponse,
     ),
     m.InstallRotationKeysRequest: _lists(
-        _installer(RotationKeys.from_bytes, "rotation_keys", install=True),
+        lambda mem, r: mem.install_rotation_keys(r.step.key),
         "installed_by",
         m.InstallRotationKeysResponse,
     ),
