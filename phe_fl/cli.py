@@ -147,7 +147,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from phe_fl.demo import run_demo
 
-    run_demo(args.providers, args.params, iterations=args.iterations)
+    run_demo(args.providers, args.params, iterations=args.iterations, model=args.model)
     return 0
 
 
@@ -914,6 +914,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--params", default="n15-depth11-128", help="parameter set (see `phe-fl params`)"
     )
     demo.add_argument("--iterations", type=_positive_int, default=10, help="training iterations")
+    demo.add_argument(
+        "--model",
+        choices=["logistic", "mlp"],
+        default="logistic",
+        help="logistic regression, or a 30-8-2 MLP trained with its weights encrypted",
+    )
     demo.set_defaults(func=_cmd_demo)
     params = sub.add_parser("params", help="list the named parameter sets")
     params.set_defaults(func=_cmd_params)

@@ -28,6 +28,20 @@ def test_demo_trains_and_predicts_like_the_plaintext_twin(tmp_path: Path) -> Non
     assert any(line.startswith("  [") and "iteration 6/6" in line for line in lines)
 
 
+def test_the_network_demo_trains_and_predicts_like_its_twin(tmp_path: Path) -> None:
+    """``phe-fl demo --model mlp`` on the test ring: a 30-8-2 network over 3 processes."""
+    lines: list[str] = []
+    result = run_demo(
+        3, "insecure-test-n12", iterations=6, model="mlp", workdir=tmp_path, log=lines.append
+    )
+    print("\n".join(lines))
+    assert abs(result.accuracy_encrypted - result.accuracy_twin) <= 0.01
+    assert result.accuracy_encrypted > 0.85
+    assert abs(result.accuracy_sklearn - result.accuracy_encrypted) < 0.06
+    assert any("scikit-learn MLP" in line for line in lines)
+    assert any("of which the nodes' intermediates" in line for line in lines)
+
+
 @pytest.mark.slow
 def test_demo_cli_with_its_defaults() -> None:
     """`phe-fl demo` as the README runs it: 5 nodes, 128-bit parameters (a few minutes)."""
