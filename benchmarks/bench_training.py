@@ -49,6 +49,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,7 +87,7 @@ from phe_fl.ml.datasets import (  # noqa: E402
     split,
     standardize,
 )
-from phe_fl.ml.mlp import MLPPlaintextResult  # noqa: E402
+from phe_fl.ml.mlp import MLPPlaintextResult, decrypt_layers  # noqa: E402
 from phe_fl.ml.prediction import predict_local  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -315,11 +316,7 @@ def run_network_accuracy(
     run = train_network(job, shards, x_te, y_te, seed)
     fed, enc, twin, t_enc = run.fed, run.model, run.twin, run.seconds_train
     w_enc = enc.decrypt(fed)
-    layout = job.layout
-    w_raw = [
-        layout.weights_from_slots(k, fed.fed.decrypt(w, length=layout.block, decimals=12))
-        for k, w in enumerate(enc.weights, start=1)
-    ]
+    w_raw = decrypt_layers(job, enc.weights, partial(fed.fed.decrypt, decimals=12))
     querier = QuerierKeyPair.generate(fed.ctx)
     xq = x_te[:NETWORK_OBLIVIOUS_ROWS]
     t0 = time.perf_counter()
@@ -343,8 +340,8 @@ def run_network_accuracy(
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
         "hidden_activation": job.hidden_act.name if job.hidden else None,
         "output_activation": job.output_act.name,
-        "block": f"{layout.side}x{layout.side}",
-        "samples_per_ciphertext": layout.samples_per_ct,
+        "block": f"{job.layout.side}x{job.layout.side}",
+        "samples_per_ciphertext": job.layout.samples_per_ct,
         "acc_encrypted": float(np.mean(mlp_predict(job, w_enc, x_te) == y_te)),
         "acc_twin": float(np.mean(mlp_predict(job, twin.weights, x_te) == y_te)),
         "acc_sklearn": run.acc_exact,

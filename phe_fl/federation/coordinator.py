@@ -73,7 +73,7 @@ from phe_fl.ml import (
     evaluate_mlp,
 )
 from phe_fl.ml.datasets import pooled_mean_std
-from phe_fl.ml.mlp import MLPIterationReport, at_full_depth
+from phe_fl.ml.mlp import MLPIterationReport, at_full_depth, decrypt_layers
 
 __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 
@@ -205,8 +205,8 @@ class Coordinator:
             if record.get("model") == "network":
                 spec = MLPJob(**record["spec"])
                 blobs = [
-                    self.store.get_blob(f"model-{model_id}-layer-{k}")
-                    for k in range(1, spec.n_layers + 1)
+                    self.store.get_blob(f"model-{model_id}-weights-{k}")
+                    for k in range(spec.layout.n_cts)
                 ]
                 if any(b is None for b in blobs):
                     continue
@@ -234,8 +234,8 @@ class Coordinator:
         """The model's ciphertexts, then the record naming them (a GLM's one ciphertext,
         or a network's one per layer)."""
         if isinstance(model, EncryptedMLP):
-            for k, w in enumerate(model.weights, start=1):
-                self.store.put_blob(f"model-{model_id}-layer-{k}", w.to_bytes())
+            for k, w in enumerate(model.weights):
+                self.store.put_blob(f"model-{model_id}-weights-{k}", w.to_bytes())
         else:
             self.store.put_blob(f"model-{model_id}", model.weights.to_bytes())
         record = {
@@ -633,18 +633,18 @@ def _train_network_from(
     trainer = MLPTrainer(spec, fed)
     start = int(checkpoint["iteration"])
     reports = [MLPIterationReport(**r) for r in checkpoint["reports"]]
-    layers = range(1, spec.n_layers + 1)
+    tiles = range(spec.layout.n_cts)
     if start == 0:
         ws = trainer.encrypt_initial()
     else:
         ws = [
-            c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-layer-{k}"))
-            for k in layers
+            c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-weights-{k}"))
+            for k in tiles
         ]
         if spec.momentum:
             trainer.deltas = [
                 c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-delta-{k}"))
-                for k in layers
+                for k in tiles
             ]
     if resumed or start:
         run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=start + 1, iterations=spec.iterations))
@@ -654,9 +654,9 @@ def _train_network_from(
         sent = min(w.levels_left for w in ws)
         ws, report = trainer.step(ws, it)
         reports.append(report)
-        for k, w in zip(layers, ws, strict=True):
-            c.store.put_blob(f"checkpoint-{run.job_id}-layer-{k}", w.to_bytes())
-        for k, d in zip(layers, trainer.deltas or (), strict=False):
+        for k, w in zip(tiles, ws, strict=True):
+            c.store.put_blob(f"checkpoint-{run.job_id}-weights-{k}", w.to_bytes())
+        for k, d in zip(tiles, trainer.deltas or (), strict=False):
             c.store.put_blob(f"checkpoint-{run.job_id}-delta-{k}", d.to_bytes())
         _record_checkpoint(c, run, checkpoint, it + 1, reports)
         fed.iteration = it + 2
@@ -792,13 +792,9 @@ def _model_weights(c: Coordinator, run: Run, job: m.ModelWeightsJob) -> m.ModelW
     model = c.model(job.model_id)
     fed = TreeFederation(c, run, 0)
     if isinstance(model, EncryptedMLP):
-        net = model.job.layout
-        layers = [
-            net.weights_from_slots(
-                k, fed.decrypt_if_agreed(w, length=net.block, model_id=job.model_id)
-            )
-            for k, w in enumerate(model.weights, start=1)
-        ]
+        layers = decrypt_layers(
+            model.job, model.weights, partial(fed.decrypt_if_agreed, model_id=job.model_id)
+        )
         return m.ModelWeightsResult(np.zeros(0), tuple(m.Matrix.of(w) for w in layers))
     layout = model.job.layout
     slots = fed.decrypt_if_agreed(model.weights, length=layout.block, model_id=job.model_id)

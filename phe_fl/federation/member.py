@@ -536,7 +536,7 @@ def _network_stage(mem: Member, r: m.TreeRequest) -> StageAnswer:
 
 
 def _child_stage(mem: Member, r: m.TreeRequest, res: m.NetworkMapResponse) -> StageAnswer:
-    return StageAnswer.read(mem.ctx, res, mem.network_party(r.job_id).job.n_layers)
+    return StageAnswer.read(mem.ctx, res, mem.network_party(r.job_id).job.layout.n_cts)
 
 
 def _refresh_shares(mem: Member, step: m.RefreshShareRequest) -> list[Share]:

@@ -55,10 +55,11 @@ class StageAnswer:
         )
 
     @classmethod
-    def read(cls, ctx: Context, res: m.NetworkMapResponse, n_layers: int) -> StageAnswer:
-        """A child's answer, read strictly: ciphertexts parsed, counts bounded."""
-        if res.gradients and len(res.gradients) != n_layers:
-            raise ProtocolError(f"{len(res.gradients)} gradients for {n_layers} layers")
+    def read(cls, ctx: Context, res: m.NetworkMapResponse, n_cts: int) -> StageAnswer:
+        """A child's answer, read strictly: ciphertexts parsed, counts bounded; ``n_cts``
+        is the network's weight ciphertexts (one gradient each)."""
+        if res.gradients and len(res.gradients) != n_cts:
+            raise ProtocolError(f"{len(res.gradients)} gradients for {n_cts} weight ciphertexts")
         if bool(res.gradients) != (res.finished > 0):
             raise ProtocolError(
                 f"{res.finished} finished parties with {len(res.gradients)} gradients"

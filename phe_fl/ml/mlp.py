@@ -275,15 +275,30 @@ def _times(
     return ctx.rescale(ctx.mul(a, b))
 
 
+Tiles = list[Ciphertext | FloatArray]
+"""A layer vector's tiles (:class:`~phe_fl.ml.mlp_layout.MLPLayout`): ciphertexts, or
+plaintexts where nothing is secret (a chunk's own inputs at its party, a bias-only tile)."""
+
+
 @dataclass
 class _Forward:
-    acts: list[Ciphertext | FloatArray]
-    """``a_0`` (the input, plaintext or encrypted) to ``a_{L-1}``, each in layer k+1's
-    input form, bias unit included."""
-    slopes: list[Ciphertext | None]
-    """``g'(z_k)`` for hidden layers (index k), masked and replicated."""
-    z_out: Ciphertext
-    """The output pre-activations on the last layer's line (other slots: partial sums)."""
+    acts: list[Tiles]
+    """``a_0`` (the input) to ``a_{L-1}``, each in layer k+1's input form, bias unit
+    included, one entry per tile."""
+    slopes: list[list[Ciphertext]]
+    """``g'(z_k)`` for hidden layers (index k), masked and replicated, per tile."""
+    z_out: list[Ciphertext]
+    """The output pre-activations on the last layer's line, per output tile."""
+
+
+def _dot(
+    ctx: Context, lv: Levels, ws: Sequence[Ciphertext], xs: Sequence[Ciphertext | FloatArray]
+) -> Refreshing[Ciphertext]:
+    """``sum_j ws[j] * xs[j]`` slot-wise: the tiles of one output (or input) tile."""
+    parts = []
+    for w, x in zip(ws, xs, strict=True):
+        parts.append((yield from _times(ctx, lv, w, x)))
+    return ctx.sum(parts)
 
 
 def _forward(
@@ -291,30 +306,44 @@ def _forward(
     ctx: Context,
     lv: Levels,
     weights: Sequence[Ciphertext],
-    a0: Ciphertext | FloatArray,
+    a0: Tiles,
     n: int,
     *,
     slopes: bool,
 ) -> Refreshing[_Forward]:
     layout = job.layout
     g, dg = job.hidden_act, job.hidden_act.derivative()
-    acts: list[Ciphertext | FloatArray] = [a0]
-    grads: list[Ciphertext | None] = [None]
+    acts: list[Tiles] = [a0]
+    grads: list[list[Ciphertext]] = [[]]
     a = a0
     for k in range(1, job.n_layers + 1):
-        z = _rotsum(ctx, (yield from _times(ctx, lv, weights[k - 1], a)), layout.input_sum_steps(k))
+        w = weights[layout.layer_cts(k)]
+        n_o, n_i = layout.grid(k)
+        zs = []
+        for o in range(n_o):
+            z = yield from _dot(ctx, lv, w[o * n_i : (o + 1) * n_i], a)
+            zs.append(_rotsum(ctx, z, layout.input_sum_steps(k)))
         if k == job.n_layers:
-            return _Forward(acts, grads, z)
-        mask = layout.line_mask(k, n)
-        z = yield from lv.ready(z, max(g.depth, dg.depth if slopes else 0))
-        h = _rotsum(ctx, g.encrypted(ctx, z, scale=mask), layout.replicate_steps(k))
+            return _Forward(acts, grads, zs)
+        h_tiles: Tiles = []
+        s_tiles: list[Ciphertext] = []
+        for z, mask in zip(zs, layout.line_masks(k, n), strict=True):
+            z = yield from lv.ready(z, max(g.depth, dg.depth if slopes else 0))
+            h_tiles.append(_rotsum(ctx, g.encrypted(ctx, z, scale=mask), layout.replicate_steps(k)))
+            if slopes:
+                s = dg.encrypted(ctx, z, scale=mask)
+                s_tiles.append(_rotsum(ctx, s, layout.replicate_steps(k)))
         if layout.bias:
-            h = ctx.add_plain(h, layout.bias_vector(k, n))
-        acts.append(h)
-        a = h
-        if slopes:
-            s = dg.encrypted(ctx, z, scale=mask)
-            grads.append(_rotsum(ctx, s, layout.replicate_steps(k)))
+            tile, ones = layout.bias_vector(k, n)
+            if tile < len(h_tiles):
+                h = h_tiles[tile]
+                assert not isinstance(h, np.ndarray)
+                h_tiles[tile] = ctx.add_plain(h, ones)
+            else:  # the layer fills its last tile: the bias unit is a tile of its own
+                h_tiles.append(ones)
+        acts.append(h_tiles)
+        grads.append(s_tiles)
+        a = h_tiles
     raise AssertionError("unreachable: a network has at least one layer")
 
 
@@ -326,39 +355,47 @@ def _chunk_gradients(
     y: npt.NDArray[np.intp],
     eta: float,
 ) -> Refreshing[list[Ciphertext]]:
-    """``U_1 .. U_L`` of one chunk (at most ``samples_per_ct`` samples)."""
+    """``U_1 .. U_L`` of one chunk (at most ``samples_per_ct`` samples), every layer's
+    weight tiles in the model's order."""
     layout = job.layout
     lv = Levels(ctx)
     n = x.shape[0]
-    a0 = layout.form_vector(_with_bias(x), "col")
+    a0: Tiles = list(layout.form_vectors(_with_bias(x), "col"))
     fw = yield from _forward(job, ctx, lv, weights, a0, n, slopes=True)
     last = job.n_layers
     sig = job.output_act
     onehot = np.eye(job.n_classes)[y]
-    e_line = sig.encrypted(
-        ctx,
-        (yield from lv.ready(fw.z_out, sig.depth)),
-        scale=layout.line_mask(last, n, eta),
-        shift=-eta * layout.line_vector(last, onehot),
-    )
-    e = _rotsum(ctx, e_line, layout.replicate_steps(last))
-    out: list[Ciphertext] = [e] * last
+    targets = layout.line_vectors(last, onehot)
+    e: list[Ciphertext] = []
+    for z, mask, target in zip(fw.z_out, layout.line_masks(last, n, eta), targets, strict=True):
+        z = yield from lv.ready(z, sig.depth)
+        line = sig.encrypted(ctx, z, scale=mask, shift=-eta * target)
+        e.append(_rotsum(ctx, line, layout.replicate_steps(last)))
+    out: list[Ciphertext] = [e[0]] * layout.n_cts
     for k in range(last, 0, -1):
-        e = yield from lv.ready(e, 1)
+        for o, t in enumerate(e):  # each used several times below: ready once
+            e[o] = yield from lv.ready(t, 1)
         a_prev = fw.acts[k - 1]
-        if not isinstance(a_prev, np.ndarray):
-            a_prev = fw.acts[k - 1] = yield from lv.ready(a_prev, 1)
-        out[k - 1] = yield from _times(ctx, lv, e, a_prev)
+        for i, tile in enumerate(a_prev):
+            if not isinstance(tile, np.ndarray):
+                a_prev[i] = yield from lv.ready(tile, 1)
+        n_o, n_i = layout.grid(k)
+        start = layout.layer_cts(k).start
+        for o in range(n_o):
+            for i in range(n_i):
+                out[start + o * n_i + i] = yield from _times(ctx, lv, e[o], a_prev[i])
         if k == 1:
             break
-        s = _rotsum(
-            ctx, (yield from _times(ctx, lv, e, weights[k - 1])), layout.output_sum_steps(k)
-        )
-        s = yield from _times(ctx, lv, s, layout.line_mask(k - 1, n))
-        s = _rotsum(ctx, s, layout.replicate_steps(k - 1))
-        slope = fw.slopes[k - 1]
-        assert slope is not None
-        e = yield from _times(ctx, lv, s, slope)
+        w = weights[layout.layer_cts(k)]
+        below = []
+        masks = layout.line_masks(k - 1, n)
+        for i in range(layout.tiles(layout.n_out(k - 1))):  # a bias-only tile gets no error
+            s = yield from _dot(ctx, lv, e, [w[o * n_i + i] for o in range(n_o)])
+            s = _rotsum(ctx, s, layout.output_sum_steps(k))
+            s = yield from _times(ctx, lv, s, masks[i])
+            s = _rotsum(ctx, s, layout.replicate_steps(k - 1))
+            below.append((yield from _times(ctx, lv, s, fw.slopes[k - 1][i])))
+        e = below
     return out
 
 
@@ -382,10 +419,10 @@ class MLPParty(ShardWorker[MLPJob]):
         job = self.job
         if request.global_batch < 1:
             raise ProtocolError(f"party {self.index}: global batch must be positive")
-        if len(request.weights) != job.n_layers:
+        if len(request.weights) != job.layout.n_cts:
             raise ProtocolError(
                 f"party {self.index}: got {len(request.weights)} weight ciphertexts, the "
-                f"network has {job.n_layers} layers"
+                f"network has {job.layout.n_cts} ({job.n_layers} layers)"
             )
         ctx = request.weights[0].context
         if ctx.params.name != job.params:
@@ -426,7 +463,8 @@ class MLPIterationReport:
 
 @dataclass
 class EncryptedMLP:
-    """The trained network: still encrypted, one ciphertext per layer."""
+    """The trained network: still encrypted, every layer's weight tiles in order
+    (:meth:`~phe_fl.ml.mlp_layout.MLPLayout.layer_cts`)."""
 
     job: MLPJob
     weights: list[Ciphertext]
@@ -438,11 +476,25 @@ class EncryptedMLP:
 
     def decrypt(self, federation: LayersFederation) -> list[FloatArray]:
         """Plaintext weights ``W_k`` (bias column last), only if every party agreed."""
-        layout = self.job.layout
-        return [
-            layout.weights_from_slots(k, federation.decrypt_if_agreed(w, length=layout.block))
-            for k, w in enumerate(self.weights, start=1)
-        ]
+        return decrypt_layers(self.job, self.weights, federation.decrypt_if_agreed)
+
+
+def decrypt_layers(
+    job: MLPJob,
+    weights: Sequence[Ciphertext],
+    decrypt: Callable[..., FloatArray],
+) -> list[FloatArray]:
+    """``W_1 .. W_L`` from the model's tile ciphertexts, each decrypted by ``decrypt``
+    (``decrypt(ct, length=...)``: a consented collective decryption)."""
+    layout = job.layout
+    if len(weights) != layout.n_cts:
+        raise ProtocolError(f"{len(weights)} weight ciphertexts, the network has {layout.n_cts}")
+    return [
+        layout.weights_from_tiles(
+            k, [decrypt(w, length=layout.block) for w in weights[layout.layer_cts(k)]]
+        )
+        for k in range(1, job.n_layers + 1)
+    ]
 
 
 def at_full_depth(
@@ -491,8 +543,9 @@ class MLPTrainer:
             )
         self.deltas = None
         return [
-            self.federation.encrypt(self.layout.weights_vector(k, w))
+            self.federation.encrypt(tile)
             for k, w in enumerate(ws, start=1)
+            for tile in self.layout.weights_vectors(k, w)
         ]
 
     def map(self, request: LayersMapRequest) -> tuple[tuple[Ciphertext, ...], int, int]:
@@ -718,8 +771,9 @@ def encrypt_mlp_queries(
         raise ParameterError("queries contain NaN or infinite values")
     layout = job.layout
     return [
-        encrypt(layout.form_vector(_with_bias(x[sl]), "col"))
+        encrypt(tile)
         for sl in chunks(x.shape[0], layout.samples_per_ct)
+        for tile in layout.form_vectors(_with_bias(x[sl]), "col")
     ]
 
 
@@ -737,36 +791,53 @@ def evaluate_mlp(
     Returns the score ciphertexts, the refreshes and the refresh rounds it took."""
     layout = job.layout
     slices = chunks(n_samples, layout.samples_per_ct)
-    if len(slices) != len(queries):
+    per = layout.tiles(layout.n_in(1))
+    if len(queries) != len(slices) * per:
         raise ProtocolError(
-            f"{len(queries)} query ciphertexts for {n_samples} samples "
-            f"({layout.samples_per_ct} a ciphertext: {len(slices)} expected)"
+            f"{len(queries)} query ciphertexts for {n_samples} samples ({layout.samples_per_ct} "
+            f"a ciphertext, {per} tile(s) each: {len(slices) * per} expected)"
         )
 
-    def scores(q: Ciphertext, n: int) -> Refreshing[Ciphertext]:
+    def scores(tiles: Tiles, n: int) -> Refreshing[list[Ciphertext]]:
         lv = Levels(ctx)
-        fw = yield from _forward(job, ctx, lv, weights, q, n, slopes=False)
-        return (yield from _times(ctx, lv, fw.z_out, layout.line_mask(job.n_layers, n)))
+        fw = yield from _forward(job, ctx, lv, weights, tiles, n, slopes=False)
+        out = []
+        for z, mask in zip(fw.z_out, layout.line_masks(job.n_layers, n), strict=True):
+            out.append((yield from _times(ctx, lv, z, mask)))
+        return out
 
-    steps = Lockstep([scores(q, sl.stop - sl.start) for q, sl in zip(queries, slices, strict=True)])
+    steps = Lockstep(
+        [
+            scores(list(queries[j * per : (j + 1) * per]), sl.stop - sl.start)
+            for j, sl in enumerate(slices)
+        ]
+    )
     pending = steps.advance()
     refreshes = rounds = 0
     while pending:
         refreshes += len(pending)
         rounds += 1
         pending = steps.advance(refresh_many(pending))
-    return steps.results(), refreshes, rounds
+    return [ct for chunk in steps.results() for ct in chunk], refreshes, rounds
 
 
 def decode_mlp_scores(
     job: MLPJob, querier: QuerierKeyPair, cts: Sequence[Ciphertext], n_samples: int
 ) -> FloatArray:
-    """The querier decrypts its score ciphertexts: ``n_samples x n_classes``."""
+    """The querier decrypts its score ciphertexts (each chunk's output tiles):
+    ``n_samples x n_classes``."""
     layout = job.layout
+    per = layout.tiles(job.n_classes)
+    slices = chunks(n_samples, layout.samples_per_ct)
+    if len(cts) != len(slices) * per:
+        raise ProtocolError(f"{len(cts)} score ciphertexts, {len(slices) * per} expected")
     rows = []
-    for ct, sl in zip(cts, chunks(n_samples, layout.samples_per_ct), strict=True):
-        slots = querier.decrypt(ct, length=(sl.stop - sl.start) * layout.block)
-        rows.append(layout.read_line(job.n_layers, slots, sl.stop - sl.start))
+    for j, sl in enumerate(slices):
+        n = sl.stop - sl.start
+        tiles = [
+            querier.decrypt(ct, length=n * layout.block) for ct in cts[j * per : (j + 1) * per]
+        ]
+        rows.append(layout.read_line(job.n_layers, tiles, n))
     return np.vstack(rows)
 
 

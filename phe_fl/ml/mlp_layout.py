@@ -1,29 +1,44 @@
 """Slot layout of multilayer perceptrons and multinomial regression: alternating packing,
-so no layer ever needs a transpose (POSEIDON's idea, on square per-sample blocks).
+so no layer ever needs a transpose (POSEIDON's idea, on square per-sample tiles), and as
+many ciphertexts per layer as its width needs (POSEIDON's multi-cipher packing).
 
-Each sample owns a square block of ``M x M`` slots (``M`` a power of two at least as wide
-as every layer, bias unit included); slot ``(r, c)`` of sample ``i`` is
-``i * M**2 + r * M + c`` and one ciphertext holds ``slots / M**2`` samples. A per-sample
-vector ``v`` lives in one of two *forms*:
+A layer vector is cut into tiles of ``T`` units (``T`` a power of two: the widest layer
+input, bias unit included, when its square fits the ring, else the widest square that
+does). Each sample owns a ``T x T`` block of every tile ciphertext; slot ``(r, c)`` of
+sample ``i`` is ``i * T**2 + r * T + c`` and one ciphertext holds ``slots / T**2``
+samples. Unit ``u`` lives in tile ``u // T`` at local position ``u % T``, in one of two
+*forms*:
 
-* ``COL``: ``v[c]`` at ``(r, c)`` for every row ``r`` (it varies along the columns);
-* ``ROW``: ``v[r]`` at ``(r, c)`` for every column ``c``.
+* ``COL``: ``v[t T + c]`` at ``(r, c)`` of tile ``t`` for every row ``r``;
+* ``ROW``: ``v[t T + r]`` at ``(r, c)`` of tile ``t`` for every column ``c``.
 
 Layer ``k`` (1-based) takes its input in ``COL`` form when ``k`` is odd and in ``ROW``
-form when ``k`` is even, and stores its weights ``W_k`` (``n_out x n_in``, bias last) so
-that an element-wise product with the input lines them up: odd layers at
-``(r=out, c=in)``, even layers at ``(r=in, c=out)``. Then:
+form when ``k`` is even, and stores its weights ``W_k`` (``n_out x n_in``, bias last) as
+a grid of ``O_k x I_k`` tile ciphertexts (output tiles by input tiles), tile ``(o, i)``
+holding the ``T x T`` block ``W_k[oT:(o+1)T, iT:(i+1)T]`` so that an element-wise product
+with input tile ``i`` lines them up: odd layers at ``(r=out, c=in)``, even layers at
+``(r=in, c=out)``. Then:
 
-* forward: ``W_k * a`` followed by a rotate-and-add along the input axis leaves
-  ``z_k`` on one *line* of the block (column 0 for odd layers, row 0 for even ones); the
-  activation is evaluated there with a line mask folded into its coefficients (so every
-  slot off the valid units is exactly zero) and a rotate-and-add with negative steps
-  replicates it into the other form: the next layer's input form;
-* backward: ``e_k * a_{k-1}`` (output form times input form) is the weight gradient,
-  already in ``W_k``'s layout; ``e_k * W_k`` summed along the output axis gives
-  ``W_k^T e_k`` on layer ``k-1``'s line, where it is masked and replicated like ``z``;
-* the aggregator's rotate-and-add over ``M**2, 2 M**2, ...`` sums the batch into every
-  block, which is the weights' layout: no alignment step.
+* forward: output tile ``o`` is ``sum_i W_k[o, i] * a[i]`` (ciphertext additions) followed
+  by one rotate-and-add along the input axis, which leaves ``z_k``'s units of tile ``o``
+  on one *line* (column 0 for odd layers, row 0 for even ones); the activation is
+  evaluated there with a line mask folded into its coefficients (so every slot off the
+  valid units is exactly zero) and a rotate-and-add with negative steps replicates it
+  into the other form: tile ``o`` of the next layer's input;
+* backward: ``e_k[o] * a_{k-1}[i]`` (output form times input form) is the gradient's tile
+  ``(o, i)``, already in ``W_k``'s layout; ``sum_o e_k[o] * W_k[o, i]`` summed along the
+  output axis gives ``W_k^T e_k`` on tile ``i`` of layer ``k-1``'s line, where it is
+  masked and replicated like ``z``;
+* the aggregator's rotate-and-add over ``T**2, 2 T**2, ...`` sums the batch into every
+  block of each tile, which is the weights' layout: no alignment step.
+
+Cost of a layer with ``n_in`` inputs and ``n_out`` outputs, ``I = ceil(n_in / T)`` and
+``O = ceil(n_out / T)`` tiles: ``I * O`` products (forward, and twice that backward),
+``(I - 1) * O`` additions, and ``O * log2(T)`` rotations forward (the sum and the
+replication: ``2 O log2 T``), ``I * 2 log2 T`` backward. Rotations grow with the
+logarithm of the units a ciphertext holds (``log2 T``) and linearly in the number of
+output tiles; the rotation keys are the same ``2 log2 T + log2(samples per ciphertext)``
+whatever the width.
 
 Gradients are exactly zero off the valid weight positions (masked errors times inputs
 that are zero off their units), so padding weights stay zero through training.
@@ -32,6 +47,7 @@ that are zero off their units), so padding weights stay zero through training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,7 +64,7 @@ Form = Literal["col", "row"]
 
 @dataclass(frozen=True)
 class MLPLayout:
-    """Where each layer's weights, a sample's activations and the gradients live.
+    """Where each layer's weight tiles, a sample's activation tiles and the gradients live.
 
     ``units`` lists the layer widths without bias: inputs, hidden layers, outputs.
     With ``bias`` every layer's input gets one extra unit fixed at 1 (last).
@@ -61,18 +77,13 @@ class MLPLayout:
     def __post_init__(self) -> None:
         if len(self.units) < 2 or any(int(u) < 1 for u in self.units):
             raise ParameterError(f"a network needs >= 2 layers of >= 1 unit, got {self.units}")
-        if self.block > self.slots:
-            raise ParameterError(
-                f"layers {list(self.units)} need square blocks of {self.side} x {self.side} = "
-                f"{self.block} slots per sample, more than the {self.slots} slots of the ring; "
-                f"use a larger ring (parameter set) or narrower layers (at most "
-                f"{self.max_side(self.slots) - int(self.bias)} inputs per layer)"
-            )
+        if self.max_side(self.slots) < 2:
+            raise ParameterError(f"a ring of {self.slots} slots holds no 2 x 2 tile")
 
     # -- geometry -------------------------------------------------------------------------
     @staticmethod
     def max_side(slots: int) -> int:
-        """The widest square block a ring of ``slots`` slots holds."""
+        """The widest square tile a ring of ``slots`` slots holds."""
         return 1 << ((slots.bit_length() - 1) // 2)
 
     @property
@@ -82,12 +93,14 @@ class MLPLayout:
 
     @property
     def side(self) -> int:
-        """``M``: a power of two holding the widest layer input (bias included)."""
+        """``T``: the tile side, a power of two holding the widest layer input (bias
+        included) when that square fits the ring, else the widest square that does."""
         widest = max(max(self.units[:-1]) + int(self.bias), self.units[-1])
-        return next_pow2(widest)
+        return min(next_pow2(widest), self.max_side(self.slots))
 
     @property
     def block(self) -> int:
+        """Slots per sample in one tile ciphertext."""
         return self.side * self.side
 
     @property
@@ -105,6 +118,26 @@ class MLPLayout:
         """Shape of ``W_k`` in the model (``n_out x n_in``, bias column last)."""
         return self.n_out(k), self.n_in(k)
 
+    def tiles(self, width: int) -> int:
+        """Tiles a vector of ``width`` units spans."""
+        return -(-width // self.side)
+
+    def grid(self, k: int) -> tuple[int, int]:
+        """``(O_k, I_k)``: layer ``k``'s weight tiles, outputs by inputs."""
+        return self.tiles(self.n_out(k)), self.tiles(self.n_in(k))
+
+    def layer_cts(self, k: int) -> slice:
+        """Where layer ``k``'s weight tiles (row-major over the grid) sit among all of the
+        model's weight ciphertexts."""
+        start = sum(o * i for o, i in (self.grid(j) for j in range(1, k)))
+        o, i = self.grid(k)
+        return slice(start, start + o * i)
+
+    @property
+    def n_cts(self) -> int:
+        """Weight ciphertexts of the whole model."""
+        return int(self.layer_cts(self.n_layers).stop)
+
     @staticmethod
     def input_form(k: int) -> Form:
         return "col" if k % 2 else "row"
@@ -120,11 +153,12 @@ class MLPLayout:
         return tuple(unit << b for b in range(int(math.log2(m))))
 
     def input_sum_steps(self, k: int) -> tuple[int, ...]:
-        """Sum ``W_k * a`` over the inputs (forward); the result sits on layer ``k``'s line."""
+        """Sum ``W_k * a`` over a tile's inputs (forward); the result sits on layer
+        ``k``'s line."""
         return self._axis_steps(self.input_form(k))
 
     def output_sum_steps(self, k: int) -> tuple[int, ...]:
-        """Sum ``e_k * W_k`` over the outputs (backward); the result sits on layer
+        """Sum ``e_k * W_k`` over a tile's outputs (backward); the result sits on layer
         ``k - 1``'s line."""
         return self._axis_steps(self.output_form(k))
 
@@ -148,66 +182,97 @@ class MLPLayout:
     def _blocks(self) -> FloatArray:
         return np.zeros((self.samples_per_ct, self.side, self.side))
 
-    def weights_vector(self, k: int, w: FloatArray) -> FloatArray:
-        """``W_k`` in its storage orientation, replicated in every sample block."""
+    def weights_vectors(self, k: int, w: FloatArray) -> list[FloatArray]:
+        """``W_k``'s tiles (row-major over the grid) in their storage orientation, each
+        replicated in every sample block."""
         w = np.asarray(w, dtype=np.float64)
         if w.shape != self.shape(k):
             raise ParameterError(f"layer {k}: weights of shape {w.shape}, expected {self.shape(k)}")
-        out = self._blocks()
-        n_out, n_in = w.shape
-        if k % 2:
-            out[:, :n_out, :n_in] = w
-        else:
-            out[:, :n_in, :n_out] = w.T
-        return out.ravel()
+        t = self.side
+        n_o, n_i = self.grid(k)
+        out: list[FloatArray] = []
+        for o in range(n_o):
+            for i in range(n_i):
+                part = w[o * t : (o + 1) * t, i * t : (i + 1) * t]
+                blocks = self._blocks()
+                if k % 2:
+                    blocks[:, : part.shape[0], : part.shape[1]] = part
+                else:
+                    blocks[:, : part.shape[1], : part.shape[0]] = part.T
+                out.append(blocks.ravel())
+        return out
 
-    def weights_from_slots(self, k: int, slots: FloatArray) -> FloatArray:
-        blk = np.asarray(slots, dtype=np.float64)[: self.block].reshape(self.side, self.side)
+    def weights_from_tiles(self, k: int, tiles: Sequence[FloatArray]) -> FloatArray:
+        """Inverse of :meth:`weights_vectors` (the first sample block of each tile)."""
+        n_o, n_i = self.grid(k)
+        if len(tiles) != n_o * n_i:
+            raise ParameterError(f"layer {k}: {len(tiles)} weight tiles, expected {n_o * n_i}")
+        t = self.side
+        w = np.zeros((n_o * t, n_i * t))
+        for idx, slots in enumerate(tiles):
+            o, i = divmod(idx, n_i)
+            blk = np.asarray(slots, dtype=np.float64)[: self.block].reshape(t, t)
+            w[o * t : (o + 1) * t, i * t : (i + 1) * t] = blk if k % 2 else blk.T
         n_out, n_in = self.shape(k)
-        return np.array(blk[:n_out, :n_in] if k % 2 else blk[:n_in, :n_out].T)
+        return np.array(w[:n_out, :n_in])
 
     def _check_chunk(self, n: int) -> None:
         if not 1 <= n <= self.samples_per_ct:
             raise ParameterError(f"a chunk holds 1..{self.samples_per_ct} samples, got {n}")
 
-    def form_vector(self, values: FloatArray, form: Form) -> FloatArray:
-        """Per-sample vectors (``n x width``) in ``form``, one block per sample."""
+    def form_vectors(self, values: FloatArray, form: Form) -> list[FloatArray]:
+        """Per-sample vectors (``n x width``) in ``form``: one vector per tile, one block
+        per sample."""
         v = np.asarray(values, dtype=np.float64)
         self._check_chunk(v.shape[0])
-        out = self._blocks()
-        width = v.shape[1]
-        if form == "col":
-            out[: v.shape[0], :, :width] = v[:, None, :]
-        else:
-            out[: v.shape[0], :width, :] = v[:, :, None]
-        return out.ravel()
+        t = self.side
+        out: list[FloatArray] = []
+        for start in range(0, v.shape[1], t):
+            part = v[:, start : start + t]
+            blocks = self._blocks()
+            if form == "col":
+                blocks[: v.shape[0], :, : part.shape[1]] = part[:, None, :]
+            else:
+                blocks[: v.shape[0], : part.shape[1], :] = part[:, :, None]
+            out.append(blocks.ravel())
+        return out
 
-    def line_vector(self, k: int, values: FloatArray) -> FloatArray:
-        """Per-sample values (``n x n_out(k)``) on layer ``k``'s line, zero elsewhere."""
+    def line_vectors(self, k: int, values: FloatArray) -> list[FloatArray]:
+        """Per-sample values (``n x n_out(k)``) on layer ``k``'s line, one vector per
+        output tile, zero elsewhere."""
         v = np.asarray(values, dtype=np.float64)
         self._check_chunk(v.shape[0])
-        out = self._blocks()
-        width = v.shape[1]
-        if k % 2:
-            out[: v.shape[0], :width, 0] = v
-        else:
-            out[: v.shape[0], 0, :width] = v
-        return out.ravel()
+        t = self.side
+        out: list[FloatArray] = []
+        for start in range(0, v.shape[1], t):
+            part = v[:, start : start + t]
+            blocks = self._blocks()
+            if k % 2:
+                blocks[: v.shape[0], : part.shape[1], 0] = part
+            else:
+                blocks[: v.shape[0], 0, : part.shape[1]] = part
+            out.append(blocks.ravel())
+        return out
 
-    def line_mask(self, k: int, n_samples: int, scale: float = 1.0) -> FloatArray:
-        """``scale`` on the valid units of layer ``k``'s line for the first ``n_samples``
-        blocks; zero elsewhere (padding samples, padding units, off-line slots)."""
-        return self.line_vector(k, np.full((n_samples, self.n_out(k)), float(scale)))
+    def line_masks(self, k: int, n_samples: int, scale: float = 1.0) -> list[FloatArray]:
+        """Per output tile, ``scale`` on the valid units of layer ``k``'s line for the
+        first ``n_samples`` blocks; zero elsewhere (padding samples, units, off-line slots)."""
+        return self.line_vectors(k, np.full((n_samples, self.n_out(k)), float(scale)))
 
-    def bias_vector(self, k: int, n_samples: int) -> FloatArray:
-        """The constant-1 bias unit of layer ``k + 1``'s input, in layer ``k``'s output form."""
+    def bias_vector(self, k: int, n_samples: int) -> tuple[int, FloatArray]:
+        """The constant-1 bias unit of layer ``k + 1``'s input in layer ``k``'s output
+        form: (its tile, that tile's vector)."""
         ones = np.zeros((n_samples, self.n_out(k) + 1))
         ones[:, -1] = 1.0
-        return self.form_vector(ones, self.output_form(k))
+        tile = self.n_out(k) // self.side
+        return tile, self.form_vectors(ones, self.output_form(k))[tile]
 
-    def read_line(self, k: int, slots: FloatArray, n_samples: int) -> FloatArray:
-        """Inverse of :meth:`line_vector`: ``n_samples x n_out(k)`` values."""
-        blk = np.asarray(slots, dtype=np.float64)[: n_samples * self.block]
-        blk = blk.reshape(n_samples, self.side, self.side)
-        width = self.n_out(k)
-        return np.array(blk[:, :width, 0] if k % 2 else blk[:, 0, :width])
+    def read_line(self, k: int, tiles: Sequence[FloatArray], n_samples: int) -> FloatArray:
+        """Inverse of :meth:`line_vectors`: ``n_samples x n_out(k)`` values."""
+        t = self.side
+        parts = []
+        for slots in tiles:
+            blk = np.asarray(slots, dtype=np.float64)[: n_samples * self.block]
+            blk = blk.reshape(n_samples, t, t)
+            parts.append(blk[:, :, 0] if k % 2 else blk[:, 0, :])
+        return np.array(np.hstack(parts)[:, : self.n_out(k)])

@@ -20,6 +20,7 @@ from phe_fl.federation.messages import ProgressEvent, Stage
 from phe_fl.federation.querier import Querier
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import MLPJob, mlp_scores, train_plaintext_mlp
+from phe_fl.ml.datasets import load_named
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = INSECURE_TEST.name
@@ -33,12 +34,15 @@ def _shards() -> list[tuple[np.ndarray, np.ndarray]]:
     return [(x[i::N], y[i::N]) for i in range(N)]
 
 
-def _files(tmp_path: Path) -> list[Path]:
+def _files(
+    tmp_path: Path,
+    shards: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    header: str = "sepal_length,sepal_width,petal_length,petal_width,species",
+) -> list[Path]:
     paths = []
-    for i, (x, y) in enumerate(_shards()):
-        path = tmp_path / f"iris-{i}.csv"
-        rows = ["sepal_length,sepal_width,petal_length,petal_width,species"]
-        rows += [",".join(f"{v:g}" for v in (*r, c)) for r, c in zip(x, y, strict=True)]
+    for i, (x, y) in enumerate(_shards() if shards is None else shards):
+        path = tmp_path / f"data-{i}.csv"
+        rows = [header] + [",".join(f"{v:g}" for v in (*r, c)) for r, c in zip(x, y, strict=True)]
         path.write_text("\n".join(rows) + "\n")
         paths.append(path)
     return paths
@@ -192,3 +196,46 @@ def test_a_network_from_the_command_line(tmp_path: Path) -> None:
         assert "accuracy" in pred.stderr
         lines = out.read_text().splitlines()
         assert lines[0] == "row,label,score_0,score_1,score_2" and len(lines) == 21
+
+
+@pytest.mark.slow
+def test_a_network_whose_first_layer_spans_several_ciphertexts(tmp_path: Path) -> None:
+    """8x8 digits, ten classes: 65 inputs are three 32-unit tiles on the 2^12 ring."""
+    data = load_named("digits", digit=None)
+    shards = [(data.x[i:90:3], data.y[i:90:3]) for i in range(3)]
+    header = ",".join(data.feature_names) + ",digit"
+    job = MLPJob(
+        n_features=64,
+        n_classes=10,
+        hidden=(8,),
+        iterations=2,
+        batch_size=4,
+        learning_rate=0.5,
+        allow_model_decryption=True,
+        params=PARAMS,
+    )
+    assert job.layout.grid(1) == (1, 3)
+    x_query = data.x[90:100]
+    with LocalCluster(
+        tmp_path,
+        n_nodes=3,
+        fanout=2,
+        params=PARAMS,
+        allow_decryption=True,
+        data_files=_files(tmp_path, shards, header),
+        data_extra=['label = "digit"'] * 3,
+    ) as c:
+        q = Querier(c.root_address, c.querier_tls(), PARAMS)
+        q.setup("keys")
+        run = q.train_network("digits", job)
+        weights = q.network_weights("weights", "digits")
+        scores = q.predict("predict", run, job, x_query)
+        q.close()
+    twin = train_plaintext_mlp(job, [(run.standardize(x), y) for x, y in shards])
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(weights, twin.weights, strict=True))
+    expected = mlp_scores(job, weights, run.standardize(x_query))
+    print(f"digits over tiles: |federation - twin| {diff:.2e}, |oblivious - model| "
+          f"{np.abs(scores - expected).max():.2e}")  # fmt: skip
+    assert diff < 1e-3
+    assert np.abs(scores - expected).max() < 1e-3
+    assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()

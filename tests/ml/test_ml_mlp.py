@@ -15,6 +15,7 @@ from phe_fl.mhe import INSECURE_TEST, N15_128, Ciphertext, Party
 from phe_fl.mhe.keys import QuerierKeyPair
 from phe_fl.ml import ModelDecryptionRefused
 from phe_fl.ml import mlp as mlp_mod
+from phe_fl.ml.datasets import load_named
 from phe_fl.ml.mlp import (
     MLPJob,
     MLPParty,
@@ -62,21 +63,33 @@ def test_layout_geometry_and_rotations() -> None:
     assert big.sample_sum_steps == ()
 
 
+@pytest.mark.parametrize("units", [(5, 3, 6, 2), (70, 40, 32, 3)], ids=["one-tile", "tiled"])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_weights_round_trip_through_their_orientation(k: int) -> None:
-    lay = MLPLayout(INSECURE_TEST.slots, (5, 3, 6, 2))
+def test_weights_round_trip_through_their_orientation(k: int, units: tuple[int, ...]) -> None:
+    lay = MLPLayout(INSECURE_TEST.slots, units)
     w = np.random.default_rng(k).normal(size=lay.shape(k))
-    v = lay.weights_vector(k, w)
-    assert v.size == INSECURE_TEST.slots
-    assert np.array_equal(lay.weights_from_slots(k, v), w)
+    tiles = lay.weights_vectors(k, w)
+    assert len(tiles) == lay.grid(k)[0] * lay.grid(k)[1]
+    assert all(v.size == INSECURE_TEST.slots for v in tiles)
+    assert np.array_equal(lay.weights_from_tiles(k, tiles), w)
+    v = tiles[0]
     assert np.array_equal(v[: lay.block], v[lay.block : 2 * lay.block])  # replicated
 
 
-def test_layers_too_wide_for_the_ring_are_refused_with_the_limit() -> None:
-    with pytest.raises(ParameterError, match=r"at most 31 inputs per layer"):
-        MLPJob(  # 2^12 ring: 2048 slots
-            n_features=64, n_classes=10, hidden=(64,), params=INSECURE_TEST.name
-        )
+def test_layers_wider_than_the_ring_span_several_tiles() -> None:
+    """No width limit: a 2^12 ring's tiles are 32 x 32, a 64-wide layer spans tiles."""
+    job = MLPJob(n_features=64, n_classes=10, hidden=(64,), params=INSECURE_TEST.name)
+    lay = job.layout
+    assert (lay.side, lay.samples_per_ct) == (32, 2)
+    assert lay.grid(1) == (2, 3) and lay.grid(2) == (1, 3)  # 65 inputs: 3 tiles of 32
+    assert lay.n_cts == 9 and lay.layer_cts(2) == slice(6, 9)
+    # the rotation keys do not grow with the width: they depend on the tile only
+    assert set(lay.rotation_indices()) == set(
+        MLPLayout(INSECURE_TEST.slots, (31, 10)).rotation_indices()
+    )
+    x = np.arange(2 * 65, dtype=float).reshape(2, 65)
+    tiles = lay.form_vectors(x, "col")
+    assert len(tiles) == 3 and tiles[2][:2].tolist() == [64.0, 0.0]  # unit 64: tile 2, column 0
 
 
 # -- exact check of packing and level bookkeeping on the slot simulator ------------------
@@ -87,6 +100,8 @@ def test_layers_too_wide_for_the_ring_are_refused_with_the_limit() -> None:
         ((6,), INSECURE_TEST, (20, 7, 45)),  # 45 samples > 32 per ciphertext: 2 chunks
         ((6, 5), INSECURE_TEST, (20, 11)),
         ((7, 5, 3), INSECURE_TEST, (20, 11)),
+        ((40,), INSECURE_TEST, (9, 6)),  # 41 inputs: two input tiles of 32
+        ((32, 40), INSECURE_TEST, (9, 6)),  # a bias-only tile; a hidden layer of 2 tiles
         ((64, 64, 64), N15_128, (5, 4)),  # 3 hidden layers of 64 (POSEIDON's MNIST widths)
     ],
 )
@@ -98,6 +113,11 @@ def test_slot_simulation_reproduces_the_twin(hidden, params, sizes, iris) -> Non
         x = rng.normal(size=(20, 63))
         y = rng.integers(0, 10, size=20).astype(np.float64)
         n_features = 63
+    elif max(hidden, default=0) >= 32 or hidden == (40,):
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(15, 40)) * 0.5
+        y = rng.integers(0, 3, size=15).astype(np.float64)
+        n_features = 40
     n_classes = int(y.max()) + 1
     job = MLPJob(
         n_features=n_features,
@@ -115,15 +135,20 @@ def test_slot_simulation_reproduces_the_twin(hidden, params, sizes, iris) -> Non
     fed = SlotFederation(workers, params)
     model = MLPTrainer(job, fed).train()  # type: ignore[arg-type]
     twin = train_plaintext_mlp(job, shards)
-    got = [job.layout.weights_from_slots(k, w.v) for k, w in enumerate(model.weights, 1)]
+    lay = job.layout
+    got = [
+        lay.weights_from_tiles(k, [w.v for w in model.weights[lay.layer_cts(k)]])
+        for k in range(1, job.n_layers + 1)
+    ]
     for a, b in zip(got, twin.weights, strict=True):
         assert np.max(np.abs(a - b)) < 1e-9
     # padding never becomes live: every slot outside the weights is exactly zero
-    for k, w in enumerate(model.weights, 1):
-        live = job.layout.weights_vector(k, np.ones(job.layout.shape(k))) != 0
-        assert not np.any(w.v[~live])
-        rebuilt = job.layout.weights_vector(k, job.layout.weights_from_slots(k, w.v))
-        assert np.allclose(w.v, rebuilt, rtol=0, atol=1e-12)  # every block holds the model
+    for k, w in enumerate(got, 1):
+        lives = lay.weights_vectors(k, np.ones(lay.shape(k)))
+        rebuilt = lay.weights_vectors(k, w)
+        for tile, live, again in zip(model.weights[lay.layer_cts(k)], lives, rebuilt, strict=True):
+            assert not np.any(tile.v[live == 0])
+            assert np.allclose(tile.v, again, rtol=0, atol=1e-12)  # every block holds it
     if hidden:
         assert all(r.party_refreshes > 0 for r in model.reports)
 
@@ -291,3 +316,31 @@ def test_bad_shards_are_refused_before_key_work(shard, match, monkeypatch) -> No
     good = (np.ones((3, 4)), np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ParameterError, match=match):
         setup_local_mlp(job, [good, shard])
+
+
+def test_a_first_layer_over_several_ciphertexts_matches_the_twin() -> None:
+    """8x8 digits (64 pixels + bias: three 32-unit tiles on the 2^12 ring), ten classes,
+    encrypted in process: the tiled layout computes the twin's network."""
+    data = load_named("digits", digit=None)
+    x = (data.x - data.x.mean(axis=0)) / (data.x.std(axis=0) + 1e-6)
+    job = MLPJob(
+        n_features=64,
+        n_classes=10,
+        hidden=(8,),
+        iterations=2,
+        batch_size=4,
+        learning_rate=0.5,
+        allow_model_decryption=True,
+        params=INSECURE_TEST.name,
+    )
+    assert job.layout.grid(1) == (1, 3) and job.layout.n_cts == 4
+    shards = _shards(x[:40], data.y[:40], (20, 20))
+    fed = setup_local_mlp(job, shards)
+    model = MLPTrainer(job, fed).train()
+    twin = train_plaintext_mlp(job, shards)
+    diff = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(model.decrypt(fed), twin.weights, strict=True)
+    )
+    print(f"digits 64-8-10 over 3 input tiles: max |encrypted - twin| = {diff:.2e}")
+    assert diff < TOL
+    assert all(r.party_refreshes > 0 for r in model.reports)

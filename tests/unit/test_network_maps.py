@@ -32,8 +32,9 @@ def world():  # type: ignore[no-untyped-def]
     shards = [(x[:20], y[:20].astype(float)), (x[20:40], y[20:40].astype(float))]
     fed = setup_local_mlp(JOB, shards)
     weights = [
-        fed.encrypt(JOB.layout.weights_vector(k, w))
+        fed.encrypt(tile)
         for k, w in enumerate(JOB.initial_weights(), start=1)
+        for tile in JOB.layout.weights_vectors(k, w)
     ]
     return fed, weights
 
@@ -103,7 +104,7 @@ def test_a_childs_stage_answer_is_read_strictly(world) -> None:  # type: ignore[
     fed, weights = world
     g = weights[0].to_bytes()
     bad = {
-        "1 gradients for 2 layers": m.NetworkMapResponse((g,), 1, ()),
+        "1 gradients for 2 weight ciphertexts": m.NetworkMapResponse((g,), 1, ()),
         "0 finished parties with 2 gradients": m.NetworkMapResponse((g, g), 0, ()),
         "asks for 0 refreshes": m.NetworkMapResponse((), 0, (m.NodeCiphertexts("n", ()),)),
         f"asks for {MAX_PENDING + 1} refreshes": m.NetworkMapResponse(
