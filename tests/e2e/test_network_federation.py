@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,57 @@ def test_a_network_whose_first_layer_spans_several_ciphertexts(tmp_path: Path) -
     assert diff < 1e-3
     assert np.abs(scores - expected).max() < 1e-3
     assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+@pytest.mark.slow
+def test_a_leaf_killed_mid_map_comes_back_and_the_training_ends_as_the_twin(
+    tmp_path: Path,
+) -> None:
+    """node-3 is killed (SIGKILL) right after it answered stage 0 of iteration 2's MAP and
+    started again: its paused MAP is gone, the root waits for it and runs iteration 2
+    again from the checkpoint; the model is the uninterrupted one."""
+    job = _job((6,), iterations=3)
+    killed = threading.Event()
+    with LocalCluster(
+        tmp_path,
+        n_nodes=N,
+        fanout=2,
+        params=PARAMS,
+        allow_decryption=True,
+        data_files=_files(tmp_path),
+        data_extra=['label = "species"'] * N,
+        deadline_s=60,
+    ) as c:
+
+        def on_event(ev: ProgressEvent) -> None:
+            if (
+                ev.stage is Stage.MAP_COMBINE
+                and ev.iteration == 2
+                and ev.index == 0
+                and not killed.is_set()
+            ):
+                killed.set()
+                c.processes[3].kill()
+                c.processes[3].wait()
+                threading.Timer(0.5, c.start_node, args=(3,)).start()
+
+        events: list[ProgressEvent] = []
+        q = Querier(
+            c.root_address,
+            c.querier_tls(),
+            PARAMS,
+            deadline_s=300,
+            on_event=lambda e: (events.append(e), on_event(e)),
+        )
+        q.setup("keys")
+        run = q.train_network("killed", job)
+        weights = q.network_weights("weights", "killed")
+        info = {j.job_id: j for j in q.jobs()}["killed"]
+        q.close()
+    assert killed.is_set() and info.resumes >= 1
+    assert any(e.stage is Stage.RESUMED and e.iteration == 2 for e in events)
+    twin = train_plaintext_mlp(job, [(run.standardize(x), y) for x, y in _shards()])
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(weights, twin.weights, strict=True))
+    print(f"after a leaf's restart mid-MAP: |federation - twin| {diff:.2e}; events after the kill:")
+    print([(e.stage.name, e.iteration, e.index) for e in events if e.iteration >= 2][:12])
+    assert diff < 1e-3 and len(run.refreshes) == job.iterations
