@@ -327,13 +327,28 @@ class Coordinator:
         self.round(run, step, m.Stage.INSTALL_KEYS)
 
     def switch_to_querier(
-        self, run: Run, ct: Ciphertext, querier_key: bytes, purpose: m.Purpose, **event: Any
-    ) -> Ciphertext:
-        """``ct`` switched to the querier's key by every node (each checks its policy)."""
+        self,
+        run: Run,
+        cts: Sequence[Ciphertext],
+        querier_key: bytes,
+        purpose: m.Purpose,
+        **event: Any,
+    ) -> list[Ciphertext]:
+        """``cts`` switched to the querier's key by every node (each checks its policy),
+        the whole batch in one round."""
         proto = QueryKeySwitch(self.ctx, QuerierPublicKey.from_bytes(self.ctx, querier_key))
-        step = m.KeySwitchRequest(purpose, run.querier, querier_key, ct.to_bytes())
-        result = self.round(run, step, m.Stage.KEY_SWITCH, **event)
-        return proto.finalize(proto.share_from_bytes(result.share), ct)
+        step = m.KeySwitchRequest(
+            purpose, run.querier, querier_key, tuple(c.to_bytes() for c in cts)
+        )
+        result = self.round(run, step, m.Stage.KEY_SWITCH, **{"count": len(cts), **event})
+        if len(result.shares) != len(cts):
+            raise ProtocolError(
+                f"{len(result.shares)} key-switch shares for {len(cts)} ciphertexts"
+            )
+        return [
+            proto.finalize(proto.share_from_bytes(share), ct)
+            for share, ct in zip(result.shares, cts, strict=True)
+        ]
 
     def refresh(self, run: Run, ct: Ciphertext, **event: Any) -> Ciphertext:
         """Bootstrap ``ct`` with every node (:meth:`refresh_many` of one)."""
@@ -480,7 +495,7 @@ def _stats(c: Coordinator, run: Run, job: m.StatsJob) -> m.StatsResult:
     c.require_one_schema(run)
     result = c.round(run, m.StatisticsRequest(job.n_features), m.Stage.STATISTICS)
     total = c.ctx.ciphertext_from_bytes(result.encrypted_sums)
-    switched = c.switch_to_querier(run, total, job.querier_key, m.Purpose.POOLED_STATISTICS)
+    (switched,) = c.switch_to_querier(run, [total], job.querier_key, m.Purpose.POOLED_STATISTICS)
     return m.StatsResult(switched.to_bytes())
 
 
@@ -841,14 +856,8 @@ def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
         t = time.perf_counter()
         results = evaluate(model.job, c.ctx, weights, cts)
         run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
-    purpose = m.Purpose.PREDICTION
-    scores = [
-        c.switch_to_querier(
-            run, ct, job.querier_key, purpose, index=i + 1, count=len(results)
-        ).to_bytes()
-        for i, ct in enumerate(results)
-    ]
-    return m.PredictResult(tuple(scores))
+    scores = c.switch_to_querier(run, results, job.querier_key, m.Purpose.PREDICTION)
+    return m.PredictResult(tuple(s.to_bytes() for s in scores))
 
 
 def _evaluate_network(

@@ -197,10 +197,14 @@ class Member:
         step = request.step
         if isinstance(step, m.FedAvgDecryptRequest):
             return self.fedavg.refusal(request.job_id, step)
-        if isinstance(
-            step, (m.DecryptModelRequest, m.DecryptStatisticsRequest, m.KeySwitchRequest)
-        ):
-            job = self.fedavg.individual_update(step.ciphertext)
+        if isinstance(step, (m.DecryptModelRequest, m.DecryptStatisticsRequest)):
+            asked: tuple[bytes, ...] = (step.ciphertext,)
+        elif isinstance(step, m.KeySwitchRequest):
+            asked = step.ciphertexts
+        else:
+            return None
+        for ct in asked:
+            job = self.fedavg.individual_update(ct)
             if job is not None:
                 return f"the ciphertext is an individual update of FedAvg job {job!r}"
         return None
@@ -539,8 +543,33 @@ def _child_stage(mem: Member, r: m.TreeRequest, res: m.NetworkMapResponse) -> St
     return StageAnswer.read(mem.ctx, res, mem.network_party(r.job_id).job.layout.n_cts)
 
 
+def _batched(
+    protocol: Callable[[Member, Any], Any],
+    own: Callable[[Member, Any], list[Share]],
+    response: Callable[[tuple[bytes, ...]], m.TreeResult],
+) -> Rule:
+    """A step on a batch of ciphertexts (``step.ciphertexts``): one share each, drawn once
+    and cached by the party, aggregated ciphertext by ciphertext on the way up."""
+
+    def load(mem: Member, r: m.TreeRequest, res: Any) -> list[Share]:
+        asked = len(r.step.ciphertexts)  # type: ignore[union-attr]
+        if len(res.shares) != asked:
+            raise ProtocolError(f"{len(res.shares)} shares for {asked} ciphertexts")
+        proto = protocol(mem, r.step)
+        return [proto.share_from_bytes(s) for s in res.shares]
+
+    return Rule(
+        own=lambda mem, r: own(mem, r.step),
+        load=load,
+        combine=lambda mem, r, a, b: [
+            protocol(mem, r.step).aggregate(x, y) for x, y in zip(a, b, strict=True)
+        ],
+        answer=lambda acc: response(tuple(s.to_bytes() for s in acc)),
+    )
+
+
 def _refresh_shares(mem: Member, step: m.RefreshShareRequest) -> list[Share]:
-    """This node's share of every ciphertext of the batch (each drawn once, cached)."""
+    """This node's share of every ciphertext of the batch."""
     if not step.ciphertexts or len(step.ciphertexts) != len(step.crps):
         raise ProtocolError(
             f"a refresh batch is as many ciphertexts as CRPs, at least one; got "
@@ -553,14 +582,15 @@ def _refresh_shares(mem: Member, step: m.RefreshShareRequest) -> list[Share]:
     ]
 
 
-def _child_refresh_shares(
-    mem: Member, r: m.TreeRequest, res: m.RefreshShareResponse
-) -> list[Share]:
-    assert isinstance(r.step, m.RefreshShareRequest)
-    if len(res.shares) != len(r.step.ciphertexts):
-        raise ProtocolError(f"{len(res.shares)} shares for {len(r.step.ciphertexts)} ciphertexts")
-    proto = Refresh(mem.ctx)
-    return [proto.share_from_bytes(s) for s in res.shares]
+def _key_switch_shares(mem: Member, step: m.KeySwitchRequest) -> list[Share]:
+    """This node's share of every result of the batch, to the querier's key."""
+    if not step.ciphertexts:
+        raise ProtocolError("a key switch names at least one ciphertext")
+    querier = QuerierPublicKey.from_bytes(mem.ctx, step.querier_key)
+    party = mem.require_party()
+    return [
+        party.key_switch_share(mem.ctx.ciphertext_from_bytes(c), querier) for c in step.ciphertexts
+    ]
 
 
 def _prepare_fedavg(mem: Member, r: m.TreeRequest) -> tuple[Any, ...]:
@@ -675,21 +705,9 @@ RULES: dict[type[Any], Rule] = {
     m.DecryptModelRequest: _shares(
         lambda mem, s: ThresholdDecrypt(mem.ctx), _decrypt, m.DecryptModelResponse
     ),
-    m.KeySwitchRequest: _shares(
-        _querier_key,
-        lambda mem, s: mem.require_party().key_switch_share(
-            mem.ctx.ciphertext_from_bytes(s.ciphertext),
-            QuerierPublicKey.from_bytes(mem.ctx, s.querier_key),
-        ),
-        m.KeySwitchResponse,
-    ),
-    m.RefreshShareRequest: Rule(
-        own=lambda mem, r: _refresh_shares(mem, r.step),
-        load=_child_refresh_shares,
-        combine=lambda mem, r, a, b: [
-            Refresh(mem.ctx).aggregate(x, y) for x, y in zip(a, b, strict=True)
-        ],
-        answer=lambda acc: m.RefreshShareResponse(tuple(s.to_bytes() for s in acc)),
+    m.KeySwitchRequest: _batched(_querier_key, _key_switch_shares, m.KeySwitchResponse),
+    m.RefreshShareRequest: _batched(
+        lambda mem, s: Refresh(mem.ctx), _refresh_shares, m.RefreshShareResponse
     ),
     m.PrepareTrainingRequest: Rule(
         own=lambda mem, r: (mem.prepare_training(r.step, r.job_id), len(mem.X)),

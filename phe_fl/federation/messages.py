@@ -403,15 +403,17 @@ class DecryptModelResponse:
 
 @dataclass(frozen=True)
 class KeySwitchRequest:
+    """A batch of results to switch to the querier's key, in one round."""
+
     purpose: Purpose
     querier: str
     querier_key: bytes
-    ciphertext: bytes
+    ciphertexts: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
 class KeySwitchResponse:
-    share: bytes
+    shares: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)

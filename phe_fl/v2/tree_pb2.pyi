@@ -280,7 +280,7 @@ class DecryptModelResponse(_message.Message):
     def __init__(self, share: _Optional[bytes] = ...) -> None: ...
 
 class KeySwitchRequest(_message.Message):
-    __slots__ = ("purpose", "querier", "querier_key", "ciphertext")
+    __slots__ = ("purpose", "querier", "querier_key", "ciphertexts")
     class Purpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PURPOSE_UNSPECIFIED: _ClassVar[KeySwitchRequest.Purpose]
@@ -292,18 +292,18 @@ class KeySwitchRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     QUERIER_FIELD_NUMBER: _ClassVar[int]
     QUERIER_KEY_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     purpose: KeySwitchRequest.Purpose
     querier: str
     querier_key: bytes
-    ciphertext: bytes
-    def __init__(self, purpose: _Optional[_Union[KeySwitchRequest.Purpose, str]] = ..., querier: _Optional[str] = ..., querier_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, purpose: _Optional[_Union[KeySwitchRequest.Purpose, str]] = ..., querier: _Optional[str] = ..., querier_key: _Optional[bytes] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KeySwitchResponse(_message.Message):
-    __slots__ = ("share",)
-    SHARE_FIELD_NUMBER: _ClassVar[int]
-    share: bytes
-    def __init__(self, share: _Optional[bytes] = ...) -> None: ...
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, shares: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class RefreshShareRequest(_message.Message):
     __slots__ = ("ciphertexts", "crps")

@@ -121,7 +121,7 @@ def test_crafted_steps_after_key_generation(harness: Harness) -> None:
         harness.ask(
             "node-1",
             "bad-ct",
-            m.KeySwitchRequest(m.Purpose.PREDICTION, "querier", b"k", b"junk" * 9),
+            m.KeySwitchRequest(m.Purpose.PREDICTION, "querier", b"k", (b"junk" * 9,)),
         )
     with pytest.raises(
         PeerError,
@@ -134,7 +134,7 @@ def test_crafted_steps_after_key_generation(harness: Harness) -> None:
         match="PERMISSION_DENIED: node node-1's policy refuses key_switch: querier 'mallory'",
     ):
         harness.ask(
-            "node-1", "steal", m.KeySwitchRequest(m.Purpose.PREDICTION, "mallory", b"k", ct)
+            "node-1", "steal", m.KeySwitchRequest(m.Purpose.PREDICTION, "mallory", b"k", (ct,))
         )
     with pytest.raises(
         PeerError, match="PERMISSION_DENIED: node node-2's policy refuses decrypt_model"

@@ -968,7 +968,7 @@ class Kit:
             "decrypt_statistics": lambda: m.DecryptStatisticsRequest(self.ct.to_bytes()),
             "decrypt_model": lambda: m.DecryptModelRequest("fz-model", self.ct.to_bytes()),
             "key_switch": lambda: m.KeySwitchRequest(
-                m.Purpose.PREDICTION, "querier", self.querier_key, self.ct.to_bytes()
+                m.Purpose.PREDICTION, "querier", self.querier_key, (self.ct.to_bytes(),)
             ),
             "refresh": lambda: m.RefreshShareRequest(
                 (self.prepared.to_bytes(),), (self.refresh_crp.to_bytes(),)
@@ -1007,9 +1007,10 @@ class Kit:
             return m.PrepareTrainingResponse(8)
         if step == "key_switch":
             r = request.key_switch
-            ct = fed.ctx.ciphertext_from_bytes(r.ciphertext)
             qpk = QuerierPublicKey.from_bytes(fed.ctx, r.querier_key)
-            return m.KeySwitchResponse(self.stand_in.key_switch_share(ct, qpk).to_bytes())
+            cts = [fed.ctx.ciphertext_from_bytes(c) for c in r.ciphertexts]
+            shares = [self.stand_in.key_switch_share(ct, qpk).to_bytes() for ct in cts]
+            return m.KeySwitchResponse(tuple(shares))
         if step == "decrypt_statistics":
             ct = fed.ctx.ciphertext_from_bytes(request.decrypt_statistics.ciphertext)
             return m.DecryptStatisticsResponse(self.stand_in.decryption_share(ct).to_bytes())

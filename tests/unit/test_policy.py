@@ -42,7 +42,7 @@ STEPS: dict[str, m.TreeStep] = {
     "statistics": m.StatisticsRequest(30),
     "decrypt_statistics": m.DecryptStatisticsRequest(b"stats-ct"),
     "decrypt_model": m.DecryptModelRequest("model-9", b"model-ct"),
-    "key_switch": m.KeySwitchRequest(m.Purpose.PREDICTION, QUERIER, b"qk", b"switch-ct"),
+    "key_switch": m.KeySwitchRequest(m.Purpose.PREDICTION, QUERIER, b"qk", (b"switch-ct",)),
     "refresh": m.RefreshShareRequest((b"refresh-ct", b"refresh-ct-2"), (b"crp", b"crp-2")),
     "prepare_training": m.PrepareTrainingRequest(TrainingJob(4), None),
     "gradient": m.GradientRequest(1, 64, b"weights"),
@@ -57,7 +57,7 @@ STEPS: dict[str, m.TreeStep] = {
     "ping": m.PingRequest(),
 }
 SWITCHES = {
-    f"key_switch:{purpose.name}:{querier}": m.KeySwitchRequest(purpose, querier, b"qk", b"ct")
+    f"key_switch:{purpose.name}:{querier}": m.KeySwitchRequest(purpose, querier, b"qk", (b"ct",))
     for purpose in m.Purpose
     for querier in (QUERIER, "mallory")
 }
@@ -90,7 +90,7 @@ PURPOSES = {
 DIGESTED = {
     "decrypt_statistics": "ciphertext",
     "decrypt_model": "ciphertext",
-    "key_switch": "ciphertext",
+    "key_switch": "ciphertexts",
     "refresh": "ciphertexts",
     "gradient": "weights",
     "margin_moment": "weights",
@@ -279,7 +279,7 @@ def test_each_step_kind_is_audited_with_its_purpose(name: str, audit: AuditLog) 
 def test_a_key_switch_names_its_querier_and_what_it_releases(
     purpose: m.Purpose, audit: AuditLog
 ) -> None:
-    step = m.KeySwitchRequest(purpose, "alice", b"qk", b"ct")
+    step = m.KeySwitchRequest(purpose, "alice", b"qk", (b"ct",))
     decide(NODE, Policy(("alice",), False, True), request(step), REQUESTER, audit=audit)
     (entry,) = entries(audit)
     assert entry["purpose"] == f"key switch to querier alice ({purpose.value})"
@@ -292,7 +292,6 @@ def test_the_digest_is_a_sha256_prefix_of_the_steps_bytes(audit: AuditLog) -> No
     steps = [
         m.DecryptStatisticsRequest(payload),
         m.DecryptModelRequest("model-9", payload),
-        m.KeySwitchRequest(m.Purpose.POOLED_STATISTICS, QUERIER, b"other key", payload),
         m.GradientRequest(3, 64, payload),
     ]
     want = hashlib.sha256(payload).hexdigest()[:32]
