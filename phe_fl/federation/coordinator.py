@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -536,23 +536,20 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             delta = c.member.config.policy.dp_delta
             epsilon = job_epsilon(spec, prepared.global_batch, prepared.total_rows, delta)
         c.start_checkpointed(run, epsilon, checkpoint)
-    resumes = 0
-    while True:
-        try:
-            model = _train_from(
-                c,
-                run,
-                spec,
-                checkpoint,
-                resumed=resumes > 0 or _resuming(run),
-                margin_check_every=job.margin_check_every,
-                prepared=prepared if resumes == 0 else None,
-            )
-            break
-        except PeerError as exc:
-            resumes += 1
-            c.resume_after(run, exc, resumes)
-            checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint
+    model, checkpoint = _resumable(
+        c,
+        run,
+        checkpoint,
+        lambda cp, resumed, first: _train_from(
+            c,
+            run,
+            spec,
+            cp,
+            resumed=resumed,
+            margin_check_every=job.margin_check_every,
+            prepared=prepared if first else None,
+        ),
+    )
     std = _std_from_dict(checkpoint["standardization"])
     schema = _schema_from_dict(checkpoint.get("schema"))
     c.save_model(run.job_id, model, run.querier, std, schema)
@@ -597,22 +594,14 @@ def _train_network(c: Coordinator, run: Run, job: m.TrainNetworkJob) -> m.TrainN
         checkpoint, std = _first_checkpoint(c, run, spec.n_features, job.standardize)
         prepared = c.round(run, m.PrepareNetworkRequest(spec, std), m.Stage.VALIDATE_SHARDS)
         c.start_checkpointed(run, math.inf, checkpoint)
-    resumes = 0
-    while True:
-        try:
-            model = _train_network_from(
-                c,
-                run,
-                spec,
-                checkpoint,
-                resumed=resumes > 0 or _resuming(run),
-                prepared=prepared if resumes == 0 else None,
-            )
-            break
-        except PeerError as exc:
-            resumes += 1
-            c.resume_after(run, exc, resumes)
-            checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint
+    model, checkpoint = _resumable(
+        c,
+        run,
+        checkpoint,
+        lambda cp, resumed, first: _train_network_from(
+            c, run, spec, cp, resumed=resumed, prepared=prepared if first else None
+        ),
+    )
     std = _std_from_dict(checkpoint["standardization"])
     schema = _schema_from_dict(checkpoint.get("schema"))
     c.save_model(run.job_id, model, run.querier, std, schema)
@@ -691,6 +680,28 @@ def _train_network_from(
             )
         )
     return EncryptedMLP(spec, ws, reports)
+
+
+T = TypeVar("T")
+
+
+def _resumable(
+    c: Coordinator,
+    run: Run,
+    checkpoint: dict[str, Any],
+    train: Callable[[dict[str, Any], bool, bool], T],
+) -> tuple[T, dict[str, Any]]:
+    """``train(checkpoint, resumed, first)`` until it ends: when a node went missing (a
+    round failed without the node answering no), wait until every node is back and go on
+    from the last checkpoint. Returns the result and the checkpoint it ended from."""
+    resumes = 0
+    while True:
+        try:
+            return train(checkpoint, resumes > 0 or _resuming(run), resumes == 0), checkpoint
+        except PeerError as exc:
+            resumes += 1
+            c.resume_after(run, exc, resumes)
+            checkpoint = c.store.get("checkpoints", run.job_id) or checkpoint
 
 
 def _resuming(run: Run) -> bool:
