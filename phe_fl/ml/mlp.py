@@ -818,26 +818,54 @@ def evaluate_mlp(
         refreshes += len(pending)
         rounds += 1
         pending = steps.advance(refresh_many(pending))
-    return [ct for chunk in steps.results() for ct in chunk], refreshes, rounds
+    return pack_scores(job, ctx, steps.results()), refreshes, rounds
+
+
+def pack_scores(
+    job: MLPJob, ctx: Context, per_chunk: Sequence[Sequence[Ciphertext]]
+) -> list[Ciphertext]:
+    """Up to ``T`` chunks' score lines in one ciphertext: chunk ``j`` of a group shifted
+    ``j`` units across its line (a tree of rotations by the replicate steps, one rotation
+    per merge), so the key switch to the querier and its decryption take
+    ``ceil(chunks / T)`` ciphertexts per output tile instead of one per chunk. The lines
+    are masked (zero elsewhere): the shifted copies never overlap. Returns group by group,
+    each group's output tiles in order."""
+    layout = job.layout
+    step = 1 if job.n_layers % 2 else layout.side  # one unit across the line
+    n_tiles = layout.tiles(job.n_classes)
+    out = []
+    for g in range(0, len(per_chunk), layout.side):
+        for o in range(n_tiles):
+            group = [scores[o] for scores in per_chunk[g : g + layout.side]]
+            shift = step
+            while len(group) > 1:
+                merged = [
+                    ctx.add(group[i], ctx.rotate(group[i + 1], -shift))
+                    if i + 1 < len(group)
+                    else group[i]
+                    for i in range(0, len(group), 2)
+                ]
+                group, shift = merged, 2 * shift
+            out.append(group[0])
+    return out
 
 
 def decode_mlp_scores(
     job: MLPJob, querier: QuerierKeyPair, cts: Sequence[Ciphertext], n_samples: int
 ) -> FloatArray:
-    """The querier decrypts its score ciphertexts (each chunk's output tiles):
-    ``n_samples x n_classes``."""
+    """The querier decrypts its score ciphertexts (:func:`pack_scores`' groups of up to
+    ``T`` chunks, each group's output tiles): ``n_samples x n_classes``."""
     layout = job.layout
     per = layout.tiles(job.n_classes)
     slices = chunks(n_samples, layout.samples_per_ct)
-    if len(cts) != len(slices) * per:
-        raise ProtocolError(f"{len(cts)} score ciphertexts, {len(slices) * per} expected")
+    groups = [slices[g : g + layout.side] for g in range(0, len(slices), layout.side)]
+    if len(cts) != len(groups) * per:
+        raise ProtocolError(f"{len(cts)} score ciphertexts, {len(groups) * per} expected")
     rows = []
-    for j, sl in enumerate(slices):
-        n = sl.stop - sl.start
-        tiles = [
-            querier.decrypt(ct, length=n * layout.block) for ct in cts[j * per : (j + 1) * per]
-        ]
-        rows.append(layout.read_line(job.n_layers, tiles, n))
+    for g, group in enumerate(groups):
+        tiles = [querier.decrypt(ct, length=layout.slots) for ct in cts[g * per : (g + 1) * per]]
+        for j, sl in enumerate(group):
+            rows.append(layout.read_line(job.n_layers, tiles, sl.stop - sl.start, offset=j))
     return np.vstack(rows)
 
 
@@ -853,10 +881,11 @@ def predict_local_mlp(
     """Oblivious prediction in one process: encrypt, evaluate, key-switch, decode.
     Returns the class scores only the querier could read.
 
-    It streams: one ciphertext's rows go through the whole flow before the next are
-    encrypted and only their decoded scores are kept, so this function holds one chunk's
-    ciphertexts whatever the number of rows (each simulated party still caches its last
-    256 key-switch shares, see :func:`phe_fl.ml.prediction.predict_local`);
+    It streams: one score group's rows (``T`` query ciphertexts, packed into one score
+    ciphertext per output tile by :func:`pack_scores`) go through the whole flow before
+    the next are encrypted and only their decoded scores are kept, so this function holds
+    one group's ciphertexts whatever the number of rows (each simulated party still caches
+    its last 256 key-switch shares, see :func:`phe_fl.ml.prediction.predict_local`);
     ``on_rows(done, total)`` follows the progress."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
@@ -864,7 +893,7 @@ def predict_local_mlp(
             f"queries must be a non-empty n x {job.n_features} array, got shape {x.shape}"
         )
     n = x.shape[0]
-    per = job.layout.samples_per_ct
+    per = job.layout.samples_per_ct * job.layout.side
     out: list[FloatArray] = []
 
     def refresh_many(cts: Sequence[Ciphertext]) -> list[Ciphertext]:

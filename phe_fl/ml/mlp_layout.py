@@ -267,12 +267,15 @@ class MLPLayout:
         tile = self.n_out(k) // self.side
         return tile, self.form_vectors(ones, self.output_form(k))[tile]
 
-    def read_line(self, k: int, tiles: Sequence[FloatArray], n_samples: int) -> FloatArray:
-        """Inverse of :meth:`line_vectors`: ``n_samples x n_out(k)`` values."""
+    def read_line(
+        self, k: int, tiles: Sequence[FloatArray], n_samples: int, offset: int = 0
+    ) -> FloatArray:
+        """Inverse of :meth:`line_vectors`: ``n_samples x n_out(k)`` values, read from the
+        line shifted ``offset`` units across (a packed score group's ``offset``-th chunk)."""
         t = self.side
         parts = []
         for slots in tiles:
             blk = np.asarray(slots, dtype=np.float64)[: n_samples * self.block]
             blk = blk.reshape(n_samples, t, t)
-            parts.append(blk[:, :, 0] if k % 2 else blk[:, 0, :])
+            parts.append(blk[:, :, offset] if k % 2 else blk[:, offset, :])
         return np.array(np.hstack(parts)[:, : self.n_out(k)])

@@ -250,11 +250,13 @@ def test_oblivious_prediction_scores_and_only_ciphertexts_at_parties(
     xq = x[100:140]
     querier = QuerierKeyPair.generate(fed.ctx)
     seen: list[Any] = []
+    switched: list[Any] = []
     real_share = Party.key_switch_share
     real_refresh = Party.refresh_share
 
     def spy_share(self, ct, q):  # type: ignore[no-untyped-def]
         seen.append(ct)
+        switched.append(ct)
         return real_share(self, ct, q)
 
     def spy_refresh(self, ct, crp):  # type: ignore[no-untyped-def]
@@ -267,6 +269,8 @@ def test_oblivious_prediction_scores_and_only_ciphertexts_at_parties(
     weights = model.decrypt(fed)
     expected = mlp_scores(job, weights, xq)
     assert scores.shape == (40, 3)
+    # 40 rows are two query ciphertexts; their score lines are packed into one (pack_scores)
+    assert job.layout.samples_per_ct == 32 and len(switched) == 3  # one per party
     assert np.max(np.abs(scores - expected)) < 1e-3
     assert np.array_equal(np.argmax(scores, axis=1), mlp_predict(job, weights, xq))
     assert seen and all(isinstance(c, Ciphertext) for c in seen)
