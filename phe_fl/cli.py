@@ -744,14 +744,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"{i},{s:.4f},{names[int(s >= 0.5)]}" for i, s in enumerate(scores)
         ]
         text = "\n".join(lines) + "\n"
+    return _predictions_out(args, text, len(scores), None if y is None else (scores >= 0.5) == y)
+
+
+def _predictions_out(
+    args: argparse.Namespace, text: str, n_rows: int, correct: FloatArray | None
+) -> int:
+    """Predictions to ``--output`` (or stdout); the accuracy, with labels, to stderr."""
     if args.output:
         _write_result(Path(args.output), text)
-        print(f"wrote {len(scores)} prediction(s) to {args.output}", file=sys.stderr)
+        print(f"wrote {n_rows} prediction(s) to {args.output}", file=sys.stderr)
     else:
         print(text, end="")
-    if y is not None:
-        accuracy = float(((scores >= 0.5) == y).mean())
-        print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
+    if correct is not None:
+        print(f"accuracy {float(correct.mean()):.4f} on {len(correct)} rows", file=sys.stderr)
     return 0
 
 
@@ -785,15 +791,7 @@ def _network_predictions(
             for i, (k, row) in enumerate(zip(labels, scores, strict=True))
         ]
         text = "\n".join(lines) + "\n"
-    if args.output:
-        _write_result(Path(args.output), text)
-        print(f"wrote {len(scores)} prediction(s) to {args.output}", file=sys.stderr)
-    else:
-        print(text, end="")
-    if y is not None:
-        accuracy = float((labels == y).mean())
-        print(f"accuracy {accuracy:.4f} on {len(y)} rows", file=sys.stderr)
-    return 0
+    return _predictions_out(args, text, len(scores), None if y is None else labels == y)
 
 
 def _querier_connection(parser: argparse.ArgumentParser) -> None:

@@ -670,16 +670,18 @@ def _train_network_from(
             levels_sent=sent,
             levels_dropped=0,
         )
-        run.emit(
-            m.ProgressEvent(
-                m.Stage.ITERATION_DONE,
-                report.seconds,
-                iteration=it + 1,
-                iterations=spec.iterations,
-                summary=summary,
-            )
-        )
+        _iteration_done(run, it + 1, spec.iterations, report.seconds, summary)
     return EncryptedMLP(spec, ws, reports)
+
+
+def _iteration_done(
+    run: Run, done: int, iterations: int, seconds: float, summary: m.IterationSummary
+) -> None:
+    run.emit(
+        m.ProgressEvent(
+            m.Stage.ITERATION_DONE, seconds, iteration=done, iterations=iterations, summary=summary
+        )
+    )
 
 
 T = TypeVar("T")
@@ -763,15 +765,7 @@ def _train_from(
             margin_low=report.margin_low or 0.0,
             margin_high=report.margin_high or 0.0,
         )
-        run.emit(
-            m.ProgressEvent(
-                m.Stage.ITERATION_DONE,
-                report.seconds,
-                iteration=it + 1,
-                iterations=spec.iterations,
-                summary=summary,
-            )
-        )
+        _iteration_done(run, it + 1, spec.iterations, report.seconds, summary)
     return EncryptedModel(spec, w, reports)
 
 

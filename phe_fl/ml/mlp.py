@@ -329,16 +329,17 @@ def _forward(
         s_tiles: list[Ciphertext] = []
         for z, mask in zip(zs, layout.line_masks(k, n), strict=True):
             z = yield from lv.ready(z, max(g.depth, dg.depth if slopes else 0))
-            h_tiles.append(_rotsum(ctx, g.encrypted(ctx, z, scale=mask), layout.replicate_steps(k)))
+            h = g.encrypted(ctx, z, scale=mask)
+            h_tiles.append(_rotsum(ctx, h, layout.forward_replicate_steps(k)))
             if slopes:
                 s = dg.encrypted(ctx, z, scale=mask)
-                s_tiles.append(_rotsum(ctx, s, layout.replicate_steps(k)))
+                s_tiles.append(_rotsum(ctx, s, layout.backward_replicate_steps(k)))
         if layout.bias:
             tile, ones = layout.bias_vector(k, n)
             if tile < len(h_tiles):
-                h = h_tiles[tile]
-                assert not isinstance(h, np.ndarray)
-                h_tiles[tile] = ctx.add_plain(h, ones)
+                last = h_tiles[tile]
+                assert not isinstance(last, np.ndarray)
+                h_tiles[tile] = ctx.add_plain(last, ones)
             else:  # the layer fills its last tile: the bias unit is a tile of its own
                 h_tiles.append(ones)
         acts.append(h_tiles)
@@ -370,7 +371,7 @@ def _chunk_gradients(
     for z, mask, target in zip(fw.z_out, layout.line_masks(last, n, eta), targets, strict=True):
         z = yield from lv.ready(z, sig.depth)
         line = sig.encrypted(ctx, z, scale=mask, shift=-eta * target)
-        e.append(_rotsum(ctx, line, layout.replicate_steps(last)))
+        e.append(_rotsum(ctx, line, layout.backward_replicate_steps(last)))
     out: list[Ciphertext] = [e[0]] * layout.n_cts
     for k in range(last, 0, -1):
         for o, t in enumerate(e):  # each used several times below: ready once
@@ -393,7 +394,7 @@ def _chunk_gradients(
             s = yield from _dot(ctx, lv, e, [w[o * n_i + i] for o in range(n_o)])
             s = _rotsum(ctx, s, layout.output_sum_steps(k))
             s = yield from _times(ctx, lv, s, masks[i])
-            s = _rotsum(ctx, s, layout.replicate_steps(k - 1))
+            s = _rotsum(ctx, s, layout.backward_replicate_steps(k - 1))
             below.append((yield from _times(ctx, lv, s, fw.slopes[k - 1][i])))
         e = below
     return out

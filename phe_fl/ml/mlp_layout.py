@@ -146,25 +146,34 @@ class MLPLayout:
     def output_form(k: int) -> Form:
         return "row" if k % 2 else "col"
 
-    def _axis_steps(self, form: Form) -> tuple[int, ...]:
-        """Rotate-and-add steps that sum along the axis a ``form`` vector varies on."""
+    def _axis_steps(self, form: Form, width: int = 0) -> tuple[int, ...]:
+        """Rotate-and-add steps along the axis a ``form`` vector varies on, covering the
+        first ``width`` units of a tile (all ``T`` when not given): ``ceil(log2(width))``."""
         m = self.side
         unit = 1 if form == "col" else m
-        return tuple(unit << b for b in range(int(math.log2(m))))
+        span = next_pow2(min(width, m)) if width else m
+        return tuple(unit << b for b in range(int(math.log2(span))))
 
     def input_sum_steps(self, k: int) -> tuple[int, ...]:
-        """Sum ``W_k * a`` over a tile's inputs (forward); the result sits on layer
-        ``k``'s line."""
-        return self._axis_steps(self.input_form(k))
+        """Sum ``W_k * a`` over a tile's inputs (forward; only the layer's inputs are
+        nonzero, so ``log2`` of their count); the result sits on layer ``k``'s line."""
+        return self._axis_steps(self.input_form(k), self.n_in(k))
 
     def output_sum_steps(self, k: int) -> tuple[int, ...]:
         """Sum ``e_k * W_k`` over a tile's outputs (backward); the result sits on layer
         ``k - 1``'s line."""
-        return self._axis_steps(self.output_form(k))
+        return self._axis_steps(self.output_form(k), self.n_out(k))
 
-    def replicate_steps(self, k: int) -> tuple[int, ...]:
-        """Negative steps spreading layer ``k``'s line into its output form."""
-        return tuple(-s for s in self.input_sum_steps(k))
+    def forward_replicate_steps(self, k: int) -> tuple[int, ...]:
+        """Negative steps spreading layer ``k``'s line into its output form, as far as
+        layer ``k + 1`` reads it: its weights hold ``n_out(k + 1)`` units along that axis."""
+        return tuple(-s for s in self._axis_steps(self.input_form(k), self.n_out(k + 1)))
+
+    def backward_replicate_steps(self, k: int) -> tuple[int, ...]:
+        """Negative steps spreading an error (or slope) on layer ``k``'s line into its
+        output form, as far as ``W_k``'s inputs reach (the gradient's and ``W_k^T e``'s
+        products read ``n_in(k)`` units along that axis)."""
+        return tuple(-s for s in self._axis_steps(self.input_form(k), self.n_in(k)))
 
     @property
     def sample_sum_steps(self) -> tuple[int, ...]:

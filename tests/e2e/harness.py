@@ -18,6 +18,19 @@ from phe_fl.federation.node import Node, build_node
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``phe-fl ARGS`` from this checkout, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "phe_fl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+
+
 class RootWithLeaves:
     def __init__(self, workdir: Path, configs: list[Path], *, deadline_s: float) -> None:
         self.workdir = workdir

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +9,9 @@ import numpy as np
 from phe_fl.federation.config import DataSource
 from phe_fl.federation.data import load_holdout
 from phe_fl.federation.local import LocalCluster
+from tests.e2e.harness import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 PARAMS = "insecure-test-n12"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "phe_fl.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
@@ -44,42 +29,44 @@ def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
             "--params",
             PARAMS,
         ]
-        setup = _cli("query", "setup", *common, "--job-id", "keys")
+        setup = run_cli("query", "setup", *common, "--job-id", "keys")
         assert setup.returncode == 0, setup.stderr
         assert "collective keys ready" in setup.stdout
 
-        train = _cli("query", "train", *common, "--job-id", "model-1", "--iterations", "6")
+        train = run_cli("query", "train", *common, "--job-id", "model-1", "--iterations", "6")
         assert train.returncode == 0, train.stderr
         assert "iteration 6/6" in train.stderr and "stays encrypted" in train.stdout
         assert "[###" not in train.stdout  # progress goes to stderr, results to stdout
 
-        detached = _cli(
+        detached = run_cli(
             "query", "train", *common, "--job-id", "model-2", "--iterations", "2", "--detach"
         )
         assert detached.returncode == 0, detached.stderr
         assert "follow it with `phe-fl jobs watch model-2`" in detached.stdout
-        watch = _cli("jobs", "watch", "model-2", *common)
+        watch = run_cli("jobs", "watch", "model-2", *common)
         assert watch.returncode == 0, watch.stderr
         assert "model-2" in watch.stdout and " done " in watch.stdout
         assert "iteration 2/2" in watch.stderr  # the job's progress, replayed
         learned = common[:-2]  # no --params: the querier asks the root for the federation's
         assert learned[-2] == "--ca"
-        listed = _cli("jobs", "list", *learned)
+        listed = run_cli("jobs", "list", *learned)
         assert listed.returncode == 0 and "model-1" in listed.stdout and "train" in listed.stdout
-        models = _cli("models", "list", *learned)
+        models = run_cli("models", "list", *learned)
         assert models.returncode == 0, models.stderr
         assert "model-1" in models.stdout and "model-2" in models.stdout
-        audit = _cli("audit", "verify", str(c.workdir / "state" / "node-1" / "audit.jsonl"))
+        audit = run_cli("audit", "verify", str(c.workdir / "state" / "node-1" / "audit.jsonl"))
         assert audit.returncode == 0 and "chain intact" in audit.stdout, audit.stderr
 
-        status = _cli("query", "status", *common)
+        status = run_cli("query", "status", *common)
         assert status.returncode == 0, status.stderr
         assert "3 node(s) connected" in status.stdout and "keys ready" in status.stdout
 
         x, y = load_holdout(DataSource("breast_cancer", None, 0, 1, 0.2))
         csv = tmp_path / "queries.csv"
         np.savetxt(csv, np.hstack([x, y[:, None]]), delimiter=",")
-        pred = _cli("predict", *common, "--model", "model-1", "--input", str(csv), "--labels-last")
+        pred = run_cli(
+            "predict", *common, "--model", "model-1", "--input", str(csv), "--labels-last"
+        )
         assert pred.returncode == 0, pred.stderr
         accuracy = float(pred.stderr.rsplit("accuracy ", 1)[1].split()[0])
         print(pred.stdout[-300:])
@@ -87,9 +74,9 @@ def test_setup_train_predict_from_the_command_line(tmp_path: Path) -> None:
         rows = np.loadtxt(pred.stdout.splitlines(), delimiter=",", skiprows=1, ndmin=2)
         assert rows.shape == (len(x), 3)  # stdout is exactly the CSV
 
-        refused = _cli("query", "model", *common, "--model", "model-1")
+        refused = run_cli("query", "model", *common, "--model", "model-1")
         assert refused.returncode == 2
         assert "refuses decrypt_model: allow_decryption = false" in refused.stderr
 
-        missing = _cli("predict", *common, "--model", "nope", "--input", str(csv))
+        missing = run_cli("predict", *common, "--model", "nope", "--input", str(csv))
         assert missing.returncode == 2 and "no trained model 'nope'" in missing.stderr

@@ -5,11 +5,9 @@ queried obliviously; compared with the plaintext twin on the same standardized s
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,9 +20,10 @@ from phe_fl.federation.querier import Querier
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import MLPJob, mlp_scores, train_plaintext_mlp
 from phe_fl.ml.datasets import load_named
+from tests.e2e.harness import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 PARAMS = INSECURE_TEST.name
+IRIS_HEADER = "sepal_length,sepal_width,petal_length,petal_width,species"
 N = 4  # node-0 <- node-1 <- node-3 and node-0 <- node-2: an inner node adds a child's answers
 
 
@@ -38,7 +37,7 @@ def _shards() -> list[tuple[np.ndarray, np.ndarray]]:
 def _files(
     tmp_path: Path,
     shards: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    header: str = "sepal_length,sepal_width,petal_length,petal_width,species",
+    header: str = IRIS_HEADER,
 ) -> list[Path]:
     paths = []
     for i, (x, y) in enumerate(_shards() if shards is None else shards):
@@ -47,6 +46,28 @@ def _files(
         path.write_text("\n".join(rows) + "\n")
         paths.append(path)
     return paths
+
+
+def _cluster(
+    tmp_path: Path,
+    n_nodes: int = N,
+    shards: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    header: str = IRIS_HEADER,
+    label: str = "species",
+    **kw: Any,
+) -> LocalCluster:
+    """``n_nodes`` node processes on the test ring, node i reading shard i from its own
+    CSV file; decryption allowed unless ``kw`` says otherwise."""
+    files = _files(tmp_path, (shards or _shards())[:n_nodes], header)
+    return LocalCluster(
+        tmp_path,
+        n_nodes=n_nodes,
+        fanout=2,
+        params=PARAMS,
+        data_files=files,
+        data_extra=[f'label = "{label}"'] * n_nodes,
+        **{"allow_decryption": True, **kw},
+    )
 
 
 def _job(hidden: tuple[int, ...], **kw: object) -> MLPJob:
@@ -69,15 +90,7 @@ def test_networks_train_and_predict_over_the_tree(tmp_path: Path) -> None:
     jobs = {"multinomial": _job(()), "h1": _job((6,)), "h2": _job((6, 5))}
     x_query = np.vstack([x for x, _ in _shards()])[:40]
     got = {}
-    with LocalCluster(
-        tmp_path,
-        n_nodes=N,
-        fanout=2,
-        params=PARAMS,
-        allow_decryption=True,
-        data_files=_files(tmp_path),
-        data_extra=['label = "species"'] * N,
-    ) as c:
+    with _cluster(tmp_path) as c:
         events: list[ProgressEvent] = []
         q = Querier(c.root_address, c.querier_tls(), PARAMS, on_event=events.append)
         q.setup("keys")
@@ -120,14 +133,7 @@ def test_networks_train_and_predict_over_the_tree(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bad_network_jobs_are_refused_naming_the_field(tmp_path: Path) -> None:
-    with LocalCluster(
-        tmp_path,
-        n_nodes=2,
-        fanout=2,
-        params=PARAMS,
-        data_files=_files(tmp_path)[:2],
-        data_extra=['label = "species"'] * 2,
-    ) as c:
+    with _cluster(tmp_path, 2, allow_decryption=False) as c:
         q = Querier(c.root_address, c.querier_tls(), PARAMS)
         q.setup("keys")
         # labels 0..2 do not fit two classes: every node refuses at PREPARE, by name
@@ -142,54 +148,34 @@ def test_bad_network_jobs_are_refused_naming_the_field(tmp_path: Path) -> None:
         q.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "phe_fl.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-    )
-
-
 @pytest.mark.slow
 def test_a_network_from_the_command_line(tmp_path: Path) -> None:
-    refused = _cli(
+    refused = run_cli(
         "query", "train", "--root", "127.0.0.1:1", "--cert", "c", "--key", "k", "--ca", "a",
         "--params", PARAMS, "--model", "mlp", "--hidden", "6", "--degree", "9",
     )  # fmt: skip
     assert refused.returncode != 0 and "hidden_degree" in refused.stderr, refused.stderr
-    with LocalCluster(
-        tmp_path,
-        n_nodes=3,
-        fanout=2,
-        params=PARAMS,
-        allow_decryption=True,
-        data_files=_files(tmp_path)[:3],
-        data_extra=['label = "species"'] * 3,
-    ) as c:
+    with _cluster(tmp_path, 3) as c:
         tls = c.querier_tls()
         common = ["--root", c.root_address, "--cert", str(tls.cert), "--key", str(tls.key)]
         common += ["--ca", str(tls.ca), "--params", PARAMS]
-        assert _cli("query", "setup", *common).returncode == 0
-        train = _cli(
+        assert run_cli("query", "setup", *common).returncode == 0
+        train = run_cli(
             "query", "train", *common, "--job-id", "net", "--model", "mlp", "--hidden", "6",
             "--classes", "3", "--features", "4", "--iterations", "3", "--batch-size", "8",
             "--learning-rate", "1", "--allow-model-decryption",
         )  # fmt: skip
         assert train.returncode == 0, train.stderr
         assert "mlp network 4-6-3" in train.stdout and "stays encrypted" in train.stdout
-        models = _cli("models", "list", *common)
+        models = run_cli("models", "list", *common)
         assert "net" in models.stdout and "mlp network 4-6-3" in models.stdout, models.stdout
-        weights = _cli("query", "model", *common, "--model", "net")
+        weights = run_cli("query", "model", *common, "--model", "net")
         assert weights.returncode == 0, weights.stderr
         assert "W_1 (6 x 5)" in weights.stdout and "W_2 (3 x 7)" in weights.stdout
         queries = tmp_path / "queries.csv"
         queries.write_text("\n".join(_files(tmp_path)[3].read_text().splitlines()[:21]) + "\n")
         out = tmp_path / "predictions.csv"
-        pred = _cli(
+        pred = run_cli(
             "predict", *common, "--model", "net", "--input", str(queries), "--label", "species",
             "--output", str(out),
         )  # fmt: skip
@@ -217,15 +203,7 @@ def test_a_network_whose_first_layer_spans_several_ciphertexts(tmp_path: Path) -
     )
     assert job.layout.grid(1) == (1, 3)
     x_query = data.x[90:100]
-    with LocalCluster(
-        tmp_path,
-        n_nodes=3,
-        fanout=2,
-        params=PARAMS,
-        allow_decryption=True,
-        data_files=_files(tmp_path, shards, header),
-        data_extra=['label = "digit"'] * 3,
-    ) as c:
+    with _cluster(tmp_path, 3, shards, header, "digit") as c:
         q = Querier(c.root_address, c.querier_tls(), PARAMS)
         q.setup("keys")
         run = q.train_network("digits", job)
@@ -251,16 +229,7 @@ def test_a_leaf_killed_mid_map_comes_back_and_the_training_ends_as_the_twin(
     again from the checkpoint; the model is the uninterrupted one."""
     job = _job((6,), iterations=3)
     killed = threading.Event()
-    with LocalCluster(
-        tmp_path,
-        n_nodes=N,
-        fanout=2,
-        params=PARAMS,
-        allow_decryption=True,
-        data_files=_files(tmp_path),
-        data_extra=['label = "species"'] * N,
-        deadline_s=60,
-    ) as c:
+    with _cluster(tmp_path, deadline_s=60) as c:
 
         def on_event(ev: ProgressEvent) -> None:
             if (

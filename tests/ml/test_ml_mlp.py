@@ -58,6 +58,11 @@ def test_layout_geometry_and_rotations() -> None:
     assert lay.input_form(2) == "row" and lay.output_form(2) == "col"
     expected = {1, 2, 4, -1, -2, -4, 8, 16, 32, -8, -16, -32, 64, 128, 256, 512, 1024}
     assert set(lay.rotation_indices()) == expected
+    # rotate-and-adds cover only the units a layer has: 5 inputs, 6 hidden + bias, 3 outputs
+    assert lay.input_sum_steps(1) == (1, 2, 4) and lay.input_sum_steps(2) == (8, 16, 32)
+    assert lay.forward_replicate_steps(1) == (-1, -2)  # layer 2 reads 3 output units
+    assert lay.backward_replicate_steps(1) == (-1, -2, -4)  # W_1 has 5 inputs
+    assert lay.output_sum_steps(2) == (1, 2)
     big = MLPLayout(N15_128.slots, (64, 64, 64, 64, 10))  # POSEIDON's widths + bias: M = 128
     assert (big.side, big.samples_per_ct) == (128, 1)
     assert big.sample_sum_steps == ()
