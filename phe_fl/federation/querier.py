@@ -318,13 +318,14 @@ class Querier:
     def _predict_chunk(
         self, job_id: str, run: TrainingRun, job: TrainingJob | MLPJob, x: FloatArray
     ) -> FloatArray:
-        from phe_fl.ml.mlp import decode_mlp_scores, encrypt_mlp_queries
+        from phe_fl.ml.mlp import decode_mlp_scores, encrypt_mlp_queries, prediction_levels
         from phe_fl.ml.prediction import decode_scores, encrypt_queries
 
         joint = self._joint
         assert joint is not None
         if isinstance(job, MLPJob):
-            queries = encrypt_mlp_queries(job, lambda v: self.ctx.encrypt(v, joint), x)
+            level = self.ctx.params.mult_depth - prediction_levels(job)  # no tower it won't use
+            queries = encrypt_mlp_queries(job, lambda v: self.ctx.encrypt(v, joint, level=level), x)
         else:
             queries = encrypt_queries(job, self.ctx, x, joint)
         request = m.PredictJob(

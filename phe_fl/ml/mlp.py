@@ -95,6 +95,7 @@ __all__ = [
     "decode_mlp_scores",
     "predict_local_mlp",
     "at_full_depth",
+    "prediction_levels",
 ]
 
 HiddenActivation = Literal["relu", "sigmoid"]
@@ -788,8 +789,10 @@ def evaluate_mlp(
 ) -> tuple[list[Ciphertext], int, int]:
     """The root's side: forward pass on encrypted queries, every slot but the class
     scores masked to zero. The query ciphertexts advance together, so a refresh they all
-    need at one layer is one collective round for the batch, not one per ciphertext.
-    Returns the score ciphertexts, the refreshes and the refresh rounds it took."""
+    need at one layer is one collective round for the batch, not one per ciphertext;
+    weights and queries above :func:`prediction_levels` are evaluated without the towers
+    the pass never uses. Returns the score ciphertexts, the refreshes and the refresh
+    rounds it took."""
     layout = job.layout
     slices = chunks(n_samples, layout.samples_per_ct)
     per = layout.tiles(layout.n_in(1))
@@ -798,6 +801,9 @@ def evaluate_mlp(
             f"{len(queries)} query ciphertexts for {n_samples} samples ({layout.samples_per_ct} "
             f"a ciphertext, {per} tile(s) each: {len(slices) * per} expected)"
         )
+    keep = prediction_levels(job)
+    weights = [ctx.drop_levels(w, keep) if w.levels_left > keep else w for w in weights]
+    queries = [ctx.drop_levels(q, keep) if q.levels_left > keep else q for q in queries]
 
     def scores(tiles: Tiles, n: int) -> Refreshing[list[Ciphertext]]:
         lv = Levels(ctx)
@@ -820,6 +826,17 @@ def evaluate_mlp(
         rounds += 1
         pending = steps.advance(refresh_many(pending))
     return pack_scores(job, ctx, steps.results()), refreshes, rounds
+
+
+def prediction_levels(job: MLPJob) -> int:
+    """Levels the weights and the queries need for a forward pass without a refresh: a
+    product per layer, the hidden activation per hidden layer, the final mask, and what
+    :class:`~phe_fl.ml.staging.Levels` keeps for a refresh; the whole depth when the pass
+    refreshes anyway. Evaluating at this level instead of the top drops RNS towers from
+    every operation (and from every query the querier sends)."""
+    ps = job.parameter_set
+    need = job.n_layers + len(job.hidden) * job.hidden_act.depth + 1 + ps.refresh_min_levels
+    return min(need, ps.mult_depth)
 
 
 def pack_scores(
