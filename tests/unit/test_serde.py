@@ -637,6 +637,12 @@ REFUSED = [
         id="train-without-spec",
     ),
     pytest.param(
+        query_pb2.JobRequest(job_id="j", train_network=query_pb2.TrainNetworkJob()),
+        serde.job_request_from_proto,
+        r"TrainNetworkJob lacks its spec",
+        id="train-network-without-spec",
+    ),
+    pytest.param(
         query_pb2.JobReply(result=query_pb2.JobResult(model_info=query_pb2.ModelInfoResult())),
         serde.job_reply_from_proto,
         r"ModelInfoResult lacks its spec",
@@ -1053,3 +1059,31 @@ def test_an_infinite_deviation_is_refused() -> None:
     msg = ml_pb2.Standardization(mean=[0.0], std=[float("inf")])
     with pytest.raises(ProtocolError, match="finite positive deviations"):
         serde.standardization_from_proto(msg)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hidden", [4, 0]),
+        ("n_classes", 1),
+        ("hidden_degree", 9),
+        ("hidden_activation", "tanh"),
+        ("output_degree", 0),
+        ("learning_rate", 0.0),
+        ("batch_size", 0),
+        ("params", "n99"),
+    ],
+)
+def test_a_bad_network_job_is_refused_on_arrival_naming_its_field(field: str, value: Any) -> None:
+    """What the root reads from a querier's bytes, before any work: the field named."""
+    good = serde.network_job_to_proto(MLPJob(n_features=4, n_classes=3, hidden=(5,)))
+    spec = ml_pb2.NetworkJobSpec()
+    spec.CopyFrom(good)
+    if field == "hidden":
+        del spec.hidden[:]
+        spec.hidden.extend(value)
+    else:
+        setattr(spec, field, value)
+    msg = query_pb2.JobRequest(job_id="j", train_network=query_pb2.TrainNetworkJob(spec=spec))
+    with pytest.raises(ParameterError, match=rf"network job: {field}\b"):
+        through_wire(msg, serde.job_request_from_proto)
