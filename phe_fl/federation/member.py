@@ -430,6 +430,12 @@ class Rule:
     """Whether the answer is kept for a retry (a share must never be drawn again); a step
     that draws nothing and changes state only by applying its payload (a liveness ping,
     global parameters) runs again instead: a node restarted since must apply it again."""
+    down: Callable[[Member, Any, str], Any] | None = None
+    """(member, request, child id) -> what that child is sent; None: the request itself
+    (a step whose payload names nodes sends each child only its subtree's part)."""
+    heard: Callable[[Member, Any, str, Any], None] | None = None
+    """(member, request, child id, its result): what the node learns of a child's subtree
+    from its answer, before loading it (which nodes are below it)."""
 
 
 def _shares(
@@ -727,6 +733,8 @@ RULES: dict[type[Any], Rule] = {
         combine=lambda mem, r, a, b: a.plus(mem.ctx, b),
         answer=lambda acc: acc.response(),
         keep=False,  # the paused MAP answers a retry itself; a restarted node starts over
+        down=lambda mem, r, child: mem.network_maps.for_child(r, child),
+        heard=lambda mem, r, child, res: mem.network_maps.heard(r, child, res),
     ),
     m.GradientRequest: _ciphertexts(_gradient, "gradient", m.GradientResponse),
     m.MarginMomentRequest: _ciphertexts(_margin_moment, "moment", m.MarginMomentResponse),

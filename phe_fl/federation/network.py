@@ -11,6 +11,7 @@ draws nothing at random: the answers of the new run are the same computation).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 
@@ -83,13 +84,45 @@ class _Map:
 
 
 class NetworkMaps:
-    """This node's paused MAP of each network job (one iteration at a time)."""
+    """This node's paused MAP of each network job (one iteration at a time), and which of
+    its children's subtrees asked for which refreshes (so that each child is sent only
+    its subtree's refreshed ciphertexts, not every party's)."""
 
     def __init__(self, node_id: str, ctx: Context) -> None:
         self.node_id = node_id
         self.ctx = ctx
         self._maps: dict[str, _Map] = {}
+        self._below: dict[tuple[str, int, int], dict[str, set[str]]] = {}
+        """(job, iteration, stage) -> child -> the nodes below it that answered pending."""
         self._lock = threading.Lock()
+
+    def heard(self, request: m.TreeRequest, child: str, res: m.NetworkMapResponse) -> None:
+        """A child's answer to a stage: the nodes below it that wait for refreshes."""
+        step = request.step
+        assert isinstance(step, m.NetworkMapRequest)
+        key = (request.job_id, step.iteration, step.stage)
+        with self._lock:
+            if step.stage == 0:  # a new MAP: forget the job's earlier ones
+                for old in [k for k in self._below if k[0] == request.job_id and k != key]:
+                    del self._below[old]
+            self._below.setdefault(key, {})[child] = {p.node_id for p in res.pending}
+
+    def for_child(self, request: m.TreeRequest, child: str) -> m.TreeRequest:
+        """``request`` as ``child`` gets it: at stage s > 0, only the refreshed ciphertexts
+        of the nodes below it (as their answers to stage s - 1 said); everything when
+        this node did not hear that stage (it restarted: a missing one is refused below,
+        by name, and the root starts the iteration again)."""
+        step = request.step
+        assert isinstance(step, m.NetworkMapRequest)
+        if step.stage == 0:
+            return request
+        with self._lock:
+            routes = self._below.get((request.job_id, step.iteration, step.stage - 1))
+        if routes is None:
+            return request
+        below = routes.get(child, set())
+        mine = tuple(r for r in step.refreshed if r.node_id in below)
+        return dataclasses.replace(request, step=dataclasses.replace(step, refreshed=mine))
 
     def stage(self, job_id: str, party: MLPParty, step: m.NetworkMapRequest) -> StageAnswer:
         with self._lock:

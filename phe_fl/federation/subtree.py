@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import fields, replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, Protocol
 
 from phe_fl.errors import JobStateError, PheFlError, ProtocolError
@@ -59,14 +59,16 @@ class ChildCaller(Protocol):
 
 
 def payload_bytes(message: Any) -> int:
-    """Envelope bytes a step or answer carries (its ``bytes`` fields)."""
+    """Envelope bytes a step or answer carries (its ``bytes`` fields, in nested messages
+    too: a network stage's per-node ciphertexts)."""
     total = 0
     for f in fields(message):
         value = getattr(message, f.name)
-        if isinstance(value, bytes):
-            total += len(value)
-        elif isinstance(value, tuple):
-            total += sum(len(v) for v in value if isinstance(v, bytes))
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, bytes):
+                total += len(v)
+            elif is_dataclass(v) and not isinstance(v, type):
+                total += payload_bytes(v)
     return total
 
 
@@ -197,9 +199,13 @@ class Subtree:
         down = replace(request, deadline_s=child_deadline(request.deadline_s))
         timeout = down.deadline_s or None
         is_ping = isinstance(request.step, m.PingRequest)
-        futures: list[tuple[str, Future[m.TreeResponse]]] = [
-            (c, self._pool.submit(self.children.call, c, down, timeout, wait=not is_ping))
+        sent = {
+            c: down if rule.down is None else rule.down(self.member, down, c)
             for c in self.children.ids
+        }
+        futures: list[tuple[str, Future[m.TreeResponse]]] = [
+            (c, self._pool.submit(self.children.call, c, r, timeout, wait=not is_ping))
+            for c, r in sent.items()
         ]
         t0 = time.perf_counter()
         try:
@@ -212,7 +218,6 @@ class Subtree:
         stats: list[m.NodeStats] = []
         combine_seconds = 0.0
         from_children = 0
-        asked = len(futures)
         for child, future in _taking(futures):
             if is_ping:
                 try:
@@ -232,6 +237,8 @@ class Subtree:
                 )
             t0 = time.perf_counter()
             try:
+                if rule.heard is not None:
+                    rule.heard(self.member, request, child, received.result)
                 loaded = rule.load(self.member, request, received.result)
             except PheFlError as exc:  # the child's answer is bad: name the child
                 raise ProtocolError(f"node {child}'s answer: {exc}") from None
@@ -253,7 +260,7 @@ class Subtree:
             subtree_seconds=t_end - t_start,
             bytes_from_parent=0 if parent is None else request_bytes,
             bytes_from_children=from_children,
-            bytes_to_children=request_bytes * asked,
+            bytes_to_children=sum(payload_bytes(r.step) for r in sent.values()),
             parent_id=parent.id if parent else "",
         )
         if not is_ping:

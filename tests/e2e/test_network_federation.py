@@ -101,11 +101,16 @@ def test_networks_train_and_predict_over_the_tree(tmp_path: Path) -> None:
             scores = q.predict(f"predict-{name}", run, job, x_query)
             info_run, info_job = q.model_info(f"info-{name}", f"net-{name}")
             stages = [e.index for e in events if e.stage is Stage.MAP_COMBINE]
-            got[name] = (run, weights, scores, info_job, stages)
+            down = [
+                {n.node_id: n.bytes_from_parent for n in e.nodes}
+                for e in events
+                if e.stage is Stage.MAP_COMBINE and e.index >= 1
+            ]
+            got[name] = (run, weights, scores, info_job, stages, down)
         listed = {s.model_id: s for s in q.models()}
         q.close()
     for name, job in jobs.items():
-        run, weights, scores, info_job, stages = got[name]
+        run, weights, scores, info_job, stages, down = got[name]
         assert info_job == job and listed[f"net-{name}"].network == job
         shards = [(run.standardize(x), y) for x, y in _shards()]
         twin = train_plaintext_mlp(job, shards)
@@ -127,6 +132,11 @@ def test_networks_train_and_predict_over_the_tree(tmp_path: Path) -> None:
                 p >= N * r > 0 for p, r in zip(run.party_refreshes, run.map_rounds, strict=True)
             )
             assert max(stages) >= 1  # MAP went on after a refresh round
+            # refreshed ciphertexts go down to whom asked: node-1 gets its own and node-3's,
+            # node-3 and node-2 their own only (not every party's)
+            for sent in down:
+                assert sent["node-1"] > 1.5 * sent["node-3"] > 0, sent
+                assert sent["node-2"] < 0.75 * sent["node-1"], sent
         else:
             assert run.party_refreshes == [0] * job.iterations and set(stages) == {0}
 

@@ -117,3 +117,27 @@ def test_a_childs_stage_answer_is_read_strictly(world) -> None:  # type: ignore[
     twice = StageAnswer(pending=[m.NodeCiphertexts("node-3", (b"a",))])
     with pytest.raises(ProtocolError, match="node-3 answered the same MAP stage twice"):
         twice.plus(fed.ctx, twice)
+
+
+def test_each_child_is_sent_only_its_subtrees_refreshed_ciphertexts(world) -> None:  # type: ignore[no-untyped-def]
+    fed, _ = world
+    maps = NetworkMaps("node-0", fed.ctx)
+
+    def request(stage: int, refreshed: tuple[m.NodeCiphertexts, ...] = ()) -> m.TreeRequest:
+        step = m.NetworkMapRequest(4, 12, (b"w",) if stage == 0 else (), stage, refreshed)
+        return m.TreeRequest("job", INSECURE_TEST.name, 4, step)
+
+    def waiting(*nodes: str) -> m.NetworkMapResponse:
+        return m.NetworkMapResponse((), 0, tuple(m.NodeCiphertexts(n, (b"x",)) for n in nodes))
+
+    maps.heard(request(0), "node-1", waiting("node-1", "node-3"))
+    maps.heard(request(0), "node-2", waiting())  # node-2 finished at stage 0
+    everyone = tuple(m.NodeCiphertexts(n, (n.encode(),)) for n in ("node-1", "node-2", "node-3"))
+    to_1 = maps.for_child(request(1, everyone), "node-1").step
+    to_2 = maps.for_child(request(1, everyone), "node-2").step
+    assert isinstance(to_1, m.NetworkMapRequest) and isinstance(to_2, m.NetworkMapRequest)
+    assert [r.node_id for r in to_1.refreshed] == ["node-1", "node-3"]
+    assert to_2.refreshed == () and to_2.stage == 1 and to_2.iteration == 4
+    # a stage this node did not hear (it restarted): everything goes down, as before
+    assert maps.for_child(request(2, everyone), "node-2").step.refreshed == everyone  # type: ignore[union-attr]
+    assert maps.for_child(request(0), "node-1") == request(0)
