@@ -125,6 +125,8 @@ class NetworkMaps:
         return dataclasses.replace(request, step=dataclasses.replace(step, refreshed=mine))
 
     def stage(self, job_id: str, party: MLPParty, step: m.NetworkMapRequest) -> StageAnswer:
+        """This node's answer to one stage of ``job_id``'s MAP (computed under the lock:
+        a parent's retry racing the original waits for it and gets the same answer)."""
         with self._lock:
             current = self._maps.get(job_id)
             if current is not None and (current.iteration, current.stage) == (
