@@ -101,6 +101,8 @@ __all__ = [
 HiddenActivation = Literal["relu", "sigmoid"]
 
 MAX_HIDDEN_LAYERS = 3
+MAX_WEIGHT_CIPHERTEXTS = 1024
+"""A network's weight tiles at most (784-64-64-10 at 2^15 is 9; 784-512-512-10 is 53)."""
 
 
 def _relu(x: FloatArray) -> FloatArray:
@@ -237,7 +239,8 @@ class MLPJob:
         return out
 
     def check_fits(self) -> None:
-        """Refuse a network that does not fit the slots, or an activation deeper than the
+        """Refuse a network of more weight ciphertexts than :data:`MAX_WEIGHT_CIPHERTEXTS`
+        (every party holds them and their gradients), or an activation deeper than the
         levels available between two refreshes, saying what to change."""
         ps = self.parameter_set
         have = ps.usable_levels
@@ -249,7 +252,13 @@ class MLPJob:
                     f"levels between refreshes; lower {what}_degree or use a parameter set "
                     f"with mult_depth >= {act.depth + ps.refresh_min_levels}"
                 )
-        self.layout  # noqa: B018 - raises if the layers do not fit the slots
+        layout = self.layout
+        if layout.n_cts > MAX_WEIGHT_CIPHERTEXTS:
+            raise ParameterError(
+                f"network job: hidden {list(self.hidden)} with {self.n_features} features "
+                f"makes {layout.n_cts} weight ciphertexts of {layout.side} x {layout.side} "
+                f"tiles, more than {MAX_WEIGHT_CIPHERTEXTS}; use narrower layers"
+            )
 
 
 @functools.lru_cache(maxsize=64)

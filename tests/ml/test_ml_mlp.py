@@ -81,6 +81,11 @@ def test_weights_round_trip_through_their_orientation(k: int, units: tuple[int, 
     assert np.array_equal(v[: lay.block], v[lay.block : 2 * lay.block])  # replicated
 
 
+def test_a_network_of_too_many_tiles_is_refused_naming_its_widths() -> None:
+    with pytest.raises(ParameterError, match=r"hidden \[100000\] with 784 features makes"):
+        MLPJob(n_features=784, n_classes=10, hidden=(100_000,), params=N15_128.name)
+
+
 def test_layers_wider_than_the_ring_span_several_tiles() -> None:
     """No width limit: a 2^12 ring's tiles are 32 x 32, a 64-wide layer spans tiles."""
     job = MLPJob(n_features=64, n_classes=10, hidden=(64,), params=INSECURE_TEST.name)
