@@ -73,7 +73,7 @@ from phe_fl.ml import (
     evaluate_mlp,
 )
 from phe_fl.ml.datasets import pooled_mean_std
-from phe_fl.ml.mlp import MLPIterationReport, at_full_depth, decrypt_layers
+from phe_fl.ml.mlp import MLPIterationReport, decrypt_layers, prediction_levels, with_levels
 
 __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 
@@ -876,7 +876,8 @@ def _evaluate_network(
     def refresh_many(batch: Sequence[Ciphertext]) -> list[Ciphertext]:
         return c.refresh_many(run, batch)
 
-    model.weights, _ = at_full_depth(model.weights, refresh_many)  # kept for later queries
+    keep = prediction_levels(model.job)
+    model.weights, _ = with_levels(model.weights, keep, refresh_many)  # later queries reuse them
     t = time.perf_counter()
     results, _, _ = evaluate_mlp(model.job, c.ctx, model.weights, cts, n_samples, refresh_many)
     run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
@@ -1139,14 +1140,19 @@ class TreeFederation:
             request.weights.to_bytes(),
             request.sample_rate,
         )
-        result = self.c.round(
+        result = self._map_round(step)
+        return [self.ctx.ciphertext_from_bytes(result.gradient)]
+
+    def _map_round(self, step: m.TreeStep, stage: int = 0) -> Any:
+        """One MAP+COMBINE round over the tree, reported as the iteration under way."""
+        return self.c.round(
             self.run,
             step,
             m.Stage.MAP_COMBINE,
             iteration=self.iteration,
             iterations=self.iterations,
+            index=stage,
         )
-        return [self.ctx.ciphertext_from_bytes(result.gradient)]
 
     def margin_moments(self, request: MapRequest, power: int) -> list[Ciphertext]:
         """The consented margin check's MAP over the tree (:class:`phe_fl.ml.MarginProbe`):
@@ -1180,14 +1186,7 @@ class TreeFederation:
                 for node, cts in sorted(refreshed.items())
             ),
         )
-        result = self.c.round(
-            self.run,
-            step,
-            m.Stage.MAP_COMBINE,
-            iteration=self.iteration,
-            iterations=self.iterations,
-            index=stage,
-        )
+        result = self._map_round(step, stage)
         pending = {
             p.node_id: tuple(self.ctx.ciphertext_from_bytes(ct) for ct in p.ciphertexts)
             for p in result.pending

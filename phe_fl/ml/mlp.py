@@ -94,7 +94,7 @@ __all__ = [
     "evaluate_mlp",
     "decode_mlp_scores",
     "predict_local_mlp",
-    "at_full_depth",
+    "with_levels",
     "prediction_levels",
 ]
 
@@ -508,17 +508,14 @@ def decrypt_layers(
     ]
 
 
-def at_full_depth(
-    weights: Sequence[Ciphertext], refresh_many: RefreshMany
+def with_levels(
+    weights: Sequence[Ciphertext], levels: int, refresh_many: RefreshMany
 ) -> tuple[list[Ciphertext], int]:
-    """Every weight below full depth refreshed, in one round: one refresh of a weight
-    saves every chunk that uses it (a party's in MAP, a batch of queries in prediction)
-    a deeper chain and the refreshes it would ask for. Returns the weights and how many
-    were refreshed."""
-    if not weights:
-        return [], 0
-    full = weights[0].context.params.mult_depth
-    low = [k for k, w in enumerate(weights) if w.levels_left < full]
+    """Every weight with fewer than ``levels`` levels left refreshed, in one round: one
+    refresh of a weight saves every chunk that uses it (a party's in MAP: the full depth;
+    a batch of queries in prediction: :func:`prediction_levels`) a deeper chain and the
+    refreshes it would ask for. Returns the weights and how many were refreshed."""
+    low = [k for k, w in enumerate(weights) if w.levels_left < levels]
     out = list(weights)
     if low:
         for k, w in zip(low, refresh_many([weights[k] for k in low]), strict=True):
@@ -620,7 +617,7 @@ class MLPTrainer:
     ) -> tuple[list[Ciphertext], MLPIterationReport]:
         t0 = time.perf_counter()
         fed = self.federation
-        ws, kept = at_full_depth(ws, fed.refresh_many)
+        ws, kept = with_levels(ws, fed.ctx.params.mult_depth, fed.refresh_many)
         request = LayersMapRequest(iteration, tuple(ws), fed.global_batch(iteration))
         combined, party_refreshes, rounds = self.map(request)
         ws, momentum_refreshes = self.reduce(ws, combined)
@@ -929,7 +926,7 @@ def predict_local_mlp(
     for start in range(0, max(n, 1), per):  # no rows: the first chunk is refused, by name
         rows = x[start : start + per]
         queries = encrypt_mlp_queries(job, fed.encrypt, rows)
-        weights, _ = at_full_depth(weights, refresh_many)
+        weights, _ = with_levels(weights, prediction_levels(job), refresh_many)
         scores, _, _ = evaluate_mlp(job, fed.ctx, weights, queries, rows.shape[0], refresh_many)
         del queries
         switched = [fed.key_switch(s, querier.public_key) for s in scores]
