@@ -57,8 +57,11 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(ROOT))
 
 from phe_fl.ml.datasets import load_dataset, split, standardize  # noqa: E402
-from phe_fl.ml.glm import DPMarginError, train_plaintext  # noqa: E402
-from phe_fl.ml.job import TrainingJob  # noqa: E402
+from phe_fl.ml.glm import (  # noqa: E402
+    DPMarginError,
+    TrainingJob,  # noqa: E402
+    train_plaintext,
+)
 from phe_fl.privacy.accounting import epsilon_spent, noise_for  # noqa: E402
 from phe_fl.privacy.attacks import audit_split, reference_attack, threshold_attack  # noqa: E402
 from phe_fl.privacy.audit import quiet_training  # noqa: E402

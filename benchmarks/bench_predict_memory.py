@@ -9,7 +9,7 @@ model, then resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and
 generation leaves behind does not absorb the growth; key generation is excluded). Two
 flows:
 
-* ``stream``: :func:`phe_fl.ml.prediction.predict_local` as shipped (one ciphertext's rows
+* ``stream``: :func:`phe_fl.ml.glm.predict_local` as shipped (one ciphertext's rows
   through encrypt, evaluate, key switch, decrypt before the next);
 * ``bulk``: the flow predict_local had before it streamed (every query ciphertext
   encrypted first, then every result evaluated, then every result key-switched, each list

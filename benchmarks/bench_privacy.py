@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(ROOT))
 
 from phe_fl.ml.datasets import load_dataset  # noqa: E402
-from phe_fl.ml.job import TrainingJob  # noqa: E402
+from phe_fl.ml.glm import TrainingJob  # noqa: E402
 from phe_fl.privacy import (  # noqa: E402
     FedAvgConfig,
     GLMTwinTrainer,

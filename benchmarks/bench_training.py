@@ -65,30 +65,22 @@ from phe_fl.mhe import PARAMETER_SETS, Ciphertext, Context, QuerierKeyPair  # no
 from phe_fl.mhe.context import FloatArray  # noqa: E402
 from phe_fl.mhe.simulation import LocalFederation  # noqa: E402
 from phe_fl.ml import (  # noqa: E402
-    EncryptedMLP,
+    EncryptedModel,
     GLMParty,
-    GLMTrainer,
-    LocalTrainingFederation,
     MapRequest,
     MLPJob,
-    MLPTrainer,
+    Trainer,
     TrainingJob,
     mlp_predict,
     predict,
     predict_local_mlp,
-    setup_local,
-    setup_local_mlp,
     train_plaintext,
     train_plaintext_mlp,
 )
-from phe_fl.ml.datasets import (  # noqa: E402
-    federated_split,
-    load_dataset,
-    split,
-    standardize,
-)
+from phe_fl.ml.datasets import federated_split, load_dataset, split, standardize  # noqa: E402
+from phe_fl.ml.glm.prediction import predict_local  # noqa: E402
 from phe_fl.ml.mlp import MLPPlaintextResult, decrypt_layers  # noqa: E402
-from phe_fl.ml.prediction import predict_local  # noqa: E402
+from phe_fl.testing import LocalTrainingFederation, setup_local  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -154,12 +146,12 @@ def run_accuracy(
     fed = setup_local(job, shards)
     t_setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = GLMTrainer(job, fed).train()
+    model = Trainer(job, fed).train()
     t_enc = time.perf_counter() - t0
     w_enc = model.decrypt(fed)  # released precision
     layout = job.layout
     w_raw = layout.weights_from_slots(
-        fed.fed.decrypt(model.weights, length=layout.block, decimals=12)
+        fed.fed.decrypt(model.weights[0], length=layout.block, decimals=12)
     )
     t0 = time.perf_counter()
     twin = train_plaintext(job, shards)
@@ -199,7 +191,7 @@ def run_accuracy(
     if oblivious:
         querier = QuerierKeyPair.generate(fed.ctx)
         t0 = time.perf_counter()
-        scores = predict_local(job, fed.fed, model.weights, x_te, querier, output="margin")
+        scores = predict_local(job, fed.fed, model.weights[0], x_te, querier, output="margin")
         row["seconds_oblivious_prediction"] = time.perf_counter() - t0
         labels = (scores >= 0.5).astype(np.float64)
         row["acc_oblivious_prediction"] = float((labels == y_te).mean())
@@ -255,7 +247,7 @@ class NetworkRun(NamedTuple):
     """One network trained three ways on the same shards (see :func:`train_network`)."""
 
     fed: LocalTrainingFederation
-    model: EncryptedMLP
+    model: EncryptedModel
     twin: MLPPlaintextResult
     seconds_setup: float
     seconds_train: float
@@ -275,10 +267,10 @@ def train_network(
     from sklearn.neural_network import MLPClassifier
 
     t0 = time.perf_counter()
-    fed = setup_local_mlp(job, shards, wire=False)
+    fed = setup_local(job, shards, wire=False)
     t_setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = MLPTrainer(job, fed).train()
+    model = Trainer(job, fed).train()
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     twin = train_plaintext_mlp(job, shards)
@@ -507,17 +499,18 @@ def run_op_ratio(params: str, n_parties: int, key_parties: int, batch: int, reps
     t_setup = time.perf_counter() - t0
     workers = [GLMParty(i, job, s) for i, s in enumerate(shards)]
     fed = ScaledFederation(kfed, workers)
-    trainer = GLMTrainer(job, fed)
-    w = trainer.encrypt_initial()
+    trainer = Trainer(job, fed)
+    model = trainer.encrypt_initial()
+    request = MapRequest(0, tuple(model.weights), fed.global_batch(0))
 
     def one_iteration(tally: Counter[tuple[str, int]], in_ops: dict[str, float]) -> list[float]:
         with count_ops(tally, in_ops):
             t0 = time.perf_counter()
-            grads = fed.map(MapRequest(0, w, fed.global_batch(0)))
+            grads = [fed.wire(p.gradient(request)) for p in workers]  # MAP, bytes on the hop
             t1 = time.perf_counter()
-            combined = fed.aggregate(grads)
+            combined = kfed.ctx.sum(grads)
             t2 = time.perf_counter()
-            trainer.reduce(w, combined)
+            trainer.reduce(model, model.weights, (combined,))
             t3 = time.perf_counter()
         return [t3 - t0, t1 - t0, t2 - t1, t3 - t2]
 

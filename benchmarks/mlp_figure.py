@@ -5,7 +5,7 @@ The network is POSEIDON's MNIST shape, three weight layers (``d -> h -> h -> 10`
 the widths and the parameter set taken from the profile: the full profile runs 64-wide
 layers on the 8x8 digits at 2^15 (one sample per ciphertext); the quick profile runs
 16-wide layers on 4x4-pooled digits at the insecure 2^12 set. The parties run in one
-process (``phe_fl.ml.setup_local_mlp``); an epoch is measured, never extrapolated from an
+process (``phe_fl.ml.setup_local``); an epoch is measured, never extrapolated from an
 iteration: ``epochs`` full passes are trained and timed.
 """
 

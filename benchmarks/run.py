@@ -362,7 +362,7 @@ def fig4(cfg: dict[str, Any]) -> dict[str, Any]:
         "params": params_description(cfg["params"]),
         "config": cfg,
         "result": row,
-        "note": "one process, 10 simulated parties (phe_fl.ml setup_local + GLMTrainer); "
+        "note": "one process, 10 simulated parties (phe_fl.ml setup_local + Trainer); "
         "twin = the same polynomial-sigmoid math in numpy on the same shards, "
         "batches and iterations; sklearn = exact LogisticRegression on the pooled "
         "training rows. Accuracy on a 20% stratified test split.",
@@ -938,7 +938,7 @@ def markdown(res: dict[str, Any]) -> str:
             "the lowest level saves.",
             "",
             "The weights go down at the lowest level that keeps the root's refresh schedule "
-            "(`GLMTrainer.broadcast_levels`): when the updated weights will be refreshed "
+            "(`Trainer.broadcast_levels`): when the updated weights will be refreshed "
             "before the next iteration anyway, MAP's depth plus the levels the collective "
             "refresh needs; otherwise (and on the last iteration) every level they have. "
             "Their bytes column is the largest over iterations; the needed-level column is "

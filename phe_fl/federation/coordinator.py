@@ -60,20 +60,21 @@ from phe_fl.mhe import (
 )
 from phe_fl.mhe.context import FloatArray
 from phe_fl.ml import (
-    EncryptedMLP,
     EncryptedModel,
-    GLMTrainer,
     IterationReport,
-    LayersMapRequest,
     MapRequest,
     MapStage,
     MLPJob,
-    MLPTrainer,
+    ModelJob,
+    Trainer,
     TrainingJob,
     evaluate_mlp,
+    family_of,
 )
 from phe_fl.ml.datasets import pooled_mean_std
-from phe_fl.ml.mlp import MLPIterationReport, decrypt_layers, prediction_levels, with_levels
+from phe_fl.ml.families import family_named
+from phe_fl.ml.mlp import prediction_levels
+from phe_fl.ml.staging import with_levels
 
 __all__ = ["Coordinator", "TreeFederation", "Run", "HANDLERS", "IMMEDIATE"]
 
@@ -109,7 +110,7 @@ class Coordinator:
         self.member = tree.member
         self.store = store
         self.deadline_s = deadline_s
-        self.models: dict[str, EncryptedModel | EncryptedMLP] = {}
+        self.models: dict[str, EncryptedModel] = {}
         self.model_info: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         record = store.get("root", "keys") or {}
@@ -201,45 +202,43 @@ class Coordinator:
 
     def _load_models(self) -> None:
         for model_id, record in self.store.items("models"):
-            model: EncryptedModel | EncryptedMLP
-            if record.get("model") == "network":
-                spec = MLPJob(**record["spec"])
-                blobs = [
-                    self.store.get_blob(f"model-{model_id}-weights-{k}")
-                    for k in range(spec.layout.n_cts)
-                ]
-                if any(b is None for b in blobs):
-                    continue
-                weights = [self.ctx.ciphertext_from_bytes(b) for b in blobs if b is not None]
-                reports = [MLPIterationReport(**r) for r in record["reports"]]
-                model = EncryptedMLP(spec, weights, reports)
-            else:
-                data = self.store.get_blob(f"model-{model_id}")
-                if data is None:
-                    continue
-                glm = TrainingJob(**record["spec"])
-                glm_reports = [IterationReport(**r) for r in record["reports"]]
-                model = EncryptedModel(glm, self.ctx.ciphertext_from_bytes(data), glm_reports)
-            self.models[model_id] = model
+            spec = family_named(record.get("model", "glm")).job(**record["spec"])
+            weights = self.read_ciphertexts(f"model-{model_id}", "weights", spec)
+            if weights is None:
+                continue
+            reports = [IterationReport.from_record(r) for r in record["reports"]]
+            self.models[model_id] = EncryptedModel(spec, weights, reports)
             self.model_info[model_id] = record
+
+    def read_ciphertexts(self, prefix: str, kind: str, job: ModelJob) -> list[Ciphertext] | None:
+        """A model's ``kind`` ciphertexts (``weights``, a momentum step's ``delta``) as
+        :meth:`write_ciphertexts` stored them (``None``: not all there). A GLM's one
+        ciphertext stored before every family shared one naming is read too."""
+        n = job.n_weight_ciphertexts
+        blobs = [self.store.get_blob(f"{prefix}-{kind}-{k}") for k in range(n)]
+        if n == 1 and blobs[0] is None:  # a GLM's names before: model-ID, checkpoint-ID-weights
+            legacy = prefix if prefix.startswith("model-") else f"{prefix}-{kind}"
+            blobs = [self.store.get_blob(legacy)]
+        if any(b is None for b in blobs):
+            return None
+        return [self.ctx.ciphertext_from_bytes(b) for b in blobs if b is not None]
+
+    def write_ciphertexts(self, prefix: str, kind: str, cts: Sequence[Ciphertext]) -> None:
+        for k, ct in enumerate(cts):
+            self.store.put_blob(f"{prefix}-{kind}-{k}", ct.to_bytes())
 
     def save_model(
         self,
         model_id: str,
-        model: EncryptedModel | EncryptedMLP,
+        model: EncryptedModel,
         querier: str,
         std: m.Standardization | None,
         schema: m.DataSchema | None,
     ) -> None:
-        """The model's ciphertexts, then the record naming them (a GLM's one ciphertext,
-        or a network's one per layer)."""
-        if isinstance(model, EncryptedMLP):
-            for k, w in enumerate(model.weights):
-                self.store.put_blob(f"model-{model_id}-weights-{k}", w.to_bytes())
-        else:
-            self.store.put_blob(f"model-{model_id}", model.weights.to_bytes())
+        """The model's ciphertexts, then the record naming them and its family."""
+        self.write_ciphertexts(f"model-{model_id}", "weights", model.weights)
         record = {
-            "model": "network" if isinstance(model, EncryptedMLP) else "glm",
+            "model": family_of(model.job).name,
             "spec": dataclasses.asdict(model.job),
             "reports": [dataclasses.asdict(r) for r in model.reports],
             "standardization": _std_to_dict(std),
@@ -299,7 +298,7 @@ class Coordinator:
             )
         return mine
 
-    def model(self, model_id: str) -> EncryptedModel | EncryptedMLP:
+    def model(self, model_id: str) -> EncryptedModel:
         model = self.models.get(model_id)
         if model is None:
             raise JobStateError(f"no trained model {model_id!r} at the root")
@@ -349,10 +348,6 @@ class Coordinator:
             proto.finalize(proto.share_from_bytes(share), ct)
             for share, ct in zip(result.shares, cts, strict=True)
         ]
-
-    def refresh(self, run: Run, ct: Ciphertext, **event: Any) -> Ciphertext:
-        """Bootstrap ``ct`` with every node (:meth:`refresh_many` of one)."""
-        return self.refresh_many(run, [ct], **event)[0]
 
     def refresh_many(self, run: Run, cts: Sequence[Ciphertext], **event: Any) -> list[Ciphertext]:
         """Bootstrap a batch with every node in one round: the root prepares each
@@ -513,24 +508,61 @@ def _pooled_standardization(c: Coordinator, run: Run, d: int) -> m.Standardizati
 
 
 def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
-    """Train ``job.spec`` on every node's data (standardized with pooled statistics
-    unless told otherwise); the model stays encrypted at the root under the job id.
+    """Train a GLM on every node's data (:func:`_train_model`)."""
+    model, checkpoint = _train_model(
+        c, run, job.spec, job.standardize, margin_check_every=job.margin_check_every
+    )
+    std = _std_from_dict(checkpoint["standardization"])
+    schema = _schema_from_dict(checkpoint.get("schema"))
+    dp = float(checkpoint.get("dp_epsilon", 0.0)), float(checkpoint.get("dp_delta", 0.0))
+    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std, schema, *dp)
+
+
+def _train_network(c: Coordinator, run: Run, job: m.TrainNetworkJob) -> m.TrainNetworkResult:
+    """Train a network on every node's data (:func:`_train_model`)."""
+    model, checkpoint = _train_model(c, run, job.spec, job.standardize)
+    return m.TrainNetworkResult(
+        run.job_id,
+        tuple(r.root_refreshes for r in model.reports),
+        tuple(r.party_refreshes for r in model.reports),
+        tuple(r.map_rounds for r in model.reports),
+        _std_from_dict(checkpoint["standardization"]),
+        _schema_from_dict(checkpoint.get("schema")),
+    )
+
+
+def _prepare_step(spec: ModelJob, std: m.Standardization | None) -> m.TreeStep:
+    """PREPARE of a job's family: every node validates its shard against the job."""
+    if isinstance(spec, MLPJob):
+        return m.PrepareNetworkRequest(spec, std)
+    return m.PrepareTrainingRequest(spec, std)
+
+
+def _train_model(
+    c: Coordinator,
+    run: Run,
+    spec: ModelJob,
+    standardize: bool,
+    *,
+    margin_check_every: int = 0,
+) -> tuple[EncryptedModel, dict[str, Any]]:
+    """Train ``spec`` on every node's data (standardized with pooled statistics unless
+    told otherwise); the model stays encrypted at the root under the job id.
 
     The encrypted weights are checkpointed after every iteration. When a node goes
     missing mid-iteration, or the root restarted, the training waits until every node is
     back and resumes from the last checkpoint: at most the iteration in flight is lost.
-    """
-    spec = job.spec
+    Returns the model and the checkpoint it ended from."""
     if spec.params != c.member.params.name:
         raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
     checkpoint = c.store.get("checkpoints", run.job_id)
-    prepared: m.PrepareTrainingResponse | None = None  # PREPARE's answer, when run here
+    prepared: Any = None  # PREPARE's answer, when run here
     if checkpoint is None:
-        checkpoint, std = _first_checkpoint(c, run, spec.n_features, job.standardize)
+        checkpoint, std = _first_checkpoint(c, run, spec.n_features, standardize)
         # PREPARE first: it tells the batch and rows a DP job's epsilon depends on
-        prepared = c.round(run, m.PrepareTrainingRequest(spec, std), m.Stage.VALIDATE_SHARDS)
+        prepared = c.round(run, _prepare_step(spec, std), m.Stage.VALIDATE_SHARDS)
         epsilon = math.inf
-        if spec.dp:
+        if isinstance(spec, TrainingJob) and spec.dp:
             from phe_fl.privacy.accounting import job_epsilon
 
             delta = c.member.config.policy.dp_delta
@@ -546,15 +578,14 @@ def _train(c: Coordinator, run: Run, job: m.TrainJob) -> m.TrainResult:
             spec,
             cp,
             resumed=resumed,
-            margin_check_every=job.margin_check_every,
+            margin_check_every=margin_check_every,
             prepared=prepared if first else None,
         ),
     )
     std = _std_from_dict(checkpoint["standardization"])
     schema = _schema_from_dict(checkpoint.get("schema"))
     c.save_model(run.job_id, model, run.querier, std, schema)
-    dp = float(checkpoint.get("dp_epsilon", 0.0)), float(checkpoint.get("dp_delta", 0.0))
-    return m.TrainResult(run.job_id, tuple(model.refreshes_per_iteration), std, schema, *dp)
+    return model, checkpoint
 
 
 def _first_checkpoint(
@@ -578,100 +609,6 @@ def _first_checkpoint(
         "reports": [],
     }
     return checkpoint, std
-
-
-def _train_network(c: Coordinator, run: Run, job: m.TrainNetworkJob) -> m.TrainNetworkResult:
-    """Train a network on every node's data, as :func:`_train` does a GLM: checkpointed
-    after every iteration, resumed from the checkpoint when a node went missing or the
-    root restarted. MAP runs in stages over the tree, one batched refresh round between
-    two stages (:class:`~phe_fl.ml.MLPTrainer`)."""
-    spec = job.spec
-    if spec.params != c.member.params.name:
-        raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
-    checkpoint = c.store.get("checkpoints", run.job_id)
-    prepared: m.PrepareNetworkResponse | None = None
-    if checkpoint is None:
-        checkpoint, std = _first_checkpoint(c, run, spec.n_features, job.standardize)
-        prepared = c.round(run, m.PrepareNetworkRequest(spec, std), m.Stage.VALIDATE_SHARDS)
-        c.start_checkpointed(run, math.inf, checkpoint)
-    model, checkpoint = _resumable(
-        c,
-        run,
-        checkpoint,
-        lambda cp, resumed, first: _train_network_from(
-            c, run, spec, cp, resumed=resumed, prepared=prepared if first else None
-        ),
-    )
-    std = _std_from_dict(checkpoint["standardization"])
-    schema = _schema_from_dict(checkpoint.get("schema"))
-    c.save_model(run.job_id, model, run.querier, std, schema)
-    return m.TrainNetworkResult(
-        run.job_id,
-        tuple(r.root_refreshes for r in model.reports),
-        tuple(r.party_refreshes for r in model.reports),
-        tuple(r.map_rounds for r in model.reports),
-        std,
-        schema,
-    )
-
-
-def _train_network_from(
-    c: Coordinator,
-    run: Run,
-    spec: MLPJob,
-    checkpoint: dict[str, Any],
-    *,
-    resumed: bool,
-    prepared: m.PrepareNetworkResponse | None = None,
-) -> EncryptedMLP:
-    """The network's training loop from ``checkpoint`` (iteration 0: the job's seeded
-    weights); a resumed loop sends PREPARE again (nodes rebuild their party from it)."""
-    std = _std_from_dict(checkpoint["standardization"])
-    if prepared is None:
-        step = m.PrepareNetworkRequest(spec, std)
-        prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
-    c.ensure_rotations(run, spec.rotation_indices())
-    fed = TreeFederation(
-        c, run, prepared.global_batch, iterations=spec.iterations, total_rows=prepared.total_rows
-    )
-    trainer = MLPTrainer(spec, fed)
-    start = int(checkpoint["iteration"])
-    reports = [MLPIterationReport(**r) for r in checkpoint["reports"]]
-    tiles = range(spec.layout.n_cts)
-    if start == 0:
-        ws = trainer.encrypt_initial()
-    else:
-        ws = [
-            c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-weights-{k}"))
-            for k in tiles
-        ]
-        if spec.momentum:
-            trainer.deltas = [
-                c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-delta-{k}"))
-                for k in tiles
-            ]
-    if resumed or start:
-        run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=start + 1, iterations=spec.iterations))
-    fed.iteration = start + 1
-    for it in range(start, spec.iterations):
-        run.control.check()
-        sent = min(w.levels_left for w in ws)
-        ws, report = trainer.step(ws, it)
-        reports.append(report)
-        for k, w in zip(tiles, ws, strict=True):
-            c.store.put_blob(f"checkpoint-{run.job_id}-weights-{k}", w.to_bytes())
-        for k, d in zip(tiles, trainer.deltas or (), strict=False):
-            c.store.put_blob(f"checkpoint-{run.job_id}-delta-{k}", d.to_bytes())
-        _record_checkpoint(c, run, checkpoint, it + 1, reports)
-        fed.iteration = it + 2
-        summary = m.IterationSummary(
-            refreshes=report.refreshes,
-            levels_left=min(w.levels_left for w in ws),
-            levels_sent=sent,
-            levels_dropped=0,
-        )
-        _iteration_done(run, it + 1, spec.iterations, report.seconds, summary)
-    return EncryptedMLP(spec, ws, reports)
 
 
 def _iteration_done(
@@ -713,22 +650,22 @@ def _resuming(run: Run) -> bool:
 def _train_from(
     c: Coordinator,
     run: Run,
-    spec: TrainingJob,
+    spec: ModelJob,
     checkpoint: dict[str, Any],
     *,
     resumed: bool,
     margin_check_every: int = 0,
-    prepared: m.PrepareTrainingResponse | None = None,
+    prepared: Any = None,
 ) -> EncryptedModel:
-    """The training loop from ``checkpoint`` (iteration 0: fresh weights); with
-    ``margin_check_every = k``, the consented margin check runs at every k-th iteration
-    (from the second on: the first weights are zero). ``prepared``: PREPARE's answer when
-    the caller just had it; a resumed loop sends the same request again (nodes answer
-    from the answers they kept)."""
+    """The one training loop (:class:`~phe_fl.ml.Trainer`) from ``checkpoint``
+    (iteration 0: the job's initial weights), checkpointed after every iteration; with
+    ``margin_check_every = k``, a GLM's consented margin check runs at every k-th
+    iteration. ``prepared``: PREPARE's answer when the caller just had it; a resumed loop
+    sends the same request again (nodes answer from the answers they kept, or rebuild
+    their party from it)."""
     std = _std_from_dict(checkpoint["standardization"])
     if prepared is None:
-        step = m.PrepareTrainingRequest(spec, std)  # the same request: nodes answer from cache
-        prepared = c.round(run, step, m.Stage.VALIDATE_SHARDS)
+        prepared = c.round(run, _prepare_step(spec, std), m.Stage.VALIDATE_SHARDS)
     c.ensure_rotations(run, spec.rotation_indices())
     fed = TreeFederation(
         c,
@@ -736,27 +673,30 @@ def _train_from(
         prepared.global_batch,
         iterations=spec.iterations,
         total_rows=prepared.total_rows,
+        staged=isinstance(spec, MLPJob),
     )
-    trainer = GLMTrainer(spec, fed)
+    trainer = Trainer(spec, fed)
     start = int(checkpoint["iteration"])
-    reports = [IterationReport(**r) for r in checkpoint["reports"]]
     if start == 0:
-        w = trainer.encrypt_initial()
+        model = trainer.encrypt_initial()
     else:
-        w = c.ctx.ciphertext_from_bytes(_blob(c, f"checkpoint-{run.job_id}-weights"))
-        delta = c.store.get_blob(f"checkpoint-{run.job_id}-delta")
-        trainer.delta = None if delta is None else c.ctx.ciphertext_from_bytes(delta)
+        prefix = f"checkpoint-{run.job_id}"
+        weights = c.read_ciphertexts(prefix, "weights", spec)
+        if weights is None:
+            raise JobStateError(f"the root's state lacks the weights of {prefix}")
+        reports = [IterationReport.from_record(r) for r in checkpoint["reports"]]
+        if len(reports) != start:
+            raise JobStateError(f"{prefix} holds {len(reports)} reports for {start} iterations")
+        deltas = c.read_ciphertexts(prefix, "delta", spec) if spec.momentum else None
+        model = EncryptedModel(spec, weights, reports, deltas)
     if resumed or start:
         run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=start + 1, iterations=spec.iterations))
     fed.iteration = start + 1
-    for it in range(start, spec.iterations):
-        run.control.check()
-        check = margin_check_every > 0 and it > 0 and it % margin_check_every == 0
-        w, report = trainer.step(w, it, final=it == spec.iterations - 1, check_margins=check)
-        trainer.judge_margins(it, report)  # a DP job whose margins left the interval stops
-        reports.append(report)
-        _checkpoint(c, run, checkpoint, it + 1, w, trainer.delta, reports)
-        fed.iteration = it + 2  # a refresh before the next MAP belongs to it
+    run.control.check()
+
+    def done(report: IterationReport) -> None:
+        _checkpoint(c, run, checkpoint, model)
+        fed.iteration = report.iteration + 2  # a refresh before the next MAP belongs to it
         summary = m.IterationSummary(
             refreshes=report.refreshes,
             levels_left=report.levels_left_after,
@@ -765,36 +705,24 @@ def _train_from(
             margin_low=report.margin_low or 0.0,
             margin_high=report.margin_high or 0.0,
         )
-        _iteration_done(run, it + 1, spec.iterations, report.seconds, summary)
-    return EncryptedModel(spec, w, reports)
+        _iteration_done(run, report.iteration + 1, spec.iterations, report.seconds, summary)
+        if report.iteration + 1 < spec.iterations:
+            run.control.check()
+
+    return trainer.run(model, on_iteration=done, check_margins_every=margin_check_every)
 
 
 def _checkpoint(
-    c: Coordinator,
-    run: Run,
-    checkpoint: dict[str, Any],
-    done: int,
-    w: Ciphertext,
-    delta: Ciphertext | None,
-    reports: list[IterationReport],
+    c: Coordinator, run: Run, checkpoint: dict[str, Any], model: EncryptedModel
 ) -> None:
-    """After iteration ``done``: the encrypted weights (and momentum step), then the
-    record naming them (blobs first: a record never points at a missing file)."""
-    c.store.put_blob(f"checkpoint-{run.job_id}-weights", w.to_bytes())
-    if delta is not None:
-        c.store.put_blob(f"checkpoint-{run.job_id}-delta", delta.to_bytes())
-    _record_checkpoint(c, run, checkpoint, done, reports)
-
-
-def _record_checkpoint(
-    c: Coordinator,
-    run: Run,
-    checkpoint: dict[str, Any],
-    done: int,
-    reports: Sequence[IterationReport | MLPIterationReport],
-) -> None:
-    """The checkpoint's record, once its blobs are written: it never names a missing one."""
-    checkpoint.update(iteration=done, reports=[dataclasses.asdict(r) for r in reports])
+    """After an iteration: the encrypted weights (and momentum steps), then the record
+    naming them (blobs first: a record never points at a missing file)."""
+    prefix = f"checkpoint-{run.job_id}"
+    c.write_ciphertexts(prefix, "weights", model.weights)
+    if model.deltas is not None:
+        c.write_ciphertexts(prefix, "delta", model.deltas)
+    done = len(model.reports)
+    checkpoint.update(iteration=done, reports=[dataclasses.asdict(r) for r in model.reports])
     c.store.put("checkpoints", run.job_id, checkpoint)
     if run.job is not None:
         c.jobs.note_progress(run.job, iterations_done=done)
@@ -811,14 +739,11 @@ def _model_weights(c: Coordinator, run: Run, job: m.ModelWeightsJob) -> m.ModelW
     """Threshold-decrypt a trained model: every node's policy must allow it."""
     model = c.model(job.model_id)
     fed = TreeFederation(c, run, 0)
-    if isinstance(model, EncryptedMLP):
-        layers = decrypt_layers(
-            model.job, model.weights, partial(fed.decrypt_if_agreed, model_id=job.model_id)
-        )
-        return m.ModelWeightsResult(np.zeros(0), tuple(m.Matrix.of(w) for w in layers))
-    layout = model.job.layout
-    slots = fed.decrypt_if_agreed(model.weights, length=layout.block, model_id=job.model_id)
-    return m.ModelWeightsResult(layout.weights_from_slots(slots))
+    decrypt = partial(fed.decrypt_if_agreed, model_id=job.model_id)
+    weights = family_of(model.job).decrypt(model.job, model.weights, decrypt)
+    if isinstance(model.job, MLPJob):
+        return m.ModelWeightsResult(np.zeros(0), tuple(m.Matrix.of(w) for w in weights))
+    return m.ModelWeightsResult(weights)
 
 
 def _model_info(c: Coordinator, run: Run, job: m.ModelInfoJob) -> m.ModelInfoResult:
@@ -833,9 +758,9 @@ def _model_info(c: Coordinator, run: Run, job: m.ModelInfoJob) -> m.ModelInfoRes
     )
 
 
-def _specs(model: EncryptedModel | EncryptedMLP) -> tuple[TrainingJob | None, MLPJob | None]:
+def _specs(model: EncryptedModel) -> tuple[TrainingJob | None, MLPJob | None]:
     """(a GLM's job, a network's job): the wire carries either in its own field."""
-    if isinstance(model, EncryptedMLP):
+    if isinstance(model.job, MLPJob):
         return None, model.job
     return model.job, None
 
@@ -844,29 +769,33 @@ def _predict(c: Coordinator, run: Run, job: m.PredictJob) -> m.PredictResult:
     """Evaluate a trained, still-encrypted model on a querier's encrypted samples and
     switch each result to the querier's key; every node checks its policy for the
     querier before contributing its key-switch share."""
-    from phe_fl.ml.prediction import evaluate, prediction_depth
+    from phe_fl.ml.glm import evaluate, prediction_depth
 
     model = c.model(job.model_id)
     if not job.queries:
         raise ProtocolError("a predict job needs at least one encrypted query")
     QuerierPublicKey.from_bytes(c.ctx, job.querier_key)  # refuse a bad key before any work
     cts = [c.ctx.ciphertext_from_bytes(q) for q in job.queries]
-    if isinstance(model, EncryptedMLP):
-        results = _evaluate_network(c, run, model, cts, job.n_samples)
+    if isinstance(model.job, MLPJob):
+        results = _evaluate_network(c, run, model, model.job, cts, job.n_samples)
     else:
-        weights = model.weights
-        if weights.levels_left < prediction_depth(model.job) + c.member.params.refresh_min_levels:
-            weights = c.refresh(run, weights)
-            model.weights = weights  # later queries reuse the refreshed model
+        need = prediction_depth(model.job) + c.member.params.refresh_min_levels
+        # later queries reuse the refreshed model
+        model.weights, _ = with_levels(model.weights, need, partial(c.refresh_many, run))
         t = time.perf_counter()
-        results = evaluate(model.job, c.ctx, weights, cts)
+        results = evaluate(model.job, c.ctx, model.weights[0], cts)
         run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
     scores = c.switch_to_querier(run, results, job.querier_key, m.Purpose.PREDICTION)
     return m.PredictResult(tuple(s.to_bytes() for s in scores))
 
 
 def _evaluate_network(
-    c: Coordinator, run: Run, model: EncryptedMLP, cts: list[Ciphertext], n_samples: int
+    c: Coordinator,
+    run: Run,
+    model: EncryptedModel,
+    spec: MLPJob,
+    cts: list[Ciphertext],
+    n_samples: int,
 ) -> list[Ciphertext]:
     """A network's forward pass on the queries, their refreshes batched: one collective
     round for what every query ciphertext needs at one layer."""
@@ -876,10 +805,10 @@ def _evaluate_network(
     def refresh_many(batch: Sequence[Ciphertext]) -> list[Ciphertext]:
         return c.refresh_many(run, batch)
 
-    keep = prediction_levels(model.job)
+    keep = prediction_levels(spec)
     model.weights, _ = with_levels(model.weights, keep, refresh_many)  # later queries reuse them
     t = time.perf_counter()
-    results, _, _ = evaluate_mlp(model.job, c.ctx, model.weights, cts, n_samples, refresh_many)
+    results, _, _ = evaluate_mlp(spec, c.ctx, model.weights, cts, n_samples, refresh_many)
     run.emit(m.ProgressEvent(m.Stage.EVALUATE, time.perf_counter() - t, count=len(cts)))
     return results
 
@@ -1095,8 +1024,11 @@ job; the servicer streams it)."""
 
 # -- training over the tree ----------------------------------------------------------------------
 class TreeFederation:
-    """:class:`phe_fl.ml.Federation` over the node tree: MAP and COMBINE happen in one
-    round (each inner node adds its subtree's gradients on the way up)."""
+    """:class:`phe_fl.ml.Federation` over the node tree: each MAP stage and its COMBINE
+    happen in one round (each inner node adds its subtree's gradients on the way up).
+
+    ``staged``: the job's MAP runs over the network step (``network_map``, stages with
+    refreshes between them); otherwise over a GLM's gradient step, one stage."""
 
     def __init__(
         self,
@@ -1106,7 +1038,9 @@ class TreeFederation:
         *,
         iterations: int = 0,
         total_rows: int = 0,
+        staged: bool = False,
     ) -> None:
+        self.staged = staged
         self.c = coordinator
         self.run = run
         self._global_batch = global_batch
@@ -1132,17 +1066,6 @@ class TreeFederation:
         """Rows over the whole tree (from PREPARE): a DP job's sampling rate."""
         return self._total_rows
 
-    def map(self, request: MapRequest) -> list[Ciphertext]:
-        self.iteration = request.iteration + 1
-        step = m.GradientRequest(
-            request.iteration,
-            request.global_batch,
-            request.weights.to_bytes(),
-            request.sample_rate,
-        )
-        result = self._map_round(step)
-        return [self.ctx.ciphertext_from_bytes(result.gradient)]
-
     def _map_round(self, step: m.TreeStep, stage: int = 0) -> Any:
         """One MAP+COMBINE round over the tree, reported as the iteration under way."""
         return self.c.round(
@@ -1157,10 +1080,11 @@ class TreeFederation:
     def margin_moments(self, request: MapRequest, power: int) -> list[Ciphertext]:
         """The consented margin check's MAP over the tree (:class:`phe_fl.ml.MarginProbe`):
         every node's encrypted power sum, added on the way up."""
+        (weights,) = request.weights
         step = m.MarginMomentRequest(
             request.iteration,
             request.global_batch,
-            request.weights.to_bytes(),
+            weights.to_bytes(),
             request.sample_rate,
             power,
         )
@@ -1169,13 +1093,25 @@ class TreeFederation:
 
     def map_stage(
         self,
-        request: LayersMapRequest,
+        request: MapRequest,
         stage: int,
         refreshed: Mapping[str, Sequence[Ciphertext]],
     ) -> MapStage:
-        """One stage of a network's MAP over the tree (:class:`phe_fl.ml.LayersFederation`):
-        the weights go down at stage 0 only, each party's refreshed intermediates after."""
+        """One stage of MAP over the tree: a network's weights go down at stage 0 only,
+        each party's refreshed intermediates after; a GLM's MAP is its gradient round."""
         self.iteration = request.iteration + 1
+        if not self.staged:
+            if stage or len(request.weights) != 1:
+                raise ProtocolError("a GLM's MAP is one stage on one weight ciphertext")
+            gradient = m.GradientRequest(
+                request.iteration,
+                request.global_batch,
+                request.weights[0].to_bytes(),
+                request.sample_rate,
+            )
+            result = self._map_round(gradient)
+            total = self.ctx.ciphertext_from_bytes(result.gradient)
+            return MapStage({}, (total,), self.n_parties)
         step = m.NetworkMapRequest(
             request.iteration,
             request.global_batch,
@@ -1195,12 +1131,6 @@ class TreeFederation:
             raise ProtocolError("a node answered the same MAP stage twice")
         gradients = tuple(self.ctx.ciphertext_from_bytes(g) for g in result.gradients)
         return MapStage(pending, gradients, result.finished)
-
-    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
-        return self.ctx.sum(cts)
-
-    def refresh(self, ct: Ciphertext) -> Ciphertext:
-        return self.refresh_many([ct])[0]
 
     def refresh_many(self, cts: Sequence[Ciphertext]) -> list[Ciphertext]:
         return self.c.refresh_many(

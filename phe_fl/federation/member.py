@@ -527,7 +527,7 @@ def _installer(
 def _map_request(mem: Member, step: m.GradientRequest | m.MarginMomentRequest) -> MapRequest:
     """MAP's input, for the gradient and for the margin check (which runs MAP's batch)."""
     weights = mem.ctx.ciphertext_from_bytes(step.weights)
-    return MapRequest(step.iteration, weights, step.global_batch, step.sample_rate)
+    return MapRequest(step.iteration, (weights,), step.global_batch, step.sample_rate)
 
 
 def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from phe_fl.errors import ProtocolError, StageLostError
 from phe_fl.federation import messages as m
 from phe_fl.mhe.context import Ciphertext, Context
-from phe_fl.ml.federation import LayersMapRequest
+from phe_fl.ml.federation import MapRequest
 from phe_fl.ml.mlp import MLPParty
 from phe_fl.ml.staging import Lockstep, layer_sums
 
@@ -145,7 +145,7 @@ class NetworkMaps:
         if step.refreshed:
             raise ProtocolError("stage 0 of a MAP carries weights, not refreshed ciphertexts")
         weights = tuple(self.ctx.ciphertext_from_bytes(w) for w in step.weights)
-        request = LayersMapRequest(step.iteration, weights, step.global_batch)
+        request = MapRequest(step.iteration, weights, step.global_batch)
         current = _Map(step.iteration, 0, party.start_map(request), StageAnswer())
         self._maps[job_id] = current
         return current

@@ -318,8 +318,8 @@ class Querier:
     def _predict_chunk(
         self, job_id: str, run: TrainingRun, job: TrainingJob | MLPJob, x: FloatArray
     ) -> FloatArray:
+        from phe_fl.ml.glm import decode_scores, encrypt_queries
         from phe_fl.ml.mlp import decode_mlp_scores, encrypt_mlp_queries, prediction_levels
-        from phe_fl.ml.prediction import decode_scores, encrypt_queries
 
         joint = self._joint
         assert joint is not None

@@ -38,7 +38,7 @@ import numpy as np
 
 from phe_fl.errors import ParameterError
 from phe_fl.mhe.context import FloatArray
-from phe_fl.ml.job import Shard
+from phe_fl.ml.jobs import Shard
 
 __all__ = [
     "DATASETS",

@@ -23,7 +23,16 @@ from typing import Generic, TypeVar
 from phe_fl.errors import LevelError, ProtocolError
 from phe_fl.mhe.context import Ciphertext, Context
 
-__all__ = ["Refreshing", "Levels", "run_alone", "Lockstep", "RefreshMany", "layer_sums"]
+__all__ = [
+    "Refreshing",
+    "Levels",
+    "computed",
+    "run_alone",
+    "Lockstep",
+    "RefreshMany",
+    "layer_sums",
+    "with_levels",
+]
 
 T = TypeVar("T")
 
@@ -54,6 +63,14 @@ class Levels:
                 f"({out.levels_left} minus {keep} kept for the next refresh)"
             )
         return out
+
+
+def computed(value: T) -> Refreshing[T]:
+    """A computation that needs no refresh (a GLM's MAP: it fits the levels it is sent),
+    so that it runs under the same driver as one that does."""
+    if False:  # a generator that returns at once
+        yield
+    return value
 
 
 def run_alone(work: Refreshing[T], refresh: Callable[[Ciphertext], Ciphertext]) -> T:
@@ -126,3 +143,21 @@ def layer_sums(ctx: Context, parts: Sequence[Sequence[Ciphertext]]) -> tuple[Cip
     if not parts:
         raise ProtocolError("no gradient to add")
     return tuple(ctx.sum(list(layer)) for layer in zip(*parts, strict=True))
+
+
+def with_levels(
+    cts: Sequence[Ciphertext], levels: int | Sequence[int], refresh_many: RefreshMany
+) -> tuple[list[Ciphertext], int]:
+    """Every ciphertext with fewer than ``levels`` levels left (one floor for all, or one
+    each) refreshed, in one round: a weight refreshed once saves every chunk that uses
+    it a deeper chain and the refreshes it would ask for. Returns the ciphertexts and how
+    many were refreshed."""
+    floors = [levels] * len(cts) if isinstance(levels, int) else list(levels)
+    if len(floors) != len(cts):
+        raise ProtocolError(f"{len(floors)} level floors for {len(cts)} ciphertexts")
+    low = [k for k, (ct, need) in enumerate(zip(cts, floors, strict=True)) if ct.levels_left < need]
+    out = list(cts)
+    if low:
+        for k, ct in zip(low, refresh_many([cts[k] for k in low]), strict=True):
+            out[k] = ct
+    return out, len(low)

@@ -1,6 +1,6 @@
 """Privacy accounting of differentially private training, with Google's ``dp-accounting``.
 
-A differentially private GLM job (:class:`~phe_fl.ml.job.TrainingJob` with
+A differentially private GLM job (:class:`~phe_fl.ml.glm.TrainingJob` with
 ``dp_noise_multiplier = sigma > 0``) runs ``steps = iterations`` steps of DP-SGD: each
 step sums the per-record gradients of a batch in which every record takes part
 independently with probability ``q`` (Poisson sampling at every party, ``q = global batch
@@ -16,7 +16,7 @@ What the numbers assume, stated plainly:
   batch is a secret Poisson sample. phe-fl's DP jobs do sample that way (each party draws
   its own rows from a CSPRNG-seeded generator, :func:`phe_fl.ml.glm.dp_draws`), and divide
   the noisy sum by the *expected* batch size, a public number, never by the sampled one.
-  Jobs without DP use fixed consecutive windows (:func:`phe_fl.ml.glm.batch_rows`), for
+  Jobs without DP use fixed consecutive windows (:func:`phe_fl.ml.jobs.batch_rows`), for
   which this accounting would not hold (the usual DP-SGD gap of shuffled fixed batches);
   this module is only for DP jobs.
 * **The margin condition.** ``Delta`` bounds a record's gradient only while its margin
@@ -35,7 +35,7 @@ import importlib
 import math
 
 from phe_fl.errors import ParameterError
-from phe_fl.ml.job import TrainingJob
+from phe_fl.ml.glm import TrainingJob
 
 __all__ = ["epsilon_spent", "noise_for", "job_epsilon", "job_sample_rate"]
 
@@ -107,7 +107,7 @@ def noise_for(
 
 
 def job_sample_rate(global_batch: int, total_rows: int) -> float:
-    """``q = global_batch / total_rows``: what :meth:`phe_fl.ml.glm.GLMTrainer.sample_rate`
+    """``q = global_batch / total_rows``: what :meth:`phe_fl.ml.glm.GLMUpdate.sample_rate`
     sends the parties (``global_batch`` is the federation's, the sum over parties of
     ``min(batch_size, rows)``)."""
     for name, v in (("global_batch", global_batch), ("total_rows", total_rows)):

@@ -187,7 +187,7 @@ def membership_experiment(
     its twin over ``parties`` parties; ``"mlp"``: the overfit network), attack it through
     each observer's view. ``digit=None`` keeps digits' ten classes (network only)."""
     from phe_fl.ml.datasets import load_dataset
-    from phe_fl.ml.job import TrainingJob
+    from phe_fl.ml.glm import TrainingJob
     from phe_fl.privacy.models import GLMTwinTrainer
 
     bad_obs = [o for o in observers if o not in OBSERVERS]

@@ -1,7 +1,7 @@
 """Models as an observer sees them: functions from rows to class probabilities.
 
 An attack needs nothing but what the observer receives. The querier of phe-fl receives
-one score per row (:func:`phe_fl.ml.prediction.decode_scores`); the plaintext twin
+one score per row (:func:`phe_fl.ml.glm.decode_scores`); the plaintext twin
 computes the same polynomial math, so the twin's scores equal the querier's up to CKKS
 noise (about 1e-5 after release rounding), far below what moves a membership score. A
 scikit-learn estimator is seen through ``predict_proba``.
@@ -24,8 +24,7 @@ import numpy as np
 from phe_fl.errors import ParameterError
 from phe_fl.ml.activations import sigmoid
 from phe_fl.ml.datasets import apply_standardization, split, standardize
-from phe_fl.ml.glm import design_matrix, train_plaintext
-from phe_fl.ml.job import TrainingJob
+from phe_fl.ml.glm import TrainingJob, design_matrix, train_plaintext
 from phe_fl.privacy.metrics import FloatArray
 
 __all__ = [
@@ -98,7 +97,7 @@ def label_logit(probabilities: FloatArray, y: FloatArray) -> FloatArray:
 class GLMTwinModel:
     """The querier's view of a phe-fl logistic-regression model: raw rows are standardized
     with the training's pooled statistics (what the querier is given by the stats job),
-    clipped and scored exactly like :func:`~phe_fl.ml.prediction.decode_scores`:
+    clipped and scored exactly like :func:`~phe_fl.ml.glm.decode_scores`:
     ``output="activation"`` returns the activation polynomial clipped to [0, 1] (the
     default prediction), ``"margin"`` the exact sigmoid of the margin."""
 

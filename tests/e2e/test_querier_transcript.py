@@ -21,7 +21,7 @@ from phe_fl.federation.tree import open_channel
 from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import TrainingJob
 from phe_fl.ml.glm import design_matrix
-from phe_fl.ml.prediction import encrypt_queries
+from phe_fl.ml.glm.prediction import encrypt_queries
 from phe_fl.v2 import query_pb2_grpc
 
 N = 3

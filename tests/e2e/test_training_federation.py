@@ -15,8 +15,9 @@ from phe_fl.federation.local import LocalCluster
 from phe_fl.federation.messages import NodeStats, ProgressEvent, Stage
 from phe_fl.federation.querier import Querier, TrainingRun
 from phe_fl.mhe import INSECURE_TEST, Context, QuerierKeyPair
-from phe_fl.ml import GLMTrainer, TrainingJob, predict, setup_local
+from phe_fl.ml import Trainer, TrainingJob, predict
 from phe_fl.ml.glm import design_matrix
+from phe_fl.testing import setup_local
 
 PARAMS = INSECURE_TEST.name
 N = 5
@@ -176,7 +177,7 @@ def test_training_over_the_tree_matches_the_in_process_run(
 
     shards = [(run.standardize(x), y) for x, y in _shards()]
     fed = setup_local(JOB, shards)
-    local = GLMTrainer(JOB, fed).train().decrypt(fed)
+    local = Trainer(JOB, fed).train().decrypt(fed)
     acc_remote, acc_local = _accuracy(remote, run), _accuracy(local, run)
     print(
         f"max |w_remote - w_local| {np.abs(remote - local).max():.2e}; "

@@ -80,7 +80,7 @@ from phe_fl.mhe import (
 )
 from phe_fl.mhe._wire import Envelope, Kind
 from phe_fl.ml import MLPJob, TrainingJob
-from phe_fl.ml.prediction import encrypt_queries
+from phe_fl.ml.glm.prediction import encrypt_queries
 from phe_fl.v2 import common_pb2, ml_pb2, query_pb2, query_pb2_grpc, tree_pb2, tree_pb2_grpc
 from tests.helpers import body_of, reseal
 

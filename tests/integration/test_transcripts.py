@@ -9,7 +9,7 @@ ciphertexts with every party, so the transcript is the real one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,9 +18,10 @@ from sklearn.datasets import load_breast_cancer
 
 from phe_fl.mhe import Ciphertext, ThresholdDecrypt
 from phe_fl.mhe.protocols.decryption import fuse
-from phe_fl.ml import GLMTrainer, TrainingJob, setup_local
+from phe_fl.ml import Trainer, TrainingJob
 from phe_fl.ml.datasets import pooled_mean_std
-from phe_fl.ml.federation import MapRequest
+from phe_fl.ml.federation import MapRequest, MapStage
+from phe_fl.testing import setup_local
 from tests.helpers import assert_cannot_decrypt
 
 N = 4
@@ -46,23 +47,34 @@ class Recorder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def map(self, request: MapRequest) -> list[Ciphertext]:
-        self.seen.append((f"weights sent for iteration {request.iteration}", request.weights))
-        grads = self.inner.map(request)
-        for i, g in enumerate(grads):
-            self.seen.append((f"party {i}'s gradient, iteration {request.iteration}", g))
-        return list(grads)
+    def record_parties(self) -> None:
+        """Each party's own gradient, before the federation adds them."""
+        for party in self.inner.workers:
 
-    def aggregate(self, cts: Sequence[Ciphertext]) -> Ciphertext:
-        total = self.inner.aggregate(cts)
-        self.seen.append(("the combined gradient", total))
-        return total
+            def recording(
+                request: MapRequest, own: Any = party.gradient, i: int = party.index
+            ) -> Any:
+                g = own(request)
+                self.seen.append((f"party {i}'s gradient, iteration {request.iteration}", g))
+                return g
 
-    def refresh(self, ct: Ciphertext) -> Ciphertext:
-        self.seen.append(("a ciphertext sent to a collective refresh", ct))
-        out = self.inner.refresh(ct)
-        self.seen.append(("a refreshed ciphertext", out))
-        return out
+            party.gradient = recording
+
+    def map_stage(
+        self, request: MapRequest, stage: int, refreshed: Mapping[str, Sequence[Ciphertext]]
+    ) -> MapStage:
+        if stage == 0:
+            (w,) = request.weights
+            self.seen.append((f"weights sent for iteration {request.iteration}", w))
+        got = self.inner.map_stage(request, stage, refreshed)
+        self.seen.extend(("the combined gradient", g) for g in got.gradients)
+        return got  # type: ignore[no-any-return]
+
+    def refresh_many(self, cts: Sequence[Ciphertext]) -> list[Ciphertext]:
+        self.seen.extend(("a ciphertext sent to a collective refresh", ct) for ct in cts)
+        out = self.inner.refresh_many(cts)
+        self.seen.extend(("a refreshed ciphertext", ct) for ct in out)
+        return list(out)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +85,9 @@ def run() -> tuple[Recorder, Any]:
     mean, std = pooled_mean_std(len(x), x.sum(axis=0), (x**2).sum(axis=0))
     shards = [((x[p] - mean) / std, y[p]) for p in parts]
     rec = Recorder(setup_local(JOB, shards))
-    model = GLMTrainer(JOB, rec).train()  # type: ignore[arg-type]
-    rec.seen.append(("the trained model", model.weights))
+    rec.record_parties()
+    model = Trainer(JOB, rec).train()  # type: ignore[arg-type]
+    rec.seen.append(("the trained model", model.weights[0]))
     return rec, model
 
 
@@ -104,7 +117,9 @@ def test_the_transcript_is_real(run: tuple[Recorder, Any]) -> None:
     kinds = {what.split(",")[0].split(" for ")[0] for what, _ in rec.seen}
     assert {"the trained model", "the combined gradient", "party 0's gradient"} <= kinds
     assert any(what.startswith("a ciphertext sent to a collective refresh") for what, _ in rec.seen)
-    together = JOB.layout.weights_from_slots(_everyone(rec.fed, model.weights)[: JOB.layout.block])
+    together = JOB.layout.weights_from_slots(
+        _everyone(rec.fed, model.weights[0])[: JOB.layout.block]
+    )
     assert np.abs(model.decrypt(rec.inner) - together).max() < 1e-3
     assert np.abs(together).max() > 0.05  # a model that learned something
 

@@ -15,14 +15,7 @@ import numpy as np
 
 from phe_fl.errors import LevelError
 from phe_fl.mhe import INSECURE_TEST, ParameterSet
-from phe_fl.ml.federation import (
-    LayersMapRequest,
-    LayersWorker,
-    MapRequest,
-    MapStage,
-    MapWorker,
-    ModelDecryptionRefused,
-)
+from phe_fl.ml.federation import MapRequest, MapStage, MapWorker, ModelDecryptionRefused
 from phe_fl.ml.staging import layer_sums
 
 
@@ -110,9 +103,7 @@ class SlotContext:
 class SlotFederation:
     """A :class:`phe_fl.ml.Federation` on :class:`SlotContext`: refresh resets the level."""
 
-    def __init__(
-        self, workers: Sequence[MapWorker | LayersWorker], params: ParameterSet = INSECURE_TEST
-    ):
+    def __init__(self, workers: Sequence[MapWorker], params: ParameterSet = INSECURE_TEST):
         self.ctx = SlotContext(params)
         self.workers = list(workers)
         self.refreshes = 0
@@ -129,11 +120,8 @@ class SlotFederation:
     def global_batch(self, iteration: int) -> int:
         return sum(w.batch_size_at(iteration) for w in self.workers)
 
-    def map(self, request: MapRequest) -> list[Any]:
-        return [w.gradient(request) for w in self.workers]  # type: ignore[union-attr]
-
     def map_stage(
-        self, request: LayersMapRequest, stage: int, refreshed: Mapping[str, Sequence[Any]]
+        self, request: MapRequest, stage: int, refreshed: Mapping[str, Sequence[Any]]
     ) -> MapStage:
         if stage == 0:
             self.maps = {str(w.index): w.start_map(request) for w in self.workers}  # type: ignore[union-attr]
@@ -152,12 +140,6 @@ class SlotFederation:
 
     def refresh_many(self, cts: Sequence[Any]) -> list[Any]:
         return [self.refresh(ct) for ct in cts]
-
-    def aggregate(self, cts: Sequence[Any]) -> Any:
-        total = cts[0]
-        for ct in cts[1:]:
-            total = self.ctx.add(total, ct)
-        return total
 
     def refresh(self, ct: SlotCiphertext) -> SlotCiphertext:
         assert ct.levels_left >= self.ctx.params.refresh_min_levels, "refreshed too late"

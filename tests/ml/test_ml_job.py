@@ -10,7 +10,8 @@ import pytest
 from phe_fl.errors import ParameterError
 from phe_fl.mhe import INSECURE_TEST, N14_128, N15_128
 from phe_fl.mhe.simulation import LocalFederation
-from phe_fl.ml import GLMParty, TrainingJob, setup_local, validate_shards
+from phe_fl.ml import GLMParty, TrainingJob, validate_shards
+from phe_fl.testing import setup_local
 
 
 def _shards(n_parties: int = 3, n: int = 8, f: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:

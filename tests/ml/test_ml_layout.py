@@ -9,7 +9,7 @@ import pytest
 
 from phe_fl.errors import LevelError
 from phe_fl.mhe import INSECURE_TEST, N15_128
-from phe_fl.ml import GLMLayout, GLMParty, GLMTrainer, MapRequest, TrainingJob, train_plaintext
+from phe_fl.ml import GLMLayout, GLMParty, MapRequest, Trainer, TrainingJob, train_plaintext
 from tests.ml.ml_slot_sim import SlotFederation
 
 
@@ -35,7 +35,7 @@ def test_rotation_indices_are_exactly_the_needed_ones() -> None:
 def _run_sim(job: TrainingJob, shards: list, params=INSECURE_TEST):  # type: ignore[no-untyped-def]
     workers = [GLMParty(i, job, s) for i, s in enumerate(shards)]
     fed = SlotFederation(workers, params)
-    return GLMTrainer(job, fed).train(), fed  # type: ignore[arg-type]
+    return Trainer(job, fed).train(), fed  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_slot_simulation_matches_twin(
     )
     trained, fed = _run_sim(job, shards)
     twin = train_plaintext(job, shards)
-    slots = trained.weights.v
+    slots = trained.weights[0].v
     layout = job.layout
     w = layout.weights_from_slots(slots)
     np.testing.assert_allclose(w, twin.weights, rtol=0, atol=1e-12)
@@ -109,4 +109,4 @@ def test_party_refuses_weights_without_enough_levels(breast_cancer, split) -> No
     w = fed.encrypt(job.layout.weights_vector(np.zeros(5)))
     w.level = INSECURE_TEST.mult_depth - 2  # 2 levels left, an iteration needs 3
     with pytest.raises(LevelError, match="party 0: weights have 2 levels left"):
-        party.gradient(MapRequest(0, w, 8))  # type: ignore[arg-type]
+        party.gradient(MapRequest(0, (w,), 8))  # type: ignore[arg-type]

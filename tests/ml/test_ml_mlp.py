@@ -10,23 +10,23 @@ from typing import Any
 import numpy as np
 import pytest
 
+from phe_fl import testing as testing_mod
 from phe_fl.errors import ParameterError
 from phe_fl.mhe import INSECURE_TEST, N15_128, Ciphertext, Party
 from phe_fl.mhe.keys import QuerierKeyPair
-from phe_fl.ml import ModelDecryptionRefused
-from phe_fl.ml import mlp as mlp_mod
+from phe_fl.ml import ModelDecryptionRefused, Trainer
 from phe_fl.ml.datasets import load_named
 from phe_fl.ml.mlp import (
     MLPJob,
     MLPParty,
-    MLPTrainer,
     mlp_predict,
     mlp_scores,
     predict_local_mlp,
-    setup_local_mlp,
     train_plaintext_mlp,
 )
-from phe_fl.ml.mlp_layout import MLPLayout
+from phe_fl.ml.mlp import prediction as mlp_mod
+from phe_fl.ml.mlp.layout import MLPLayout
+from phe_fl.testing import setup_local
 from tests.ml.ml_slot_sim import SlotFederation
 
 TOL = 1e-3  # bound on max |encrypted - twin| over every weight
@@ -143,7 +143,7 @@ def test_slot_simulation_reproduces_the_twin(hidden, params, sizes, iris) -> Non
     shards = _shards(x, y, sizes)
     workers = [MLPParty(i, job, s) for i, s in enumerate(shards)]
     fed = SlotFederation(workers, params)
-    model = MLPTrainer(job, fed).train()  # type: ignore[arg-type]
+    model = Trainer(job, fed).train()  # type: ignore[arg-type]
     twin = train_plaintext_mlp(job, shards)
     lay = job.layout
     got = [
@@ -178,8 +178,8 @@ def encrypted_run(request, iris):  # type: ignore[no-untyped-def]
         params=INSECURE_TEST.name,
     )
     shards = _shards(x, y, (20, 20, 20))
-    fed = setup_local_mlp(job, shards)
-    model = MLPTrainer(job, fed).train()
+    fed = setup_local(job, shards)
+    model = Trainer(job, fed).train()
     return job, shards, fed, model
 
 
@@ -218,8 +218,8 @@ def test_three_hidden_layers_and_momentum_match_the_twin(iris) -> None:  # type:
         params=INSECURE_TEST.name,
     )
     shards = _shards(x, y, (8, 8))
-    fed = setup_local_mlp(job, shards)
-    model = MLPTrainer(job, fed).train()
+    fed = setup_local(job, shards)
+    model = Trainer(job, fed).train()
     twin = train_plaintext_mlp(job, shards)
     diff = max(
         float(np.max(np.abs(a - b))) for a, b in zip(model.decrypt(fed), twin.weights, strict=True)
@@ -245,8 +245,8 @@ def test_training_learns(iris) -> None:  # type: ignore[no-untyped-def]
 def test_decryption_needs_every_consent(iris) -> None:  # type: ignore[no-untyped-def]
     x, y = iris
     job = MLPJob(n_features=4, n_classes=3, iterations=1, batch_size=5, params=INSECURE_TEST.name)
-    fed = setup_local_mlp(job, _shards(x, y, (5, 5)), consents=[True, False])
-    model = MLPTrainer(job, fed).train()
+    fed = setup_local(job, _shards(x, y, (5, 5)), consents=[True, False])
+    model = Trainer(job, fed).train()
     with pytest.raises(ModelDecryptionRefused, match=r"\[1\]"):
         model.decrypt(fed)
 
@@ -325,11 +325,11 @@ def test_bad_shards_are_refused_before_key_work(shard, match, monkeypatch) -> No
     def no_keys(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("key generation started before validation")
 
-    monkeypatch.setattr(mlp_mod.LocalFederation, "setup", no_keys)
+    monkeypatch.setattr(testing_mod.LocalFederation, "setup", no_keys)
     job = MLPJob(n_features=4, n_classes=3, hidden=(3,))
     good = (np.ones((3, 4)), np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ParameterError, match=match):
-        setup_local_mlp(job, [good, shard])
+        setup_local(job, [good, shard])
 
 
 def test_a_first_layer_over_several_ciphertexts_matches_the_twin() -> None:
@@ -349,8 +349,8 @@ def test_a_first_layer_over_several_ciphertexts_matches_the_twin() -> None:
     )
     assert job.layout.grid(1) == (1, 3) and job.layout.n_cts == 4
     shards = _shards(x[:40], data.y[:40], (20, 20))
-    fed = setup_local_mlp(job, shards)
-    model = MLPTrainer(job, fed).train()
+    fed = setup_local(job, shards)
+    model = Trainer(job, fed).train()
     twin = train_plaintext_mlp(job, shards)
     diff = max(
         float(np.max(np.abs(a - b))) for a, b in zip(model.decrypt(fed), twin.weights, strict=True)

@@ -10,8 +10,10 @@ import pytest
 
 from phe_fl.errors import ParameterError
 from phe_fl.mhe import INSECURE_TEST
-from phe_fl.ml import GLMTrainer, TrainingJob, setup_local, train_plaintext
-from phe_fl.ml.glm import batch_rows, design_matrix
+from phe_fl.ml import Trainer, TrainingJob, train_plaintext
+from phe_fl.ml.glm import design_matrix
+from phe_fl.ml.jobs import batch_rows
+from phe_fl.testing import setup_local
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, float("nan"), "0.9", True])
@@ -62,23 +64,23 @@ def test_encrypted_momentum_matches_twin(breast_cancer, split) -> None:  # type:
         params=INSECURE_TEST.name,
     )
     fed = setup_local(job, shards)
-    trainer = GLMTrainer(job, fed)
+    trainer = Trainer(job, fed)
     model = trainer.train()
     twin = train_plaintext(job, shards)
     layout = job.layout
     raw = layout.weights_from_slots(
-        fed.fed.decrypt(model.weights, length=layout.block, decimals=12)
+        fed.fed.decrypt(model.weights[0], length=layout.block, decimals=12)
     )
     diff = np.abs(raw - twin.weights).max()
     print(f"\nmomentum 0.9, 3x16x8, 4 iterations: max|enc - twin| = {diff:.2e}")
     assert diff <= 1e-4
     assert np.abs(twin.weights - twin.history[1]).max() > 0.1
     # depth 3, 7 levels, refresh at 3: the weights need a refresh from iteration 1 on and
-    # the kept step, one level deeper after mu * d, is refreshed in the same round
+    # the kept step, which mu * d would leave below the gradient, is refreshed at REDUCE
     assert model.refreshes_per_iteration == [0, 2, 2, 2]
     for r in model.reports:
         assert r.levels_left_before - r.levels_left_after == job.depth_per_iteration
-    assert trainer.delta is not None and trainer.delta.levels_left == model.weights.levels_left
+    assert model.deltas is not None
+    assert model.deltas[0].levels_left == model.weights[0].levels_left
     # a new run starts without the old step
-    trainer.encrypt_initial()
-    assert trainer.delta is None
+    assert trainer.encrypt_initial().deltas is None

@@ -13,9 +13,10 @@ import pytest
 from phe_fl.errors import KeyMismatchError, LevelError, ParameterError
 from phe_fl.mhe import INSECURE_TEST, Ciphertext, Party, QuerierKeyPair
 from phe_fl.mhe.simulation import LocalFederation
-from phe_fl.ml import GLMTrainer, TrainingJob, predict, predict_proba, setup_local
-from phe_fl.ml import prediction as pred
+from phe_fl.ml import Trainer, TrainingJob, predict, predict_proba
 from phe_fl.ml.glm import design_matrix
+from phe_fl.ml.glm import prediction as pred
+from phe_fl.testing import setup_local
 
 TOL = 1e-3
 
@@ -35,11 +36,11 @@ def trained(breast_cancer, split):  # type: ignore[no-untyped-def]
         activation_bound=3.0,
     )
     fed = setup_local(job, shards)
-    model = GLMTrainer(job, fed).train()
+    model = Trainer(job, fed).train()
     w = model.decrypt(fed)
     querier = QuerierKeyPair.generate(fed.ctx)
     # 150 samples the model never saw: 64 per ciphertext at D = 32, so three ciphertexts
-    return job, fed.fed, model.weights, w, querier, x[200:350, :8], y[200:350]
+    return job, fed.fed, model.weights[0], w, querier, x[200:350, :8], y[200:350]
 
 
 def test_prediction_uses_only_training_rotations_and_fits_the_levels(trained) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,8 @@ plaintext twin, refreshes included, and the consent rule for decrypting the mode
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -11,14 +13,15 @@ from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import (
     Federation,
     GLMParty,
-    GLMTrainer,
     MapRequest,
+    MapStage,
     ModelDecryptionRefused,
+    Trainer,
     TrainingJob,
     predict,
-    setup_local,
     train_plaintext,
 )
+from phe_fl.testing import setup_local
 
 TOL = 1e-3  # bound on max |encrypted - twin| over the weights
 
@@ -39,14 +42,14 @@ def logistic_run(breast_cancer, split):  # type: ignore[no-untyped-def]
     )
     fed = setup_local(job, shards)
     fed.sent = []  # type: ignore[attr-defined]  # the weights each MAP was broadcast with
-    broadcast = fed.map
+    broadcast = fed.map_stage
 
-    def recording_map(request: MapRequest) -> list:  # type: ignore[type-arg]
-        fed.sent.append(request.weights)  # type: ignore[attr-defined]
-        return broadcast(request)
+    def recording_map(request: MapRequest, stage: int, refreshed: Any) -> MapStage:
+        fed.sent.append(request.weights[0])  # type: ignore[attr-defined]
+        return broadcast(request, stage, refreshed)
 
-    fed.map = recording_map  # type: ignore[method-assign]
-    model = GLMTrainer(job, fed).train()
+    fed.map_stage = recording_map  # type: ignore[method-assign]
+    model = Trainer(job, fed).train()
     return job, shards, fed, model
 
 
@@ -57,7 +60,7 @@ def test_logistic_encrypted_matches_twin(logistic_run) -> None:  # type: ignore[
     released = model.decrypt(fed)
     layout = job.layout
     raw = layout.weights_from_slots(
-        fed.fed.decrypt(model.weights, length=layout.block, decimals=12)
+        fed.fed.decrypt(model.weights[0], length=layout.block, decimals=12)
     )
     diff, raw_diff = np.abs(released - twin.weights).max(), np.abs(raw - twin.weights).max()
     print(
@@ -81,7 +84,7 @@ def test_levels_and_automatic_refresh(logistic_run) -> None:  # type: ignore[no-
     for r in model.reports:
         assert r.levels_left_before - r.levels_left_after == job.depth_per_iteration
         assert r.levels_left_after >= INSECURE_TEST.refresh_min_levels
-    assert model.weights.levels_left == 4
+    assert model.weights[0].levels_left == 4
     # the weights go down with 6 levels (MAP's 3 + the 3 the refresh of the result needs),
     # not 7: the root refreshes before each next iteration anyway; the last iteration's
     # weights are the model and keep their levels
@@ -113,7 +116,7 @@ def _slot_run(job: TrainingJob, shards: list, params):  # type: ignore[no-untype
     from tests.ml.ml_slot_sim import SlotFederation
 
     fed = SlotFederation([GLMParty(i, job, s) for i, s in enumerate(shards)], params)
-    return GLMTrainer(job, fed).train(), fed  # type: ignore[arg-type]
+    return Trainer(job, fed).train(), fed  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -149,10 +152,10 @@ def test_broadcast_drops_levels_without_changing_the_refresh_schedule(
     assert model.refreshes_per_iteration == [0, 0, per_round, 0, per_round, 0, per_round]
     assert fed.refreshes == model.total_refreshes
     twin = train_plaintext(job, shards)
-    w = job.layout.weights_from_slots(model.weights.v)
+    w = job.layout.weights_from_slots(model.weights[0].v)
     np.testing.assert_allclose(w, twin.weights, rtol=0, atol=1e-12)
     assert 1e-3 < np.abs(twin.weights).max() < 10  # it trained, and did not diverge
-    assert model.weights.levels_left == 8  # the model keeps its levels
+    assert model.weights[0].levels_left == 8  # the model keeps its levels
 
 
 def test_decryption_needs_every_partys_consent(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
@@ -162,13 +165,13 @@ def test_decryption_needs_every_partys_consent(breast_cancer, split) -> None:  #
         n_features=2, iterations=1, batch_size=8, params=INSECURE_TEST.name
     )
     fed = setup_local(job, shards)
-    model = GLMTrainer(job, fed).train()
+    model = Trainer(job, fed).train()
     with pytest.raises(ModelDecryptionRefused, match=r"parties \[0, 1\].*allow_model_decryption"):
         model.decrypt(fed)
     assert issubclass(ModelDecryptionRefused, ProtocolError)
     # one party withholding consent is enough to refuse
     half = setup_local(job, shards, consents=[True, False])
-    model = GLMTrainer(job, half).train()
+    model = Trainer(job, half).train()
     with pytest.raises(ModelDecryptionRefused, match=r"party \[1\]"):
         model.decrypt(half)
 
@@ -188,7 +191,7 @@ def test_linear_regression_two_chunks_per_party(breast_cancer, split) -> None:  
     )
     assert job.layout.n_chunks(40) == 2
     fed = setup_local(job, shards)
-    model = GLMTrainer(job, fed).train()
+    model = Trainer(job, fed).train()
     twin = train_plaintext(job, shards)
     diff = np.abs(model.decrypt(fed) - twin.weights).max()
     print(f"\nlinear 2x40x30, 3 iterations: max|enc - twin| = {diff:.2e}")
@@ -201,7 +204,7 @@ def test_trainer_refuses_a_federation_of_other_parameters(logistic_run) -> None:
     _, _, fed, _ = logistic_run
     other = TrainingJob(n_features=8, params="n15-depth11-128")
     with pytest.raises(ParameterError, match="declares"):
-        GLMTrainer(other, fed)
+        Trainer(other, fed)
 
 
 def _bc_split(breast_cancer, n_parties: int):  # type: ignore[no-untyped-def]
@@ -229,7 +232,7 @@ def test_ten_parties_breast_cancer_accuracy(breast_cancer) -> None:  # type: ign
         params=INSECURE_TEST.name,
     )
     fed = setup_local(job, shards)
-    model = GLMTrainer(job, fed).train()
+    model = Trainer(job, fed).train()
     w_enc = model.decrypt(fed)
     twin = train_plaintext(job, shards)
     sk = LogisticRegression(max_iter=5000).fit(x_tr, y_tr)

@@ -16,17 +16,17 @@ from phe_fl.mhe import INSECURE_TEST
 from phe_fl.ml import (
     DPMarginError,
     GLMParty,
-    GLMTrainer,
-    LocalTrainingFederation,
+    GLMUpdate,
     MapRequest,
     MarginWarning,
+    Trainer,
     TrainingJob,
     dp_draws,
-    setup_local,
     train_plaintext,
 )
 from phe_fl.ml.glm import design_matrix
 from phe_fl.privacy.accounting import epsilon_spent, job_epsilon, job_sample_rate, noise_for
+from phe_fl.testing import LocalTrainingFederation, setup_local
 
 SEEDS = (11, 22, 33)  # test-only party seeds: outside tests they come from `secrets`
 N_FEATURES = 6
@@ -86,7 +86,7 @@ def test_dp_party_needs_party_count_and_a_sample_rate() -> None:
     fed = setup_local(dataclasses.replace(job, dp_noise_multiplier=0.0), _shards()[:1])
     w = fed.encrypt(job.layout.weights_vector(np.zeros(job.n_weights)))
     with pytest.raises(ProtocolError, match="sample_rate"):
-        party.gradient(MapRequest(0, w, 24))
+        party.gradient(MapRequest(0, (w,), 24))
 
 
 # -- the per-record bound ------------------------------------------------------------------
@@ -169,8 +169,8 @@ def test_encrypted_dp_run_matches_the_twin_with_the_same_draws(
     dp_fed: LocalTrainingFederation,
 ) -> None:
     job = _job()
-    model = GLMTrainer(job, dp_fed).train()
-    enc = job.layout.weights_from_slots(_decrypt(dp_fed, model.weights, job.layout.block))
+    model = Trainer(job, dp_fed).train()
+    enc = job.layout.weights_from_slots(_decrypt(dp_fed, model.weights[0], job.layout.block))
     twin = train_plaintext(job, _shards(), dp_seeds=SEEDS)
     no_noise = train_plaintext(
         dataclasses.replace(job, dp_noise_multiplier=1e-12), _shards(), dp_seeds=SEEDS
@@ -187,10 +187,12 @@ def test_encrypted_dp_run_matches_the_twin_with_the_same_draws(
 
 def test_a_retried_map_gets_the_same_noise_and_batch(dp_fed: LocalTrainingFederation) -> None:
     job = _job()
-    trainer = GLMTrainer(job, dp_fed)
-    assert trainer.sample_rate(0) == pytest.approx(24 / 60)
-    w = trainer.encrypt_initial(np.full(job.n_weights, 0.1))
-    request = trainer.map_request(2, w)
+    trainer = Trainer(job, dp_fed)
+    update = trainer.update
+    assert isinstance(update, GLMUpdate)
+    assert update.sample_rate(0) == pytest.approx(24 / 60)
+    (w,) = trainer.encrypt_initial(np.full(job.n_weights, 0.1)).weights
+    request = update.map_request(2, w)
     party = dp_fed.workers[1]
     assert isinstance(party, GLMParty)
     d = job.layout.block * job.layout.samples_per_ct
@@ -227,7 +229,7 @@ def test_encrypted_dp_run_stops_when_the_margin_check_finds_margins_outside(
     workers = [GLMParty(i, job, s, n_parties=3, dp_seed=SEEDS[i]) for i, s in enumerate(_shards())]
     fed = LocalTrainingFederation(dp_fed.fed, workers)  # the same keys, a new job
     with pytest.warns(MarginWarning), pytest.raises(DPMarginError, match="stopped"):
-        GLMTrainer(job, fed).train(check_margins_every=1)
+        Trainer(job, fed).train(check_margins_every=1)
 
 
 def test_dp_trainer_needs_the_row_count() -> None:
@@ -236,7 +238,7 @@ def test_dp_trainer_needs_the_row_count() -> None:
             self.ctx = inner.ctx
 
     with pytest.raises(ParameterError, match="total_rows"):
-        GLMTrainer(_job(), NoRows(setup_local(_job(dp_noise_multiplier=0.0), _shards()[:1])))  # type: ignore[arg-type]
+        Trainer(_job(), NoRows(setup_local(_job(dp_noise_multiplier=0.0), _shards()[:1])))  # type: ignore[arg-type]
 
 
 # -- accounting ----------------------------------------------------------------------------

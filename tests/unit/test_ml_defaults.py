@@ -18,19 +18,19 @@ from phe_fl.errors import ParameterError
 from phe_fl.mhe import INSECURE_TEST, QuerierKeyPair
 from phe_fl.ml import (
     GLMParty,
-    GLMTrainer,
+    Trainer,
     TrainingJob,
     predict,
     predict_proba,
-    setup_local,
     standardize,
     train_plaintext,
 )
-from phe_fl.ml import prediction as pred
 from phe_fl.ml.activations import sigmoid
 from phe_fl.ml.datasets import federated_split, load_dataset
-from phe_fl.ml.glm import MarginWarning, design_matrix
-from phe_fl.ml.job import DEFAULT_PARAMS, clip_features
+from phe_fl.ml.glm import MarginWarning, clip_features, design_matrix
+from phe_fl.ml.glm import prediction as pred
+from phe_fl.ml.jobs import DEFAULT_PARAMS
+from phe_fl.testing import setup_local
 
 Shards = list[tuple[np.ndarray, np.ndarray]]
 
@@ -173,7 +173,7 @@ def test_encrypted_run_reports_margins_that_leave_the_interval(
     job, fed, shards = rare_federations["unclipped"]
     caplog.set_level(logging.INFO, logger="phe_fl.ml")
     with pytest.warns(MarginWarning, match="iteration 1: largest margin") as caught:
-        model = GLMTrainer(job, fed).train(check_margins_every=1)
+        model = Trainer(job, fed).train(check_margins_every=1)
     assert len([w for w in caught if w.category is MarginWarning]) == 1  # once per run
     first = model.reports[1]
     assert first.margin_low is not None and first.margin_high is not None
@@ -184,7 +184,7 @@ def test_encrypted_run_reports_margins_that_leave_the_interval(
     assert first.margin_low > job.activation_bound
     assert model.reports[0].margin_low is None  # zero weights: nothing to check
     messages = [r.getMessage() for r in caplog.records if r.name == "phe_fl.ml"]
-    assert any("GLM iteration 3/3" in m for m in messages)
+    assert any("logistic iteration 3/3" in m for m in messages)
     assert any("iteration 1: largest margin" in m for m in messages)
 
 
@@ -192,7 +192,7 @@ def test_encrypted_run_with_the_clip_stays_quiet(rare_federations: dict[str, Any
     job, fed, _ = rare_federations["clipped"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", MarginWarning)
-        model = GLMTrainer(job, fed).train(check_margins_every=1)
+        model = Trainer(job, fed).train(check_margins_every=1)
     checked = [r for r in model.reports if r.margin_high is not None]
     assert len(checked) == 2
     assert all(r.margin_low is not None and r.margin_low <= job.activation_bound for r in checked)
@@ -205,8 +205,8 @@ def test_margin_check_needs_consent(rare_federations: dict[str, Any]) -> None:
     from phe_fl.ml import ModelDecryptionRefused
 
     with pytest.raises(ModelDecryptionRefused):
-        GLMTrainer(refusing, fed).train(check_margins_every=1)
-    GLMTrainer(refusing, fed).train()  # without the check, training needs no consent
+        Trainer(refusing, fed).train(check_margins_every=1)
+    Trainer(refusing, fed).train()  # without the check, training needs no consent
 
 
 # -- streaming prediction ------------------------------------------------------------------

@@ -12,8 +12,9 @@ from phe_fl.errors import ProtocolError, StageLostError
 from phe_fl.federation import messages as m
 from phe_fl.federation.network import MAX_PENDING, NetworkMaps, StageAnswer
 from phe_fl.mhe import INSECURE_TEST
-from phe_fl.ml import LayersMapRequest, MLPJob, setup_local_mlp
+from phe_fl.ml import MapRequest, MLPJob
 from phe_fl.ml.staging import layer_sums
+from phe_fl.testing import setup_local
 
 JOB = MLPJob(
     n_features=4,
@@ -30,7 +31,7 @@ JOB = MLPJob(
 def world():  # type: ignore[no-untyped-def]
     x, y = load_iris(return_X_y=True)
     shards = [(x[:20], y[:20].astype(float)), (x[20:40], y[20:40].astype(float))]
-    fed = setup_local_mlp(JOB, shards)
+    fed = setup_local(JOB, shards)
     weights = [
         fed.encrypt(tile)
         for k, w in enumerate(JOB.initial_weights(), start=1)
@@ -53,7 +54,7 @@ def test_a_map_runs_in_stages_and_ends_with_the_in_process_gradients(world) -> N
     while answer.pending:
         (mine,) = answer.pending
         assert mine.node_id == "node-0" and mine.ciphertexts
-        fresh = [fed.refresh(fed.ctx.ciphertext_from_bytes(c)) for c in mine.ciphertexts]
+        fresh = fed.refresh_many([fed.ctx.ciphertext_from_bytes(c) for c in mine.ciphertexts])
         stage += 1
         step = m.NetworkMapRequest(
             0, 12, (), stage, (m.NodeCiphertexts("node-0", tuple(c.to_bytes() for c in fresh)),)
@@ -65,10 +66,10 @@ def test_a_map_runs_in_stages_and_ends_with_the_in_process_gradients(world) -> N
     later = m.NetworkMapRequest(0, 12, (), stage + 1, ())
     assert maps.stage("job", party, later).finished == 0
     # the same MAP in process (the local federation's stages) gives the same gradients
-    request = LayersMapRequest(0, tuple(weights), 12)
+    request = MapRequest(0, tuple(weights), 12)
     steps = party.start_map(request)
     while steps.pending:
-        steps.advance([fed.refresh(c) for c in steps.pending])
+        steps.advance(fed.refresh_many(steps.pending))
     want = [fed.fed.decrypt(g, length=64) for g in layer_sums(fed.ctx, steps.results())]
     got = [fed.fed.decrypt(g, length=64) for g in answer.gradients]
     assert max(float(np.abs(a - b).max()) for a, b in zip(got, want, strict=True)) < 1e-4

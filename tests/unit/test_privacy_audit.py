@@ -18,8 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from phe_fl.errors import ParameterError
 from phe_fl.ml.datasets import apply_standardization, load_dataset
-from phe_fl.ml.glm import MarginWarning
-from phe_fl.ml.job import TrainingJob
+from phe_fl.ml.glm import MarginWarning, TrainingJob
 from phe_fl.privacy import (
     PARTY_NOTE,
     AuditData,
@@ -130,8 +129,8 @@ def test_reference_attack_refuses_too_few_models(diabetes) -> None:  # type: ign
 # -- the querier's view is the twin's ---------------------------------------------------------
 def test_twin_scores_equal_the_encrypted_querier_view(breast_cancer_rows) -> None:  # type: ignore[no-untyped-def]
     from phe_fl.mhe import INSECURE_TEST, QuerierKeyPair
-    from phe_fl.ml import GLMTrainer, setup_local
-    from phe_fl.ml.prediction import predict_local
+    from phe_fl.ml import Trainer, predict_local
+    from phe_fl.testing import setup_local
 
     x, y = breast_cancer_rows
     job = TrainingJob(
@@ -145,7 +144,7 @@ def test_twin_scores_equal_the_encrypted_querier_view(breast_cancer_rows) -> Non
     )
     twin = GLMTwinTrainer(job, n_parties=2).fit(x[:64], y[:64], seed=0)
     fed = setup_local(job, [(x[:32], y[:32]), (x[32:64], y[32:64])])
-    encrypted = GLMTrainer(job, fed).encrypt_initial(twin.weights)
+    (encrypted,) = Trainer(job, fed).encrypt_initial(twin.weights).weights
     querier = QuerierKeyPair.generate(fed.fed.ctx)
     rows = x[100:164]
     seen = predict_local(

@@ -5,7 +5,7 @@ the scores.
 The flow (four messages, none of them carrying plaintext data or weights):
 
 1. querier: :func:`encrypt_queries` lays its samples out like the training batches (the
-   job's :class:`~phe_fl.ml.packing.GLMLayout`, one block of ``D`` slots per sample,
+   job's :class:`~phe_fl.ml.glm.layout.GLMLayout`, one block of ``D`` slots per sample,
    ``slots / D`` samples per ciphertext) and encrypts them under the joint public key;
 2. root: :func:`evaluate` multiplies each query ciphertext by the encrypted weights
    (ct x ct), sums over the features with the training's rotate-and-add, and applies the
@@ -29,7 +29,7 @@ Output modes (``output=``, the same on the root's and the querier's side):
 * ``"margin"``: the root returns the masked margin ``x . w`` and the querier applies the
   exact sigmoid itself (2 levels). For logistic regression this reveals exactly what the
   exact probability reveals (the sigmoid is invertible) and matches the plaintext
-  :func:`~phe_fl.ml.glm.predict_proba` of the decrypted model up to CKKS noise, whereas the
+  :func:`~phe_fl.ml.glm.twin.predict_proba` of the decrypted model up to CKKS noise, whereas the
   polynomial differs from the sigmoid by up to ``job.activation.max_error``.
 
 What the querier learns is the score of each of its samples, nothing else; like any
@@ -49,8 +49,7 @@ from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.mhe.keys import JointPublicKey, QuerierKeyPair
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import sigmoid
-from phe_fl.ml.glm import design_matrix
-from phe_fl.ml.job import TrainingJob
+from phe_fl.ml.glm.job import TrainingJob, design_matrix
 from phe_fl.ml.packing import chunks
 
 __all__ = [
