@@ -18,7 +18,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,9 +54,12 @@ from phe_fl.mhe import (
 )
 from phe_fl.mhe.context import FloatArray
 from phe_fl.mhe.protocols._share import Share
-from phe_fl.ml import GLMParty, MapRequest, MLPJob, MLPParty, TrainingJob
+from phe_fl.ml import GLMParty, MapRequest, MapWorker, MLPParty, ModelJob, TrainingJob, family_of
+from phe_fl.ml.families import family_named
 
 __all__ = ["Member", "Rule", "RULES"]
+
+P = TypeVar("P", bound=MapWorker)
 
 
 def data_schema(shard: DataShard) -> m.DataSchema | None:
@@ -138,9 +141,7 @@ class Member:
                 keys.install()
                 self.rotation_keys.append(keys)
         for job_id, t in self.store.items("trainings"):
-            spec: TrainingJob | MLPJob = (
-                MLPJob(**t["spec"]) if t.get("model") == "network" else TrainingJob(**t["spec"])
-            )
+            spec: ModelJob = family_named(t.get("model", "glm")).job(**t["spec"])
             std = t["standardization"]
             standardization = (
                 None
@@ -230,7 +231,7 @@ class Member:
                     request.job_id,
                     {
                         "state": t.tracker.state,
-                        "model": "network" if isinstance(t.spec, MLPJob) else "glm",
+                        "model": family_of(t.spec).name,
                         "spec": dataclasses.asdict(t.spec),
                         "standardization": None
                         if t.standardization is None
@@ -249,24 +250,20 @@ class Member:
                 self._trainings[job_id] = _Training(tracker)
             return self._trainings[job_id]
 
-    def trainer(self, job_id: str) -> GLMParty:
-        """This node's MAP side of a prepared GLM training (rebuilt after a restart from
-        the job and standardization it prepared with)."""
+    def training_party(self, job_id: str, kind: type[P]) -> P:
+        """This node's MAP side of a prepared training, a party of type ``kind`` (rebuilt
+        after a restart from the job, standardization and seed it prepared with)."""
         t = self._trainings.get(job_id)
-        if t is None or not isinstance(t.spec, TrainingJob):
-            raise ProtocolError(f"training job {job_id!r} has no GLM trainer on node {self.id}")
-        if t.trainer is None:
-            t.trainer = self._make_trainer(t.spec, t.standardization, t.dp_seed)
-        return t.trainer
-
-    def network_party(self, job_id: str) -> MLPParty:
-        """This node's MAP side of a prepared network training (rebuilt after a restart)."""
-        t = self._trainings.get(job_id)
-        if t is None or not isinstance(t.spec, MLPJob):
-            raise ProtocolError(f"training job {job_id!r} has no network on node {self.id}")
-        if t.network is None:
-            t.network = self._make_network(t.spec, t.standardization)
-        return t.network
+        if t is None or t.spec is None:
+            raise ProtocolError(f"training job {job_id!r} is not prepared on node {self.id}")
+        if t.party is None:
+            t.party = self._make_party(t.spec, t.standardization, t.dp_seed)
+        if not isinstance(t.party, kind):
+            raise ProtocolError(
+                f"training job {job_id!r} trains a {family_of(t.spec).name} model on node "
+                f"{self.id}, not what this step is for"
+            )
+        return t.party
 
     @property
     def rotation_indices(self) -> set[int]:
@@ -326,10 +323,9 @@ class Member:
         digest = self.schema.digest if self.schema is not None else ""
         return m.NodeStatus(self.id, parent, self.keygen.state, digest)
 
-    def prepare_training(self, step: m.PrepareTrainingRequest, job_id: str) -> int:
-        """PREPARE: validate the shard against the job, standardize it; the samples this
-        node contributes per iteration."""
-        job = step.job
+    def prepare(self, job: ModelJob, std: m.Standardization | None, job_id: str) -> int:
+        """PREPARE of a job of any family: validate the shard against the job (features,
+        labels), standardize it; the samples this node contributes per iteration."""
         if job.params != self.params.name:
             raise ProtocolError(
                 f"job uses {job.params!r}, node {self.id} runs {self.params.name!r}"
@@ -337,30 +333,10 @@ class Member:
         t = self._training(job_id)
         # a DP job's batches and noise follow from this seed: kept with the training, so
         # that a restarted node draws the same ones for an iteration it is asked again
-        seed = secrets.randbits(128) if job.dp else None
-        trainer = self._make_trainer(job, step.standardization, seed)
-        t.spec, t.standardization, t.trainer, t.dp_seed = job, step.standardization, trainer, seed
-        return trainer.batch_size_at(0)
-
-    def prepare_network(self, step: m.PrepareNetworkRequest, job_id: str) -> int:
-        """PREPARE of a network job: validate the shard against it (features, labels
-        0 .. n_classes - 1), standardize it; the samples this node contributes per
-        iteration."""
-        job = step.job
-        if job.params != self.params.name:
-            raise ProtocolError(
-                f"job uses {job.params!r}, node {self.id} runs {self.params.name!r}"
-            )
-        t = self._training(job_id)
-        network = self._make_network(job, step.standardization)
-        t.spec, t.standardization, t.network = job, step.standardization, network
-        return network.batch_size_at(0)
-
-    def _make_network(self, job: MLPJob, std: m.Standardization | None) -> MLPParty:
-        try:
-            return MLPParty(self.config.party, job, (self._standardized(std), self.y))
-        except ParameterError as exc:
-            raise ParameterError(f"node {self.id}: {exc}") from None
+        seed = secrets.randbits(128) if isinstance(job, TrainingJob) and job.dp else None
+        party = self._make_party(job, std, seed)
+        t.spec, t.standardization, t.party, t.dp_seed = job, std, party, seed
+        return party.batch_size_at(0)
 
     def _standardized(self, std: m.Standardization | None) -> FloatArray:
         X = self.X
@@ -372,17 +348,13 @@ class Member:
             X = std.apply(X)
         return X
 
-    def _make_trainer(
-        self, job: TrainingJob, std: m.Standardization | None, dp_seed: int | None = None
-    ) -> GLMParty:
-        X = self._standardized(std)
+    def _make_party(
+        self, job: ModelJob, std: m.Standardization | None, dp_seed: int | None
+    ) -> MapWorker:
+        shard = (self._standardized(std), self.y)
         try:
-            return GLMParty(
-                self.config.party,
-                job,
-                (X, self.y),
-                n_parties=self.config.n_parties,
-                dp_seed=dp_seed,
+            return family_of(job).party(
+                self.config.party, job, shard, self.config.n_parties, dp_seed
             )
         except ParameterError as exc:
             raise ParameterError(f"node {self.id}: {exc}") from None
@@ -403,11 +375,10 @@ class _Training:
     """This node's side of one training job (a GLM or a network)."""
 
     tracker: Tracker
-    spec: TrainingJob | MLPJob | None = None
+    spec: ModelJob | None = None
     standardization: m.Standardization | None = None
     dp_seed: int | None = None
-    trainer: GLMParty | None = None
-    network: MLPParty | None = None
+    party: MapWorker | None = None
 
 
 _KEYS: tuple[tuple[str, Callable[[Context, bytes], Any], bool], ...] = (
@@ -463,6 +434,16 @@ def _ciphertexts(
         load=lambda mem, r, res: mem.ctx.ciphertext_from_bytes(getattr(res, field)),
         combine=lambda mem, r, a, b: mem.ctx.add(a, b),
         answer=lambda acc: response(acc.to_bytes()),
+    )
+
+
+def _prepare(response: Callable[[int, int], m.TreeResult]) -> Rule:
+    """PREPARE of a job of any family: (samples per iteration, rows) added up the tree."""
+    return Rule(
+        own=lambda mem, r: (mem.prepare(r.step.job, r.step.standardization, r.job_id), len(mem.X)),
+        load=lambda mem, r, res: (_batch(res.global_batch), _batch(res.total_rows)),
+        combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1]),
+        answer=lambda acc: response(int(acc[0]), int(acc[1])),
     )
 
 
@@ -532,21 +513,23 @@ def _map_request(mem: Member, step: m.GradientRequest | m.MarginMomentRequest) -
 
 def _gradient(mem: Member, r: m.TreeRequest) -> Ciphertext:
     assert isinstance(r.step, m.GradientRequest)
-    return mem.trainer(r.job_id).gradient(_map_request(mem, r.step))
+    return mem.training_party(r.job_id, GLMParty).gradient(_map_request(mem, r.step))
 
 
 def _margin_moment(mem: Member, r: m.TreeRequest) -> Ciphertext:
     assert isinstance(r.step, m.MarginMomentRequest)
-    return mem.trainer(r.job_id).margin_moment(_map_request(mem, r.step), r.step.power)
+    return mem.training_party(r.job_id, GLMParty).margin_moment(
+        _map_request(mem, r.step), r.step.power
+    )
 
 
 def _network_stage(mem: Member, r: m.TreeRequest) -> StageAnswer:
     assert isinstance(r.step, m.NetworkMapRequest)
-    return mem.network_maps.stage(r.job_id, mem.network_party(r.job_id), r.step)
+    return mem.network_maps.stage(r.job_id, mem.training_party(r.job_id, MLPParty), r.step)
 
 
 def _child_stage(mem: Member, r: m.TreeRequest, res: m.NetworkMapResponse) -> StageAnswer:
-    return StageAnswer.read(mem.ctx, res, mem.network_party(r.job_id).job.layout.n_cts)
+    return StageAnswer.read(mem.ctx, res, mem.training_party(r.job_id, MLPParty).job.layout.n_cts)
 
 
 def _batched(
@@ -715,18 +698,8 @@ RULES: dict[type[Any], Rule] = {
     m.RefreshShareRequest: _batched(
         lambda mem, s: Refresh(mem.ctx), _refresh_shares, m.RefreshShareResponse
     ),
-    m.PrepareTrainingRequest: Rule(
-        own=lambda mem, r: (mem.prepare_training(r.step, r.job_id), len(mem.X)),
-        load=lambda mem, r, res: (_batch(res.global_batch), _batch(res.total_rows)),
-        combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1]),
-        answer=lambda acc: m.PrepareTrainingResponse(int(acc[0]), int(acc[1])),
-    ),
-    m.PrepareNetworkRequest: Rule(
-        own=lambda mem, r: (mem.prepare_network(r.step, r.job_id), len(mem.X)),
-        load=lambda mem, r, res: (_batch(res.global_batch), _batch(res.total_rows)),
-        combine=lambda mem, r, a, b: (a[0] + b[0], a[1] + b[1]),
-        answer=lambda acc: m.PrepareNetworkResponse(int(acc[0]), int(acc[1])),
-    ),
+    m.PrepareTrainingRequest: _prepare(m.PrepareTrainingResponse),
+    m.PrepareNetworkRequest: _prepare(m.PrepareNetworkResponse),
     m.NetworkMapRequest: Rule(
         own=_network_stage,
         load=_child_stage,
