@@ -356,6 +356,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 "feature_clip": args.feature_clip,
                 "dp_noise_multiplier": args.dp_noise_multiplier,
                 "dp_clip": args.dp_clip,
+                "momentum": args.momentum,
                 "model": args.model or None,
             }
             if args.dp_sample_rate is not None:
@@ -372,7 +373,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
                     f"not --model {family}"
                 )
             options = {k: v for k, v in given.items() if v is not None}
-            return TrainingJob(n_features=args.features, params=params, **options)
+            return TrainingJob(
+                n_features=args.features, params=params, nesterov=args.nesterov, **options
+            )
         elif args.job == "model" and not args.model:
             raise ParameterError("`phe-fl query model` needs --model (the training job id)")
         elif args.job == "fedavg":
@@ -516,6 +519,7 @@ def _network_job(args: argparse.Namespace, params: str) -> MLPJob:
         hidden=tuple(args.hidden),
         params=params,
         allow_model_decryption=args.allow_model_decryption,
+        nesterov=args.nesterov,
         **options,
     )
 
@@ -1038,7 +1042,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--classes", type=_int_at_least(2), help="train a network: number of classes (2)"
     )
     query.add_argument(
-        "--momentum", type=_unit_interval, help="train a network: momentum in [0, 1) (0)"
+        "--momentum", type=_unit_interval, help="train: momentum in [0, 1) (0: none)"
+    )
+    query.add_argument(
+        "--nesterov",
+        action="store_true",
+        help="train: Nesterov's momentum instead of heavy ball",
     )
     query.add_argument(
         "--allow-model-decryption",

@@ -57,6 +57,9 @@ class CommonFields(Protocol):
     def momentum(self) -> float: ...
 
     @property
+    def nesterov(self) -> bool: ...
+
+    @property
     def batch_size(self) -> int: ...
 
     @property
@@ -80,6 +83,8 @@ def check_common_fields(job: CommonFields, bad: Callable[[str, str], ParameterEr
         raise bad("learning_rate", f"must be a finite number > 0, got {job.learning_rate!r}")
     if not is_real(job.momentum) or not 0.0 <= job.momentum < 1.0:
         raise bad("momentum", f"must be a number in [0, 1), got {job.momentum!r}")
+    if not isinstance(job.nesterov, bool):
+        raise bad("nesterov", f"must be True or False, got {job.nesterov!r}")
     if not is_int(job.batch_size) or job.batch_size < 1:
         raise bad("batch_size", f"must be a positive integer, got {job.batch_size!r}")
     if not is_int(job.iterations) or job.iterations < 0:

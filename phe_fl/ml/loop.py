@@ -16,9 +16,13 @@ iteration is prepared and what the combined gradient means. One iteration:
    momentum ``mu`` (heavy ball, shared notes §7.5) ``d <- mu d - G``, ``w <- w + d``, the
    last step ``d`` kept encrypted in the model. ``mu d`` costs ``d`` one level; a kept
    step that would land below ``G``'s level (right after the weights were refreshed) is
-   refreshed first, all in one round, so momentum costs the weights no level. A family
+   refreshed first, all in one round, so heavy ball costs the weights no level. A family
    whose weights go back to full depth before every MAP (networks) only keeps ``d``
-   refreshable;
+   refreshable. With ``nesterov`` (SPINDLE's momentum, in the form that evaluates the
+   gradient at the weights themselves) ``w <- w + mu d - G`` with the new ``d``: one
+   level more on the weights' path, which a GLM counts in its depth per iteration; a
+   network's new step that landed at the refresh floor is refreshed first (``mu d``
+   must stay refreshable);
 4. JUDGE (family): a check of the iteration's report may stop the run (a differentially
    private GLM whose margins left the activation's interval).
 
@@ -359,5 +363,14 @@ class Trainer:
                 ctx.sub(ctx.rescale(ctx.mul_plain(d, mu)), g)
                 for d, g in zip(kept, steps, strict=True)
             ]
+        moves = deltas
+        if self.job.nesterov:  # mu * d must stay refreshable: a step at the floor is refreshed
+            floor = ctx.params.refresh_min_levels + 1
+            deltas, more = with_levels(deltas, floor, self.federation.refresh_many)
+            refreshes += more
+            moves = [
+                ctx.sub(ctx.rescale(ctx.mul_plain(d, mu)), g)
+                for d, g in zip(deltas, steps, strict=True)
+            ]
         model.deltas = deltas
-        return [ctx.add(w, d) for w, d in zip(weights, deltas, strict=True)], refreshes
+        return [ctx.add(w, d) for w, d in zip(weights, moves, strict=True)], refreshes

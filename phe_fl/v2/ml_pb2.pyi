@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GlmJobSpec(_message.Message):
-    __slots__ = ("n_features", "model", "learning_rate", "batch_size", "iterations", "activation_degree", "activation_bound", "activation_method", "params", "fit_intercept", "allow_model_decryption", "momentum", "feature_clip", "dp_noise_multiplier", "dp_clip")
+    __slots__ = ("n_features", "model", "learning_rate", "batch_size", "iterations", "activation_degree", "activation_bound", "activation_method", "params", "fit_intercept", "allow_model_decryption", "momentum", "feature_clip", "dp_noise_multiplier", "dp_clip", "nesterov")
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class GlmJobSpec(_message.Message):
     FEATURE_CLIP_FIELD_NUMBER: _ClassVar[int]
     DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     DP_CLIP_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
     n_features: int
     model: str
     learning_rate: float
@@ -38,10 +39,11 @@ class GlmJobSpec(_message.Message):
     feature_clip: float
     dp_noise_multiplier: float
     dp_clip: float
-    def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clip: _Optional[float] = ...) -> None: ...
+    nesterov: bool
+    def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clip: _Optional[float] = ..., nesterov: _Optional[bool] = ...) -> None: ...
 
 class NetworkJobSpec(_message.Message):
-    __slots__ = ("n_features", "n_classes", "hidden", "learning_rate", "batch_size", "iterations", "momentum", "hidden_activation", "hidden_degree", "hidden_bound", "output_degree", "output_bound", "activation_method", "params", "seed", "init_scale", "allow_model_decryption")
+    __slots__ = ("n_features", "n_classes", "hidden", "learning_rate", "batch_size", "iterations", "momentum", "hidden_activation", "hidden_degree", "hidden_bound", "output_degree", "output_bound", "activation_method", "params", "seed", "init_scale", "allow_model_decryption", "nesterov")
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     N_CLASSES_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +61,7 @@ class NetworkJobSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     INIT_SCALE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MODEL_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
+    NESTEROV_FIELD_NUMBER: _ClassVar[int]
     n_features: int
     n_classes: int
     hidden: _containers.RepeatedScalarFieldContainer[int]
@@ -76,7 +79,8 @@ class NetworkJobSpec(_message.Message):
     seed: int
     init_scale: float
     allow_model_decryption: bool
-    def __init__(self, n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., momentum: _Optional[float] = ..., hidden_activation: _Optional[str] = ..., hidden_degree: _Optional[int] = ..., hidden_bound: _Optional[float] = ..., output_degree: _Optional[int] = ..., output_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., seed: _Optional[int] = ..., init_scale: _Optional[float] = ..., allow_model_decryption: _Optional[bool] = ...) -> None: ...
+    nesterov: bool
+    def __init__(self, n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., momentum: _Optional[float] = ..., hidden_activation: _Optional[str] = ..., hidden_degree: _Optional[int] = ..., hidden_bound: _Optional[float] = ..., output_degree: _Optional[int] = ..., output_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., seed: _Optional[int] = ..., init_scale: _Optional[float] = ..., allow_model_decryption: _Optional[bool] = ..., nesterov: _Optional[bool] = ...) -> None: ...
 
 class Matrix(_message.Message):
     __slots__ = ("rows", "cols", "values")

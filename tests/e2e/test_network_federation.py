@@ -173,7 +173,7 @@ def test_a_network_from_the_command_line(tmp_path: Path) -> None:
         train = run_cli(
             "query", "train", *common, "--job-id", "net", "--model", "mlp", "--hidden", "6",
             "--classes", "3", "--features", "4", "--iterations", "3", "--batch-size", "8",
-            "--learning-rate", "1", "--allow-model-decryption",
+            "--learning-rate", "1", "--allow-model-decryption", "--momentum", "0.5", "--nesterov",
         )  # fmt: skip
         assert train.returncode == 0, train.stderr
         assert "mlp network 4-6-3" in train.stdout and "stays encrypted" in train.stdout

@@ -5,6 +5,7 @@ consent and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -225,6 +226,35 @@ def test_three_hidden_layers_and_momentum_match_the_twin(iris) -> None:  # type:
         float(np.max(np.abs(a - b))) for a, b in zip(model.decrypt(fed), twin.weights, strict=True)
     )
     assert diff < TOL
+
+
+def test_nesterov_momentum_matches_the_twin(iris) -> None:  # type: ignore[no-untyped-def]
+    """Nesterov's momentum in the one loop: the encrypted network is its twin's, and the
+    twin is not heavy ball's."""
+    x, y = iris
+    job = MLPJob(
+        n_features=4,
+        n_classes=3,
+        hidden=(5,),
+        iterations=3,
+        batch_size=8,
+        learning_rate=1.0,
+        momentum=0.5,
+        nesterov=True,
+        allow_model_decryption=True,
+        params=INSECURE_TEST.name,
+    )
+    shards = _shards(x, y, (8, 8))
+    fed = setup_local(job, shards)
+    model = Trainer(job, fed).train()
+    twin = train_plaintext_mlp(job, shards)
+    heavy = train_plaintext_mlp(dataclasses.replace(job, nesterov=False), shards)
+    got = model.decrypt(fed)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(got, twin.weights, strict=True))
+    apart = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(twin.weights, heavy.weights, strict=True)
+    )
+    assert diff < TOL < apart
 
 
 def test_training_learns(iris) -> None:  # type: ignore[no-untyped-def]

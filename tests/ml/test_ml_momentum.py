@@ -1,5 +1,5 @@
-"""Momentum (heavy ball): the encrypted trainer keeps the last step encrypted and matches
-the plaintext twin; the job validates the coefficient."""
+"""Momentum (heavy ball and Nesterov's): the encrypted trainer keeps the last step
+encrypted and matches the plaintext twin; the job validates the coefficient."""
 
 from __future__ import annotations
 
@@ -84,3 +84,77 @@ def test_encrypted_momentum_matches_twin(breast_cancer, split) -> None:  # type:
     assert model.deltas[0].levels_left == model.weights[0].levels_left
     # a new run starts without the old step
     assert trainer.encrypt_initial().deltas is None
+
+
+def test_twin_is_nesterov(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
+    """Nesterov's momentum, gradient at the weights themselves (Sutskever's NAG rewritten
+    for them): d_{t+1} = mu d_t - G_t, w_{t+1} = w_t + mu d_{t+1} - G_t."""
+    x, y = breast_cancer
+    shards = split(x[:, :4], y, (20, 20))
+    heavy_job = TrainingJob(
+        n_features=4,
+        iterations=6,
+        batch_size=8,
+        learning_rate=0.5,
+        momentum=0.9,
+        activation_degree=3,
+        params=INSECURE_TEST.name,
+    )
+    job = dataclasses.replace(heavy_job, nesterov=True)
+    nag, heavy = train_plaintext(job, shards), train_plaintext(heavy_job, shards)
+    data = [(design_matrix(job, a), b) for a, b in shards]
+    h, d = nag.history, np.zeros(job.n_weights)
+    for t in range(job.iterations):
+        rows = [batch_rows(len(b), job.batch_size, t) for _, b in data]
+        eta = job.learning_rate / sum(len(r) for r in rows)
+        g = sum(
+            a[r].T @ (eta * (job.activation(a[r] @ h[t]) - b[r]))
+            for (a, b), r in zip(data, rows, strict=True)
+        )
+        d = 0.9 * d - g
+        assert np.allclose(h[t + 1], h[t] + 0.9 * d - g, rtol=0, atol=1e-12)
+    assert not np.allclose(nag.weights, heavy.weights)
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_nesterov_is_validated(value: object) -> None:
+    with pytest.raises(ParameterError, match="nesterov"):
+        TrainingJob(n_features=4, momentum=0.5, nesterov=value)  # type: ignore[arg-type]
+
+
+def test_a_job_too_deep_for_nesterov_says_so() -> None:
+    with pytest.raises(ParameterError, match="1 for Nesterov momentum"):
+        TrainingJob(n_features=4, momentum=0.5, nesterov=True, params=INSECURE_TEST.name)
+
+
+def test_encrypted_nesterov_matches_twin_one_level_deeper(breast_cancer, split) -> None:  # type: ignore[no-untyped-def]
+    """Nesterov's mu * d lies on the weights' path: one more level an iteration, counted
+    in the job's depth, so the schedule of refreshes follows it."""
+    x, y = breast_cancer
+    shards = split(x[:, :8], y, (16, 16, 16))
+    job = TrainingJob(
+        n_features=8,
+        iterations=4,
+        batch_size=16,
+        learning_rate=0.3,
+        momentum=0.9,
+        nesterov=True,
+        activation_degree=3,
+        allow_model_decryption=True,
+        params=INSECURE_TEST.name,
+    )
+    assert (
+        job.depth_per_iteration == dataclasses.replace(job, nesterov=False).depth_per_iteration + 1
+    )
+    fed = setup_local(job, shards)
+    model = Trainer(job, fed).train()
+    twin = train_plaintext(job, shards)
+    layout = job.layout
+    raw = layout.weights_from_slots(
+        fed.fed.decrypt(model.weights[0], length=layout.block, decimals=12)
+    )
+    diff = np.abs(raw - twin.weights).max()
+    print(f"\nNesterov 0.9, 3x16x8, 4 iterations: max|enc - twin| = {diff:.2e}")
+    assert diff <= 1e-4
+    for r in model.reports:
+        assert r.levels_left_before - r.levels_left_after == job.depth_per_iteration

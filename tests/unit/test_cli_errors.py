@@ -143,6 +143,16 @@ def test_query_train_spec_checked_before_connecting(capsys):
     assert "activation_degree" in line and "40" in line
 
 
+def test_query_train_nesterov_reaches_the_job(capsys):
+    """A GLM with Nesterov's momentum takes one more level an iteration: on the test ring
+    the default degree-5 activation no longer fits, and the job says why."""
+    line = _run(
+        capsys, "query", "train", *QUERIER, "--params", "insecure-test-n12", "--momentum",
+        "0.5", "--nesterov",
+    )  # fmt: skip
+    assert "1 for Nesterov momentum" in line
+
+
 def test_query_model_needs_model(capsys):
     line = _run(capsys, "query", "model", *QUERIER)
     assert "--model" in line

@@ -74,6 +74,7 @@ def training_jobs(draw: st.DrawFn) -> TrainingJob:
             fit_intercept=draw(st.booleans()),
             allow_model_decryption=draw(st.booleans()),
             momentum=draw(st.floats(0.0, 1.0, exclude_max=True)),
+            nesterov=draw(st.booleans()),
         )
     except ParameterError:  # e.g. a degree the parameter set has no levels for
         reject()
@@ -90,6 +91,7 @@ def network_jobs(draw: st.DrawFn) -> MLPJob:
             batch_size=draw(st.integers(1, 2**32 - 1)),
             iterations=draw(U32),
             momentum=draw(st.floats(0.0, 1.0, exclude_max=True)),
+            nesterov=draw(st.booleans()),
             hidden_activation=draw(st.sampled_from(["relu", "sigmoid"])),
             hidden_degree=draw(st.integers(2, 3)),
             hidden_bound=draw(st.floats(0.1, 50.0)),

@@ -35,7 +35,9 @@ class TrainingJob:
     ``batch_size`` is per party and per iteration (a party with fewer samples uses them
     all); the update is ``w <- w - learning_rate * mean gradient`` over the global batch,
     plus, when ``momentum`` ``mu`` is positive, the heavy-ball term
-    ``mu * (w_t - w_{t-1})`` (the previous step is kept encrypted next to the weights).
+    ``mu * (w_t - w_{t-1})`` (the previous step is kept encrypted next to the weights), or
+    with ``nesterov`` Nesterov's momentum (:mod:`phe_fl.ml.loop`; one more level an
+    iteration).
     ``activation_bound`` is the half-width ``a`` of the interval ``[-a, a]`` on which the
     sigmoid is approximated; standardized data with small weights keeps margins in it.
     ``allow_model_decryption`` is each party's explicit consent to reveal the trained
@@ -79,6 +81,7 @@ class TrainingJob:
     allow_model_decryption: bool = False
     momentum: float = 0.0
     feature_clip: float = 4.0
+    nesterov: bool = False
     dp_noise_multiplier: float = 0.0
     dp_clip: float = 1.0
 
@@ -149,8 +152,9 @@ class TrainingJob:
     @property
     def depth_per_iteration(self) -> int:
         """Levels one iteration takes off the weights: 1 for ``X * w``, then the activation
-        (the learning rate and the data ride on its coefficient multiplications)."""
-        return 1 + self.activation.depth
+        (the learning rate and the data ride on its coefficient multiplications), and 1
+        for Nesterov's ``mu * d`` on the weights' path."""
+        return 1 + self.activation.depth + int(self.nesterov and self.momentum > 0)
 
     @property
     def dp(self) -> bool:
@@ -226,7 +230,8 @@ class TrainingJob:
             )
             raise ParameterError(
                 f"training job: one iteration needs {need} levels (1 for X*w + "
-                f"{self.activation.depth} for the degree-{self.activation.degree} activation) "
+                f"{self.activation.depth} for the degree-{self.activation.degree} activation"
+                f"{' + 1 for Nesterov momentum' if need > 1 + self.activation.depth else ''}) "
                 f"but parameter set {ps.name!r} has only {have} usable levels between "
                 f"refreshes (mult_depth {ps.mult_depth} minus {ps.refresh_min_levels} kept for "
                 f"the refresh); " + " or ".join(advice)

@@ -92,7 +92,7 @@ def train_plaintext(
             worst = max(worst, float(np.abs(z).max()))
             g += xb.T @ (eta * (act(z) - yb))
         d = job.momentum * d - g
-        w = w + d
+        w = w + (job.momentum * d - g if job.nesterov else d)
         history.append(w.copy())
         margins.append(worst)
         bound = float(job.activation_bound)

@@ -43,7 +43,8 @@ class MLPJob:
     3 and 7 have a negative leading coefficient, which pushes scores that left the
     interval further out, and training diverges. Initial weights are drawn from ``seed`` (public:
     every party and the twin derive the same ones); ``init_scale`` multiplies the
-    Glorot-uniform range. Labels are the integers ``0 .. n_classes - 1``.
+    Glorot-uniform range. Labels are the integers ``0 .. n_classes - 1``. ``momentum`` is
+    heavy ball, or Nesterov's with ``nesterov`` (SPINDLE's choice; :mod:`phe_fl.ml.loop`).
     ``allow_model_decryption`` is this party's consent to reveal the trained model.
     ``params`` defaults to the 128-bit :data:`~phe_fl.ml.jobs.DEFAULT_PARAMS`; the insecure
     test set is for tests only, which name it.
@@ -56,6 +57,7 @@ class MLPJob:
     batch_size: int = 16
     iterations: int = 10
     momentum: float = 0.0
+    nesterov: bool = False
     hidden_activation: HiddenActivation = "relu"
     hidden_degree: int = 2
     hidden_bound: float = 4.0

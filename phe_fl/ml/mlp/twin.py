@@ -68,7 +68,7 @@ def train_plaintext_mlp(
                     e = (e @ ws[k - 1][:, :-1]) * dg(zs[k - 2])
         for k in range(len(ws)):
             ds[k] = job.momentum * ds[k] - grads[k]
-            ws[k] = ws[k] + ds[k]
+            ws[k] = ws[k] + (job.momentum * ds[k] - grads[k] if job.nesterov else ds[k])
         max_h.append(worst_h)
         max_o.append(worst_o)
     return MLPPlaintextResult(ws, max_h, max_o)
