@@ -203,29 +203,13 @@ class Coordinator:
     def _load_models(self) -> None:
         for model_id, record in self.store.items("models"):
             spec = family_named(record.get("model", "glm")).job(**record["spec"])
-            weights = self.read_ciphertexts(f"model-{model_id}", "weights", spec)
+            n = spec.n_weight_ciphertexts
+            weights = read_ciphertexts(self.store, self.ctx, f"model-{model_id}", "weights", n)
             if weights is None:
                 continue
             reports = [IterationReport.from_record(r) for r in record["reports"]]
             self.models[model_id] = EncryptedModel(spec, weights, reports)
             self.model_info[model_id] = record
-
-    def read_ciphertexts(self, prefix: str, kind: str, job: ModelJob) -> list[Ciphertext] | None:
-        """A model's ``kind`` ciphertexts (``weights``, a momentum step's ``delta``) as
-        :meth:`write_ciphertexts` stored them (``None``: not all there). A GLM's one
-        ciphertext stored before every family shared one naming is read too."""
-        n = job.n_weight_ciphertexts
-        blobs = [self.store.get_blob(f"{prefix}-{kind}-{k}") for k in range(n)]
-        if n == 1 and blobs[0] is None:  # a GLM's names before: model-ID, checkpoint-ID-weights
-            legacy = prefix if prefix.startswith("model-") else f"{prefix}-{kind}"
-            blobs = [self.store.get_blob(legacy)]
-        if any(b is None for b in blobs):
-            return None
-        return [self.ctx.ciphertext_from_bytes(b) for b in blobs if b is not None]
-
-    def write_ciphertexts(self, prefix: str, kind: str, cts: Sequence[Ciphertext]) -> None:
-        for k, ct in enumerate(cts):
-            self.store.put_blob(f"{prefix}-{kind}-{k}", ct.to_bytes())
 
     def save_model(
         self,
@@ -236,7 +220,7 @@ class Coordinator:
         schema: m.DataSchema | None,
     ) -> None:
         """The model's ciphertexts, then the record naming them and its family."""
-        self.write_ciphertexts(f"model-{model_id}", "weights", model.weights)
+        write_ciphertexts(self.store, f"model-{model_id}", "weights", model.weights)
         record = {
             "model": family_of(model.job).name,
             "spec": dataclasses.asdict(model.job),
@@ -531,6 +515,10 @@ def _train_network(c: Coordinator, run: Run, job: m.TrainNetworkJob) -> m.TrainN
     )
 
 
+PrepareAnswer = m.PrepareTrainingResponse | m.PrepareNetworkResponse
+"""PREPARE's answer: the samples per iteration and the rows over the whole tree."""
+
+
 def _prepare_step(spec: ModelJob, std: m.Standardization | None) -> m.TreeStep:
     """PREPARE of a job's family: every node validates its shard against the job."""
     if isinstance(spec, MLPJob):
@@ -556,7 +544,7 @@ def _train_model(
     if spec.params != c.member.params.name:
         raise ProtocolError(f"job uses {spec.params!r}, this federation {c.member.params.name!r}")
     checkpoint = c.store.get("checkpoints", run.job_id)
-    prepared: Any = None  # PREPARE's answer, when run here
+    prepared: PrepareAnswer | None = None  # PREPARE's answer, when run here
     if checkpoint is None:
         checkpoint, std = _first_checkpoint(c, run, spec.n_features, standardize)
         # PREPARE first: it tells the batch and rows a DP job's epsilon depends on
@@ -655,7 +643,7 @@ def _train_from(
     *,
     resumed: bool,
     margin_check_every: int = 0,
-    prepared: Any = None,
+    prepared: PrepareAnswer | None = None,
 ) -> EncryptedModel:
     """The one training loop (:class:`~phe_fl.ml.Trainer`) from ``checkpoint``
     (iteration 0: the job's initial weights), checkpointed after every iteration; with
@@ -680,14 +668,14 @@ def _train_from(
     if start == 0:
         model = trainer.encrypt_initial()
     else:
-        prefix = f"checkpoint-{run.job_id}"
-        weights = c.read_ciphertexts(prefix, "weights", spec)
-        if weights is None:
-            raise JobStateError(f"the root's state lacks the weights of {prefix}")
+        prefix, n = f"checkpoint-{run.job_id}", spec.n_weight_ciphertexts
+        weights = read_ciphertexts(c.store, c.ctx, prefix, "weights", n)
+        deltas = read_ciphertexts(c.store, c.ctx, prefix, "delta", n) if spec.momentum else None
+        if weights is None or (spec.momentum and deltas is None):
+            raise JobStateError(f"the root's state lacks the weights or steps of {prefix}")
         reports = [IterationReport.from_record(r) for r in checkpoint["reports"]]
         if len(reports) != start:
             raise JobStateError(f"{prefix} holds {len(reports)} reports for {start} iterations")
-        deltas = c.read_ciphertexts(prefix, "delta", spec) if spec.momentum else None
         model = EncryptedModel(spec, weights, reports, deltas)
     if resumed or start:
         run.emit(m.ProgressEvent(m.Stage.RESUMED, iteration=start + 1, iterations=spec.iterations))
@@ -718,14 +706,37 @@ def _checkpoint(
     """After an iteration: the encrypted weights (and momentum steps), then the record
     naming them (blobs first: a record never points at a missing file)."""
     prefix = f"checkpoint-{run.job_id}"
-    c.write_ciphertexts(prefix, "weights", model.weights)
+    write_ciphertexts(c.store, prefix, "weights", model.weights)
     if model.deltas is not None:
-        c.write_ciphertexts(prefix, "delta", model.deltas)
+        write_ciphertexts(c.store, prefix, "delta", model.deltas)
     done = len(model.reports)
     checkpoint.update(iteration=done, reports=[dataclasses.asdict(r) for r in model.reports])
     c.store.put("checkpoints", run.job_id, checkpoint)
     if run.job is not None:
         c.jobs.note_progress(run.job, iterations_done=done)
+
+
+def read_ciphertexts(
+    store: NodeStore, ctx: Context, prefix: str, kind: str, n: int
+) -> list[Ciphertext] | None:
+    """A model's ``n`` ``kind`` ciphertexts (``weights``, momentum steps ``delta``) as
+    :func:`write_ciphertexts` stored them, ``None`` when not all are there. A GLM's one
+    ciphertext stored before every family shared one naming (``model-ID``,
+    ``checkpoint-ID-weights``, ``checkpoint-ID-delta``) is read too: an upgraded root
+    keeps its models and resumes its trainings."""
+    blobs = [store.get_blob(f"{prefix}-{kind}-{k}") for k in range(n)]
+    if n == 1 and blobs[0] is None:
+        legacy = prefix if prefix.startswith("model-") and kind == "weights" else f"{prefix}-{kind}"
+        blobs = [store.get_blob(legacy)]
+    if any(b is None for b in blobs):
+        return None
+    return [ctx.ciphertext_from_bytes(b) for b in blobs if b is not None]
+
+
+def write_ciphertexts(store: NodeStore, prefix: str, kind: str, cts: Sequence[Ciphertext]) -> None:
+    """``prefix-kind-0``, ``prefix-kind-1``, ...: one blob per ciphertext."""
+    for k, ct in enumerate(cts):
+        store.put_blob(f"{prefix}-{kind}-{k}", ct.to_bytes())
 
 
 def _blob(c: Coordinator, name: str) -> bytes:
