@@ -35,8 +35,6 @@ refreshes every party's at once in one round and sends them back. The root refre
 the weights once per iteration. Refreshes and refresh rounds are reported per iteration.
 """
 
-from __future__ import annotations
-
 from phe_fl.ml.mlp.job import MAX_HIDDEN_LAYERS, MAX_WEIGHT_CIPHERTEXTS, HiddenActivation, MLPJob
 from phe_fl.ml.mlp.layout import MLPLayout
 from phe_fl.ml.mlp.party import MLPParty

@@ -14,8 +14,21 @@ from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.ml.mlp.job import MLPJob
 from phe_fl.ml.staging import Levels, Refreshing
 
+__all__ = [
+    "Tiles",
+    "ForwardPass",
+    "rotsum",
+    "times",
+    "dot",
+    "forward",
+    "chunk_gradients",
+    "with_bias",
+]
+
 
 def rotsum(ctx: Context, ct: Ciphertext, steps: Sequence[int]) -> Ciphertext:
+    """``ct`` plus its rotations by ``steps`` in turn: a rotate-and-add (sums over a
+    line, or copies of it)."""
     for s in steps:
         ct = ctx.add(ct, ctx.rotate(ct, s))
     return ct
@@ -158,4 +171,5 @@ def chunk_gradients(
 
 
 def with_bias(x: FloatArray) -> FloatArray:
+    """Samples in rows with the constant-1 bias unit appended."""
     return np.hstack([np.asarray(x, dtype=np.float64), np.ones((x.shape[0], 1))])
