@@ -261,7 +261,7 @@ class Member:
         if not isinstance(t.party, kind):
             raise ProtocolError(
                 f"training job {job_id!r} trains a {family_of(t.spec).name} model on node "
-                f"{self.id}, not what this step is for"
+                f"{self.id}; this step is for a {kind.__name__}"
             )
         return t.party
 

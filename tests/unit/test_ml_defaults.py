@@ -65,7 +65,7 @@ def test_default_parameter_set_is_128_bit_and_fits() -> None:
     assert job.activation.coefficients[-1] > 0
     assert job.feature_clip == 4.0
     last = [f.name for f in dataclasses.fields(TrainingJob)[-3:]]
-    assert last == ["feature_clip", "dp_noise_multiplier", "dp_clip"]  # new fields go last
+    assert last == ["dp_noise_multiplier", "dp_clip", "nesterov"]  # new fields go last
 
 
 @pytest.mark.parametrize(

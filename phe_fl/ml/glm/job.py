@@ -81,9 +81,9 @@ class TrainingJob:
     allow_model_decryption: bool = False
     momentum: float = 0.0
     feature_clip: float = 4.0
-    nesterov: bool = False
     dp_noise_multiplier: float = 0.0
     dp_clip: float = 1.0
+    nesterov: bool = False
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ParameterError:

@@ -57,7 +57,6 @@ class MLPJob:
     batch_size: int = 16
     iterations: int = 10
     momentum: float = 0.0
-    nesterov: bool = False
     hidden_activation: HiddenActivation = "relu"
     hidden_degree: int = 2
     hidden_bound: float = 4.0
@@ -68,6 +67,7 @@ class MLPJob:
     seed: int = 0
     init_scale: float = 1.0
     allow_model_decryption: bool = False
+    nesterov: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ParameterError:
