@@ -333,11 +333,12 @@ def _markdown(results: dict[str, dict[str, Any]]) -> str:
             "|---|---|",
             f"| seconds per iteration (measured, mean of {len(r['iterations'])}) | "
             f"{r['seconds_per_iteration']:.1f} |",
-            f"| seconds per epoch (computed: {r['iterations_per_epoch']} iterations) | "
+            f"| seconds per epoch ({_epoch_basis(r)}: {r['iterations_per_epoch']} iterations) | "
             f"{r['seconds_per_epoch_computed']:.0f} |",
             f"| bytes sent per node and iteration (largest) | {max(sent) / 2**20:.1f} MiB |",
             f"| refreshes per iteration: root / parties (in rounds) | "
-            f"{r['refreshes_root']} / {r['refreshes_parties']} ({r['refresh_rounds_parties']}) |",
+            f"{_counts(r['refreshes_root'])} / {_counts(r['refreshes_parties'])} "
+            f"({_counts(r['refresh_rounds_parties'])}) |",
             f"| tile, rows per ciphertext, weight ciphertexts | {r['tile']}, "
             f"{r['samples_per_ciphertext']}, {r['weight_ciphertexts']} |",
             f"| max abs(encrypted - twin) weight after the measured iterations | "
@@ -351,6 +352,20 @@ def _markdown(results: dict[str, dict[str, Any]]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _epoch_basis(r: dict[str, Any]) -> str:
+    """Whether the epoch's time is the measured iterations' or computed from them."""
+    return "measured" if len(r["iterations"]) >= r["iterations_per_epoch"] else "computed"
+
+
+def _counts(values: list[int]) -> str:
+    """A few per-iteration counts as they are, many as their range and mean."""
+    if len(values) <= 4:
+        return str(values)
+    if min(values) == max(values):
+        return f"{values[0]} each"
+    return f"{min(values)}-{max(values)} (mean {np.mean(values):.1f})"
 
 
 def _epochs_measured(r: dict[str, Any]) -> str:
