@@ -14,7 +14,7 @@ from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.ml.federation import MapRequest
 from phe_fl.ml.glm.job import TrainingJob, design_matrix
 from phe_fl.ml.jobs import Shard, ShardWorker, batch_rows, validate_shard
-from phe_fl.ml.packing import chunks
+from phe_fl.ml.packing import chunks, rotsum
 from phe_fl.ml.staging import Lockstep, computed
 
 __all__ = ["dp_draws", "GLMParty"]
@@ -142,8 +142,7 @@ class GLMParty(ShardWorker[TrainingJob]):
         for sl in chunks(len(rows), layout.samples_per_ct):
             xc, yc = x[sl], y[sl]
             z = ctx.rescale(ctx.mul_plain(w, layout.forward_vector(xc)))
-            for step in layout.feature_sum_steps:
-                z = ctx.add(z, ctx.rotate(z, step))
+            z = rotsum(ctx, z, layout.feature_sum_steps)
             back = layout.backward_vector(xc)
             u = act.encrypted(
                 ctx, z, scale=eta * back, shift=-eta * layout.per_sample_vector(yc) * back
@@ -185,8 +184,7 @@ class GLMParty(ShardWorker[TrainingJob]):
         for sl in chunks(len(rows), layout.samples_per_ct):
             xc = x[sl]
             z = ctx.rescale(ctx.mul_plain(w, layout.forward_vector(xc)))
-            for step in layout.feature_sum_steps:
-                z = ctx.add(z, ctx.rotate(z, step))
+            z = rotsum(ctx, z, layout.feature_sum_steps)
             first = np.zeros((layout.samples_per_ct, layout.block))
             first[: xc.shape[0], 0] = 1.0 / (2.0 * a)
             t = ctx.rescale(ctx.mul_plain(z, first.ravel()))

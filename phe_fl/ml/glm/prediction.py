@@ -50,7 +50,7 @@ from phe_fl.mhe.keys import JointPublicKey, QuerierKeyPair
 from phe_fl.mhe.simulation import LocalFederation
 from phe_fl.ml.activations import sigmoid
 from phe_fl.ml.glm.job import TrainingJob, design_matrix
-from phe_fl.ml.packing import chunks
+from phe_fl.ml.packing import chunks, rotsum
 
 __all__ = [
     "Output",
@@ -172,8 +172,7 @@ def evaluate(
                 f"{q.scale_degree}), {need} are needed; encrypt queries fresh"
             )
         z = ctx.rescale(ctx.mul(weights, q))
-        for step in layout.feature_sum_steps:
-            z = ctx.add(z, ctx.rotate(z, step))
+        z = rotsum(ctx, z, layout.feature_sum_steps)
         if output == "margin":
             out.append(ctx.rescale(ctx.mul_plain(z, mask)))
         else:

@@ -14,6 +14,7 @@ from phe_fl.ml.federation import Federation, MapRequest, MarginProbe, RowCounter
 from phe_fl.ml.glm.job import TrainingJob
 from phe_fl.ml.glm.margins import DPMarginError, MarginCheck, report_margin
 from phe_fl.ml.loop import Decrypt, IterationReport, Prepared
+from phe_fl.ml.packing import rotsum
 from phe_fl.ml.staging import with_levels
 
 __all__ = ["GLMUpdate", "decrypt_glm"]
@@ -114,8 +115,7 @@ class GLMUpdate:
         block) and aligned on the weights' positions."""
         ctx = self.federation.ctx
         (g,) = combined
-        for step in self.layout.sample_sum_steps:
-            g = ctx.add(g, ctx.rotate(g, step))
+        g = rotsum(ctx, g, self.layout.sample_sum_steps)
         if self.layout.align_step:
             g = ctx.rotate(g, self.layout.align_step)
         return [g]
@@ -164,9 +164,7 @@ class GLMUpdate:
             return None
         request = self.map_request(iteration, w)
         ctx = self.federation.ctx
-        g = ctx.sum(fed.margin_moments(request, power))
-        for step in self.layout.sample_sum_steps:
-            g = ctx.add(g, ctx.rotate(g, step))
+        g = rotsum(ctx, ctx.sum(fed.margin_moments(request, power)), self.layout.sample_sum_steps)
         total = float(self.federation.decrypt_if_agreed(g, length=1)[0])
         a = float(self.job.activation_bound)
         # with Poisson batches the sampled size is unknown (and not released): the total

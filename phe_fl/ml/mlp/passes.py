@@ -12,26 +12,18 @@ import numpy.typing as npt
 
 from phe_fl.mhe.context import Ciphertext, Context, FloatArray
 from phe_fl.ml.mlp.job import MLPJob
+from phe_fl.ml.packing import rotsum
 from phe_fl.ml.staging import Levels, Refreshing
 
 __all__ = [
     "Tiles",
     "ForwardPass",
-    "rotsum",
     "times",
     "dot",
     "forward",
     "chunk_gradients",
     "with_bias",
 ]
-
-
-def rotsum(ctx: Context, ct: Ciphertext, steps: Sequence[int]) -> Ciphertext:
-    """``ct`` plus its rotations by ``steps`` in turn: a rotate-and-add (sums over a
-    line, or copies of it)."""
-    for s in steps:
-        ct = ctx.add(ct, ctx.rotate(ct, s))
-    return ct
 
 
 def times(

@@ -10,7 +10,7 @@ from phe_fl.mhe.context import Ciphertext, FloatArray
 from phe_fl.ml.federation import Federation, MapRequest
 from phe_fl.ml.loop import Decrypt, IterationReport, Prepared
 from phe_fl.ml.mlp.job import MLPJob
-from phe_fl.ml.mlp.passes import rotsum
+from phe_fl.ml.packing import rotsum
 from phe_fl.ml.staging import with_levels
 
 __all__ = ["MLPUpdate", "decrypt_layers"]
