@@ -354,9 +354,14 @@ def _markdown(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _whole_epochs(r: dict[str, Any]) -> int:
+    """Whole epochs the encrypted run covered (0: fewer iterations than one)."""
+    return len(r["iterations"]) // r["iterations_per_epoch"]
+
+
 def _epoch_basis(r: dict[str, Any]) -> str:
     """Whether the epoch's time is the measured iterations' or computed from them."""
-    return "measured" if len(r["iterations"]) >= r["iterations_per_epoch"] else "computed"
+    return "measured" if _whole_epochs(r) else "computed"
 
 
 def _counts(values: list[int]) -> str:
@@ -370,7 +375,7 @@ def _counts(values: list[int]) -> str:
 
 def _epochs_measured(r: dict[str, Any]) -> str:
     """``" (N whole epochs, encrypted)"`` when the encrypted run covered whole epochs."""
-    n = len(r["iterations"]) // r["iterations_per_epoch"]
+    n = _whole_epochs(r)
     return f" ({n} whole epoch{'s' if n > 1 else ''}, encrypted)" if n else ""
 
 

@@ -52,8 +52,11 @@ def _mlp_party(index: int, job: MLPJob, shard: Shard, n_parties: int, seed: int 
 
 
 FAMILIES: dict[type, Family] = {
-    TrainingJob: Family("glm", TrainingJob, GLMUpdate, _glm_party, decrypt_glm),
-    MLPJob: Family("network", MLPJob, MLPUpdate, _mlp_party, decrypt_layers),
+    f.job: f
+    for f in (
+        Family("glm", TrainingJob, GLMUpdate, _glm_party, decrypt_glm),
+        Family("network", MLPJob, MLPUpdate, _mlp_party, decrypt_layers),
+    )
 }
 
 
