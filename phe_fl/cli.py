@@ -367,10 +367,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
             family = args.model or "logistic"
             if family in NETWORK_MODELS:
                 return _network_job(args, params)
-            if args.hidden or args.classes is not None:
+            if args.hidden or args.classes is not None or args.tile is not None:
                 raise ParameterError(
-                    f"--hidden and --classes are for networks (--model mlp or multinomial), "
-                    f"not --model {family}"
+                    f"--hidden, --classes and --tile are for networks (--model mlp or "
+                    f"multinomial), not --model {family}"
                 )
             options = {k: v for k, v in given.items() if v is not None}
             return TrainingJob(
@@ -511,6 +511,7 @@ def _network_job(args: argparse.Namespace, params: str) -> MLPJob:
         "hidden_degree": args.degree,
         "hidden_bound": args.bound,
         "seed": args.seed,
+        "tile": args.tile,
     }
     options = {k: v for k, v in given.items() if v is not None}
     return MLPJob(
@@ -1040,6 +1041,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     query.add_argument(
         "--classes", type=_int_at_least(2), help="train a network: number of classes (2)"
+    )
+    query.add_argument(
+        "--tile",
+        type=_positive_int,
+        help="train a network: side of its square weight tiles, a power of two (default: "
+        "the side whose iteration costs fewest operations for the batch)",
     )
     query.add_argument(
         "--momentum", type=_unit_interval, help="train: momentum in [0, 1) (0: none)"

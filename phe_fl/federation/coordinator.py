@@ -202,7 +202,7 @@ class Coordinator:
 
     def _load_models(self) -> None:
         for model_id, record in self.store.items("models"):
-            spec = family_named(record.get("model", "glm")).job(**record["spec"])
+            spec = family_named(record.get("model", "glm")).job.from_record(record["spec"])
             n = spec.n_weight_ciphertexts
             weights = read_ciphertexts(self.store, self.ctx, f"model-{model_id}", "weights", n)
             if weights is None:

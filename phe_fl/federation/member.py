@@ -141,7 +141,7 @@ class Member:
                 keys.install()
                 self.rotation_keys.append(keys)
         for job_id, t in self.store.items("trainings"):
-            spec: ModelJob = family_named(t.get("model", "glm")).job(**t["spec"])
+            spec: ModelJob = family_named(t.get("model", "glm")).job.from_record(t["spec"])
             std = t["standardization"]
             standardization = (
                 None

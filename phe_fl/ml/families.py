@@ -30,8 +30,8 @@ ModelJob = TrainingJob | MLPJob
 class Family:
     name: str
     """What a stored model record calls the family."""
-    job: type
-    """Its job type."""
+    job: type[TrainingJob] | type[MLPJob]
+    """Its job type (``job.from_record`` reads a stored record's spec)."""
     update: Callable[[Any, Federation], ModelUpdate]
     """The root's side of the loop for a job of this family."""
     party: Callable[[int, Any, Shard, int, int | None], MapWorker]

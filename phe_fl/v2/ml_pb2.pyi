@@ -43,7 +43,7 @@ class GlmJobSpec(_message.Message):
     def __init__(self, n_features: _Optional[int] = ..., model: _Optional[str] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., activation_degree: _Optional[int] = ..., activation_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., allow_model_decryption: _Optional[bool] = ..., momentum: _Optional[float] = ..., feature_clip: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clip: _Optional[float] = ..., nesterov: _Optional[bool] = ...) -> None: ...
 
 class NetworkJobSpec(_message.Message):
-    __slots__ = ("n_features", "n_classes", "hidden", "learning_rate", "batch_size", "iterations", "momentum", "hidden_activation", "hidden_degree", "hidden_bound", "output_degree", "output_bound", "activation_method", "params", "seed", "init_scale", "allow_model_decryption", "nesterov")
+    __slots__ = ("n_features", "n_classes", "hidden", "learning_rate", "batch_size", "iterations", "momentum", "hidden_activation", "hidden_degree", "hidden_bound", "output_degree", "output_bound", "activation_method", "params", "seed", "init_scale", "allow_model_decryption", "nesterov", "tile")
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     N_CLASSES_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class NetworkJobSpec(_message.Message):
     INIT_SCALE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MODEL_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
     NESTEROV_FIELD_NUMBER: _ClassVar[int]
+    TILE_FIELD_NUMBER: _ClassVar[int]
     n_features: int
     n_classes: int
     hidden: _containers.RepeatedScalarFieldContainer[int]
@@ -80,7 +81,8 @@ class NetworkJobSpec(_message.Message):
     init_scale: float
     allow_model_decryption: bool
     nesterov: bool
-    def __init__(self, n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., momentum: _Optional[float] = ..., hidden_activation: _Optional[str] = ..., hidden_degree: _Optional[int] = ..., hidden_bound: _Optional[float] = ..., output_degree: _Optional[int] = ..., output_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., seed: _Optional[int] = ..., init_scale: _Optional[float] = ..., allow_model_decryption: _Optional[bool] = ..., nesterov: _Optional[bool] = ...) -> None: ...
+    tile: int
+    def __init__(self, n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., iterations: _Optional[int] = ..., momentum: _Optional[float] = ..., hidden_activation: _Optional[str] = ..., hidden_degree: _Optional[int] = ..., hidden_bound: _Optional[float] = ..., output_degree: _Optional[int] = ..., output_bound: _Optional[float] = ..., activation_method: _Optional[str] = ..., params: _Optional[str] = ..., seed: _Optional[int] = ..., init_scale: _Optional[float] = ..., allow_model_decryption: _Optional[bool] = ..., nesterov: _Optional[bool] = ..., tile: _Optional[int] = ...) -> None: ...
 
 class Matrix(_message.Message):
     __slots__ = ("rows", "cols", "values")

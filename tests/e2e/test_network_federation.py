@@ -197,7 +197,9 @@ def test_a_network_from_the_command_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_network_whose_first_layer_spans_several_ciphertexts(tmp_path: Path) -> None:
-    """8x8 digits, ten classes: 65 inputs are three 32-unit tiles on the 2^12 ring."""
+    """8x8 digits, ten classes: 65 inputs are five 16-unit tiles on the 2^12 ring (the
+    side the job chose for a batch of 4: eight samples a ciphertext, one pass per party;
+    every node reads it from the wire)."""
     data = load_named("digits", digit=None)
     shards = [(data.x[i:90:3], data.y[i:90:3]) for i in range(3)]
     header = ",".join(data.feature_names) + ",digit"
@@ -211,7 +213,7 @@ def test_a_network_whose_first_layer_spans_several_ciphertexts(tmp_path: Path) -
         allow_model_decryption=True,
         params=PARAMS,
     )
-    assert job.layout.grid(1) == (1, 3)
+    assert (job.tile, job.layout.grid(1), job.layout.samples_per_ct) == (16, (1, 5), 8)
     x_query = data.x[90:100]
     with _cluster(tmp_path, 3, shards, header, "digit") as c:
         q = Querier(c.root_address, c.querier_tls(), PARAMS)

@@ -82,14 +82,55 @@ def test_weights_round_trip_through_their_orientation(k: int, units: tuple[int, 
     assert np.array_equal(v[: lay.block], v[lay.block : 2 * lay.block])  # replicated
 
 
+def test_the_tile_side_is_chosen_by_the_cost_of_an_iteration() -> None:
+    """POSEIDON's 784-64-64-10 on the 128-bit ring (2^14 slots): the widest tile (128)
+    holds one sample, so a batch of 8 is 8 passes; a 64-wide tile holds 4 (2 passes over
+    17 weight tiles instead of 9), a 32-wide one 16 (one pass over 59 tiles, each refreshed
+    and summed every iteration). In one process 64 was the fastest (25.6 s an iteration
+    against 94.8 and 32.4): the count ranks them the same way."""
+    units = (784, 64, 64, 10)
+    cost = {s: MLPLayout(N15_128.slots, units, side=s).iteration_cost(8) for s in (32, 64, 128)}
+    assert cost[64] < cost[32] < cost[128]
+    common: dict[str, Any] = dict(n_features=784, n_classes=10, hidden=(64, 64))
+    job = MLPJob(**common, batch_size=8, params=N15_128.name)
+    assert (job.tile, job.layout.samples_per_ct, job.layout.n_cts) == (64, 4, 17)
+    assert MLPJob(**common, batch_size=1, params=N15_128.name).tile == 128  # one sample a party
+    assert dataclasses.replace(job, batch_size=1).tile == 64  # chosen once: the model's layout
+    assert MLPJob(**common, params=N15_128.name, tile=128).layout.n_cts == 9
+
+
+@pytest.mark.parametrize("tile", [48, 1, 256, -4, 2.5, "64"])
+def test_a_bad_tile_is_refused_naming_the_field(tile: Any) -> None:
+    """A power of two from 2 to the widest square the ring holds (128 at 2^14 slots)."""
+    with pytest.raises(ParameterError, match="network job: tile"):
+        MLPJob(n_features=784, n_classes=10, hidden=(64,), params=N15_128.name, tile=tile)
+
+
+def test_a_tile_too_narrow_for_the_widths_says_to_widen_it() -> None:
+    with pytest.raises(ParameterError, match="more than 1024; use narrower layers or a wider"):
+        MLPJob(n_features=784, n_classes=10, hidden=(64,), params=N15_128.name, tile=4)
+
+
+def test_a_record_from_before_tiles_keeps_the_widest_layout() -> None:
+    """A model stored before jobs named their tile was laid out in the widest one: read
+    with the cheapest, its weight tiles would be misread."""
+    job = MLPJob(n_features=784, n_classes=10, hidden=(64, 64), batch_size=8, params=N15_128.name)
+    fields = dataclasses.asdict(job)
+    assert MLPJob.from_record(fields) == job
+    del fields["tile"]
+    old = MLPJob.from_record(fields)
+    assert (old.tile, old.layout.n_cts) == (128, 9)
+    assert dataclasses.replace(old, tile=job.tile) == job
+
+
 def test_a_network_of_too_many_tiles_is_refused_naming_its_widths() -> None:
     with pytest.raises(ParameterError, match=r"hidden \[100000\] with 784 features makes"):
         MLPJob(n_features=784, n_classes=10, hidden=(100_000,), params=N15_128.name)
 
 
 def test_layers_wider_than_the_ring_span_several_tiles() -> None:
-    """No width limit: a 2^12 ring's tiles are 32 x 32, a 64-wide layer spans tiles."""
-    job = MLPJob(n_features=64, n_classes=10, hidden=(64,), params=INSECURE_TEST.name)
+    """No width limit: a 2^12 ring's widest tiles are 32 x 32, a 64-wide layer spans tiles."""
+    job = MLPJob(n_features=64, n_classes=10, hidden=(64,), params=INSECURE_TEST.name, tile=32)
     lay = job.layout
     assert (lay.side, lay.samples_per_ct) == (32, 2)
     assert lay.grid(1) == (2, 3) and lay.grid(2) == (1, 3)  # 65 inputs: 3 tiles of 32
@@ -376,6 +417,7 @@ def test_a_first_layer_over_several_ciphertexts_matches_the_twin() -> None:
         learning_rate=0.5,
         allow_model_decryption=True,
         params=INSECURE_TEST.name,
+        tile=32,
     )
     assert job.layout.grid(1) == (1, 3) and job.layout.n_cts == 4
     shards = _shards(x[:40], data.y[:40], (20, 20))

@@ -153,6 +153,17 @@ def test_query_train_nesterov_reaches_the_job(capsys):
     assert "1 for Nesterov momentum" in line
 
 
+def test_query_train_tile_reaches_the_network_job(capsys):
+    """--tile is the network's weight tile side: a side that is no power of two is refused
+    by the job, naming its field; a GLM has no tiles."""
+    line = _run(
+        capsys, "query", "train", *QUERIER, "--model", "mlp", "--hidden", "8", "--tile", "48",
+    )  # fmt: skip
+    assert "network job: tile" in line and "48" in line
+    line = _run(capsys, "query", "train", *QUERIER, "--tile", "32")
+    assert "--tile are for networks" in line
+
+
 def test_query_model_needs_model(capsys):
     line = _run(capsys, "query", "model", *QUERIER)
     assert "--model" in line

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -131,6 +132,11 @@ class TrainingJob:
                 f"set dp_noise_multiplier=0",
             )
         self.check_fits()
+
+    @classmethod
+    def from_record(cls, fields: Mapping[str, Any]) -> TrainingJob:
+        """The job a stored record holds (its fields, as ``dataclasses.asdict`` wrote them)."""
+        return cls(**fields)
 
     # -- derived --------------------------------------------------------------------------
     @property

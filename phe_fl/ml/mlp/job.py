@@ -3,10 +3,12 @@ checked before any key work (a network that does not fit is refused naming what 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,7 +48,10 @@ class MLPJob:
     Glorot-uniform range. Labels are the integers ``0 .. n_classes - 1``. ``momentum`` is
     heavy ball, or Nesterov's with ``nesterov`` (SPINDLE's choice; :mod:`phe_fl.ml.loop`).
     ``allow_model_decryption`` is this party's consent to reveal the trained model.
-    ``params`` defaults to the 128-bit :data:`~phe_fl.ml.jobs.DEFAULT_PARAMS`; the insecure
+    ``tile`` is the side of the square weight tiles (:class:`~phe_fl.ml.mlp.layout.MLPLayout`);
+    0 chooses the side whose iteration on ``batch_size`` rows costs fewest operations,
+    once, at construction (``dataclasses.replace`` keeps it: it is part of the model's
+    layout). ``params`` defaults to the 128-bit :data:`~phe_fl.ml.jobs.DEFAULT_PARAMS`; the insecure
     test set is for tests only, which name it.
     """
 
@@ -68,6 +73,7 @@ class MLPJob:
     init_scale: float = 1.0
     allow_model_decryption: bool = False
     nesterov: bool = False
+    tile: int = 0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ParameterError:
@@ -102,7 +108,30 @@ class MLPJob:
             raise bad("output_degree", f"must be an integer in 1..15, got {self.output_degree!r}")
         if not is_int(self.seed):
             raise bad("seed", f"must be an integer, got {self.seed!r}")
+        slots = self.parameter_set.slots
+        if not is_int(self.tile):
+            raise bad("tile", f"must be an integer, got {self.tile!r}")
+        try:
+            layout = (
+                MLPLayout(slots, self.units, side=self.tile)
+                if self.tile
+                else MLPLayout.for_batch(
+                    slots, self.units, self.batch_size, max_cts=MAX_WEIGHT_CIPHERTEXTS
+                )
+            )
+        except ParameterError as e:
+            raise bad("tile", str(e)) from None
+        object.__setattr__(self, "tile", layout.side)
         self.check_fits()
+
+    @classmethod
+    def from_record(cls, fields: Mapping[str, Any]) -> MLPJob:
+        """The job a stored record holds. A record from before jobs named their ``tile``
+        was laid out in the widest tile (the only layout then), not the cheapest one."""
+        if "tile" in fields:
+            return cls(**fields)
+        job = cls(**{**fields, "tile": 0})
+        return dataclasses.replace(job, tile=MLPLayout(job.parameter_set.slots, job.units).side)
 
     # -- derived --------------------------------------------------------------------------
     @property
@@ -127,7 +156,7 @@ class MLPJob:
 
     @property
     def layout(self) -> MLPLayout:
-        return MLPLayout(self.parameter_set.slots, self.units)
+        return MLPLayout(self.parameter_set.slots, self.units, side=self.tile)
 
     @property
     def hidden_act(self) -> PolyActivation:
@@ -186,7 +215,7 @@ class MLPJob:
             raise ParameterError(
                 f"network job: hidden {list(self.hidden)} with {self.n_features} features "
                 f"makes {layout.n_cts} weight ciphertexts of {layout.side} x {layout.side} "
-                f"tiles, more than {MAX_WEIGHT_CIPHERTEXTS}; use narrower layers"
+                f"tiles, more than {MAX_WEIGHT_CIPHERTEXTS}; use narrower layers or a wider tile"
             )
 
 

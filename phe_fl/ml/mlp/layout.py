@@ -2,9 +2,9 @@
 so no layer ever needs a transpose (POSEIDON's idea, on square per-sample tiles), and as
 many ciphertexts per layer as its width needs (POSEIDON's multi-cipher packing).
 
-A layer vector is cut into tiles of ``T`` units (``T`` a power of two: the widest layer
-input, bias unit included, when its square fits the ring, else the widest square that
-does). Each sample owns a ``T x T`` block of every tile ciphertext; slot ``(r, c)`` of
+A layer vector is cut into tiles of ``T`` units (``T`` a power of two whose square fits the
+ring; :meth:`MLPLayout.for_batch` picks the one whose iteration costs fewest operations).
+Each sample owns a ``T x T`` block of every tile ciphertext; slot ``(r, c)`` of
 sample ``i`` is ``i * T**2 + r * T + c`` and one ciphertext holds ``slots / T**2``
 samples. Unit ``u`` lives in tile ``u // T`` at local position ``u % T``, in one of two
 *forms*:
@@ -40,6 +40,15 @@ logarithm of the units a ciphertext holds (``log2 T``) and linearly in the numbe
 output tiles; the rotation keys are the same ``2 log2 T + log2(samples per ciphertext)``
 whatever the width.
 
+Choosing ``T``: a wide tile means few weight ciphertexts but few samples per ciphertext,
+so a batch takes many chunks, each a whole forward and backward pass (784-64-64-10 at
+2^14 slots: ``T = 128`` holds one sample, 8 passes for a batch of 8; ``T = 64`` holds
+four, 2 passes over 17 weight tiles instead of 9). A narrow one packs the batch in one
+chunk but multiplies the weight tiles, which every iteration refreshes and the
+aggregator sums. :meth:`MLPLayout.iteration_cost` counts both, and measured in one
+process (4 parties, 2^15 ring, one iteration) its ranking held: 784-64-64-10 took 94.8 s
+at ``T = 128``, 25.6 s at 64, 32.4 s at 32; 64-16-10 took 50.9 s at 128 and 6.9 s at 32.
+
 Gradients are exactly zero off the valid weight positions (masked errors times inputs
 that are zero off their units), so padding weights stay zero through training.
 """
@@ -67,18 +76,54 @@ class MLPLayout:
     """Where each layer's weight tiles, a sample's activation tiles and the gradients live.
 
     ``units`` lists the layer widths without bias: inputs, hidden layers, outputs.
-    With ``bias`` every layer's input gets one extra unit fixed at 1 (last).
+    With ``bias`` every layer's input gets one extra unit fixed at 1 (last). ``side`` is
+    the tile side ``T``; 0 (the default) is the widest tile that is of use: the widest
+    layer input (bias included) when its square fits the ring, else the widest square
+    that does, which makes the fewest weight ciphertexts (:meth:`for_batch` chooses by
+    cost instead).
     """
 
     slots: int
     units: tuple[int, ...]
     bias: bool = True
+    side: int = 0
 
     def __post_init__(self) -> None:
         if len(self.units) < 2 or any(int(u) < 1 for u in self.units):
             raise ParameterError(f"a network needs >= 2 layers of >= 1 unit, got {self.units}")
-        if self.max_side(self.slots) < 2:
+        widest = self.max_side(self.slots)
+        if widest < 2:
             raise ParameterError(f"a ring of {self.slots} slots holds no 2 x 2 tile")
+        if self.side == 0:
+            needed = max(max(self.units[:-1]) + int(self.bias), self.units[-1])
+            object.__setattr__(self, "side", min(next_pow2(needed), widest))
+        elif not 2 <= self.side <= widest or self.side & (self.side - 1):
+            raise ParameterError(
+                f"tile side must be a power of two from 2 to {widest} (its square fits "
+                f"{self.slots} slots), got {self.side}"
+            )
+
+    @classmethod
+    def for_batch(
+        cls,
+        slots: int,
+        units: tuple[int, ...],
+        batch: int,
+        *,
+        bias: bool = True,
+        max_cts: int | None = None,
+    ) -> MLPLayout:
+        """The layout whose iteration on ``batch`` samples per party costs fewest
+        operations (:meth:`iteration_cost`; the wider side on a tie), among those of at
+        most ``max_cts`` weight ciphertexts (the widest tile when none is that small)."""
+        widest = cls(slots, units, bias)
+        candidates = [widest]
+        side = widest.side // 2
+        while side >= 2:
+            candidates.append(cls(slots, units, bias, side))
+            side //= 2
+        fit = [c for c in candidates if max_cts is None or c.n_cts <= max_cts] or [widest]
+        return min(fit, key=lambda c: (c.iteration_cost(batch), -c.side))
 
     # -- geometry -------------------------------------------------------------------------
     @staticmethod
@@ -90,13 +135,6 @@ class MLPLayout:
     def n_layers(self) -> int:
         """Weight layers (hidden layers + 1)."""
         return len(self.units) - 1
-
-    @property
-    def side(self) -> int:
-        """``T``: the tile side, a power of two holding the widest layer input (bias
-        included) when that square fits the ring, else the widest square that does."""
-        widest = max(max(self.units[:-1]) + int(self.bias), self.units[-1])
-        return min(next_pow2(widest), self.max_side(self.slots))
 
     @property
     def block(self) -> int:
@@ -186,6 +224,39 @@ class MLPLayout:
             for s in self._axis_steps(form):
                 steps.update((s, -s))
         return tuple(sorted(steps))
+
+    # -- cost ---------------------------------------------------------------------------
+    REFRESH_COST = 2
+    """A weight tile's refresh in rotations' time: each party's share (a masked decryption,
+    its transfer) and the root's preparation and re-encryption."""
+
+    def chunk_cost(self) -> int:
+        """Rotations and ciphertext products of one chunk's MAP as
+        :mod:`~phe_fl.ml.mlp.passes` runs it (forward with slopes, output error, backward),
+        an activation counted as two products; products with the plaintext input (layer
+        1's forward and gradient tiles) cost a twentieth of the others and are left out."""
+        last = self.n_layers
+        ops = 0
+        for k in range(1, last + 1):
+            n_o, n_i = self.grid(k)
+            ops += n_o * (2 * n_i * int(k > 1) + len(self.input_sum_steps(k)))
+            if k < last:
+                replicate = self.forward_replicate_steps(k) + self.backward_replicate_steps(k)
+                ops += n_o * (4 + len(replicate))
+            else:
+                ops += n_o * (2 + len(self.backward_replicate_steps(k)))
+            if k > 1:
+                steps = self.output_sum_steps(k) + self.backward_replicate_steps(k - 1)
+                ops += self.tiles(self.n_out(k - 1)) * (n_o + 2 + len(steps))
+        return ops
+
+    def iteration_cost(self, batch: int) -> int:
+        """One party's share of an iteration on ``batch`` samples, in operations: its
+        chunks' MAPs, and per weight tile the aggregator's sum over samples and the
+        refresh every iteration starts with."""
+        chunks = -(-batch // self.samples_per_ct)
+        per_tile = len(self.sample_sum_steps) + self.REFRESH_COST
+        return chunks * self.chunk_cost() + self.n_cts * per_tile
 
     # -- encoders -------------------------------------------------------------------------
     def _blocks(self) -> FloatArray:
