@@ -48,11 +48,12 @@ class MLPJob:
     Glorot-uniform range. Labels are the integers ``0 .. n_classes - 1``. ``momentum`` is
     heavy ball, or Nesterov's with ``nesterov`` (SPINDLE's choice; :mod:`phe_fl.ml.loop`).
     ``allow_model_decryption`` is this party's consent to reveal the trained model.
-    ``tile`` is the side of the square weight tiles (:class:`~phe_fl.ml.mlp.layout.MLPLayout`);
-    0 chooses the side whose iteration on ``batch_size`` rows costs fewest operations,
-    once, at construction (``dataclasses.replace`` keeps it: it is part of the model's
-    layout). ``params`` defaults to the 128-bit :data:`~phe_fl.ml.jobs.DEFAULT_PARAMS`; the insecure
-    test set is for tests only, which name it.
+    ``tile`` is the side of the square weight tiles
+    (:class:`~phe_fl.ml.mlp.layout.MLPLayout`); 0 chooses the side whose iteration on
+    ``batch_size`` rows costs fewest operations, once, at construction
+    (``dataclasses.replace`` keeps it: it is part of the model's layout). ``params``
+    defaults to the 128-bit :data:`~phe_fl.ml.jobs.DEFAULT_PARAMS`; the insecure test set
+    is for tests only, which name it.
     """
 
     n_features: int
