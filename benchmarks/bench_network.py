@@ -24,7 +24,7 @@ install on Python 3.10), full Fashion-MNIST in Debian's ``dataset-fashion-mnist`
 by 255 and not standardized (a border pixel's deviation is ~0: standardizing throws its
 rare values far outside the activation's interval).
 
-Results: benchmarks/results/network/<profile>.json and network.md.
+Results: benchmarks/results/network/<profile>.json, and network.md from every saved profile.
 """
 
 from __future__ import annotations
@@ -394,12 +394,10 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.render:
-        saved = {p.stem: json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))}
-        (args.out / "network.md").write_text(_markdown(saved) + "\n")
+        _render(args.out)
         return 0
     profiles = ["quick-digits"] if args.quick else args.profiles.split(",")
     params = "insecure-test-n12" if args.quick else args.params
-    results: dict[str, dict[str, Any]] = {}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in profiles:
         print(f"== {name} ({params}, {args.parties} node processes)", flush=True)
@@ -418,13 +416,17 @@ def main() -> int:
             "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        results[name] = r
         (args.out / f"{name}.json").write_text(json.dumps(r, indent=1) + "\n")
         print(_markdown({name: r}), flush=True)
-    (args.out / ("network-quick.md" if args.quick else "network.md")).write_text(
-        _markdown(results) + "\n"
-    )
+    _render(args.out)
     return 0
+
+
+def _render(out: Path) -> None:
+    """network.md from every profile saved in ``out``: a run of one profile keeps the
+    others' rows."""
+    saved = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    (out / "network.md").write_text(_markdown(saved) + "\n")
 
 
 if __name__ == "__main__":

@@ -162,4 +162,4 @@ def test_network_benchmark_quick_profile(tmp_path: Path) -> None:
     assert r["max_abs_weight_diff_vs_twin"] < 1e-3 and r["parties"] == 2
     assert r["refreshes_parties"][0] > 0 and r["refresh_rounds_parties"][0] >= 1
     assert 0.5 < r["accuracy_exact"] <= 1.0 and r["seconds_per_epoch_computed"] > 0
-    assert "quick-digits" in (tmp_path / "network-quick.md").read_text()
+    assert "quick-digits" in (tmp_path / "network.md").read_text()
