@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,11 +52,14 @@ class _KeyObject:
 
     KIND: Kind
     LOADER: str
+    KEEP_BYTES: ClassVar[bool] = True
+    """Evaluation keys set this False: a node installs them once and keeps them in its
+    state store, and their bytes (25 MB a key at 2^15) would double what it holds."""
 
     def __init__(self, ctx: Context, raw: Any, *, data: bytes | None = None) -> None:
         self.ctx = ctx
         self.raw = raw
-        self._bytes = data
+        self._bytes = data if self.KEEP_BYTES else None
         self._digest: bytes | None = None
 
     def check_context(self, ctx: Context) -> None:
@@ -77,9 +80,12 @@ class _KeyObject:
         )
 
     def to_bytes(self) -> bytes:
-        if self._bytes is None:
-            self._bytes = self._envelope().pack()
-        return self._bytes
+        if self._bytes is not None:
+            return self._bytes
+        data = self._envelope().pack()
+        if self.KEEP_BYTES:
+            self._bytes = data
+        return data
 
     @classmethod
     def _unpack(cls, ctx: Context, data: bytes, n_blobs: int = 1) -> tuple[Envelope, Any]:
@@ -172,6 +178,7 @@ class RelinKey(_KeyObject):
 
     KIND = Kind.RELIN_KEY
     LOADER = "eval_key"
+    KEEP_BYTES = False
 
     @property
     def key_tag(self) -> str:
@@ -208,6 +215,7 @@ class RotationKeys(_KeyObject):
 
     KIND = Kind.ROTATION_KEYS
     LOADER = "eval_key_map"
+    KEEP_BYTES = False
 
     def __init__(
         self,

@@ -2,14 +2,15 @@
 requests, caching each answer so that a retried request gets the same bytes back.
 
 Regenerating a share for the same ciphertext with fresh noise would let a receiver
-average the noise away; the cache is what enforces "cache and resend". It keeps the most
-recent ``cache_size`` shares, and no more than ``cache_bytes`` of them counted at twice
-a fresh ciphertext each (retries come within seconds; a long training job draws
-thousands of refresh shares, and a prediction one key-switch share per query ciphertext,
-which would otherwise pile up: 256 shares of a 2^16 ring are about 23 GB). It remembers
-the digest of every request it ever answered: a request whose share has left the cache
-is refused, never answered again with fresh noise. (A node also keeps every answer it
-sent in its state store, which answers a parent's retry before the party is asked.)
+average the noise away; the cache is what enforces "cache and resend". It keeps each
+share's bytes, which is what a retry gets back (loaded again only then), for the most
+recent ``cache_size`` shares and no more than ``cache_bytes`` of them, the newest always
+(retries come within seconds; a long training job draws thousands of refresh shares, a
+prediction one key-switch share per query ciphertext, and a rotation-key round a share of
+200 MB at 2^15, which would otherwise pile up). It remembers the digest of every request
+it ever answered: a request whose share has left the cache is refused, never answered
+again with fresh noise. (A node also keeps every answer it sent in its state store, which
+answers a parent's retry before the party is asked.)
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from phe_fl.errors import ProtocolError
 from phe_fl.mhe._wire import digest
 from phe_fl.mhe.context import Ciphertext, Context, ciphertext_bytes
 from phe_fl.mhe.keys import QuerierPublicKey, SecretShare
+from phe_fl.mhe.protocols._share import Protocol, Share
 from phe_fl.mhe.protocols.decryption import DecryptionShare, ThresholdDecrypt, flooded_partial
 from phe_fl.mhe.protocols.key_switch import KeySwitchShare, QueryKeySwitch
 from phe_fl.mhe.protocols.refresh import Refresh, RefreshCRP, RefreshShare, refresh_subject
@@ -30,6 +32,9 @@ from phe_fl.mhe.protocols.relin_key import RelinKeyGen, RelinRound1Share, RelinR
 from phe_fl.mhe.protocols.rotation_keys import RotationKeyGen, RotationKeysShare
 
 __all__ = ["Party"]
+
+T = TypeVar("T")
+S = TypeVar("S", bound=Share)
 
 
 class Party:
@@ -40,9 +45,10 @@ class Party:
     ) -> None:
         self.ctx: Context = secret.ctx
         self._secret = secret
-        self._cache: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
-        per_share = 2 * ciphertext_bytes(secret.ctx.params)
-        self._cache_size = max(4, min(cache_size, cache_bytes // per_share))
+        self._cache: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+        self._cache_bytes = cache_bytes
+        self._held = 0  # bytes in the cache
         self._answered: set[tuple[str, bytes]] = set()
         self._pending: dict[tuple[str, bytes], threading.Event] = {}
         self._lock = threading.Lock()
@@ -55,15 +61,22 @@ class Party:
     def n_parties(self) -> int:
         return self._secret.n_parties
 
-    def _cached(self, key: tuple[str, bytes], make: Callable[[], Any]) -> Any:
+    def _cached(
+        self,
+        key: tuple[str, bytes],
+        make: Callable[[], T],
+        keep: Callable[[T], tuple[Any, int]],
+        restore: Callable[[Any], T],
+    ) -> T:
         """The share for ``key``, drawn once; threads may ask for different keys at once
-        (a node computes a FedAvg round's shares in parallel)."""
+        (a node computes a FedAvg round's shares in parallel). ``keep`` says what the
+        cache holds of it and how many bytes that is, ``restore`` gives it back."""
         while True:
             with self._lock:
                 hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
-                    return hit
+                    break
                 waiting = self._pending.get(key)
                 if waiting is None:
                     if key in self._answered:
@@ -71,14 +84,18 @@ class Party:
                             f"party {self.index}: its {key[0]} share for this request was sent "
                             f"long ago and is no longer cached; it is not drawn again with "
                             f"fresh noise (a retry must come within the last "
-                            f"{self._cache_size} requests)"
+                            f"{self._cache_size} requests and {self._cache_bytes >> 20} MiB "
+                            f"of shares)"
                         )
                     self._answered.add(key)  # claimed: another thread asking waits for it
                     pending = self._pending[key] = threading.Event()
                     break
             waiting.wait()  # another thread is drawing it: take that one
+        if hit is not None:
+            return restore(hit[0])
         try:
             share = make()
+            kept = keep(share)
         except BaseException:
             with self._lock:
                 self._answered.discard(key)
@@ -86,58 +103,80 @@ class Party:
             pending.set()
             raise
         with self._lock:
-            self._cache[key] = share
+            self._cache[key] = kept
+            self._held += kept[1]
             del self._pending[key]
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            while len(self._cache) > 1 and (
+                len(self._cache) > self._cache_size or self._held > self._cache_bytes
+            ):
+                self._held -= self._cache.popitem(last=False)[1][1]
         pending.set()
         return share
 
+    def _share(self, key: tuple[str, bytes], proto: Protocol[S], make: Callable[[], S]) -> S:
+        """A share, kept as the bytes a retry is answered with (loaded again only then)."""
+        return self._cached(key, make, _as_bytes, proto.share_from_bytes)
+
     # key generation ----------------------------------------------------------------------
     def relin_round1(self, gen: RelinKeyGen, crp: RelinRound1Share) -> RelinRound1Share:
-        return self._cached(("relin1", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[no-any-return]
+        return self._share(("relin1", crp.subject), gen, lambda: gen.gen_share(self._secret, crp))
 
     def relin_round2(self, gen: RelinKeyGen, round1: RelinRound1Share) -> RelinRound2Share:
-        return self._cached(  # type: ignore[no-any-return]
-            ("relin2", round1.subject), lambda: gen.gen_round2_share(self._secret, round1)
+        return self._share(
+            ("relin2", round1.subject),
+            gen.round2,
+            lambda: gen.gen_round2_share(self._secret, round1),
         )
 
     def relin_crp(self, gen: RelinKeyGen) -> RelinRound1Share:
-        return self._cached(("relin-crp", gen.tag.encode()), lambda: gen.gen_crp(self._secret))  # type: ignore[no-any-return]
+        return self._share(("relin-crp", gen.tag.encode()), gen, lambda: gen.gen_crp(self._secret))
 
     def rotation_crp(self, gen: RotationKeyGen) -> RotationKeysShare:
         key = ("rot-crp", repr((gen.tag, gen.indices)).encode())
-        return self._cached(key, lambda: gen.gen_crp(self._secret))  # type: ignore[no-any-return]
+        return self._share(key, gen, lambda: gen.gen_crp(self._secret))
 
     def rotation_keys(self, gen: RotationKeyGen, crp: RotationKeysShare) -> RotationKeysShare:
-        return self._cached(("rot", crp.subject), lambda: gen.gen_share(self._secret, crp))  # type: ignore[no-any-return]
+        return self._share(("rot", crp.subject), gen, lambda: gen.gen_share(self._secret, crp))
 
     # per-ciphertext protocols ------------------------------------------------------------
     def _partial(self, ct: Ciphertext) -> Any:
-        """This party's one flooded partial decryption of ``ct``'s content."""
+        """This party's one flooded partial decryption of ``ct``'s content, kept as it is:
+        a partial loaded from bytes serializes differently, and the shares made from it
+        must not look like fresh ones."""
+        size = ciphertext_bytes(self.ctx.params)  # at most a fresh ciphertext's
         return self._cached(
-            ("partial", ct.content_digest), lambda: flooded_partial(self._secret, ct)
+            ("partial", ct.content_digest),
+            lambda: flooded_partial(self._secret, ct),
+            lambda raw: (raw, size),
+            lambda raw: raw,
         )
 
     def decryption_share(self, ct: Ciphertext) -> DecryptionShare:
         proto = ThresholdDecrypt(self.ctx)
-        return self._cached(  # type: ignore[no-any-return]
-            ("dec", ct.digest), lambda: proto.gen_share(self._secret, ct, self._partial(ct))
+        return self._share(
+            ("dec", ct.digest), proto, lambda: proto.gen_share(self._secret, ct, self._partial(ct))
         )
 
     def refresh_share(self, prepared: Ciphertext, crp: RefreshCRP) -> RefreshShare:
         proto = Refresh(self.ctx)
-        return self._cached(  # type: ignore[no-any-return]
+        return self._share(
             ("refresh", refresh_subject(prepared, crp)),
+            proto,
             lambda: proto.gen_share(self._secret, prepared, crp),
         )
 
     def key_switch_share(self, ct: Ciphertext, querier: QuerierPublicKey) -> KeySwitchShare:
         proto = QueryKeySwitch(self.ctx, querier)
-        return self._cached(  # type: ignore[no-any-return]
+        return self._share(
             ("keyswitch", digest(ct.digest + querier.key_tag.encode())),
+            proto,
             lambda: proto.gen_share(self._secret, ct, self._partial(ct)),
         )
 
     def __repr__(self) -> str:
         return f"Party(index={self.index}/{self.n_parties}, params={self.ctx.params.name!r})"
+
+
+def _as_bytes(share: Share) -> tuple[bytes, int]:
+    data = share.to_bytes()
+    return data, len(data)

@@ -70,7 +70,8 @@ PARTY = textwrap.dedent(
     ct = ctx.ciphertext_from_bytes((d / "result").read_bytes())
     querier = mhe.QuerierPublicKey.from_bytes(ctx, (d / "querier").read_bytes())
     share = party.decryption_share(ct)
-    assert party.decryption_share(ctx.ciphertext_from_bytes(ct.to_bytes())) is share  # cached
+    again = party.decryption_share(ctx.ciphertext_from_bytes(ct.to_bytes()))
+    assert again.to_bytes() == share.to_bytes()  # cached: the same bytes resent
     (d / f"dec{index}").write_bytes(share.to_bytes())
     (d / f"ks{index}").write_bytes(party.key_switch_share(ct, querier).to_bytes())
     """

@@ -221,3 +221,18 @@ def test_a_share_that_left_the_cache_is_refused_not_redrawn(fed) -> None:  # typ
     assert party.decryption_share(cts[2]).to_bytes() == first[2]  # still cached
     with pytest.raises(PheFlError, match=r"not drawn again with fresh noise"):
         party.decryption_share(cts[0])
+
+
+def test_the_cache_is_bounded_by_bytes_and_keeps_the_newest_share(fed) -> None:  # type: ignore[no-untyped-def]
+    """The budget counts the bytes a retry is answered with (a rotation-key round's share
+    is 200 MB at 2^15); the newest share stays whatever its size, older ones leave and are
+    then refused, never drawn again."""
+    party = Party(fed.parties[0]._secret, cache_bytes=1)
+    cts = [fed.encrypt(np.full(4, float(v))) for v in range(2)]
+    first = [party.decryption_share(c).to_bytes() for c in cts]
+    assert party.decryption_share(cts[1]).to_bytes() == first[1]
+    with pytest.raises(PheFlError, match=r"not drawn again with fresh noise"):
+        party.decryption_share(cts[0])
+    roomy = Party(fed.parties[0]._secret)
+    again = [roomy.decryption_share(c).to_bytes() for c in cts]
+    assert [roomy.decryption_share(c).to_bytes() for c in cts] == again

@@ -10,6 +10,7 @@ a fixed point from then on. Functional checks follow for the objects that do som
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -292,6 +293,23 @@ def test_loaded_relin_and_rotation_keys_keep_tag_steps_and_content(fed, plaintex
     ct = fed.encrypt(plaintext)
     got = fed.decrypt(ctx.rotate(ctx.rescale(ctx.mul(ct, ct)), 1), decimals=10)
     assert max_abs_error(got, np.roll(plaintext**2, -1)) <= 5 * error_bound(ctx.params, N)
+
+
+def test_evaluation_keys_do_not_hold_their_bytes(fed):
+    """A node keeps 26 rotation keys of 25 MB for a 784-64-64-10 network at 2^15: held
+    twice (loaded and as the payload they came from) they were 1.3 GB a node. Evaluation
+    keys serialize again on demand, to the same bytes; other key objects keep theirs."""
+    ctx = fed.ctx
+    for cls, key in ((RelinKey, fed.relin_key), (RotationKeys, fed.rotation_keys)):
+        data = key.to_bytes()
+        refs = sys.getrefcount(data)
+        loaded = cls.from_bytes(ctx, data)
+        assert sys.getrefcount(data) == refs, cls.__name__
+        assert loaded.to_bytes() == data
+    data = fed.joint_key.to_bytes()
+    refs = sys.getrefcount(data)
+    kept = JointPublicKey.from_bytes(ctx, data)
+    assert sys.getrefcount(data) == refs + 1 and kept.to_bytes() is data
 
 
 def test_loaded_secret_share_makes_usable_decryption_shares(fed, plaintext):
