@@ -70,6 +70,16 @@ def _cluster(
     )
 
 
+def _assert_same_labels(scores: np.ndarray, expected: np.ndarray) -> None:
+    """The oblivious labels are the decrypted model's wherever its top two scores are
+    further apart than the noise (scores agree within 1e-3): a row whose two best scores
+    are 5e-5 apart (the 2-hidden-layer iris network has one) is a tie either may win."""
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2e-3
+    assert clear.sum() >= len(clear) - 2
+    assert (scores.argmax(axis=1) == expected.argmax(axis=1))[clear].all()
+
+
 def _job(hidden: tuple[int, ...], **kw: object) -> MLPJob:
     base: dict[str, object] = dict(
         n_features=4,
@@ -124,7 +134,7 @@ def test_networks_train_and_predict_over_the_tree(tmp_path: Path) -> None:
         )
         assert diff < 1e-3
         assert score_diff < 1e-3
-        assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()
+        _assert_same_labels(scores, expected)
         if job.hidden:  # deeper than the test set's levels: MAP paused for refreshes
             assert all(p > 0 for p in run.party_refreshes)
             # every party's refreshes at one pause went to the tree as one round
@@ -229,7 +239,7 @@ def test_a_network_whose_first_layer_spans_several_ciphertexts(tmp_path: Path) -
           f"{np.abs(scores - expected).max():.2e}")  # fmt: skip
     assert diff < 1e-3
     assert np.abs(scores - expected).max() < 1e-3
-    assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()
+    _assert_same_labels(scores, expected)
 
 
 @pytest.mark.slow
