@@ -274,21 +274,6 @@ def no_core_dumps() -> None:
         log.warning("could not mark the process non-dumpable (prctl unavailable)")
 
 
-RELEASE_EVERY_S = 5.0
-"""How often a serving node hands freed heap pages back to the system."""
-
-
-def release_freed_memory() -> None:
-    """Return the heap pages freed since the last call to the system (glibc's
-    ``malloc_trim``). OpenFHE frees its temporaries (key-switching digits, ciphertexts in
-    flight) in pieces that glibc keeps resident in its arenas: over a 784-64-64-10
-    training at 2^15, 0.8 to 1 GB a node was free but still resident."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator returns memory itself
-        pass
-
-
 def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
     """Run a node until SIGTERM or SIGINT, then stop gracefully."""
     no_core_dumps()
@@ -300,10 +285,7 @@ def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S)
     where = f"serving on {config.listen}" if config.listen else "with no listening port"
     log.info("phe-fl node %s %s", config.id, where)  # a log line: JSON in JSON mode
     try:
-        ticks = 0
         while not stop.wait(0.5):  # a timed wait keeps the signal handlers responsive
-            ticks += 1
-            if ticks % int(RELEASE_EVERY_S / 0.5) == 0:
-                release_freed_memory()
+            pass
     finally:
         node.stop()
