@@ -44,6 +44,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scaling import peak_rss  # noqa: E402
 
 from phe_fl.federation.local import LocalCluster  # noqa: E402
 from phe_fl.federation.messages import ProgressEvent, Stage  # noqa: E402
@@ -180,6 +183,7 @@ def train_profile(
         train_s = time.perf_counter() - t
         weights = q.network_weights("weights", "net")
         q.close()
+        peaks = [peak_rss(p.pid) or 0 for p in c.processes]
     rotation_s = sum(e.seconds for e in events if e.stage is Stage.KEYGEN_ROTATION_KEYS)
     iters = _per_iteration(events, measured)
     shards = _shards(data, parties)
@@ -206,6 +210,7 @@ def train_profile(
         "tile": f"{job.layout.side}x{job.layout.side}",
         "samples_per_ciphertext": job.layout.samples_per_ct,
         "weight_ciphertexts": job.layout.n_cts,
+        "node_peak_rss_bytes": peaks,
         "setup_seconds": setup_s,
         "rotation_key_seconds": rotation_s,
         "train_seconds": train_s,
@@ -336,6 +341,7 @@ def _markdown(results: dict[str, dict[str, Any]]) -> str:
             f"| seconds per epoch ({_epoch_basis(r)}: {r['iterations_per_epoch']} iterations) | "
             f"{r['seconds_per_epoch_computed']:.0f} |",
             f"| bytes sent per node and iteration (largest) | {max(sent) / 2**20:.1f} MiB |",
+            *_peak_row(r),
             f"| refreshes per iteration: root / parties (in rounds) | "
             f"{_counts(r['refreshes_root'])} / {_counts(r['refreshes_parties'])} "
             f"({_counts(r['refresh_rounds_parties'])}) |",
@@ -352,6 +358,18 @@ def _markdown(results: dict[str, dict[str, Any]]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _peak_row(r: dict[str, Any]) -> list[str]:
+    """The nodes' peak resident memory (runs saved before it was recorded have none)."""
+    peaks = r.get("node_peak_rss_bytes")
+    if not peaks:
+        return []
+    root, others = peaks[0] / 2**30, [p / 2**30 for p in peaks[1:]] or [0.0]
+    return [
+        f"| peak memory per node: root / others (VmHWM) | {root:.1f} GiB / "
+        f"{min(others):.1f}-{max(others):.1f} GiB |"
+    ]
 
 
 def _whole_epochs(r: dict[str, Any]) -> int:
@@ -390,6 +408,11 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, help="the twin's epochs (default: the profile's)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument(
+        "--save-as",
+        help="the saved result's name (default: the profile's), so that a run with other "
+        "settings (--parties 10) keeps the profile's own figures",
+    )
+    ap.add_argument(
         "--render", action="store_true", help="only rewrite network.md from the saved JSON"
     )
     args = ap.parse_args()
@@ -397,6 +420,8 @@ def main() -> int:
         _render(args.out)
         return 0
     profiles = ["quick-digits"] if args.quick else args.profiles.split(",")
+    if args.save_as and len(profiles) != 1:
+        ap.error("--save-as names the result of one profile")
     params = "insecure-test-n12" if args.quick else args.params
     args.out.mkdir(parents=True, exist_ok=True)
     for name in profiles:
@@ -416,8 +441,9 @@ def main() -> int:
             "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        (args.out / f"{name}.json").write_text(json.dumps(r, indent=1) + "\n")
-        print(_markdown({name: r}), flush=True)
+        saved = args.save_as or name
+        (args.out / f"{saved}.json").write_text(json.dumps(r, indent=1) + "\n")
+        print(_markdown({saved: r}), flush=True)
     _render(args.out)
     return 0
 

@@ -116,7 +116,7 @@ def ciphertext_bytes(params: str, level: int) -> int:
     return _CT_SIZE[key]
 
 
-def _peak_rss(pid: int) -> int | None:
+def peak_rss(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -337,7 +337,7 @@ def run_training(
                 out["train_s"] = time.perf_counter() - t0
             finally:
                 q.close()
-                out["node_peak_rss_bytes"] = [_peak_rss(p.pid) for p in cluster.processes]
+                out["node_peak_rss_bytes"] = [peak_rss(p.pid) for p in cluster.processes]
         finally:
             cluster.stop()
     depth = get_parameter_set(params).mult_depth
