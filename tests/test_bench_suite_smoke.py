@@ -146,20 +146,24 @@ def test_suite_smallest_figure(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_network_benchmark_quick_profile(tmp_path: Path) -> None:
     """benchmarks/bench_network.py --quick: digits over 2 node processes, one encrypted
-    iteration, the twin and the exact MLP; its figures saved and rendered."""
+    iteration, the twin (one epoch) and the exact MLP; its figures saved under the name
+    asked for and rendered."""
     import subprocess
 
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench_network.py", "--quick", "--parties", "2"]
-        + ["--iterations", "1", "--epochs", "1", "--out", str(tmp_path)],
+        + ["--iterations", "1", "--epochs", "1", "--out", str(tmp_path), "--save-as", "two"],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads((tmp_path / "quick-digits.json").read_text())
+    r = json.loads((tmp_path / "two.json").read_text())
     assert r["max_abs_weight_diff_vs_twin"] < 1e-3 and r["parties"] == 2
     assert r["refreshes_parties"][0] > 0 and r["refresh_rounds_parties"][0] >= 1
     assert 0.5 < r["accuracy_exact"] <= 1.0 and r["seconds_per_epoch_computed"] > 0
-    assert "quick-digits" in (tmp_path / "network.md").read_text()
+    assert r["twin_iterations"] == r["iterations_per_epoch"]
+    assert len(r["node_peak_rss_bytes"]) == 2 and min(r["node_peak_rss_bytes"]) > 0
+    md = (tmp_path / "network.md").read_text()
+    assert "## two: 64-16-10" in md and "(1 epoch) |" in md and "peak memory per node" in md
