@@ -149,6 +149,11 @@ def _per_iteration(events: list[ProgressEvent], iterations: int) -> list[dict[st
     return rows
 
 
+def iterations_per_epoch(data: Data, parties: int, batch: int) -> int:
+    """Updates in one pass over the training rows, ``batch`` rows a party each."""
+    return -(-len(data.y_train) // (parties * batch))
+
+
 def train_profile(
     data: Data,
     job: MLPJob,
@@ -191,7 +196,7 @@ def train_profile(
     diff = max(float(np.abs(a - b).max()) for a, b in zip(weights, twin_k.weights, strict=True))
     acc_enc_k = float(np.mean(mlp_predict(job, weights, data.x_test) == data.y_test))
     acc_twin_k = float(np.mean(mlp_predict(job, twin_k.weights, data.x_test) == data.y_test))
-    per_epoch = -(-len(data.y_train) // (parties * job.batch_size))
+    per_epoch = iterations_per_epoch(data, parties, job.batch_size)
     full = MLPJob(**{**job.__dict__, "iterations": twin_iterations})
     twin = train_plaintext_mlp(full, shards)
     acc_twin = float(np.mean(mlp_predict(full, twin.weights, data.x_test) == data.y_test))
@@ -450,7 +455,7 @@ def main() -> int:
                 data = load(kind)
                 job = _job(data, hidden, params, args.batch, lr)
                 if args.epochs:
-                    per_epoch = -(-len(data.y_train) // (args.parties * args.batch))
+                    per_epoch = iterations_per_epoch(data, args.parties, args.batch)
                     twin_iterations = args.epochs * per_epoch
                 r = train_profile(
                     data, job, args.parties, args.iterations, twin_iterations, Path(tmp)
