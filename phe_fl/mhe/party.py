@@ -49,6 +49,7 @@ class Party:
         self._cache_size = max(1, cache_size)
         self._cache_bytes = cache_bytes
         self._held = 0  # bytes in the cache
+        self._partial_bytes = ciphertext_bytes(secret.ctx.params)  # a partial's at most
         self._answered: set[tuple[str, bytes]] = set()
         self._pending: dict[tuple[str, bytes], threading.Event] = {}
         self._lock = threading.Lock()
@@ -143,11 +144,10 @@ class Party:
         """This party's one flooded partial decryption of ``ct``'s content, kept as it is:
         a partial loaded from bytes serializes differently, and the shares made from it
         must not look like fresh ones."""
-        size = ciphertext_bytes(self.ctx.params)  # at most a fresh ciphertext's
         return self._cached(
             ("partial", ct.content_digest),
             lambda: flooded_partial(self._secret, ct),
-            lambda raw: (raw, size),
+            lambda raw: (raw, self._partial_bytes),
             lambda raw: raw,
         )
 
