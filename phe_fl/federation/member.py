@@ -51,6 +51,7 @@ from phe_fl.mhe import (
     SecretShare,
     ThresholdDecrypt,
     get_parameter_set,
+    release_free_memory,
 )
 from phe_fl.mhe.context import FloatArray
 from phe_fl.mhe.protocols._share import Share
@@ -111,6 +112,7 @@ class Member:
         self._lock = threading.Lock()
         self.network_maps = NetworkMaps(config.id, self.ctx)
         self._restore()
+        release_free_memory()  # what loading the stored keys left free
         self.fedavg = FedAvgParty(config, store, self.ctx)
 
     # -- the state store -----------------------------------------------------------------------
@@ -283,6 +285,7 @@ class Member:
             keys.install()
             self.rotation_keys = [k for k in self.rotation_keys if k.indices != keys.indices]
             self.rotation_keys.append(keys)
+        release_free_memory()  # the round's shares and the keys' loading temporaries
         return [self.id]
 
     # -- what the parts need ----------------------------------------------------------------
@@ -500,6 +503,7 @@ def _installer(
         if install:
             key.install()
         setattr(mem, attribute, key)
+        release_free_memory()  # the round's shares and the key's loading temporaries
         return [mem.id]
 
     return own

@@ -33,6 +33,7 @@ from phe_fl.federation.servicer import OldWireRefusal, PeerLimiter, RootServicer
 from phe_fl.federation.store import NodeStore, StoreIdentity, federation_fingerprint
 from phe_fl.federation.subtree import Subtree
 from phe_fl.federation.tree import Children, ParentConnection
+from phe_fl.mhe import limit_arenas
 from phe_fl.v2 import query_pb2_grpc, tree_pb2_grpc
 
 __all__ = ["Node", "build_node", "serve_forever", "DEFAULT_DEADLINE_S"]
@@ -277,6 +278,7 @@ def no_core_dumps() -> None:
 def serve_forever(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
     """Run a node until SIGTERM or SIGINT, then stop gracefully."""
     no_core_dumps()
+    limit_arenas()  # before the node's threads: what one step frees, the next reuses
     node = build_node(config, deadline_s=deadline_s)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,7 @@ from phe_fl.mhe.context import (
     ciphertext_bytes,
     largest_message_bytes,
 )
+from phe_fl.mhe.heap import limit_arenas, release_free_memory
 from phe_fl.mhe.keys import (
     JointPublicKey,
     QuerierKeyPair,
@@ -51,6 +52,8 @@ from phe_fl.mhe.simulation import LocalFederation
 
 __all__ = [
     "Context",
+    "limit_arenas",
+    "release_free_memory",
     "MAX_ROTATION_KEYS",
     "largest_message_bytes",
     "ciphertext_bytes",
