@@ -135,6 +135,7 @@ class NetworkMaps:
             ):
                 return current.answer  # the parent asks again: the same answer
             if step.stage == 0:
+                self._maps.pop(job_id, None)  # the last iteration's, before this one's work
                 current = self._start(job_id, party, step)
             else:
                 current = self._resume(job_id, current, step)
@@ -179,7 +180,7 @@ class NetworkMaps:
         if current.reported:
             return StageAnswer()
         current.reported = True
-        return StageAnswer(layer_sums(self.ctx, steps.results()), 1)
+        return StageAnswer(layer_sums(self.ctx, steps.take_results()), 1)
 
     def forget(self, job_id: str) -> None:
         with self._lock:

@@ -37,8 +37,10 @@ __all__ = ["Subtree", "ChildCaller", "payload_bytes", "child_deadline"]
 log = logging.getLogger("phe_fl.subtree")
 
 MEMORY_CACHE = 32
-MEMORY_CACHE_ITEM = 8 << 20
-"""Answers (up to this size each) also kept in memory; the rest are read from the store."""
+MEMORY_CACHE_ITEM = 1 << 20
+"""Answers (up to this size each) also kept in memory; the rest are read from the store
+(at 2^15 a network's MAP answers are a few MB each: 32 of them would stay resident for a
+retry that rarely comes)."""
 DEFAULT_MAX_ANSWER_BYTES = 2 << 30
 """Bytes of answers a node keeps on disk (``[state] max_answer_bytes``); beyond it the
 oldest are evicted, and a request for an evicted answer is refused, never recomputed."""

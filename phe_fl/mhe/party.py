@@ -7,7 +7,8 @@ share's bytes, which is what a retry gets back (loaded again only then), for the
 recent ``cache_size`` shares and no more than ``cache_bytes`` of them, the newest always
 (retries come within seconds; a long training job draws thousands of refresh shares, a
 prediction one key-switch share per query ciphertext, and a rotation-key round a share of
-200 MB at 2^15, which would otherwise pile up). It remembers the digest of every request
+100 MB at 2^15, which would otherwise pile up; the budget is small because a node's state
+store answers a parent's retry). It remembers the digest of every request
 it ever answered: a request whose share has left the cache is refused, never answered
 again with fresh noise. (A node also keeps every answer it sent in its state store, which
 answers a parent's retry before the party is asked.)
@@ -41,7 +42,7 @@ class Party:
     """One data provider's protocol endpoint. Holds exactly one :class:`SecretShare`."""
 
     def __init__(
-        self, secret: SecretShare, *, cache_size: int = 256, cache_bytes: int = 512 << 20
+        self, secret: SecretShare, *, cache_size: int = 256, cache_bytes: int = 32 << 20
     ) -> None:
         self.ctx: Context = secret.ctx
         self._secret = secret

@@ -136,6 +136,14 @@ class Lockstep(Generic[T]):
             raise ProtocolError("this MAP still waits for refreshed ciphertexts")
         return [r for r in self._results if r is not None]
 
+    def take_results(self) -> list[T]:
+        """:meth:`results`, handed over once: the lockstep forgets them (a network's
+        per-chunk gradients are a hundred MB or more at 2^15, and a node keeps its
+        finished MAP until the next iteration's starts)."""
+        results = self.results()
+        self._results = [None] * len(self._results)
+        return results
+
 
 def layer_sums(ctx: Context, parts: Sequence[Sequence[Ciphertext]]) -> tuple[Ciphertext, ...]:
     """Layer by layer, the sum of several per-layer gradient contributions (a party's
