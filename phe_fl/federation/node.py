@@ -222,7 +222,7 @@ def build_node(config: NodeConfig, *, deadline_s: float = DEFAULT_DEADLINE_S) ->
                 f"{config.source}: cannot listen on {config.listen} (is another process, "
                 "perhaps this node started twice, using it?)"
             )
-    parent = ParentConnection(config, subtree.contribute) if config.parent is not None else None
+    parent = ParentConnection(config, subtree.answer) if config.parent is not None else None
     return Node(
         config,
         subtree,

@@ -35,6 +35,7 @@ __all__ = [
     "read_tree_response",
     "Frame",
     "child_message_frames",
+    "child_answer_frames",
     "read_child_message",
     "parent_message_frames",
     "parent_message_bytes",
@@ -233,7 +234,13 @@ def _hints(cls: Any) -> dict[str, Any]:
 
 
 def _to_pb(obj: Any, pb_cls: type[PbMessage]) -> PbMessage:
-    msg = pb_cls()
+    return _fill(pb_cls(), obj)
+
+
+def _fill(msg: PbMessage, obj: Any) -> PbMessage:
+    """``obj``'s fields written into ``msg`` (a submessage filled in place, not built and
+    copied in: a share's bytes are copied once)."""
+    msg.SetInParent()  # present even when every field is at its default
     for f in dataclasses.fields(obj):
         _set(msg, f.name, getattr(obj, f.name))
     return msg
@@ -254,18 +261,13 @@ def _set(msg: PbMessage, name: str, value: Any) -> None:
         field = getattr(msg, name)
         for v in value:
             if dataclasses.is_dataclass(v):
-                field.add().CopyFrom(_to_pb(v, _pb_class(msg, name)))
+                _fill(field.add(), v)
             else:
                 field.append(v)
     elif dataclasses.is_dataclass(value):
-        getattr(msg, name).CopyFrom(_to_pb(value, _pb_class(msg, name)))
+        _fill(getattr(msg, name), value)
     else:
         setattr(msg, name, value)
-
-
-def _pb_class(msg: PbMessage, name: str) -> type[PbMessage]:
-    """The generated class of message field ``name`` of ``msg``."""
-    return msg.DESCRIPTOR.fields_by_name[name].message_type._concrete_class  # type: ignore[no-any-return]
 
 
 def _from_pb(msg: PbMessage, cls: type[T]) -> T:
@@ -319,14 +321,13 @@ def _spec_hint(hint: Any) -> tuple[Any, bool]:
     return None, False
 
 
-def _oneof_to_pb(
-    table: dict[type[Any], str], value: Any, pb_owner: type[PbMessage]
-) -> tuple[str, PbMessage]:
+def _oneof_fill(out: PbMessage, table: dict[type[Any], str], value: Any) -> None:
+    """``value`` written in place into the member of ``out``'s oneof that ``table`` names
+    for its type."""
     name = table.get(type(value))
     if name is None:
-        raise ProtocolError(f"{type(value).__name__} is not a message of {pb_owner.__name__}")
-    field_cls = pb_owner.DESCRIPTOR.fields_by_name[name].message_type._concrete_class
-    return name, _to_pb(value, field_cls)
+        raise ProtocolError(f"{type(value).__name__} is not a message of {type(out).__name__}")
+    _fill(getattr(out, name), value)
 
 
 def _oneof_from_pb(
@@ -346,7 +347,6 @@ _JOB_RESULTS = {res: name for name, (_, res) in _JOBS.items()}
 
 
 def tree_request_to_proto(r: m.TreeRequest) -> tree_pb2.TreeRequest:
-    name, step = _oneof_to_pb(_REQUESTS, r.step, tree_pb2.TreeRequest)
     out = tree_pb2.TreeRequest(
         job_id=r.job_id,
         params=r.params,
@@ -354,7 +354,7 @@ def tree_request_to_proto(r: m.TreeRequest) -> tree_pb2.TreeRequest:
         deadline_s=r.deadline_s,
         job_kind=r.job_kind,
     )
-    getattr(out, name).CopyFrom(step)
+    _oneof_fill(out, _REQUESTS, r.step)
     return out
 
 
@@ -371,8 +371,7 @@ def tree_response_to_proto(r: m.TreeResponse) -> tree_pb2.TreeResponse:
         code = common_pb2.Error.Code.Value(r.result.code)
         out.error.CopyFrom(common_pb2.Error(code=code, message=r.result.message))
     else:
-        name, result = _oneof_to_pb(_RESPONSES, r.result, tree_pb2.TreeResponse)
-        getattr(out, name).CopyFrom(result)
+        _oneof_fill(out, _RESPONSES, r.result)
     return out
 
 
@@ -416,9 +415,8 @@ def parent_message_from_proto(msg: tree_pb2.ParentMessage) -> m.Welcome | m.Tree
 
 # -- the querier's jobs -----------------------------------------------------------------------
 def job_request_to_proto(r: m.JobRequest) -> query_pb2.JobRequest:
-    name, job = _oneof_to_pb(_JOB_REQUESTS, r.job, query_pb2.JobRequest)
     out = query_pb2.JobRequest(job_id=r.job_id, params=r.params, detach=r.detach)
-    getattr(out, name).CopyFrom(job)
+    _oneof_fill(out, _JOB_REQUESTS, r.job)
     return out
 
 
@@ -431,9 +429,8 @@ def job_reply_to_proto(reply: m.ProgressEvent | m.Accepted | m.JobResult) -> que
         return query_pb2.JobReply(event=progress_event_to_proto(reply))
     if isinstance(reply, m.Accepted):
         return query_pb2.JobReply(accepted=_to_pb(reply.job, query_pb2.JobInfo))
-    name, result = _oneof_to_pb(_JOB_RESULTS, reply, query_pb2.JobResult)
     out = query_pb2.JobReply()
-    getattr(out.result, name).CopyFrom(result)
+    _oneof_fill(out.result, _JOB_RESULTS, reply)
     return out
 
 
@@ -453,18 +450,33 @@ Frame = common_pb2.Frame
 """What every phe_fl.v2 stream carries: slices of one typed message."""
 
 
+def _varint(value: int) -> bytes:
+    """``value`` as a protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def to_frames(message: PbMessage, call_id: int = 0) -> Iterator[Frame]:
     """One serialized message as frames of at most :data:`CHUNK` bytes (at least one),
     made as they are consumed (a queue of frames would hold a second copy)."""
     return frames_of(message.SerializeToString(), call_id)
 
 
-def frames_of(data: bytes, call_id: int = 0) -> Iterator[Frame]:
-    """Frames of an already serialized message (one serialization sent to many)."""
+def frames_of(data: bytes, call_id: int = 0, *, prefix: bytes = b"") -> Iterator[Frame]:
+    """Frames of an already serialized message (one serialization sent to many), after
+    ``prefix`` (a field's tag and length: ``data`` is then a submessage, sent as the
+    message that holds it without being copied into it)."""
+    total = len(prefix) + len(data)
     view = memoryview(data)
-    for off in range(0, max(len(data), 1), CHUNK):
+    first = CHUNK - len(prefix)
+    yield common_pb2.Frame(call_id=call_id, total_size=total, data=prefix + view[:first])
+    for off in range(first, len(data), CHUNK):
         yield common_pb2.Frame(
-            call_id=call_id, total_size=len(data), data=bytes(view[off : off + CHUNK])
+            call_id=call_id, total_size=total, data=bytes(view[off : off + CHUNK])
         )
 
 
@@ -543,8 +555,12 @@ def decode(pb_cls: type[T], data: bytes | bytearray) -> T:
 
 def parse(pb_cls: type[PbMessage], data: bytes | bytearray, convert: Any) -> Any:
     """Decode and convert to the domain type; any failure is a ProtocolError (or the
-    domain's own validation error, e.g. ParameterError for a bad job spec)."""
+    domain's own validation error, e.g. ParameterError for a bad job spec). A
+    ``bytearray`` (a message reassembled from frames) is consumed: emptied once decoded,
+    so that a message of hundreds of MB is held twice at most, never three times."""
     msg = decode(pb_cls, data)
+    if isinstance(data, bytearray):
+        data.clear()
     try:
         return convert(msg)
     except PheFlError:
@@ -557,6 +573,16 @@ def parse(pb_cls: type[PbMessage], data: bytes | bytearray, convert: Any) -> Any
 def child_message_frames(msg: m.Hello | m.TreeResponse, call_id: int = 0) -> Iterator[Frame]:
     """Child -> parent on Tree.Connect."""
     return to_frames(child_message_to_proto(msg), call_id)
+
+
+def child_answer_frames(answer: bytes, call_id: int = 0) -> Iterator[Frame]:
+    """Child -> parent: an answer already serialized (:func:`tree_response_bytes`, as the
+    node keeps it for retries) sent as its ChildMessage without serializing it again."""
+    return frames_of(answer, call_id, prefix=_ANSWER_TAG + _varint(len(answer)))
+
+
+_ANSWER_TAG = _varint(tree_pb2.ChildMessage.DESCRIPTOR.fields_by_name["response"].number << 3 | 2)
+"""The ``response`` field's key in a ChildMessage: field number, wire type 2 (bytes)."""
 
 
 def read_child_message(data: bytes | bytearray) -> m.Hello | m.TreeResponse:

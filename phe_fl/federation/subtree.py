@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Protocol
 
 from phe_fl.errors import JobStateError, PheFlError, ProtocolError
@@ -91,6 +91,27 @@ def _digest(request: m.TreeRequest) -> bytes:
     return hashlib.sha256(plain.SerializeToString(deterministic=True)).digest()
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An answer as a node has it: computed (the object and, once kept, its bytes), from
+    the memory cache (the object) or from the state store (its bytes)."""
+
+    computed: m.TreeResponse | None = None
+    encoded: bytes | None = None
+
+    def response(self) -> m.TreeResponse:
+        if self.computed is not None:
+            return self.computed
+        assert self.encoded is not None
+        return read_tree_response(self.encoded)
+
+    def data(self) -> bytes:
+        if self.encoded is not None:
+            return self.encoded
+        assert self.computed is not None
+        return tree_response_bytes(self.computed)
+
+
 class Subtree:
     """A node's party plus the subtrees of its children."""
 
@@ -123,9 +144,17 @@ class Subtree:
         return self.member.id
 
     def contribute(self, request: m.TreeRequest, requester: str) -> m.TreeResponse:
-        """This subtree's aggregated answer to ``request`` (cached for retries)."""
+        """This subtree's aggregated answer to ``request`` (kept for retries)."""
+        return self._contribute(request, requester).response()
+
+    def answer(self, request: m.TreeRequest, requester: str) -> bytes:
+        """:meth:`contribute`'s answer serialized, as a child sends it up: serialized
+        once, for the state store and the wire (a share can be hundreds of MB)."""
+        return self._contribute(request, requester).data()
+
+    def _contribute(self, request: m.TreeRequest, requester: str) -> _Answer:
         if not RULES[type(request.step)].keep:
-            return self._compute(request, requester)  # a status or a payload to apply
+            return _Answer(self._compute(request, requester))  # a status, a payload to apply
         key = _digest(request)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
@@ -140,16 +169,15 @@ class Subtree:
                 )
                 return hit
             response = self._compute(request, requester)
-            self._keep(key, request, response)
-            return response
+            return _Answer(response, self._keep(key, request, response))
 
-    def _answered(self, key: bytes) -> m.TreeResponse | None:
+    def _answered(self, key: bytes) -> _Answer | None:
         """An answer already given. Only a committed record counts: an answer file whose
         record is missing was written by a process killed before it sent the answer. An
         answer evicted by the bound is refused, never computed again."""
         hit = self._cache.get(key)
         if hit is not None:
-            return hit
+            return _Answer(hit)
         record = self.store.get("answers", key.hex())
         if record is None:
             return None
@@ -160,11 +188,12 @@ class Subtree:
                 f"{self.max_answer_bytes} bytes): it will not draw a share again"
             )
         data = self.store.get_blob(f"answer-{key.hex()}")
-        return None if data is None else read_tree_response(data)
+        return None if data is None else _Answer(encoded=data)
 
-    def _keep(self, key: bytes, request: m.TreeRequest, response: m.TreeResponse) -> None:
+    def _keep(self, key: bytes, request: m.TreeRequest, response: m.TreeResponse) -> bytes:
         """The answer, then (in one transaction) its record and the state moves it made;
-        then the oldest answers beyond the bound are evicted (their records stay)."""
+        then the oldest answers beyond the bound are evicted (their records stay).
+        Returns the answer serialized."""
         data = tree_response_bytes(response)
         self.store.put_blob(f"answer-{key.hex()}", data)
         step = STEP_NAMES[type(request.step)]
@@ -183,6 +212,7 @@ class Subtree:
             self._kept_bytes += len(data)
             while self._kept_bytes > self.max_answer_bytes and len(self._kept) > 1:
                 self._evict(*self._kept.popleft())
+        return data
 
     def _evict(self, name: str, size: int) -> None:
         record = self.store.get("answers", name) or {}

@@ -38,6 +38,7 @@ from phe_fl.federation.observability import log_context
 from phe_fl.federation.serde import (
     Frame,
     FrameReader,
+    child_answer_frames,
     child_message_frames,
     frames_of,
     parent_message_bytes,
@@ -45,6 +46,7 @@ from phe_fl.federation.serde import (
     read_child_message,
     read_parent_message,
     tree_message_limit,
+    tree_response_bytes,
 )
 from phe_fl.federation.status import failure_for, rpc_errors
 from phe_fl.v2 import tree_pb2_grpc
@@ -351,7 +353,8 @@ class Children:
 
 
 # -- child side -----------------------------------------------------------------------------
-Handler = Callable[[m.TreeRequest, str], m.TreeResponse]
+Handler = Callable[[m.TreeRequest, str], bytes]
+"""A request and who sent it -> the serialized answer (:func:`tree_response_bytes`)."""
 
 
 class ParentConnection:
@@ -463,7 +466,7 @@ class ParentConnection:
     ) -> None:
         try:
             with log_context(job=request.job_id, peer=self.parent.id):
-                response = self.handle(request, self.parent.id)
+                answer = self.handle(request, self.parent.id)
         except Exception as exc:  # noqa: BLE001 - every failure goes up as a typed Failure
-            response = m.TreeResponse(failure_for(exc))
-        outbox.put(child_message_frames(response, call))
+            answer = tree_response_bytes(m.TreeResponse(failure_for(exc)))
+        outbox.put(child_answer_frames(answer, call))

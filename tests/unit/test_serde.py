@@ -903,6 +903,12 @@ STREAMS: dict[str, tuple[st.SearchStrategy[Any], Any, Any, bool]] = {
         serde.read_child_message,
         True,
     ),
+    "child-answer": (  # an answer sent from the bytes the node keeps for retries
+        TREE_RESPONSES,
+        lambda r, call: serde.child_answer_frames(serde.tree_response_bytes(r), call),
+        serde.read_child_message,
+        True,
+    ),
     "parent": (
         flat(m.Welcome, tree_pb2.Welcome) | TREE_REQUESTS,
         serde.parent_message_frames,
@@ -939,6 +945,37 @@ def test_each_stream_reassembles_from_its_frames(
     call, body = outs[-1]
     assert call == want_call and len(body) == size and not reader.incomplete
     assert_same(read(body), msg)
+
+
+@PROPERTY
+@given(response=TREE_RESPONSES, call_id=U32)
+def test_an_answer_sent_from_its_kept_bytes_is_the_message_a_child_sends(
+    response: m.TreeResponse, call_id: int
+) -> None:
+    """A node serializes an answer once (for its state store) and frames those bytes
+    behind the ChildMessage's field key: the parent receives exactly the message it would
+    have received had the answer been serialized as a ChildMessage."""
+
+    def joined(frames: Any) -> bytes:
+        return b"".join(f.data for f in frames)
+
+    kept = serde.tree_response_bytes(response)
+    assert joined(serde.child_answer_frames(kept, call_id)) == joined(
+        serde.child_message_frames(response, call_id)
+    )
+
+
+def test_a_large_answer_is_framed_in_chunks_without_a_copy_of_the_whole() -> None:
+    shares = tuple(bytes([i]) * (CHUNK // 2 + i) for i in range(5))
+    kept = serde.tree_response_bytes(m.TreeResponse(m.RefreshShareResponse(shares)))
+    frames = list(serde.child_answer_frames(kept, 3))
+    assert all(len(f.data) <= CHUNK for f in frames) and len(frames) == 3
+    reader = FrameReader()
+    call, body = [d for d in map(reader.feed, frames) if d is not None][0]
+    assert call == 3 and serde.read_child_message(body) == m.TreeResponse(
+        m.RefreshShareResponse(shares)
+    )
+    assert body == b"", "a reassembled message is consumed by reading it"
 
 
 @pytest.mark.parametrize(
