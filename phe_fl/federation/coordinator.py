@@ -16,6 +16,7 @@ models and their standardization, and each training's checkpoint after every ite
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import threading
@@ -83,6 +84,8 @@ Emit = Callable[[m.ProgressEvent], None]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
+
+log = logging.getLogger("phe_fl.coordinator")
 
 RESUME_POLL_S = 1.0
 ROTATIONS_PER_ROUND = 4
@@ -391,6 +394,7 @@ class Coordinator:
         every node is back, and count the resumption."""
         if exc.answered or resumes > MAX_RESUMES:
             raise exc
+        log.warning("job %s: a round failed (%s); resuming from its checkpoint", run.job_id, exc)
         self.wait_whole(run, exc)
         if run.job is not None:
             self.jobs.note_progress(run.job, resumes=run.job.info.resumes + 1)
