@@ -90,7 +90,7 @@ def child(params: str, rows: int, flow: str, n_features: int, parties: int) -> d
     x = rng.normal(size=(rows, n_features))
     if flow == "stream-cache8":
         for party in fed.parties:
-            party._cache_size = 8  # private: the diagnosis above, not an API
+            party._kept.size = 8  # private: the diagnosis above, not an API
     reset = _reset_peak()
     before_kib = _status_kib("VmRSS")
     t0 = time.perf_counter()

@@ -7,8 +7,12 @@ share's bytes, which is what a retry gets back (loaded again only then), for the
 recent ``cache_size`` shares and no more than ``cache_bytes`` of them, the newest always
 (retries come within seconds; a long training job draws thousands of refresh shares, a
 prediction one key-switch share per query ciphertext, and a rotation-key round a share of
-100 MB at 2^15, which would otherwise pile up; the budget is small because a node's state
-store answers a parent's retry). It remembers the digest of every request
+100 MB at 2^15, which would otherwise pile up). Shares whose every request carries a
+fresh CRP from the lead (key generation, refresh) are asked again only by a retry of the
+same request, which the node's state store answers first: they are kept under a smaller
+``retry_cache_bytes`` (at 2^15 a training iteration draws 240 MB of refresh shares a node).
+Decryption and key-switch shares may be asked again by a later job (a querier decrypting
+a model twice). It remembers the digest of every request
 it ever answered: a request whose share has left the cache is refused, never answered
 again with fresh noise. (A node also keeps every answer it sent in its state store, which
 answers a parent's retry before the party is asked.)
@@ -42,14 +46,17 @@ class Party:
     """One data provider's protocol endpoint. Holds exactly one :class:`SecretShare`."""
 
     def __init__(
-        self, secret: SecretShare, *, cache_size: int = 256, cache_bytes: int = 32 << 20
+        self,
+        secret: SecretShare,
+        *,
+        cache_size: int = 256,
+        cache_bytes: int = 512 << 20,
+        retry_cache_bytes: int = 32 << 20,
     ) -> None:
         self.ctx: Context = secret.ctx
         self._secret = secret
-        self._cache: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
-        self._cache_size = max(1, cache_size)
-        self._cache_bytes = cache_bytes
-        self._held = 0  # bytes in the cache
+        self._kept = _Kept(cache_size, cache_bytes)
+        self._retried = _Kept(cache_size, retry_cache_bytes)  # kinds in RETRIED_ONLY
         self._partial_bytes = ciphertext_bytes(secret.ctx.params)  # a partial's at most
         self._answered: set[tuple[str, bytes]] = set()
         self._pending: dict[tuple[str, bytes], threading.Event] = {}
@@ -73,11 +80,11 @@ class Party:
         """The share for ``key``, drawn once; threads may ask for different keys at once
         (a node computes a FedAvg round's shares in parallel). ``keep`` says what the
         cache holds of it and how many bytes that is, ``restore`` gives it back."""
+        cache = self._retried if key[0] in RETRIED_ONLY else self._kept
         while True:
             with self._lock:
-                hit = self._cache.get(key)
+                hit = cache.get(key)
                 if hit is not None:
-                    self._cache.move_to_end(key)
                     break
                 waiting = self._pending.get(key)
                 if waiting is None:
@@ -86,8 +93,8 @@ class Party:
                             f"party {self.index}: its {key[0]} share for this request was sent "
                             f"long ago and is no longer cached; it is not drawn again with "
                             f"fresh noise (a retry must come within the last "
-                            f"{self._cache_size} requests and {self._cache_bytes >> 20} MiB "
-                            f"of shares)"
+                            f"{cache.size} requests and {cache.nbytes >> 20} MiB of such "
+                            f"shares)"
                         )
                     self._answered.add(key)  # claimed: another thread asking waits for it
                     pending = self._pending[key] = threading.Event()
@@ -105,13 +112,8 @@ class Party:
             pending.set()
             raise
         with self._lock:
-            self._cache[key] = kept
-            self._held += kept[1]
+            cache.put(key, kept)
             del self._pending[key]
-            while len(self._cache) > 1 and (
-                len(self._cache) > self._cache_size or self._held > self._cache_bytes
-            ):
-                self._held -= self._cache.popitem(last=False)[1][1]
         pending.set()
         return share
 
@@ -176,6 +178,34 @@ class Party:
 
     def __repr__(self) -> str:
         return f"Party(index={self.index}/{self.n_parties}, params={self.ctx.params.name!r})"
+
+
+RETRIED_ONLY = frozenset({"relin-crp", "relin1", "relin2", "rot-crp", "rot", "refresh"})
+"""Share kinds whose every request carries a fresh CRP from the lead: asked again only by
+a retry of the same request (kept under ``retry_cache_bytes``)."""
+
+
+class _Kept:
+    """Shares kept for retries, newest last: at most ``size`` of them and ``nbytes`` in
+    all, the newest always (callers hold the party's lock)."""
+
+    def __init__(self, size: int, nbytes: int) -> None:
+        self.size = max(1, size)
+        self.nbytes = nbytes
+        self._items: OrderedDict[tuple[str, bytes], tuple[Any, int]] = OrderedDict()
+        self._held = 0
+
+    def get(self, key: tuple[str, bytes]) -> tuple[Any, int] | None:
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple[str, bytes], kept: tuple[Any, int]) -> None:
+        self._items[key] = kept
+        self._held += kept[1]
+        while len(self._items) > 1 and (len(self._items) > self.size or self._held > self.nbytes):
+            self._held -= self._items.popitem(last=False)[1][1]
 
 
 def _as_bytes(share: Share) -> tuple[bytes, int]:

@@ -236,3 +236,21 @@ def test_the_cache_is_bounded_by_bytes_and_keeps_the_newest_share(fed) -> None: 
     roomy = Party(fed.parties[0]._secret)
     again = [roomy.decryption_share(c).to_bytes() for c in cts]
     assert [roomy.decryption_share(c).to_bytes() for c in cts] == again
+
+
+def test_refresh_shares_do_not_push_decryption_shares_out(fed) -> None:  # type: ignore[no-untyped-def]
+    """Refresh shares (a fresh CRP each, asked again only by a retry, which the node's
+    state store answers) are kept under their own small budget: a training's thousands of
+    them do not evict the decryption shares a later job may ask for again (a querier
+    decrypting the same model twice)."""
+    party = Party(fed.parties[0]._secret, retry_cache_bytes=1)
+    model = fed.encrypt(np.full(4, 0.5))
+    first = party.decryption_share(model).to_bytes()
+    proto = Refresh(fed.ctx)
+    cts = [proto.prepare(fed.encrypt(np.full(4, float(v)))) for v in range(3)]
+    crps = [proto.gen_crp(fed.joint_key) for _ in cts]
+    shares = [party.refresh_share(c, crp).to_bytes() for c, crp in zip(cts, crps, strict=True)]
+    assert party.refresh_share(cts[2], crps[2]).to_bytes() == shares[2]  # the newest stays
+    with pytest.raises(PheFlError, match=r"not drawn again with fresh noise"):
+        party.refresh_share(cts[0], crps[0])
+    assert party.decryption_share(model).to_bytes() == first
