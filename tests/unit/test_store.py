@@ -637,6 +637,7 @@ def test_sigkill_at_a_random_moment_loses_nothing_committed(state: Path) -> None
     identity = StoreIdentity("node-1", "insecure-test", "ab" * 32)
     deadline = time.monotonic() + 3.0  # a child starts in about 0.1 s: ~8 kills
     rounds = committed = 0
+    left_behind: set[int] = set()  # blobs out of step with their records after a kill
     while rounds < 3 or (rounds < 12 and time.monotonic() < deadline):
         rounds += 1
         where = f"seed {seed}, round {rounds}"
@@ -670,7 +671,8 @@ def test_sigkill_at_a_random_moment_loses_nothing_committed(state: Path) -> None
                 assert json.loads(json.dumps(value)) == value and key.startswith("k")
             # every recorded blob reads back with its recorded size and checksum (get_blob
             # raises otherwise) and matches the record the child wrote after it; only the
-            # one blob the kill interrupted may be ahead of (or deleted before) its record
+            # one blob this kill interrupted may newly be ahead of (or deleted before) its
+            # record (one an earlier kill left so stays so until a child writes it again)
             behind = []
             for n in range(6):
                 blob, record = s.get_blob(f"b{n}"), s.get("blobs", f"b{n}")
@@ -680,7 +682,8 @@ def test_sigkill_at_a_random_moment_loses_nothing_committed(state: Path) -> None
                     behind.append(n)
                 elif hashlib.sha256(blob).hexdigest() != record["sha256"]:
                     behind.append(n)
-            assert len(behind) <= 1, (where, behind)
+            assert len(set(behind) - left_behind) <= 1, (where, behind, left_behind)
+            left_behind = set(behind)
             assert not [p for p in (state / "blobs").iterdir() if "~" in p.name], where
         finally:
             s.close()
