@@ -56,7 +56,7 @@ class Party:
         self.ctx: Context = secret.ctx
         self._secret = secret
         self._kept = _Kept(cache_size, cache_bytes)
-        self._retried = _Kept(cache_size, retry_cache_bytes)  # kinds in RETRIED_ONLY
+        self._retried = _Kept(cache_size, retry_cache_bytes)  # shares asked ``retried_only``
         self._partial_bytes = ciphertext_bytes(secret.ctx.params)  # a partial's at most
         self._answered: set[tuple[str, bytes]] = set()
         self._pending: dict[tuple[str, bytes], threading.Event] = {}
@@ -76,11 +76,15 @@ class Party:
         make: Callable[[], T],
         keep: Callable[[T], tuple[Any, int]],
         restore: Callable[[Any], T],
+        *,
+        retried_only: bool = False,
     ) -> T:
         """The share for ``key``, drawn once; threads may ask for different keys at once
         (a node computes a FedAvg round's shares in parallel). ``keep`` says what the
-        cache holds of it and how many bytes that is, ``restore`` gives it back."""
-        cache = self._retried if key[0] in RETRIED_ONLY else self._kept
+        cache holds of it and how many bytes that is, ``restore`` gives it back.
+        ``retried_only``: each request carries a fresh CRP from the lead, so only a retry
+        asks again (kept under ``retry_cache_bytes``)."""
+        cache = self._retried if retried_only else self._kept
         while True:
             with self._lock:
                 hit = cache.get(key)
@@ -117,30 +121,49 @@ class Party:
         pending.set()
         return share
 
-    def _share(self, key: tuple[str, bytes], proto: Protocol[S], make: Callable[[], S]) -> S:
+    def _share(
+        self,
+        key: tuple[str, bytes],
+        proto: Protocol[S],
+        make: Callable[[], S],
+        *,
+        retried_only: bool = False,
+    ) -> S:
         """A share, kept as the bytes a retry is answered with (loaded again only then)."""
-        return self._cached(key, make, _as_bytes, proto.share_from_bytes)
+        return self._cached(key, make, _as_bytes, proto.share_from_bytes, retried_only=retried_only)
 
-    # key generation ----------------------------------------------------------------------
+    # key generation: every request carries a fresh CRP -----------------------------------
     def relin_round1(self, gen: RelinKeyGen, crp: RelinRound1Share) -> RelinRound1Share:
-        return self._share(("relin1", crp.subject), gen, lambda: gen.gen_share(self._secret, crp))
+        return self._share(
+            ("relin1", crp.subject),
+            gen,
+            lambda: gen.gen_share(self._secret, crp),
+            retried_only=True,
+        )
 
     def relin_round2(self, gen: RelinKeyGen, round1: RelinRound1Share) -> RelinRound2Share:
         return self._share(
             ("relin2", round1.subject),
             gen.round2,
             lambda: gen.gen_round2_share(self._secret, round1),
+            retried_only=True,
         )
 
     def relin_crp(self, gen: RelinKeyGen) -> RelinRound1Share:
-        return self._share(("relin-crp", gen.tag.encode()), gen, lambda: gen.gen_crp(self._secret))
+        key = ("relin-crp", gen.tag.encode())
+        return self._share(key, gen, lambda: gen.gen_crp(self._secret), retried_only=True)
 
     def rotation_crp(self, gen: RotationKeyGen) -> RotationKeysShare:
         key = ("rot-crp", repr((gen.tag, gen.indices)).encode())
-        return self._share(key, gen, lambda: gen.gen_crp(self._secret))
+        return self._share(key, gen, lambda: gen.gen_crp(self._secret), retried_only=True)
 
     def rotation_keys(self, gen: RotationKeyGen, crp: RotationKeysShare) -> RotationKeysShare:
-        return self._share(("rot", crp.subject), gen, lambda: gen.gen_share(self._secret, crp))
+        return self._share(
+            ("rot", crp.subject),
+            gen,
+            lambda: gen.gen_share(self._secret, crp),
+            retried_only=True,
+        )
 
     # per-ciphertext protocols ------------------------------------------------------------
     def _partial(self, ct: Ciphertext) -> Any:
@@ -166,6 +189,7 @@ class Party:
             ("refresh", refresh_subject(prepared, crp)),
             proto,
             lambda: proto.gen_share(self._secret, prepared, crp),
+            retried_only=True,  # the root draws a CRP for every refresh
         )
 
     def key_switch_share(self, ct: Ciphertext, querier: QuerierPublicKey) -> KeySwitchShare:
@@ -178,11 +202,6 @@ class Party:
 
     def __repr__(self) -> str:
         return f"Party(index={self.index}/{self.n_parties}, params={self.ctx.params.name!r})"
-
-
-RETRIED_ONLY = frozenset({"relin-crp", "relin1", "relin2", "rot-crp", "rot", "refresh"})
-"""Share kinds whose every request carries a fresh CRP from the lead: asked again only by
-a retry of the same request (kept under ``retry_cache_bytes``)."""
 
 
 class _Kept:
