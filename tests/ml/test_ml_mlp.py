@@ -152,7 +152,7 @@ def test_layers_wider_than_the_ring_span_several_tiles() -> None:
         ((6,), INSECURE_TEST, (20, 7, 45)),  # 45 samples > 32 per ciphertext: 2 chunks
         ((6, 5), INSECURE_TEST, (20, 11)),
         ((7, 5, 3), INSECURE_TEST, (20, 11)),
-        ((40,), INSECURE_TEST, (9, 6)),  # 41 inputs: two input tiles of 32
+        ((40,), INSECURE_TEST, (9, 6)),  # 41 inputs: several input tiles (3 of 16)
         ((32, 40), INSECURE_TEST, (9, 6)),  # a bias-only tile; a hidden layer of 2 tiles
         ((64, 64, 64), N15_128, (5, 4)),  # 3 hidden layers of 64 (POSEIDON's MNIST widths)
     ],
@@ -182,6 +182,8 @@ def test_slot_simulation_reproduces_the_twin(hidden, params, sizes, iris) -> Non
         params=params.name,
         init_scale=0.5,
     )
+    if n_features == 40:  # the first layer spans several ciphertexts
+        assert job.layout.grid(1)[1] > 1
     shards = _shards(x, y, sizes)
     workers = [MLPParty(i, job, s) for i, s in enumerate(shards)]
     fed = SlotFederation(workers, params)
